@@ -1,0 +1,41 @@
+//! Replays golden-vector files: `cargo run --release -p rmsprop --example replay -- FILE.json...`
+//!
+//! Prints `FILE: N passed, M failed` per file and one line per failing case with its
+//! worst error (`-v`: every case); exits non-zero on any failure.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let verbose = args.iter().any(|a| a == "-v" || a == "--verbose");
+    let files: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    if files.is_empty() {
+        eprintln!("usage: replay [-v] FILE.json...");
+        return ExitCode::from(2);
+    }
+    let mut ok = true;
+    for f in &files {
+        match rmsprop::golden::replay_file(f.as_ref()) {
+            Ok(report) => {
+                println!("{}", report.summary());
+                for c in report.cases.iter().filter(|c| verbose || !c.passed) {
+                    let tag = if c.passed { "ok  " } else { "FAIL" };
+                    println!(
+                        "  {tag} {}: worst {:.3}x tolerance at {}",
+                        c.name, c.worst, c.detail
+                    );
+                }
+                ok &= report.failed() == 0 && !report.cases.is_empty();
+            }
+            Err(e) => {
+                println!("{f}: error: {e}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

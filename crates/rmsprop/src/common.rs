@@ -1,0 +1,323 @@
+//! What every optimizer of the family shares: the learning rate, weight decay, the
+//! gradient preprocessing of Keras and MXNet, weight clipping, and how hyperparameters
+//! are rounded.
+
+use crate::error::{Error, Result};
+use crate::float::Float;
+use serde::{Deserialize, Serialize};
+
+/// How weight decay enters the update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightDecayMode {
+    /// L2 penalty: `g += wd*x` before anything else, so it enters the accumulators
+    /// (PyTorch `weight_decay`, MXNet `wd`, optax `add_decayed_weights` before the transform).
+    Coupled,
+    /// `x -= lr*wd*x`, outside the accumulators (PyTorch AdamW, Keras 3 `weight_decay`,
+    /// optax `adamw`, MXNet AdaGrad/AdaDelta `wd`).
+    Decoupled,
+}
+
+/// Where a gradient-norm bound is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormScope {
+    /// Each tensor on its own (Keras `clipnorm`).
+    PerTensor,
+    /// All tensors of the step together (`torch.nn.utils.clip_grad_norm_`, Keras
+    /// `global_clipnorm`, optax `clip_by_global_norm`).
+    Global,
+}
+
+/// Rescale gradients whose L2 norm exceeds `max_norm`: `g = g*c / max(||g||, c)`
+/// (Keras `clip_by_norm`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClipNorm {
+    /// The bound `c` (> 0).
+    pub max_norm: f64,
+    /// Per tensor or global.
+    pub scope: NormScope,
+}
+
+/// The precision the hyperparameters are held in before they meet the tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HyperPrecision {
+    /// Full `f64` values (PyTorch, optax, Keras).
+    Native,
+    /// Rounded to `f32` first, even for `f64` tensors: MXNet 1.x operators
+    /// (`rmsprop_update`, `adam_update`, `sgd_mom_update`) and Burn store them as `float`.
+    F32,
+}
+
+/// How `η`, `g` and the denominator `d` are multiplied: equal in exact arithmetic,
+/// different in rounding — and the difference grows where the update cancels against
+/// `x` (the chapter's γ = 0 exercise). Each framework's own order is its preset's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepForm {
+    /// `η · (g / d)`: PyTorch (`addcdiv`), MXNet, optax.
+    ScaledGradient,
+    /// `(η / d) · g`: the chapter's `eta / sqrt(s + eps) * g`.
+    ScaledRate,
+    /// `(η · g) / d`: Keras (`divide(multiply(lr, g), sqrt(den))`).
+    ScaledProduct,
+}
+
+impl StepForm {
+    /// `η g / d` in this form's order.
+    #[inline(always)]
+    pub(crate) fn apply<T: Float>(self, lr: T, g: T, d: T) -> T {
+        match self {
+            StepForm::ScaledGradient => lr * (g / d),
+            StepForm::ScaledRate => lr / d * g,
+            StepForm::ScaledProduct => lr * g / d,
+        }
+    }
+}
+
+/// Hyperparameters shared by every optimizer. Each field says which framework uses it.
+///
+/// ```
+/// use rmsprop::{Common, WeightDecayMode};
+/// let c = Common::new(0.01);
+/// assert_eq!(c.weight_decay, 0.0);
+/// assert_eq!(c.weight_decay_mode, WeightDecayMode::Coupled);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Common {
+    /// Learning rate η (before any schedule).
+    pub lr: f64,
+    /// Weight decay factor (0 = off).
+    pub weight_decay: f64,
+    /// Coupled (L2, enters the accumulators) or decoupled.
+    pub weight_decay_mode: WeightDecayMode,
+    /// Coupled decay is added *before* `clip_gradient`, so the clip bounds `g + wd*x`
+    /// (MXNet RMSProp, Adam); `false` adds it after the clip (MXNet SGD).
+    pub weight_decay_clipped: bool,
+    /// Follow the gradient upwards (`g = -g`; PyTorch `maximize`).
+    pub maximize: bool,
+    /// Multiply the gradient by this first (MXNet `rescale_grad`; 1 = off).
+    pub rescale_grad: f64,
+    /// Clip each gradient element to `[-c, c]` (MXNet `clip_gradient`, Keras `clipvalue`).
+    pub clip_gradient: Option<f64>,
+    /// Rescale the gradient to an L2 norm of at most `c` (Keras `clipnorm`).
+    pub clip_norm: Option<ClipNorm>,
+    /// Clip the parameters to `[-c, c]` after the step (MXNet `clip_weights`).
+    pub clip_weights: Option<f64>,
+    /// Precision of the hyperparameters.
+    pub precision: HyperPrecision,
+}
+
+impl Common {
+    /// Learning rate `lr`, everything else off.
+    ///
+    /// ```
+    /// assert_eq!(rmsprop::Common::new(0.1).lr, 0.1);
+    /// ```
+    pub fn new(lr: f64) -> Self {
+        Common {
+            lr,
+            weight_decay: 0.0,
+            weight_decay_mode: WeightDecayMode::Coupled,
+            weight_decay_clipped: true,
+            maximize: false,
+            rescale_grad: 1.0,
+            clip_gradient: None,
+            clip_norm: None,
+            clip_weights: None,
+            precision: HyperPrecision::Native,
+        }
+    }
+
+    /// A hyperparameter as the framework holds it (rounded to `f32` under
+    /// [`HyperPrecision::F32`]).
+    pub(crate) fn hp(&self, v: f64) -> f64 {
+        match self.precision {
+            HyperPrecision::Native => v,
+            HyperPrecision::F32 => v as f32 as f64,
+        }
+    }
+
+    pub(crate) fn validate(&self, optimizer: &'static str) -> Result<()> {
+        check_nonneg(optimizer, "lr", self.lr)?;
+        check_nonneg(optimizer, "weight_decay", self.weight_decay)?;
+        check_finite(optimizer, "rescale_grad", self.rescale_grad)?;
+        if let Some(c) = self.clip_gradient {
+            check_pos(optimizer, "clip_gradient", c)?;
+        }
+        if let Some(c) = self.clip_norm {
+            check_pos(optimizer, "clip_norm", c.max_norm)?;
+        }
+        if let Some(c) = self.clip_weights {
+            check_pos(optimizer, "clip_weights", c)?;
+        }
+        Ok(())
+    }
+
+    /// The per-step gradient preprocessing in `T`; `norm` is the L2 norm that
+    /// `clip_norm` compares against (per tensor or global, computed by the caller).
+    pub(crate) fn prep<T: Float>(&self, norm: Option<f64>) -> Prep<T> {
+        let wd = (self.weight_decay != 0.0 && self.weight_decay_mode == WeightDecayMode::Coupled)
+            .then(|| T::from_f64(self.hp(self.weight_decay)));
+        let norm_clip = match (self.clip_norm, norm) {
+            (Some(c), Some(n)) if n > c.max_norm => Some((T::from_f64(c.max_norm), T::from_f64(n))),
+            _ => None,
+        };
+        Prep {
+            rescale: (self.rescale_grad != 1.0).then(|| T::from_f64(self.hp(self.rescale_grad))),
+            maximize: self.maximize,
+            norm_clip,
+            wd,
+            wd_clipped: self.weight_decay_clipped,
+            clip: self.clip_gradient.map(|c| T::from_f64(self.hp(c))),
+        }
+    }
+
+    /// Decoupled decay factor `wd` in `T`, if any.
+    pub(crate) fn decoupled_wd<T: Float>(&self) -> Option<T> {
+        (self.weight_decay != 0.0 && self.weight_decay_mode == WeightDecayMode::Decoupled)
+            .then(|| T::from_f64(self.hp(self.weight_decay)))
+    }
+
+    /// Weight-clipping bound in `T`, if any.
+    pub(crate) fn clip_weights_t<T: Float>(&self) -> Option<T> {
+        self.clip_weights.map(|c| T::from_f64(self.hp(c)))
+    }
+}
+
+/// The gradient preprocessing of one step, resolved to `T`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Prep<T> {
+    rescale: Option<T>,
+    maximize: bool,
+    norm_clip: Option<(T, T)>,
+    wd: Option<T>,
+    wd_clipped: bool,
+    clip: Option<T>,
+}
+
+impl<T: Float> Prep<T> {
+    /// `g` as the update sees it: rescaled, negated (maximize), norm-clipped,
+    /// plus coupled decay, value-clipped — MXNet's `clip(rescale*g + wd*x)` order,
+    /// Keras's clip-first order (Keras has no coupled decay), PyTorch's `g + wd*x`.
+    #[inline(always)]
+    pub(crate) fn grad(&self, g: T, x: T) -> T {
+        let mut g = g;
+        if let Some(r) = self.rescale {
+            g = r * g;
+        }
+        if self.maximize {
+            g = -g;
+        }
+        if let Some((c, norm)) = self.norm_clip {
+            g = g * c / norm;
+        }
+        if let (Some(wd), true) = (self.wd, self.wd_clipped) {
+            g = g + wd * x;
+        }
+        if let Some(c) = self.clip {
+            g = g.max(-c).min(c);
+        }
+        if let (Some(wd), false) = (self.wd, self.wd_clipped) {
+            g = g + wd * x;
+        }
+        g
+    }
+}
+
+pub(crate) fn check_finite(optimizer: &'static str, name: &'static str, v: f64) -> Result<()> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(invalid(optimizer, name, v, "a finite number"))
+    }
+}
+
+pub(crate) fn check_nonneg(optimizer: &'static str, name: &'static str, v: f64) -> Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(optimizer, name, v, "a finite number >= 0"))
+    }
+}
+
+pub(crate) fn check_pos(optimizer: &'static str, name: &'static str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(optimizer, name, v, "a finite number > 0"))
+    }
+}
+
+pub(crate) fn check_unit(optimizer: &'static str, name: &'static str, v: f64) -> Result<()> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(invalid(optimizer, name, v, "a number in [0, 1]"))
+    }
+}
+
+pub(crate) fn invalid(
+    optimizer: &'static str,
+    name: &'static str,
+    v: f64,
+    expected: &'static str,
+) -> Error {
+    Error::InvalidHyperparameter {
+        optimizer,
+        name,
+        value: format!("{v}"),
+        expected,
+    }
+}
+
+/// Generates the `with_*` setters of the [`Common`] fields on an optimizer config.
+macro_rules! common_setters {
+    ($t:ty) => {
+        impl $t {
+            /// Sets the learning rate.
+            pub fn with_lr(mut self, lr: f64) -> Self {
+                self.common.lr = lr;
+                self
+            }
+            /// Sets the weight decay factor and how it enters the update.
+            pub fn with_weight_decay(mut self, wd: f64, mode: $crate::WeightDecayMode) -> Self {
+                self.common.weight_decay = wd;
+                self.common.weight_decay_mode = mode;
+                self
+            }
+            /// Follow the gradient upwards (PyTorch `maximize`).
+            pub fn with_maximize(mut self, on: bool) -> Self {
+                self.common.maximize = on;
+                self
+            }
+            /// Multiply gradients by `r` first (MXNet `rescale_grad`).
+            pub fn with_rescale_grad(mut self, r: f64) -> Self {
+                self.common.rescale_grad = r;
+                self
+            }
+            /// Clip gradient elements to `[-c, c]` (MXNet `clip_gradient`, Keras `clipvalue`).
+            pub fn with_clip_gradient(mut self, c: f64) -> Self {
+                self.common.clip_gradient = Some(c);
+                self
+            }
+            /// Rescale gradients to an L2 norm of at most `c`.
+            pub fn with_clip_norm(mut self, c: f64, scope: $crate::NormScope) -> Self {
+                self.common.clip_norm = Some($crate::ClipNorm { max_norm: c, scope });
+                self
+            }
+            /// Clip parameters to `[-c, c]` after each step (MXNet `clip_weights`).
+            pub fn with_clip_weights(mut self, c: f64) -> Self {
+                self.common.clip_weights = Some(c);
+                self
+            }
+            /// Precision in which hyperparameters are held.
+            pub fn with_precision(mut self, p: $crate::HyperPrecision) -> Self {
+                self.common.precision = p;
+                self
+            }
+        }
+    };
+}
+pub(crate) use common_setters;

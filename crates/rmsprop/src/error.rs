@@ -1,0 +1,131 @@
+//! The one error type of the crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong, each saying what was wrong, what was expected, and where.
+///
+/// A step that returns an error has changed nothing: parameters and state are
+/// bit-identical to what they were before the call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A hyperparameter has a value outside its domain.
+    #[error("invalid hyperparameter {optimizer}.{name} = {value}: expected {expected}")]
+    InvalidHyperparameter {
+        /// Optimizer family (`"rmsprop"`, ...).
+        optimizer: &'static str,
+        /// Hyperparameter name.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// What would have been accepted.
+        expected: &'static str,
+    },
+    /// Two hyperparameters that cannot go together (e.g. Nesterov without momentum).
+    #[error("invalid {optimizer} configuration: {reason}")]
+    InvalidCombination {
+        /// Optimizer family.
+        optimizer: &'static str,
+        /// What is wrong, in words.
+        reason: String,
+    },
+    /// A name given to the by-name constructor that the optimizer does not have.
+    #[error("unknown hyperparameter {name:?} for {optimizer}: expected one of {known}")]
+    UnknownHyperparameter {
+        /// Optimizer family.
+        optimizer: String,
+        /// The unknown name.
+        name: String,
+        /// The accepted names, comma-separated.
+        known: String,
+    },
+    /// An optimizer or flavour name that does not exist.
+    #[error("unknown {kind} {name:?}: expected one of {known}")]
+    UnknownName {
+        /// `"optimizer"`, `"flavor"`, ...
+        kind: &'static str,
+        /// The unknown name.
+        name: String,
+        /// The accepted names, comma-separated.
+        known: String,
+    },
+    /// A by-name hyperparameter of the wrong type (a string where a number was expected, ...).
+    #[error("hyperparameter {name:?} has the wrong type: expected {expected}, got {got}")]
+    WrongType {
+        /// Hyperparameter name.
+        name: String,
+        /// Expected type.
+        expected: &'static str,
+        /// What was given.
+        got: String,
+    },
+    /// A gradient or parameter slice whose length is not that of its tensor.
+    #[error(
+        "{what} of tensor {tensor:?} has {got} elements, expected {expected} (shape {shape:?})"
+    )]
+    LengthMismatch {
+        /// `"gradient"` or `"parameter"`.
+        what: &'static str,
+        /// Tensor name.
+        tensor: String,
+        /// Expected element count.
+        expected: usize,
+        /// Given element count.
+        got: usize,
+        /// The tensor's shape.
+        shape: Vec<usize>,
+    },
+    /// The number of parameter or gradient slices differs from the number of tensors.
+    #[error("step got {got} {what} tensors, expected {expected} ({names})")]
+    TensorCountMismatch {
+        /// `"gradient"` or `"parameter"`.
+        what: &'static str,
+        /// Expected count.
+        expected: usize,
+        /// Given count.
+        got: usize,
+        /// The tensor names in order.
+        names: String,
+    },
+    /// A tensor name registered twice.
+    #[error("tensor name {0:?} is used twice")]
+    DuplicateTensor(String),
+    /// A gradient holds NaN or an infinity (with [`NonFinitePolicy::Error`](crate::NonFinitePolicy)).
+    #[error(
+        "non-finite gradient in tensor {tensor:?} at element {index}: {value}; nothing was updated"
+    )]
+    NonFiniteGradient {
+        /// Tensor name.
+        tensor: String,
+        /// Flat index of the first bad element.
+        index: usize,
+        /// Its value, printed.
+        value: String,
+    },
+    /// A checkpoint that cannot be read or does not fit this optimizer.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An I/O error, with the file it concerns.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A golden-vector file that cannot be read.
+    #[error("golden file {path}: {reason}")]
+    Golden {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

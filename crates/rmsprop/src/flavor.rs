@@ -1,0 +1,226 @@
+//! Framework presets: each framework's RMSProp (and neighbours) with *its own*
+//! defaults and formula. The table of differences is in the crate docs.
+
+use crate::common::{HyperPrecision, StepForm, WeightDecayMode};
+use crate::error::{Error, Result};
+use crate::optim::{
+    Adadelta, Adagrad, Adam, BiasCorrection, EpsPlacement, MomentumStyle, OptimizerConfig, RmsProp,
+    Sgd, SgdMomentum,
+};
+use std::fmt;
+use std::str::FromStr;
+
+/// A framework whose optimizer semantics a preset reproduces.
+///
+/// ```
+/// use rmsprop::{EpsPlacement, Flavor};
+/// let torch = Flavor::PyTorch.rmsprop();
+/// assert_eq!((torch.decay, torch.eps, torch.eps_placement), (0.99, 1e-8, EpsPlacement::OutsideSqrt));
+/// assert_eq!("tf1".parse::<Flavor>().unwrap(), Flavor::Tf1);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Flavor {
+    /// *Dive into Deep Learning*, the RMSProp chapter's own code.
+    D2l,
+    /// PyTorch 2.x `torch.optim`.
+    PyTorch,
+    /// Keras 3 `keras.optimizers`.
+    Keras,
+    /// TensorFlow 1 `tf.compat.v1.train.RMSPropOptimizer` (`ApplyRMSProp`).
+    Tf1,
+    /// optax 0.2.
+    Optax,
+    /// MXNet 1.x `mx.optimizer` (the chapter's `gluon.Trainer`).
+    Mxnet,
+    /// Burn `burn-optim`.
+    Burn,
+}
+
+impl Flavor {
+    /// Every flavour, in the order of the crate docs' table.
+    pub const ALL: [Flavor; 7] = [
+        Flavor::D2l,
+        Flavor::PyTorch,
+        Flavor::Keras,
+        Flavor::Tf1,
+        Flavor::Optax,
+        Flavor::Mxnet,
+        Flavor::Burn,
+    ];
+
+    /// The flavour's short name (`d2l`, `pytorch`, `keras`, `tf1`, `optax`, `mxnet`, `burn`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::D2l => "d2l",
+            Flavor::PyTorch => "pytorch",
+            Flavor::Keras => "keras",
+            Flavor::Tf1 => "tf1",
+            Flavor::Optax => "optax",
+            Flavor::Mxnet => "mxnet",
+            Flavor::Burn => "burn",
+        }
+    }
+
+    /// This framework's RMSProp with its default hyperparameters. Where the framework
+    /// has no default learning rate (TF1, optax, Burn), the one of its documentation
+    /// examples is used: 0.001 (TF1), 0.01 (optax, Burn).
+    pub fn rmsprop(self) -> RmsProp {
+        let d = RmsProp::default();
+        let d = match self {
+            Flavor::D2l => d,
+            Flavor::Keras => d.with_step_form(StepForm::ScaledProduct),
+            _ => d.with_step_form(StepForm::ScaledGradient),
+        };
+        match self {
+            Flavor::D2l => d,
+            Flavor::PyTorch => d
+                .with_lr(0.01)
+                .with_decay(0.99)
+                .with_eps(1e-8, EpsPlacement::OutsideSqrt)
+                .with_momentum(0.0, MomentumStyle::LrOutsideBuffer),
+            Flavor::Keras => d
+                .with_lr(0.001)
+                .with_decay(0.9)
+                .with_eps(1e-7, EpsPlacement::InsideSqrt)
+                .with_momentum(0.0, MomentumStyle::LrInsideBuffer)
+                .with_weight_decay(0.0, WeightDecayMode::Decoupled),
+            Flavor::Tf1 => d
+                .with_lr(0.001)
+                .with_decay(0.9)
+                .with_eps(1e-10, EpsPlacement::InsideSqrt)
+                .with_initial_accumulator(1.0)
+                .with_momentum(0.0, MomentumStyle::LrInsideBuffer),
+            Flavor::Optax => d
+                .with_lr(0.01)
+                .with_decay(0.9)
+                .with_eps(1e-8, EpsPlacement::InsideSqrt)
+                .with_momentum(0.0, MomentumStyle::LrInsideBuffer),
+            Flavor::Mxnet => {
+                let mut r = d
+                    .with_lr(0.001)
+                    .with_decay(0.9)
+                    .with_eps(1e-8, EpsPlacement::InsideSqrt)
+                    .with_momentum(0.9, MomentumStyle::LrInsideBuffer)
+                    .with_precision(HyperPrecision::F32);
+                r.momentum_with_centered = true;
+                r
+            }
+            Flavor::Burn => d
+                .with_lr(0.01)
+                .with_decay(0.99)
+                .with_eps(1e-5, EpsPlacement::OutsideSqrt)
+                .with_momentum(0.9, MomentumStyle::LrOutsideBuffer)
+                .with_precision(HyperPrecision::F32),
+        }
+    }
+
+    /// This framework's `optimizer` (`rmsprop`, `adagrad`, `sgd`, `adam`, `adamw`,
+    /// `adadelta`) with its defaults. Combinations whose semantics this crate does not
+    /// reproduce are an error rather than a guess.
+    ///
+    /// ```
+    /// use rmsprop::Flavor;
+    /// assert_eq!(Flavor::Mxnet.config("adam").unwrap().name(), "adam");
+    /// assert!(Flavor::Keras.config("adagrad").is_err());
+    /// ```
+    pub fn config(self, optimizer: &str) -> Result<OptimizerConfig> {
+        use Flavor::*;
+        let f32 = HyperPrecision::F32;
+        Ok(match (self, optimizer) {
+            (_, "rmsprop") => self.rmsprop().into(),
+            (D2l, "adagrad") => Adagrad::default().into(),
+            (PyTorch, "adagrad") => Adagrad {
+                step_form: StepForm::ScaledGradient,
+                ..Adagrad::default()
+                    .with_lr(0.01)
+                    .with_eps(1e-10, EpsPlacement::OutsideSqrt)
+            }
+            .into(),
+            (Mxnet, "adagrad") => Adagrad {
+                step_form: StepForm::ScaledGradient,
+                ..Adagrad::default()
+            }
+            .with_lr(0.01)
+            .with_eps(1e-7, EpsPlacement::InsideSqrt)
+            .with_weight_decay(0.0, WeightDecayMode::Decoupled)
+            .into(),
+            (D2l, "sgd") => Sgd::leaky_average(0.02, 0.5).into(),
+            (PyTorch, "sgd") => Sgd::default().with_lr(0.001).into(),
+            (Mxnet, "sgd") => {
+                let mut s = Sgd::default()
+                    .with_momentum(0.0, SgdMomentum::LrInsideBuffer)
+                    .with_precision(f32);
+                s.common.weight_decay_clipped = false;
+                s.into()
+            }
+            (D2l, "adam") => Adam::default()
+                .with_lr(0.01)
+                .with_eps(1e-6)
+                .with_bias_correction(BiasCorrection::Moments)
+                .into(),
+            (PyTorch, "adam") => Adam::default().into(),
+            (Optax, "adam") => Adam::default()
+                .with_bias_correction(BiasCorrection::Moments)
+                .into(),
+            (Mxnet, "adam") => Adam::default()
+                .with_bias_correction(BiasCorrection::LrOnly)
+                .with_precision(f32)
+                .into(),
+            (PyTorch, "adamw") => Adam::adamw().into(),
+            (Optax, "adamw") => Adam::default()
+                .with_bias_correction(BiasCorrection::Moments)
+                .with_weight_decay(1e-4, WeightDecayMode::Decoupled)
+                .into(),
+            (D2l, "adadelta") => Adadelta::default().with_eps(1e-5).into(),
+            (PyTorch, "adadelta") | (Optax, "adadelta") => Adadelta::default().into(),
+            (Mxnet, "adadelta") => Adadelta::default()
+                .with_eps(1e-5)
+                .with_weight_decay(0.0, WeightDecayMode::Decoupled)
+                .into(),
+            (_, "adagrad" | "sgd" | "adam" | "adamw" | "adadelta") => {
+                return Err(Error::UnknownName {
+                    kind: "preset",
+                    name: format!("{}.{optimizer}", self.name()),
+                    known: "rmsprop for every flavour; adagrad: d2l, pytorch, mxnet; sgd: d2l, pytorch, mxnet; \
+                            adam: d2l, pytorch, optax, mxnet; adamw: pytorch, optax; adadelta: d2l, pytorch, optax, mxnet"
+                        .into(),
+                });
+            }
+            _ => {
+                return Err(Error::UnknownName {
+                    kind: "optimizer",
+                    name: optimizer.into(),
+                    known: "rmsprop, adagrad, sgd, adam, adamw, adadelta".into(),
+                });
+            }
+        })
+    }
+}
+
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Flavor {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let lower = s.to_ascii_lowercase();
+        let alias = match lower.as_str() {
+            "torch" => "pytorch",
+            "keras3" | "tf2" => "keras",
+            "tensorflow1" => "tf1",
+            "gluon" | "mxnet1" => "mxnet",
+            other => other,
+        };
+        Flavor::ALL
+            .into_iter()
+            .find(|f| f.name() == alias)
+            .ok_or_else(|| Error::UnknownName {
+                kind: "flavor",
+                name: s.into(),
+                known: Flavor::ALL.map(Flavor::name).join(", "),
+            })
+    }
+}

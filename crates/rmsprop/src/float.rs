@@ -1,0 +1,122 @@
+//! The element types the optimizers run in: `f32` and `f64`.
+
+use std::fmt::Debug;
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+/// The dtype of a tensor, as named in checkpoints and golden files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    /// IEEE-754 binary32.
+    F32,
+    /// IEEE-754 binary64.
+    F64,
+}
+
+impl Dtype {
+    /// The name frameworks use for it (`"float32"`, `"float64"`).
+    ///
+    /// ```
+    /// assert_eq!(rmsprop::Dtype::F32.name(), "float32");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "float32",
+            Dtype::F64 => "float64",
+        }
+    }
+}
+
+/// A floating-point element type. All optimizer state and arithmetic happen in it,
+/// as in the frameworks (a `float32` parameter has `float32` state).
+///
+/// Hyperparameters are `f64` and are rounded to `T` once per step, after any scalar
+/// derived from them (`1 - decay`, `1 - beta^t`, ...) has been formed in `f64`, which is
+/// what PyTorch, optax and Keras do with Python floats.
+///
+/// ```
+/// use rmsprop::Float;
+/// assert_eq!(<f32 as Float>::from_f64(0.1), 0.1f32);
+/// assert_eq!(4.0f64.sqrt(), 2.0);
+/// ```
+pub trait Float:
+    Copy
+    + Debug
+    + Default
+    + PartialOrd
+    + Send
+    + Sync
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+{
+    /// The dtype tag of this type.
+    const DTYPE: Dtype;
+    /// 0.
+    const ZERO: Self;
+    /// 1.
+    const ONE: Self;
+    /// Nearest value of this type (round to nearest even).
+    fn from_f64(v: f64) -> Self;
+    /// Exact widening to `f64`.
+    fn to_f64(self) -> f64;
+    /// Correctly rounded square root.
+    fn sqrt(self) -> Self;
+    /// Neither infinite nor NaN.
+    fn is_finite(self) -> bool;
+    /// Larger of the two (IEEE `maxNum`).
+    fn max(self, other: Self) -> Self;
+    /// Smaller of the two (IEEE `minNum`).
+    fn min(self, other: Self) -> Self;
+    /// Little-endian bytes, for checkpoints.
+    fn write_le(self, out: &mut Vec<u8>);
+    /// Reads one value from little-endian bytes of length `size_of::<Self>()`.
+    fn read_le(bytes: &[u8]) -> Self;
+}
+
+macro_rules! impl_float {
+    ($t:ty, $dtype:expr) => {
+        impl Float for $t {
+            const DTYPE: Dtype = $dtype;
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            #[inline(always)]
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            #[inline(always)]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+            #[inline(always)]
+            fn max(self, other: Self) -> Self {
+                <$t>::max(self, other)
+            }
+            #[inline(always)]
+            fn min(self, other: Self) -> Self {
+                <$t>::min(self, other)
+            }
+            fn write_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn read_le(bytes: &[u8]) -> Self {
+                let mut a = [0u8; std::mem::size_of::<$t>()];
+                a.copy_from_slice(bytes);
+                <$t>::from_le_bytes(a)
+            }
+        }
+    };
+}
+
+impl_float!(f32, Dtype::F32);
+impl_float!(f64, Dtype::F64);

@@ -1,0 +1,745 @@
+//! The golden-vector replayer: reads the JSON files of `shared/golden/` (format in
+//! that folder's README), builds each case's optimizer from its framework-neutral
+//! hyperparameters (`hyperparams.normalized`) on top of the framework's [`Flavor`],
+//! replays the recorded gradients in the case's dtype and checks every step against
+//! the recorded parameters and the final state against the recorded state, within the
+//! case's tolerances.
+//!
+//! A case with a field, optimizer, dtype, state name or objective this module does not
+//! understand is a failure, never a silent skip.
+//!
+//! ```no_run
+//! let report = rmsprop::golden::replay_file("../shared/golden/torch.json".as_ref()).unwrap();
+//! println!("{}", report.summary());
+//! assert_eq!(report.failed(), 0);
+//! ```
+
+use crate::common::{ClipNorm, HyperPrecision, NormScope, WeightDecayMode};
+use crate::error::{Error, Result};
+use crate::flavor::Flavor;
+use crate::float::Float;
+use crate::optim::{
+    BiasCorrection, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig,
+    SgdMomentum,
+};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The outcome of one case or trace.
+#[derive(Clone, Debug)]
+pub struct CaseReport {
+    /// The case's `name`.
+    pub name: String,
+    /// Whether every check held.
+    pub passed: bool,
+    /// The largest error seen, as a fraction of its allowed bound (≤ 1 passes).
+    pub worst: f64,
+    /// Where the worst error is, or why the case could not be replayed.
+    pub detail: String,
+}
+
+/// The outcome of one file.
+#[derive(Clone, Debug)]
+pub struct FileReport {
+    /// The file replayed.
+    pub path: PathBuf,
+    /// One report per case or trace, in file order.
+    pub cases: Vec<CaseReport>,
+}
+
+impl FileReport {
+    /// Cases that passed.
+    pub fn passed(&self) -> usize {
+        self.cases.iter().filter(|c| c.passed).count()
+    }
+    /// Cases that failed.
+    pub fn failed(&self) -> usize {
+        self.cases.len() - self.passed()
+    }
+    /// `FILE: N passed, M failed`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: {} passed, {} failed",
+            self.path.display(),
+            self.passed(),
+            self.failed()
+        )
+    }
+}
+
+/// Replays every case of a golden file (per-step files: `torch.json`, `optax.json`,
+/// `keras.json`, `mxnet.json`; trace files: `d2l_chapter.json`).
+///
+/// Errors only when the file cannot be read or is not a golden file at all; a case
+/// that cannot be replayed is a failed [`CaseReport`].
+pub fn replay_file(path: &Path) -> Result<FileReport> {
+    let bad = |reason: String| Error::Golden {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let root: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let version = root.get("format_version").and_then(Value::as_u64);
+    if version != Some(1) {
+        return Err(bad(format!("format_version {version:?}, expected 1")));
+    }
+    let cases = if let Some(traces) = root.get("traces").and_then(Value::as_array) {
+        traces.iter().map(replay_trace).collect()
+    } else if let Some(cases) = root.get("cases").and_then(Value::as_array) {
+        if let Some(n) = root.get("num_cases").and_then(Value::as_u64) {
+            if n as usize != cases.len() {
+                return Err(bad(format!(
+                    "num_cases is {n} but the file holds {} cases",
+                    cases.len()
+                )));
+            }
+        }
+        cases.iter().map(replay_case).collect()
+    } else {
+        return Err(bad("neither `cases` nor `traces` found".into()));
+    };
+    Ok(FileReport {
+        path: path.to_path_buf(),
+        cases,
+    })
+}
+
+/// Replays one per-step case given as JSON.
+pub fn replay_case(case: &Value) -> CaseReport {
+    let name = case
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>")
+        .to_string();
+    let result = serde_json::from_value::<Case>(case.clone())
+        .map_err(|e| format!("unreadable case: {e}"))
+        .and_then(|c| match c.dtype.as_str() {
+            "float64" => c.replay::<f64>(),
+            "float32" => c.replay::<f32>(),
+            other => Err(format!("unknown dtype {other:?}")),
+        });
+    report(name, result)
+}
+
+fn report(name: String, result: std::result::Result<Worst, String>) -> CaseReport {
+    match result {
+        Ok(w) => CaseReport {
+            name,
+            passed: w.ratio <= 1.0,
+            worst: w.ratio,
+            detail: w.at,
+        },
+        Err(why) => CaseReport {
+            name,
+            passed: false,
+            worst: f64::INFINITY,
+            detail: why,
+        },
+    }
+}
+
+/// The largest error-to-bound ratio seen and where.
+#[derive(Default)]
+struct Worst {
+    ratio: f64,
+    at: String,
+}
+
+impl Worst {
+    /// Records `|a - e| / bound`; NaN counts as infinitely wrong.
+    fn see(&mut self, a: f64, e: f64, bound: f64, at: impl FnOnce() -> String) {
+        let err = (a - e).abs();
+        let ratio = if err == 0.0 {
+            0.0
+        } else if err.is_nan() || bound == 0.0 {
+            f64::INFINITY
+        } else {
+            err / bound
+        };
+        if ratio > self.ratio || (ratio.is_infinite() && self.ratio.is_finite()) {
+            self.ratio = ratio;
+            self.at = format!(
+                "{}: got {a:e}, expected {e:e} (error {err:e}, allowed {bound:e})",
+                at()
+            );
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    #[allow(dead_code)]
+    variant: String,
+    optimizer: String,
+    framework: String,
+    #[allow(dead_code)]
+    framework_version: String,
+    dtype: String,
+    #[allow(dead_code)]
+    seed: u64,
+    grad_kind: String,
+    steps: usize,
+    x0: Vec<f64>,
+    grads: Vec<Vec<f64>>,
+    x: Vec<Vec<f64>>,
+    state: BTreeMap<String, Value>,
+    #[serde(default)]
+    objective: Option<Objective>,
+    hyperparams: Hyperparams,
+    tolerance: Tolerance,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Objective {
+    #[serde(rename = "type")]
+    kind: String,
+    #[allow(dead_code)]
+    formula: String,
+    #[allow(dead_code)]
+    a: Vec<f64>,
+    #[allow(dead_code)]
+    b: Vec<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hyperparams {
+    #[allow(dead_code)]
+    framework: serde_json::Map<String, Value>,
+    normalized: Normalized,
+    effective_float64: BTreeMap<String, Option<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tolerance {
+    x_rtol: f64,
+    state_rtol: f64,
+}
+
+/// `hyperparams.normalized`: every field the README defines, nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Normalized {
+    optimizer: String,
+    lr: f64,
+    decay: Option<f64>,
+    eps: Option<f64>,
+    eps_placement: Option<String>,
+    centered: bool,
+    momentum: f64,
+    momentum_style: Option<String>,
+    nesterov: bool,
+    dampening: f64,
+    weight_decay: f64,
+    weight_decay_mode: String,
+    initial_accumulator: f64,
+    clip_gradient: Option<f64>,
+    clip_weights: Option<f64>,
+    clip_norm: Option<f64>,
+    rescale_grad: f64,
+    maximize: bool,
+    bias_correction: bool,
+    lr_decay: f64,
+    hyperparam_precision: String,
+    #[serde(default)]
+    beta1: Option<f64>,
+    #[serde(default)]
+    beta2: Option<f64>,
+    #[serde(default)]
+    amsgrad: bool,
+    #[serde(default)]
+    rho: Option<f64>,
+    #[serde(default)]
+    bias_correction_mode: Option<String>,
+    #[serde(default)]
+    eps_root: Option<f64>,
+}
+
+type Res<T> = std::result::Result<T, String>;
+
+fn need(v: Option<f64>, what: &str) -> Res<f64> {
+    v.ok_or_else(|| format!("normalized.{what} is null"))
+}
+
+fn flavor_of(framework: &str) -> Res<Flavor> {
+    match framework {
+        "torch" => Ok(Flavor::PyTorch),
+        "optax" => Ok(Flavor::Optax),
+        "keras" => Ok(Flavor::Keras),
+        "mxnet" => Ok(Flavor::Mxnet),
+        other => Err(format!("unknown framework {other:?}")),
+    }
+}
+
+impl Normalized {
+    /// Our configuration: the framework's preset, every number and switch from `self`.
+    fn config(&self, framework: &str) -> Res<OptimizerConfig> {
+        let flavor = flavor_of(framework)?;
+        let mut config = flavor.config(&self.optimizer).map_err(|e| e.to_string())?;
+        let eps_placement = || match self.eps_placement.as_deref() {
+            Some("inside_sqrt") => Ok(EpsPlacement::InsideSqrt),
+            Some("outside_sqrt") => Ok(EpsPlacement::OutsideSqrt),
+            other => Err(format!("unknown eps_placement {other:?}")),
+        };
+        {
+            let c = config.common_mut();
+            c.lr = self.lr;
+            c.weight_decay = self.weight_decay;
+            match self.weight_decay_mode.as_str() {
+                "coupled" => c.weight_decay_mode = WeightDecayMode::Coupled,
+                "decoupled" => c.weight_decay_mode = WeightDecayMode::Decoupled,
+                "none" if self.weight_decay == 0.0 => {}
+                other => {
+                    return Err(format!(
+                        "weight_decay_mode {other:?} with weight_decay {}",
+                        self.weight_decay
+                    ));
+                }
+            }
+            c.maximize = self.maximize;
+            c.rescale_grad = self.rescale_grad;
+            c.clip_gradient = self.clip_gradient.filter(|&v| v != 0.0);
+            c.clip_weights = self.clip_weights.filter(|&v| v != 0.0);
+            c.clip_norm = self.clip_norm.map(|max_norm| ClipNorm {
+                max_norm,
+                scope: NormScope::PerTensor,
+            });
+            c.precision = match self.hyperparam_precision.as_str() {
+                "native" => HyperPrecision::Native,
+                "float32" => HyperPrecision::F32,
+                other => return Err(format!("unknown hyperparam_precision {other:?}")),
+            };
+        }
+        let no = |what: &str, on: bool| {
+            if on {
+                Err(format!("{what} is not defined for {}", self.optimizer))
+            } else {
+                Ok(())
+            }
+        };
+        match &mut config {
+            OptimizerConfig::RmsProp(r) => {
+                r.decay = need(self.decay, "decay")?;
+                r.eps = need(self.eps, "eps")?;
+                r.eps_placement = eps_placement()?;
+                r.centered = self.centered;
+                r.momentum = self.momentum;
+                r.momentum_style = match self.momentum_style.as_deref() {
+                    Some("lr_outside_buffer") => MomentumStyle::LrOutsideBuffer,
+                    Some("lr_inside_buffer") => MomentumStyle::LrInsideBuffer,
+                    None if self.momentum == 0.0 => r.momentum_style,
+                    other => return Err(format!("unknown rmsprop momentum_style {other:?}")),
+                };
+                r.nesterov = self.nesterov;
+                r.initial_accumulator = self.initial_accumulator;
+                r.bias_correction = self.bias_correction;
+                no("lr_decay", self.lr_decay != 0.0)?;
+                no("dampening", self.dampening != 0.0)?;
+            }
+            OptimizerConfig::Adagrad(a) => {
+                a.eps = need(self.eps, "eps")?;
+                a.eps_placement = eps_placement()?;
+                a.initial_accumulator = self.initial_accumulator;
+                a.lr_decay = self.lr_decay;
+                no("momentum", self.momentum != 0.0)?;
+                no("centered", self.centered)?;
+                no("bias_correction", self.bias_correction)?;
+                no("nesterov", self.nesterov)?;
+            }
+            OptimizerConfig::Sgd(s) => {
+                s.momentum = self.momentum;
+                s.dampening = self.dampening;
+                s.nesterov = self.nesterov;
+                s.momentum_style = match self.momentum_style.as_deref() {
+                    Some("torch_sgd") => SgdMomentum::Torch,
+                    Some("lr_inside_buffer") => SgdMomentum::LrInsideBuffer,
+                    None if self.momentum == 0.0 => s.momentum_style,
+                    other => return Err(format!("unknown sgd momentum_style {other:?}")),
+                };
+                no("centered", self.centered)?;
+                no("bias_correction", self.bias_correction)?;
+                no("lr_decay", self.lr_decay != 0.0)?;
+            }
+            OptimizerConfig::Adam(a) => {
+                a.beta1 = need(self.beta1, "beta1")?;
+                a.beta2 = need(self.beta2, "beta2")?;
+                a.eps = need(self.eps, "eps")?;
+                a.eps_root = self.eps_root.unwrap_or(0.0);
+                a.amsgrad = self.amsgrad;
+                a.nesterov = self.nesterov;
+                a.bias_correction = match self.bias_correction_mode.as_deref() {
+                    Some("moments") => BiasCorrection::Moments,
+                    Some("denominator") => BiasCorrection::Denominator,
+                    Some("lr_only") => BiasCorrection::LrOnly,
+                    other => return Err(format!("unknown bias_correction_mode {other:?}")),
+                };
+                if eps_placement()? != EpsPlacement::OutsideSqrt {
+                    return Err("adam with eps inside the root is not a framework's rule".into());
+                }
+                no("centered", self.centered)?;
+                no("momentum", self.momentum != 0.0)?;
+                no("lr_decay", self.lr_decay != 0.0)?;
+            }
+            OptimizerConfig::Adadelta(a) => {
+                a.rho = need(self.rho, "rho")?;
+                a.eps = need(self.eps, "eps")?;
+                no("momentum", self.momentum != 0.0)?;
+                no("centered", self.centered)?;
+                no("lr_decay", self.lr_decay != 0.0)?;
+            }
+        }
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+}
+
+/// Where a framework's state entry lives in ours, and with which sign.
+enum StateRef {
+    Buffer(&'static str, f64),
+    Counter,
+    LearningRate,
+}
+
+fn state_ref(framework: &str, optimizer: &str, key: &str) -> Res<StateRef> {
+    use StateRef::*;
+    let r = match (framework, optimizer, key) {
+        ("torch", _, "step")
+        | ("optax", _, "count")
+        | ("keras", _, "iteration")
+        | ("mxnet", _, "num_update") => Counter,
+        ("keras", _, "learning_rate") => LearningRate,
+        (
+            "torch",
+            _,
+            k @ ("square_avg" | "grad_avg" | "momentum_buffer" | "sum" | "exp_avg" | "exp_avg_sq"
+            | "max_exp_avg_sq" | "acc_delta"),
+        ) => Buffer(static_name(k), 1.0),
+        ("optax", "rmsprop", "nu")
+        | ("keras", "rmsprop", "velocity")
+        | ("mxnet", "rmsprop", "n") => Buffer("square_avg", 1.0),
+        ("optax", "rmsprop", "mu")
+        | ("keras", "rmsprop", "average_gradient")
+        | ("mxnet", "rmsprop", "g") => Buffer("grad_avg", 1.0),
+        ("optax", "rmsprop", "trace") | ("mxnet", "rmsprop", "delta") | ("mxnet", "sgd", "mom") => {
+            Buffer("momentum_buffer", -1.0)
+        }
+        ("keras", "rmsprop", "momentum") => Buffer("momentum_buffer", 1.0),
+        ("optax", "adam" | "adamw", "mu") | ("mxnet", "adam", "mean") => Buffer("exp_avg", 1.0),
+        ("optax", "adam" | "adamw", "nu") | ("mxnet", "adam", "var") => Buffer("exp_avg_sq", 1.0),
+        ("optax", "adadelta", "e_g") | ("mxnet", "adadelta", "acc_g") => Buffer("square_avg", 1.0),
+        ("optax", "adadelta", "e_x") | ("mxnet", "adadelta", "acc_delta") => {
+            Buffer("acc_delta", 1.0)
+        }
+        ("mxnet", "adagrad", "history") => Buffer("sum", 1.0),
+        _ => {
+            return Err(format!(
+                "unknown state entry {key:?} for {framework} {optimizer}"
+            ));
+        }
+    };
+    Ok(r)
+}
+
+fn static_name(k: &str) -> &'static str {
+    [
+        "square_avg",
+        "grad_avg",
+        "momentum_buffer",
+        "sum",
+        "exp_avg",
+        "exp_avg_sq",
+        "max_exp_avg_sq",
+        "acc_delta",
+    ]
+    .into_iter()
+    .find(|n| *n == k)
+    .expect("listed above")
+}
+
+impl Case {
+    fn check_shape(&self) -> Res<usize> {
+        let n = self.x0.len();
+        if !matches!(self.grad_kind.as_str(), "mixed" | "normal" | "objective") {
+            return Err(format!("unknown grad_kind {:?}", self.grad_kind));
+        }
+        match (&self.objective, self.grad_kind.as_str()) {
+            (Some(o), "objective") if o.kind == "separable_quadratic" => {}
+            (Some(o), _) => return Err(format!("unknown objective type {:?}", o.kind)),
+            (None, "objective") => return Err("grad_kind objective without an objective".into()),
+            (None, _) => {}
+        }
+        if self.optimizer != self.hyperparams.normalized.optimizer {
+            return Err("optimizer differs from hyperparams.normalized.optimizer".into());
+        }
+        if self.grads.len() != self.steps || self.x.len() != self.steps {
+            return Err(format!(
+                "{} steps but {} gradients and {} parameter rows",
+                self.steps,
+                self.grads.len(),
+                self.x.len()
+            ));
+        }
+        if self.grads.iter().chain(&self.x).any(|r| r.len() != n) {
+            return Err(format!("a row does not have the {n} elements of x0"));
+        }
+        Ok(n)
+    }
+
+    /// With `float32` hyperparameters, `effective_float64` must be the f32 roundings
+    /// of `normalized` (MXNet Adam's `lr` excepted: its `lr_t` is rounded instead).
+    fn check_effective(&self) -> Res<()> {
+        let n = &self.hyperparams.normalized;
+        let f32_precision = n.hyperparam_precision == "float32";
+        let nominal: [(&str, Option<f64>); 10] = [
+            ("lr", Some(n.lr)),
+            ("decay", n.decay),
+            ("eps", n.eps),
+            ("momentum", Some(n.momentum)),
+            ("weight_decay", Some(n.weight_decay)),
+            ("clip_gradient", n.clip_gradient),
+            ("clip_weights", n.clip_weights),
+            ("rescale_grad", Some(n.rescale_grad)),
+            ("beta1", n.beta1),
+            ("beta2", n.beta2),
+        ];
+        for (key, value) in nominal {
+            let Some(Some(effective)) = self.hyperparams.effective_float64.get(key) else {
+                continue;
+            };
+            let Some(value) = value else {
+                return Err(format!(
+                    "effective_float64.{key} set, normalized.{key} null"
+                ));
+            };
+            let adam_lr = key == "lr" && n.bias_correction_mode.as_deref() == Some("lr_only");
+            let expected = if f32_precision && !adam_lr {
+                value as f32 as f64
+            } else {
+                value
+            };
+            // Equal up to a few f64 ulps: what matters is f32 rounding versus nominal (~1e-8).
+            if (*effective - expected).abs() > 4.0 * f64::EPSILON * expected.abs() {
+                return Err(format!(
+                    "effective_float64.{key} = {effective:e}, our hyperparameter model gives {expected:e}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn replay<T: Float>(&self) -> Res<Worst> {
+        let n = self.check_shape()?;
+        self.check_effective()?;
+        let config = self.hyperparams.normalized.config(&self.framework)?;
+        let mut opt = Optimizer::<T>::new(config, &[("x", &[n][..])])
+            .map_err(|e| e.to_string())?
+            .with_nonfinite_policy(NonFinitePolicy::Propagate);
+        let cast = |v: &[f64]| v.iter().map(|&e| T::from_f64(e)).collect::<Vec<T>>();
+        let mut x = vec![cast(&self.x0)];
+        let scale: Vec<f64> = (0..n)
+            .map(|i| {
+                self.x
+                    .iter()
+                    .map(|r| r[i].abs())
+                    .fold(self.x0[i].abs(), f64::max)
+            })
+            .collect();
+        let mut worst = Worst::default();
+        for (t, (g, expected)) in self.grads.iter().zip(&self.x).enumerate() {
+            opt.step(&mut x, &[cast(g)])
+                .map_err(|e| format!("step {}: {e}", t + 1))?;
+            for i in 0..n {
+                worst.see(
+                    x[0][i].to_f64(),
+                    expected[i],
+                    self.tolerance.x_rtol * scale[i],
+                    || format!("x[{}][{i}]", t + 1),
+                );
+            }
+        }
+        for (key, value) in &self.state {
+            let rtol = self.tolerance.state_rtol;
+            match state_ref(&self.framework, &self.optimizer, key)? {
+                StateRef::Counter => {
+                    let e = value
+                        .as_f64()
+                        .ok_or_else(|| format!("state.{key} is not a number"))?;
+                    if e != opt.step_count() as f64 {
+                        return Err(format!("state.{key} = {e}, ours {}", opt.step_count()));
+                    }
+                }
+                StateRef::LearningRate => {
+                    let e = value
+                        .as_f64()
+                        .ok_or_else(|| format!("state.{key} is not a number"))?;
+                    worst.see(opt.current_lr(0), e, rtol * e.abs(), || {
+                        format!("state.{key}")
+                    });
+                }
+                StateRef::Buffer(ours, sign) => {
+                    let e: Vec<f64> = serde_json::from_value(value.clone())
+                        .map_err(|_| format!("state.{key} is not an array of numbers"))?;
+                    let a = opt
+                        .state("x", ours)
+                        .ok_or_else(|| format!("state.{key}: we keep no {ours}"))?;
+                    if a.len() != e.len() {
+                        return Err(format!(
+                            "state.{key} has {} elements, ours {}",
+                            e.len(),
+                            a.len()
+                        ));
+                    }
+                    for (i, (a, e)) in a.iter().zip(&e).enumerate() {
+                        worst.see(sign * a.to_f64(), *e, rtol * e.abs(), || {
+                            format!("state.{key}[{i}]")
+                        });
+                    }
+                }
+            }
+        }
+        let _ = &self.name;
+        Ok(worst)
+    }
+}
+
+/// Replays one trace of `d2l_chapter.json`: the chapter's 2-D objective, its
+/// optimizer in the D2L flavour, every point and accumulator, and the printed line.
+pub fn replay_trace(trace: &Value) -> CaseReport {
+    let name = trace
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>")
+        .to_string();
+    let result = serde_json::from_value::<Trace>(trace.clone())
+        .map_err(|e| format!("unreadable trace: {e}"))
+        .and_then(|t| t.replay());
+    report(name, result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Trace {
+    #[allow(dead_code)]
+    name: String,
+    algorithm: String,
+    objective: String,
+    #[allow(dead_code)]
+    update: String,
+    hyperparams: TraceHyper,
+    x_init: [f64; 2],
+    steps: usize,
+    dtype: String,
+    points: Vec<[f64; 2]>,
+    s: Vec<[f64; 2]>,
+    f: Vec<f64>,
+    printed: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TraceHyper {
+    eta: f64,
+    #[serde(default)]
+    gamma: Option<f64>,
+    eps: f64,
+    eps_placement: String,
+    s0: f64,
+}
+
+/// The chapter's 2-D objectives by their formula text: value and gradient.
+pub fn objective_2d(formula: &str) -> Option<fn([f64; 2]) -> (f64, [f64; 2])> {
+    match formula.replace(' ', "").as_str() {
+        "f(x1,x2)=0.1*x1^2+2*x2^2" => {
+            Some(|[x1, x2]| (0.1 * x1 * x1 + 2.0 * x2 * x2, [0.2 * x1, 4.0 * x2]))
+        }
+        "f(x1,x2)=0.1*(x1+x2)^2+2*(x1-x2)^2" => Some(|[x1, x2]| {
+            let (p, m) = (x1 + x2, x1 - x2);
+            (
+                0.1 * p * p + 2.0 * m * m,
+                [0.2 * p + 4.0 * m, 0.2 * p - 4.0 * m],
+            )
+        }),
+        _ => None,
+    }
+}
+
+impl Trace {
+    fn replay(&self) -> Res<Worst> {
+        if self.dtype != "float64" {
+            return Err(format!("unknown trace dtype {:?}", self.dtype));
+        }
+        let objective = objective_2d(&self.objective)
+            .ok_or_else(|| format!("unknown objective {:?}", self.objective))?;
+        let h = &self.hyperparams;
+        let placement = match h.eps_placement.as_str() {
+            "inside_sqrt" => EpsPlacement::InsideSqrt,
+            "outside_sqrt" => EpsPlacement::OutsideSqrt,
+            other => return Err(format!("unknown eps_placement {other:?}")),
+        };
+        let config: OptimizerConfig = match self.algorithm.as_str() {
+            "rmsprop" => Flavor::D2l
+                .rmsprop()
+                .with_lr(h.eta)
+                .with_decay(h.gamma.ok_or("rmsprop trace without gamma")?)
+                .with_eps(h.eps, placement)
+                .with_initial_accumulator(h.s0)
+                .into(),
+            "adagrad" => crate::optim::Adagrad::default()
+                .with_lr(h.eta)
+                .with_eps(h.eps, placement)
+                .with_initial_accumulator(h.s0)
+                .into(),
+            other => return Err(format!("unknown algorithm {other:?}")),
+        };
+        let (slot, n) = match self.algorithm.as_str() {
+            "rmsprop" => ("square_avg", self.steps + 1),
+            _ => ("sum", self.steps + 1),
+        };
+        if self.points.len() != n || self.s.len() != n || self.f.len() != n {
+            return Err(format!("expected {n} points, accumulators and values"));
+        }
+        let mut opt = Optimizer::<f64>::new(config, &[("x", &[2][..])])
+            .map_err(|e| e.to_string())?
+            .with_nonfinite_policy(NonFinitePolicy::Propagate);
+        let mut x = vec![self.x_init.to_vec()];
+        let rtol = 1e-12;
+        let scale: Vec<f64> = (0..2)
+            .map(|i| self.points.iter().map(|p| p[i].abs()).fold(0.0, f64::max))
+            .collect();
+        let mut worst = Worst::default();
+        for t in 0..n {
+            if t > 0 {
+                let (_, g) = objective([x[0][0], x[0][1]]);
+                opt.step(&mut x, &[g.to_vec()]).map_err(|e| e.to_string())?;
+            }
+            let s = opt.state("x", slot).expect("slot exists");
+            for i in 0..2 {
+                worst.see(x[0][i], self.points[t][i], rtol * scale[i], || {
+                    format!("points[{t}][{i}]")
+                });
+                worst.see(s[i], self.s[t][i], rtol * self.s[t][i].abs(), || {
+                    format!("s[{t}][{i}]")
+                });
+            }
+            let (f, _) = objective([x[0][0], x[0][1]]);
+            worst.see(f, self.f[t], rtol * self.f[t].abs(), || format!("f[{t}]"));
+        }
+        let printed = format!("epoch {}, x1 {:.6}, x2 {:.6}", self.steps, x[0][0], x[0][1]);
+        if printed != self.printed {
+            return Err(format!(
+                "printed {printed:?}, the chapter prints {:?}",
+                self.printed
+            ));
+        }
+        Ok(worst)
+    }
+}

@@ -1,0 +1,66 @@
+//! # rmsprop
+//!
+//! RMSProp and its family — Adagrad, SGD with momentum, Adam/AdamW, Adadelta — exactly
+//! as *Dive into Deep Learning*, PyTorch, Keras, TF1, optax, MXNet and Burn compute them,
+//! behind one API. Every convention is a named field with its framework in the doc,
+//! and every preset is checked step by step against vectors recorded from the
+//! frameworks themselves (see [`golden`]).
+//!
+//! ```
+//! use rmsprop::{Flavor, Optimizer};
+//! // PyTorch's RMSprop(lr=0.01) on a 3-element tensor
+//! let mut opt = Optimizer::<f32>::new(Flavor::PyTorch.rmsprop(), &[("w", &[3][..])]).unwrap();
+//! let mut w = vec![vec![1.0f32, 2.0, 3.0]];
+//! opt.step(&mut w, &[vec![0.5f32, -0.5, 0.0]]).unwrap();
+//! assert!(w[0][0] < 1.0 && w[0][1] > 2.0 && w[0][2] == 3.0);
+//! ```
+//!
+//! ## The RMSProp flavours
+//!
+//! | preset | default η | γ (name) | ε | ε placement | s₀ | momentum | centred | weight decay | hyperparameters held in |
+//! |---|---|---|---|---|---|---|---|---|---|
+//! | [`Flavor::D2l`] | 0.01 | 0.9 (`gamma`) | 1e-6 | inside √ | 0 | — | — | — | f64 |
+//! | [`Flavor::PyTorch`] | 0.01 | 0.99 (`alpha`) | 1e-8 | outside √ | 0 | 0, η outside buffer | `s - m²` | coupled | f64 |
+//! | [`Flavor::Keras`] | 0.001 | 0.9 (`rho`) | 1e-7 | inside √ | 0 | 0, η inside buffer | `s - m² + ε` | decoupled | f64 |
+//! | [`Flavor::Tf1`] | 0.001¹ | 0.9 (`decay`) | 1e-10 | inside √ | **1** | 0, η inside buffer | `s - m² + ε` | — | f64 |
+//! | [`Flavor::Optax`] | 0.01¹ | 0.9 (`decay`) | 1e-8 | inside √ (`eps_in_sqrt`) | 0 (`initial_scale`) | none, η inside (`trace`), Nesterov | yes, bias correction optional | — | f64 |
+//! | [`Flavor::Mxnet`] | 0.001 | 0.9 (`gamma1`) | 1e-8 | inside √ | 0 | `gamma2` 0.9, η inside, **only when centred** | yes | coupled, clipped with g | **f32** |
+//! | [`Flavor::Burn`] | 0.01¹ | 0.99 (`alpha`) | 1e-5 | outside √ | 0 | **0.9**, η outside buffer | `s - m²` | coupled | f32 |
+//!
+//! ¹ no default in the framework; the value of its documentation examples.
+//!
+//! Other differences a port runs into: the MXNet 1.x operators hold `lr`, `gamma1`,
+//! `gamma2`, `epsilon`, `wd`, `rescale_grad` and the clip bounds in `float32` even for
+//! `float64` weights (`0.9` is applied as `0.89999997615814208984375`); optax's `trace`
+//! and MXNet's `delta` hold negative, learning-rate-scaled values, Keras's `momentum`
+//! positive ones; PyTorch's centred momentum buffer accumulates `g/den` without the
+//! learning rate, so a schedule acts on it at once. The chapter's exercise values
+//! γ = 0 (`s = g²`: sign descent scaled by `|g|/sqrt(g²+ε)`) and γ = 1 (`s` never
+//! leaves its initial value: the step is `η g / sqrt(ε)`, which diverges) are legal.
+//!
+//! ## Layout
+//! - [`Optimizer`]: many named tensors, parameter groups, schedules, non-finite policy.
+//! - [`RmsProp`], [`Adagrad`], [`Sgd`], [`Adam`], [`Adadelta`]: one file each, with
+//!   the update written out in its doc.
+//! - [`Flavor`]: framework presets. [`by_name`]: configs from names as frameworks spell
+//!   them. [`checkpoint`]: safetensors state. [`golden`]: the golden-vector replayer.
+
+pub mod by_name;
+pub mod checkpoint;
+mod common;
+mod error;
+mod flavor;
+mod float;
+pub mod golden;
+mod optim;
+mod schedule;
+
+pub use common::{ClipNorm, Common, HyperPrecision, NormScope, StepForm, WeightDecayMode};
+pub use error::{Error, Result};
+pub use flavor::Flavor;
+pub use float::{Dtype, Float};
+pub use optim::{
+    Adadelta, Adagrad, Adam, BiasCorrection, EpsPlacement, MomentumStyle, NonFinitePolicy,
+    Optimizer, OptimizerConfig, RmsProp, Sgd, SgdMomentum, StepOutcome, TensorSpec,
+};
+pub use schedule::Schedule;

@@ -1,0 +1,123 @@
+//! Adagrad (Duchi, Hazan & Singer 2011), the chapter's first comparison.
+//!
+//! D2L §12.7: `s <- s + g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
+
+use super::{Ctx, EpsPlacement, Slot};
+use crate::common::{Common, StepForm, check_nonneg, common_setters};
+use crate::error::Result;
+use crate::float::Float;
+use serde::{Deserialize, Serialize};
+
+/// Adagrad. `Default` is the chapter's (D2L §12.7): η 0.1, ε 1e-6 inside the root.
+///
+/// ```text
+/// g  = preprocess(g)
+/// η_t = η / (1 + (t-1) lr_decay)                (PyTorch lr_decay)
+/// s  = s + g²                                    (s starts at initial_accumulator)
+/// x -= η_t g / (inside ? sqrt(s + ε) : sqrt(s) + ε)
+/// decoupled decay: x -= η_t wd x                 (MXNet AdaGrad's wd)
+/// ```
+///
+/// # Examples
+/// The chapter's Adagrad at η 0.4 crawls where RMSProp converges:
+/// ```
+/// use rmsprop::{Adagrad, Optimizer};
+/// let mut opt = Optimizer::<f64>::new(Adagrad::default().with_lr(0.4), &[("x", &[2][..])]).unwrap();
+/// let mut x = vec![vec![-5.0, -2.0]];
+/// for _ in 0..20 {
+///     let g = vec![vec![0.2 * x[0][0], 4.0 * x[0][1]]];
+///     opt.step(&mut x, &g).unwrap();
+/// }
+/// assert_eq!(format!("x1 {:.6}, x2 {:.6}", x[0][0], x[0][1]), "x1 -2.382563, x2 -0.158591");
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Adagrad {
+    /// Learning rate, weight decay, gradient preprocessing, precision.
+    pub common: Common,
+    /// ε.
+    pub eps: f64,
+    /// ε inside (D2L, MXNet) or outside (PyTorch) the root.
+    pub eps_placement: EpsPlacement,
+    /// Initial value of the sum (PyTorch `initial_accumulator_value`).
+    pub initial_accumulator: f64,
+    /// Learning-rate decay per step (PyTorch `lr_decay`).
+    pub lr_decay: f64,
+    /// The rounding order of `η g / d`.
+    pub step_form: StepForm,
+}
+
+impl Default for Adagrad {
+    fn default() -> Self {
+        Adagrad {
+            common: Common::new(0.1),
+            eps: 1e-6,
+            eps_placement: EpsPlacement::InsideSqrt,
+            initial_accumulator: 0.0,
+            lr_decay: 0.0,
+            step_form: StepForm::ScaledRate,
+        }
+    }
+}
+
+common_setters!(Adagrad);
+
+impl Adagrad {
+    /// Sets ε and its placement.
+    pub fn with_eps(mut self, eps: f64, placement: EpsPlacement) -> Self {
+        self.eps = eps;
+        self.eps_placement = placement;
+        self
+    }
+    /// Sets the initial accumulator value.
+    pub fn with_initial_accumulator(mut self, v: f64) -> Self {
+        self.initial_accumulator = v;
+        self
+    }
+    /// Sets PyTorch's `lr_decay`.
+    pub fn with_lr_decay(mut self, v: f64) -> Self {
+        self.lr_decay = v;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        const N: &str = "adagrad";
+        self.common.validate(N)?;
+        check_nonneg(N, "eps", self.eps)?;
+        check_nonneg(N, "initial_accumulator", self.initial_accumulator)?;
+        check_nonneg(N, "lr_decay", self.lr_decay)
+    }
+
+    pub(crate) fn slots(&self) -> Vec<Slot> {
+        vec![Slot::new("sum", self.initial_accumulator, true)]
+    }
+
+    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+        let c = &self.common;
+        let [s] = bufs else {
+            unreachable!("adagrad has one state slot")
+        };
+        let lr = T::from_f64(c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay));
+        let eps = T::from_f64(c.hp(self.eps));
+        let inside = self.eps_placement == EpsPlacement::InsideSqrt;
+        let wd = c.decoupled_wd::<T>();
+        let clip_w = c.clip_weights_t::<T>();
+        for i in 0..x.len() {
+            let gi = ctx.prep.grad(g[i], x[i]);
+            s[i] = s[i] + gi * gi;
+            let den = if inside {
+                (s[i] + eps).sqrt()
+            } else {
+                s[i].sqrt() + eps
+            };
+            let mut xi = match wd {
+                // MXNet: x + (g/d + x*wd) * (-lr)
+                Some(wd) => x[i] - lr * (gi / den + x[i] * wd),
+                None => x[i] - self.step_form.apply(lr, gi, den),
+            };
+            if let Some(cw) = clip_w {
+                xi = xi.max(-cw).min(cw);
+            }
+            x[i] = xi;
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! The optimizers (one file each) and the [`Optimizer`] that drives them over many
+//! named tensors.
+
+pub mod adadelta;
+pub mod adagrad;
+pub mod adam;
+pub mod rmsprop;
+pub mod sgd;
+
+use crate::common::{Common, NormScope, Prep};
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::schedule::Schedule;
+use serde::{Deserialize, Serialize};
+
+pub use adadelta::Adadelta;
+pub use adagrad::Adagrad;
+pub use adam::{Adam, BiasCorrection};
+pub use rmsprop::{EpsPlacement, MomentumStyle, RmsProp};
+pub use sgd::{Sgd, SgdMomentum};
+
+/// One optimizer of the family with its hyperparameters.
+///
+/// ```
+/// use rmsprop::{OptimizerConfig, RmsProp};
+/// let c: OptimizerConfig = RmsProp::default().into();
+/// assert_eq!(c.name(), "rmsprop");
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "optimizer", rename_all = "snake_case")]
+pub enum OptimizerConfig {
+    /// RMSProp.
+    #[serde(rename = "rmsprop")]
+    RmsProp(RmsProp),
+    /// Adagrad.
+    Adagrad(Adagrad),
+    /// SGD, with or without momentum.
+    Sgd(Sgd),
+    /// Adam and AdamW.
+    Adam(Adam),
+    /// Adadelta.
+    Adadelta(Adadelta),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $c:ident => $e:expr) => {
+        match $self {
+            OptimizerConfig::RmsProp($c) => $e,
+            OptimizerConfig::Adagrad($c) => $e,
+            OptimizerConfig::Sgd($c) => $e,
+            OptimizerConfig::Adam($c) => $e,
+            OptimizerConfig::Adadelta($c) => $e,
+        }
+    };
+}
+
+impl OptimizerConfig {
+    /// The family name: `rmsprop`, `adagrad`, `sgd`, `adam` (`adamw` with decoupled
+    /// decay) or `adadelta`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OptimizerConfig::RmsProp(_) => "rmsprop",
+            OptimizerConfig::Adagrad(_) => "adagrad",
+            OptimizerConfig::Sgd(_) => "sgd",
+            OptimizerConfig::Adam(a) if a.is_adamw() => "adamw",
+            OptimizerConfig::Adam(_) => "adam",
+            OptimizerConfig::Adadelta(_) => "adadelta",
+        }
+    }
+
+    /// The shared hyperparameters.
+    pub fn common(&self) -> &Common {
+        dispatch!(self, c => &c.common)
+    }
+
+    /// The shared hyperparameters, mutably (e.g. to change the learning rate).
+    pub fn common_mut(&mut self) -> &mut Common {
+        dispatch!(self, c => &mut c.common)
+    }
+
+    /// Checks every hyperparameter; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        dispatch!(self, c => c.validate())
+    }
+
+    /// The state tensors this configuration keeps per parameter tensor, by PyTorch name.
+    pub fn state_names(&self) -> Vec<&'static str> {
+        self.slots()
+            .into_iter()
+            .filter(|s| s.used)
+            .map(|s| s.name)
+            .collect()
+    }
+
+    pub(crate) fn slots(&self) -> Vec<Slot> {
+        dispatch!(self, c => c.slots())
+    }
+
+    fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+        dispatch!(self, c => c.update(ctx, x, g, bufs))
+    }
+}
+
+macro_rules! impl_from {
+    ($t:ident, $v:ident) => {
+        impl From<$t> for OptimizerConfig {
+            fn from(c: $t) -> Self {
+                OptimizerConfig::$v(c)
+            }
+        }
+    };
+}
+impl_from!(RmsProp, RmsProp);
+impl_from!(Adagrad, Adagrad);
+impl_from!(Sgd, Sgd);
+impl_from!(Adam, Adam);
+impl_from!(Adadelta, Adadelta);
+
+/// One state tensor of an optimizer: its PyTorch name, initial value, and whether
+/// this configuration uses it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot {
+    pub name: &'static str,
+    pub init: f64,
+    pub used: bool,
+}
+
+impl Slot {
+    pub(crate) fn new(name: &'static str, init: f64, used: bool) -> Self {
+        Slot { name, init, used }
+    }
+}
+
+/// What a kernel needs to know about the current step.
+pub(crate) struct Ctx<T> {
+    /// 1-based step number.
+    pub t: u64,
+    /// Learning rate of this step (after the schedule), `f64`.
+    pub lr: f64,
+    /// Gradient preprocessing.
+    pub prep: Prep<T>,
+}
+
+/// What to do when a gradient holds NaN or an infinity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NonFinitePolicy {
+    /// Refuse the step with [`Error::NonFiniteGradient`]; nothing changes.
+    #[default]
+    Error,
+    /// Count it ([`Optimizer::skipped_steps`]) and leave everything unchanged.
+    Skip,
+    /// Apply it anyway, as PyTorch, Keras, optax and MXNet do.
+    Propagate,
+}
+
+/// What a successful [`Optimizer::step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Parameters and state were updated.
+    Applied,
+    /// A non-finite gradient was skipped ([`NonFinitePolicy::Skip`]).
+    Skipped,
+}
+
+/// A named parameter tensor: its name and shape (row-major).
+///
+/// ```
+/// let t = rmsprop::TensorSpec::new("w", &[5, 1]);
+/// assert_eq!(t.len(), 5);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    /// Unique name (`"w"`, `"0.weight"`).
+    pub name: String,
+    /// Shape; the element count is its product.
+    pub shape: Vec<usize>,
+}
+
+impl TensorSpec {
+    /// A tensor called `name` of shape `shape`.
+    pub fn new(name: impl Into<String>, shape: &[usize]) -> Self {
+        TensorSpec {
+            name: name.into(),
+            shape: shape.to_vec(),
+        }
+    }
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// True for a tensor with no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<S: Into<String>> From<(S, &[usize])> for TensorSpec {
+    fn from((name, shape): (S, &[usize])) -> Self {
+        TensorSpec::new(name, shape)
+    }
+}
+
+impl From<&TensorSpec> for TensorSpec {
+    fn from(t: &TensorSpec) -> Self {
+        t.clone()
+    }
+}
+
+/// A parameter tensor as the optimizer tracks it.
+#[derive(Clone, Debug)]
+pub(crate) struct Tracked<T> {
+    pub spec: TensorSpec,
+    pub group: usize,
+    /// One buffer per slot of the group's optimizer; unused slots are empty.
+    pub bufs: Vec<Vec<T>>,
+}
+
+/// Drives one optimizer configuration per parameter group over named tensors of
+/// element type `T` (`f32` or `f64`).
+///
+/// State is allocated when tensors are registered; [`step`](Self::step) allocates
+/// nothing. A step first checks every tensor's length and (by default) that every
+/// gradient is finite, and only then writes: an `Err` leaves parameters and state
+/// bit-identical.
+///
+/// # Examples
+/// The chapter's linear regression parameters, `w` (5x1) and `b` (1):
+/// ```
+/// use rmsprop::{Optimizer, RmsProp};
+/// let mut opt = Optimizer::<f32>::new(RmsProp::default(), &[("w", &[5, 1][..]), ("b", &[1][..])]).unwrap();
+/// let mut params = vec![vec![0.0f32; 5], vec![0.0]];
+/// let grads = vec![vec![1.0f32; 5], vec![-1.0]];
+/// opt.step(&mut params, &grads).unwrap();
+/// // first step of RMSProp: x -= lr * g / sqrt((1-γ) g² + ε)
+/// let expected = -0.01 * 1.0 / (0.1f32 + 1e-6).sqrt();
+/// assert!((params[0][0] - expected).abs() < 1e-7);
+/// assert_eq!(opt.step_count(), 1);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Optimizer<T: Float> {
+    groups: Vec<OptimizerConfig>,
+    tensors: Vec<Tracked<T>>,
+    step: u64,
+    skipped: u64,
+    schedule: Schedule,
+    policy: NonFinitePolicy,
+}
+
+impl<T: Float> Optimizer<T> {
+    /// One parameter group with `config` over `tensors` (names must be unique).
+    pub fn new<S: Into<TensorSpec> + Clone>(
+        config: impl Into<OptimizerConfig>,
+        tensors: &[S],
+    ) -> Result<Self> {
+        let mut opt = Optimizer {
+            groups: Vec::new(),
+            tensors: Vec::new(),
+            step: 0,
+            skipped: 0,
+            schedule: Schedule::Constant,
+            policy: NonFinitePolicy::Error,
+        };
+        opt.add_group(config, tensors)?;
+        Ok(opt)
+    }
+
+    /// Adds a parameter group with its own hyperparameters (PyTorch `add_param_group`;
+    /// MXNet's `lr_mult`/`wd_mult` are groups with scaled `lr`/`weight_decay`). Its tensors
+    /// come after those already registered, in [`step`](Self::step)'s argument order.
+    pub fn add_group<S: Into<TensorSpec> + Clone>(
+        &mut self,
+        config: impl Into<OptimizerConfig>,
+        tensors: &[S],
+    ) -> Result<()> {
+        let config = config.into();
+        config.validate()?;
+        let specs: Vec<TensorSpec> = tensors.iter().cloned().map(Into::into).collect();
+        for (i, s) in specs.iter().enumerate() {
+            if self.tensors.iter().any(|t| t.spec.name == s.name)
+                || specs[..i].iter().any(|t| t.name == s.name)
+            {
+                return Err(Error::DuplicateTensor(s.name.clone()));
+            }
+        }
+        let group = self.groups.len();
+        let slots = config.slots();
+        for spec in specs {
+            let n = spec.len();
+            let bufs = slots
+                .iter()
+                .map(|s| {
+                    if s.used {
+                        vec![T::from_f64(s.init); n]
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect();
+            self.tensors.push(Tracked { spec, group, bufs });
+        }
+        self.groups.push(config);
+        Ok(())
+    }
+
+    /// Sets the learning-rate schedule (applies to every group's base rate).
+    pub fn with_schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = schedule;
+        self
+    }
+
+    /// Sets what happens on a non-finite gradient.
+    pub fn with_nonfinite_policy(mut self, policy: NonFinitePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The configuration of group `i`.
+    pub fn group(&self, i: usize) -> &OptimizerConfig {
+        &self.groups[i]
+    }
+
+    /// The configuration of group `i`, mutably; a change is validated at the next step.
+    pub fn group_mut(&mut self, i: usize) -> &mut OptimizerConfig {
+        &mut self.groups[i]
+    }
+
+    /// Number of parameter groups.
+    pub fn num_groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The tensors, in step order.
+    pub fn tensors(&self) -> impl Iterator<Item = &TensorSpec> {
+        self.tensors.iter().map(|t| &t.spec)
+    }
+
+    /// Steps taken (skipped steps not counted).
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Steps skipped for a non-finite gradient.
+    pub fn skipped_steps(&self) -> u64 {
+        self.skipped
+    }
+
+    /// The learning rate the next step will use in group `i` (schedule applied).
+    pub fn current_lr(&self, i: usize) -> f64 {
+        self.schedule.lr(self.groups[i].common().lr, self.step + 1)
+    }
+
+    /// State tensor `name` (e.g. `"square_avg"`) of parameter `tensor`.
+    ///
+    /// ```
+    /// use rmsprop::{Optimizer, RmsProp};
+    /// let opt = Optimizer::<f64>::new(RmsProp::default(), &[("w", &[3][..])]).unwrap();
+    /// assert_eq!(opt.state("w", "square_avg"), Some(&[0.0, 0.0, 0.0][..]));
+    /// assert_eq!(opt.state("w", "grad_avg"), None); // not centred
+    /// ```
+    pub fn state(&self, tensor: &str, name: &str) -> Option<&[T]> {
+        let (t, k) = self.slot_index(tensor, name)?;
+        Some(&self.tensors[t].bufs[k])
+    }
+
+    pub(crate) fn slot_index(&self, tensor: &str, name: &str) -> Option<(usize, usize)> {
+        let t = self.tensors.iter().position(|t| t.spec.name == tensor)?;
+        let slots = self.groups[self.tensors[t].group].slots();
+        let k = slots.iter().position(|s| s.used && s.name == name)?;
+        Some((t, k))
+    }
+
+    pub(crate) fn tracked(&self) -> &[Tracked<T>] {
+        &self.tensors
+    }
+
+    pub(crate) fn restore(&mut self, step: u64, skipped: u64, bufs: Vec<Vec<Vec<T>>>) {
+        self.step = step;
+        self.skipped = skipped;
+        for (t, b) in self.tensors.iter_mut().zip(bufs) {
+            t.bufs = b;
+        }
+    }
+
+    /// One optimizer step: `params[i]` is updated with `grads[i]`, in registration order.
+    ///
+    /// Errors (nothing is changed): a wrong number of tensors, a length that does not
+    /// match its tensor, an invalid hyperparameter (after [`group_mut`](Self::group_mut)),
+    /// a non-finite gradient under [`NonFinitePolicy::Error`].
+    pub fn step<P: AsMut<[T]>, G: AsRef<[T]>>(
+        &mut self,
+        params: &mut [P],
+        grads: &[G],
+    ) -> Result<StepOutcome> {
+        self.check(params, grads)?;
+        if self.policy != NonFinitePolicy::Propagate {
+            if let Some(err) = self.first_nonfinite(grads) {
+                if self.policy == NonFinitePolicy::Skip {
+                    self.skipped += 1;
+                    return Ok(StepOutcome::Skipped);
+                }
+                return Err(err);
+            }
+        }
+        let t = self.step + 1;
+        let global_norm = self
+            .groups
+            .iter()
+            .any(|g| matches!(g.common().clip_norm, Some(c) if c.scope == NormScope::Global))
+            .then(|| grads.iter().map(|g| sum_sq(g.as_ref())).sum::<f64>().sqrt());
+        for (i, tr) in self.tensors.iter_mut().enumerate() {
+            let config = &self.groups[tr.group];
+            let common = config.common();
+            let norm = match common.clip_norm {
+                Some(c) if c.scope == NormScope::PerTensor => {
+                    Some(sum_sq(grads[i].as_ref()).sqrt())
+                }
+                Some(_) => global_norm,
+                None => None,
+            };
+            let ctx = Ctx {
+                t,
+                lr: self.schedule.lr(common.lr, t),
+                prep: common.prep(norm),
+            };
+            config.update(&ctx, params[i].as_mut(), grads[i].as_ref(), &mut tr.bufs);
+        }
+        self.step = t;
+        Ok(StepOutcome::Applied)
+    }
+
+    fn check<P: AsMut<[T]>, G: AsRef<[T]>>(&self, params: &mut [P], grads: &[G]) -> Result<()> {
+        let names = || {
+            self.tensors
+                .iter()
+                .map(|t| t.spec.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for (what, got) in [("parameter", params.len()), ("gradient", grads.len())] {
+            if got != self.tensors.len() {
+                return Err(Error::TensorCountMismatch {
+                    what,
+                    expected: self.tensors.len(),
+                    got,
+                    names: names(),
+                });
+            }
+        }
+        for (i, tr) in self.tensors.iter().enumerate() {
+            let n = tr.spec.len();
+            for (what, got) in [
+                ("parameter", params[i].as_mut().len()),
+                ("gradient", grads[i].as_ref().len()),
+            ] {
+                if got != n {
+                    return Err(Error::LengthMismatch {
+                        what,
+                        tensor: tr.spec.name.clone(),
+                        expected: n,
+                        got,
+                        shape: tr.spec.shape.clone(),
+                    });
+                }
+            }
+        }
+        for g in &self.groups {
+            g.validate()?;
+        }
+        Ok(())
+    }
+
+    fn first_nonfinite<G: AsRef<[T]>>(&self, grads: &[G]) -> Option<Error> {
+        for (tr, g) in self.tensors.iter().zip(grads) {
+            if let Some(index) = g.as_ref().iter().position(|v| !v.is_finite()) {
+                return Some(Error::NonFiniteGradient {
+                    tensor: tr.spec.name.clone(),
+                    index,
+                    value: format!("{:?}", g.as_ref()[index]),
+                });
+            }
+        }
+        None
+    }
+}
+
+fn sum_sq<T: Float>(g: &[T]) -> f64 {
+    g.iter().map(|v| v.to_f64() * v.to_f64()).sum()
+}

@@ -1,0 +1,275 @@
+//! RMSProp with every knob the frameworks have.
+//!
+//! The chapter's update (D2L §12.8, eq. 12.8.1):
+//! `s <- γ s + (1-γ) g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
+
+use super::{Ctx, Slot};
+use crate::common::{Common, StepForm, check_nonneg, check_unit, common_setters};
+use crate::error::{Error, Result};
+use crate::float::Float;
+use serde::{Deserialize, Serialize};
+
+/// Where ε goes in the denominator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpsPlacement {
+    /// `g / sqrt(s + ε)`: D2L, Keras, TF1, optax (`eps_in_sqrt=True`), MXNet.
+    InsideSqrt,
+    /// `g / (sqrt(s) + ε)`: PyTorch, Burn, optax (`eps_in_sqrt=False`).
+    OutsideSqrt,
+}
+
+/// Whether the momentum buffer accumulates the learning rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MomentumStyle {
+    /// `b = μ b + g/den; x -= η b` (PyTorch, Burn). A learning-rate change acts at once.
+    LrOutsideBuffer,
+    /// `b = μ b + η g/den; x -= b` (Keras, TF1, optax `trace`, MXNet `delta`). A
+    /// learning-rate change fades in through the buffer.
+    LrInsideBuffer,
+}
+
+/// RMSProp (Tieleman & Hinton 2012) in every framework's variant.
+///
+/// `Default` is the chapter's (D2L §12.8): η 0.01, γ 0.9, ε 1e-6 inside the root.
+/// Framework presets are in [`Flavor`](crate::Flavor).
+///
+/// One step, element-wise (`t` 1-based):
+/// ```text
+/// g  = preprocess(g)                       (see Common: maximize, rescale, clip, coupled decay)
+/// s  = γ s + (1-γ) g²                      (s starts at initial_accumulator)
+/// m  = γ m + (1-γ) g                       (centered only)
+/// ŝ, m̂ = s/(1-γ^t), m/(1-γ^t)             (bias_correction, optax) else s, m
+/// v  = centered ? ŝ - m̂² : ŝ               (clamp_variance: max(v, 0))
+/// d  = inside ? sqrt(v + ε) : sqrt(v) + ε
+/// u  = g / d
+/// no momentum:      x -= η u
+/// lr outside:       b = μ b + u;   x -= η (nesterov ? u + μ b : b)
+/// lr inside:        b = μ b + η u; x -= nesterov ? η u + μ b : b
+/// decoupled decay:  x -= η wd x;   clip_weights: x = clip(x, -c, c)
+/// ```
+///
+/// # Examples
+/// The chapter's 2-D run, `f(x) = 0.1 x1² + 2 x2²` from (-5, -2) with η 0.4:
+/// ```
+/// use rmsprop::{Optimizer, RmsProp};
+/// let mut opt = Optimizer::<f64>::new(RmsProp::default().with_lr(0.4), &[("x", &[2][..])]).unwrap();
+/// let mut x = vec![vec![-5.0, -2.0]];
+/// for _ in 0..20 {
+///     let g = vec![vec![0.2 * x[0][0], 4.0 * x[0][1]]];
+///     opt.step(&mut x, &g).unwrap();
+/// }
+/// assert_eq!(format!("epoch 20, x1 {:.6}, x2 {:.6}", x[0][0], x[0][1]),
+///            "epoch 20, x1 -0.010599, x2 0.000000");
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RmsProp {
+    /// Learning rate, weight decay, gradient preprocessing, precision.
+    pub common: Common,
+    /// γ, the EMA factor of the squared gradient (PyTorch `alpha`, Keras `rho`,
+    /// MXNet `gamma1`, optax `decay`). 0 and 1 are legal.
+    pub decay: f64,
+    /// ε.
+    pub eps: f64,
+    /// ε inside or outside the square root.
+    pub eps_placement: EpsPlacement,
+    /// Initial value of `s` (optax `initial_scale`; TF1 starts at 1).
+    pub initial_accumulator: f64,
+    /// Divide by the estimated variance `s - m²` instead of `s` (Graves 2013).
+    pub centered: bool,
+    /// Clamp the centred variance at 0 so rounding cannot make `sqrt` return NaN.
+    /// Off in every framework; opt in for robustness.
+    pub clamp_variance: bool,
+    /// Momentum μ (MXNet `gamma2`); 0 = none.
+    pub momentum: f64,
+    /// Where the learning rate enters the momentum buffer.
+    pub momentum_style: MomentumStyle,
+    /// MXNet 1.x: momentum (`gamma2`) goes with centring — the plain `rmsprop_update`
+    /// has no momentum, `rmspropalex_update` always keeps its `delta` buffer, even at
+    /// `gamma2 = 0`. When set, the buffer exists exactly when `centered`.
+    pub momentum_with_centered: bool,
+    /// Nesterov momentum (optax `nesterov`).
+    pub nesterov: bool,
+    /// Divide `s` (and `m`) by `1 - γ^t` (optax `bias_correction`).
+    pub bias_correction: bool,
+    /// The rounding order of `η g / d`.
+    pub step_form: StepForm,
+}
+
+impl Default for RmsProp {
+    fn default() -> Self {
+        RmsProp {
+            common: Common::new(0.01),
+            decay: 0.9,
+            eps: 1e-6,
+            eps_placement: EpsPlacement::InsideSqrt,
+            initial_accumulator: 0.0,
+            centered: false,
+            clamp_variance: false,
+            momentum: 0.0,
+            momentum_style: MomentumStyle::LrOutsideBuffer,
+            momentum_with_centered: false,
+            nesterov: false,
+            bias_correction: false,
+            step_form: StepForm::ScaledRate,
+        }
+    }
+}
+
+common_setters!(RmsProp);
+
+impl RmsProp {
+    /// Sets γ.
+    pub fn with_decay(mut self, decay: f64) -> Self {
+        self.decay = decay;
+        self
+    }
+    /// Sets ε and its placement.
+    pub fn with_eps(mut self, eps: f64, placement: EpsPlacement) -> Self {
+        self.eps = eps;
+        self.eps_placement = placement;
+        self
+    }
+    /// Sets the initial accumulator value.
+    pub fn with_initial_accumulator(mut self, v: f64) -> Self {
+        self.initial_accumulator = v;
+        self
+    }
+    /// Centred RMSProp.
+    pub fn with_centered(mut self, on: bool) -> Self {
+        self.centered = on;
+        self
+    }
+    /// Clamp the centred variance at 0.
+    pub fn with_clamp_variance(mut self, on: bool) -> Self {
+        self.clamp_variance = on;
+        self
+    }
+    /// Sets momentum μ and where the learning rate goes.
+    pub fn with_momentum(mut self, mu: f64, style: MomentumStyle) -> Self {
+        self.momentum = mu;
+        self.momentum_style = style;
+        self
+    }
+    /// Nesterov momentum.
+    pub fn with_nesterov(mut self, on: bool) -> Self {
+        self.nesterov = on;
+        self
+    }
+    /// Sets the rounding order of `η g / d`.
+    pub fn with_step_form(mut self, form: StepForm) -> Self {
+        self.step_form = form;
+        self
+    }
+    /// Bias correction of the averages (optax).
+    pub fn with_bias_correction(mut self, on: bool) -> Self {
+        self.bias_correction = on;
+        self
+    }
+
+    fn uses_momentum(&self) -> bool {
+        if self.momentum_with_centered {
+            self.centered
+        } else {
+            self.momentum > 0.0
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        const N: &str = "rmsprop";
+        self.common.validate(N)?;
+        check_unit(N, "decay", self.decay)?;
+        check_nonneg(N, "eps", self.eps)?;
+        check_nonneg(N, "momentum", self.momentum)?;
+        check_nonneg(N, "initial_accumulator", self.initial_accumulator)?;
+        if self.nesterov && !self.uses_momentum() {
+            return Err(Error::InvalidCombination {
+                optimizer: N,
+                reason: "nesterov = true needs momentum > 0".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn slots(&self) -> Vec<Slot> {
+        vec![
+            Slot::new("square_avg", self.initial_accumulator, true),
+            Slot::new("grad_avg", 0.0, self.centered),
+            Slot::new("momentum_buffer", 0.0, self.uses_momentum()),
+        ]
+    }
+
+    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+        let c = &self.common;
+        let [s, m, b] = bufs else {
+            unreachable!("rmsprop has three state slots")
+        };
+        let decay = c.hp(self.decay);
+        let gamma = T::from_f64(decay);
+        let one_minus_gamma = T::from_f64(1.0 - decay);
+        let eps = T::from_f64(c.hp(self.eps));
+        let lr = T::from_f64(c.hp(ctx.lr));
+        let mu = T::from_f64(c.hp(self.momentum));
+        let bc = T::from_f64(if self.bias_correction {
+            1.0 - decay.powf(ctx.t as f64)
+        } else {
+            1.0
+        });
+        let inside = self.eps_placement == EpsPlacement::InsideSqrt;
+        let momentum = self.uses_momentum().then_some(self.momentum_style);
+        let wd = c.decoupled_wd::<T>();
+        let clip_w = c.clip_weights_t::<T>();
+        for i in 0..x.len() {
+            let gi = ctx.prep.grad(g[i], x[i]);
+            s[i] = gamma * s[i] + one_minus_gamma * (gi * gi);
+            let mut v = if self.bias_correction {
+                s[i] / bc
+            } else {
+                s[i]
+            };
+            if self.centered {
+                m[i] = gamma * m[i] + one_minus_gamma * gi;
+                let mh = if self.bias_correction {
+                    m[i] / bc
+                } else {
+                    m[i]
+                };
+                v = v - mh * mh;
+                if self.clamp_variance {
+                    v = v.max(T::ZERO);
+                }
+            }
+            let den = if inside {
+                (v + eps).sqrt()
+            } else {
+                v.sqrt() + eps
+            };
+            let mut xi = x[i];
+            if let Some(wd) = wd {
+                xi = xi - lr * wd * xi;
+            }
+            xi = match momentum {
+                None => xi - self.step_form.apply(lr, gi, den),
+                Some(MomentumStyle::LrOutsideBuffer) => {
+                    let u = gi / den;
+                    b[i] = mu * b[i] + u;
+                    xi - lr * if self.nesterov { u + mu * b[i] } else { b[i] }
+                }
+                Some(MomentumStyle::LrInsideBuffer) => {
+                    let step = self.step_form.apply(lr, gi, den);
+                    b[i] = mu * b[i] + step;
+                    xi - if self.nesterov {
+                        step + mu * b[i]
+                    } else {
+                        b[i]
+                    }
+                }
+            };
+            if let Some(cw) = clip_w {
+                xi = xi.max(-cw).min(cw);
+            }
+            x[i] = xi;
+        }
+    }
+}
