@@ -1,1 +1,420 @@
+//! Optimizers by name, with hyperparameters spelled as any framework spells them —
+//! the chapter's `gluon.Trainer(params, "rmsprop", {"learning_rate": 0.01, "gamma1": 0.9})`.
+//!
+//! The name is an optimizer (`rmsprop`, `adagrad`, `sgd`, `adam`, `adamw`, `adadelta`),
+//! optionally prefixed by a flavour (`pytorch.rmsprop`, `mxnet.rmsprop`); a bare name
+//! is the chapter's flavour (`d2l`). A `"flavor"` entry in the map does the same. The
+//! preset supplies the defaults; each given entry overrides one field. Unknown names
+//! are an error that lists the accepted ones.
+//!
+//! ```
+//! use rmsprop::{by_name, OptimizerConfig};
+//! let c = by_name::config("mxnet.rmsprop", [("learning_rate", 0.01), ("gamma1", 0.9)]).unwrap();
+//! let OptimizerConfig::RmsProp(r) = c else { panic!() };
+//! assert_eq!((r.common.lr, r.decay, r.eps), (0.01, 0.9, 1e-8));
+//! assert!(by_name::config("rmsprop", [("gamma3", 0.9)]).is_err());
+//! ```
 
+use crate::common::{ClipNorm, Common, HyperPrecision, NormScope, StepForm, WeightDecayMode};
+use crate::error::{Error, Result};
+use crate::flavor::Flavor;
+use crate::optim::{BiasCorrection, EpsPlacement, MomentumStyle, OptimizerConfig, SgdMomentum};
+use std::fmt;
+
+/// A hyperparameter value: a number, a switch, or a word (`"inside_sqrt"`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// A number.
+    Num(f64),
+    /// A switch.
+    Bool(bool),
+    /// A word.
+    Str(String),
+}
+
+impl Value {
+    /// Reads a command-line value: `true`/`false`, a number, else a word.
+    ///
+    /// ```
+    /// use rmsprop::by_name::Value;
+    /// assert_eq!(Value::parse("0.9"), Value::Num(0.9));
+    /// assert_eq!(Value::parse("true"), Value::Bool(true));
+    /// assert_eq!(Value::parse("outside_sqrt"), Value::Str("outside_sqrt".into()));
+    /// ```
+    pub fn parse(s: &str) -> Value {
+        match s {
+            "true" | "True" => Value::Bool(true),
+            "false" | "False" => Value::Bool(false),
+            _ => s
+                .parse::<f64>()
+                .map(Value::Num)
+                .unwrap_or_else(|_| Value::Str(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Num(v) => write!(f, "{v}"),
+            Value::Bool(v) => write!(f, "{v}"),
+            Value::Str(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Num(v)
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Str(v.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Str(v)
+    }
+}
+
+/// Names every optimizer accepts (besides `flavor`).
+const COMMON: &[&str] = &[
+    "lr",
+    "learning_rate",
+    "eta",
+    "weight_decay",
+    "wd",
+    "weight_decay_mode",
+    "maximize",
+    "rescale_grad",
+    "clip_gradient",
+    "clipvalue",
+    "clip_norm",
+    "clipnorm",
+    "global_clipnorm",
+    "clip_weights",
+    "precision",
+];
+
+/// The names each optimizer accepts besides [`COMMON`].
+fn own_names(optimizer: &str) -> &'static [&'static str] {
+    match optimizer {
+        "rmsprop" => &[
+            "decay",
+            "alpha",
+            "rho",
+            "gamma",
+            "gamma1",
+            "eps",
+            "epsilon",
+            "eps_placement",
+            "eps_in_sqrt",
+            "initial_accumulator",
+            "initial_scale",
+            "initial_accumulator_value",
+            "centered",
+            "clamp_variance",
+            "momentum",
+            "gamma2",
+            "momentum_style",
+            "nesterov",
+            "bias_correction",
+            "step_form",
+        ],
+        "adagrad" => &[
+            "eps",
+            "epsilon",
+            "eps_placement",
+            "initial_accumulator",
+            "initial_accumulator_value",
+            "lr_decay",
+            "step_form",
+        ],
+        "sgd" => &["momentum", "dampening", "nesterov", "momentum_style"],
+        "adam" | "adamw" => &[
+            "beta1",
+            "b1",
+            "beta2",
+            "b2",
+            "eps",
+            "epsilon",
+            "eps_root",
+            "amsgrad",
+            "nesterov",
+            "bias_correction",
+        ],
+        "adadelta" => &["rho", "eps", "epsilon"],
+        _ => &[],
+    }
+}
+
+/// Builds a configuration from an optimizer name and `(name, value)` pairs.
+///
+/// ```
+/// use rmsprop::by_name::{config, Value};
+/// let c = config("pytorch.rmsprop", [("alpha", Value::from(0.9)), ("centered", Value::from(true))]).unwrap();
+/// assert_eq!(c.state_names(), ["square_avg", "grad_avg"]);
+/// ```
+pub fn config<K: AsRef<str>, V: Into<Value>>(
+    name: &str,
+    hyper: impl IntoIterator<Item = (K, V)>,
+) -> Result<OptimizerConfig> {
+    let hyper: Vec<(String, Value)> = hyper
+        .into_iter()
+        .map(|(k, v)| (k.as_ref().to_string(), v.into()))
+        .collect();
+    let (mut flavor, optimizer) = match name.split_once('.') {
+        Some((f, o)) => (f.parse::<Flavor>()?, o.to_ascii_lowercase()),
+        None => (Flavor::D2l, name.to_ascii_lowercase()),
+    };
+    for (k, v) in &hyper {
+        if k == "flavor" {
+            flavor = word(k, v)?.parse()?;
+        }
+    }
+    let mut config = flavor.config(&optimizer)?;
+    for (k, v) in hyper.iter().filter(|(k, _)| k != "flavor") {
+        if !(COMMON.contains(&k.as_str()) || own_names(&optimizer).contains(&k.as_str())) {
+            let known = [COMMON, own_names(&optimizer), &["flavor"]]
+                .concat()
+                .join(", ");
+            return Err(Error::UnknownHyperparameter {
+                optimizer: optimizer.clone(),
+                name: k.clone(),
+                known,
+            });
+        }
+        if !set_common(config.common_mut(), k, v)? {
+            set_own(&mut config, k, v)?;
+        }
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Like [`config`], from a JSON object (`{"learning_rate": 0.01, "gamma1": 0.9}`).
+///
+/// ```
+/// let json = serde_json::json!({"learning_rate": 0.01, "gamma1": 0.9});
+/// let c = rmsprop::by_name::config_json("mxnet.rmsprop", &json).unwrap();
+/// assert_eq!(c.common().lr, 0.01);
+/// ```
+pub fn config_json(name: &str, hyper: &serde_json::Value) -> Result<OptimizerConfig> {
+    let map = hyper.as_object().ok_or_else(|| Error::WrongType {
+        name: "hyperparameters".into(),
+        expected: "a JSON object",
+        got: hyper.to_string(),
+    })?;
+    let mut pairs = Vec::new();
+    for (k, v) in map {
+        let v = match v {
+            serde_json::Value::Number(n) => Value::Num(n.as_f64().unwrap_or(f64::NAN)),
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::String(s) => Value::Str(s.clone()),
+            other => {
+                return Err(Error::WrongType {
+                    name: k.clone(),
+                    expected: "a number, boolean or string",
+                    got: other.to_string(),
+                });
+            }
+        };
+        pairs.push((k.clone(), v));
+    }
+    config(name, pairs)
+}
+
+fn num(name: &str, v: &Value) -> Result<f64> {
+    match v {
+        Value::Num(x) => Ok(*x),
+        other => Err(Error::WrongType {
+            name: name.into(),
+            expected: "a number",
+            got: other.to_string(),
+        }),
+    }
+}
+
+fn flag(name: &str, v: &Value) -> Result<bool> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        other => Err(Error::WrongType {
+            name: name.into(),
+            expected: "true or false",
+            got: other.to_string(),
+        }),
+    }
+}
+
+fn word<'a>(name: &str, v: &'a Value) -> Result<&'a str> {
+    match v {
+        Value::Str(s) => Ok(s),
+        other => Err(Error::WrongType {
+            name: name.into(),
+            expected: "a word",
+            got: other.to_string(),
+        }),
+    }
+}
+
+fn choice<T: Copy>(name: &str, v: &Value, options: &[(&str, T)]) -> Result<T> {
+    let w = word(name, v)?;
+    options
+        .iter()
+        .find(|(n, _)| *n == w)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| Error::UnknownName {
+            kind: "value",
+            name: format!("{name}={w}"),
+            known: options
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+const PLACEMENTS: &[(&str, EpsPlacement)] = &[
+    ("inside_sqrt", EpsPlacement::InsideSqrt),
+    ("outside_sqrt", EpsPlacement::OutsideSqrt),
+];
+const STEP_FORMS: &[(&str, StepForm)] = &[
+    ("scaled_gradient", StepForm::ScaledGradient),
+    ("scaled_rate", StepForm::ScaledRate),
+    ("scaled_product", StepForm::ScaledProduct),
+];
+
+/// Sets a [`Common`] field; false if `k` is not one.
+fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
+    match k {
+        "lr" | "learning_rate" | "eta" => c.lr = num(k, v)?,
+        "weight_decay" | "wd" => c.weight_decay = num(k, v)?,
+        "weight_decay_mode" => {
+            c.weight_decay_mode = choice(
+                k,
+                v,
+                &[
+                    ("coupled", WeightDecayMode::Coupled),
+                    ("decoupled", WeightDecayMode::Decoupled),
+                ],
+            )?
+        }
+        "maximize" => c.maximize = flag(k, v)?,
+        "rescale_grad" => c.rescale_grad = num(k, v)?,
+        "clip_gradient" | "clipvalue" => c.clip_gradient = Some(num(k, v)?),
+        "clip_norm" | "clipnorm" => {
+            c.clip_norm = Some(ClipNorm {
+                max_norm: num(k, v)?,
+                scope: NormScope::PerTensor,
+            })
+        }
+        "global_clipnorm" => {
+            c.clip_norm = Some(ClipNorm {
+                max_norm: num(k, v)?,
+                scope: NormScope::Global,
+            })
+        }
+        "clip_weights" => c.clip_weights = Some(num(k, v)?),
+        "precision" => {
+            c.precision = choice(
+                k,
+                v,
+                &[
+                    ("native", HyperPrecision::Native),
+                    ("float32", HyperPrecision::F32),
+                ],
+            )?
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn set_own(config: &mut OptimizerConfig, k: &str, v: &Value) -> Result<()> {
+    match config {
+        OptimizerConfig::RmsProp(r) => match k {
+            "decay" | "alpha" | "rho" | "gamma" | "gamma1" => r.decay = num(k, v)?,
+            "eps" | "epsilon" => r.eps = num(k, v)?,
+            "eps_placement" => r.eps_placement = choice(k, v, PLACEMENTS)?,
+            "eps_in_sqrt" => {
+                r.eps_placement = if flag(k, v)? {
+                    EpsPlacement::InsideSqrt
+                } else {
+                    EpsPlacement::OutsideSqrt
+                }
+            }
+            "initial_accumulator" | "initial_scale" | "initial_accumulator_value" => {
+                r.initial_accumulator = num(k, v)?
+            }
+            "centered" => r.centered = flag(k, v)?,
+            "clamp_variance" => r.clamp_variance = flag(k, v)?,
+            "momentum" | "gamma2" => r.momentum = num(k, v)?,
+            "momentum_style" => {
+                r.momentum_style = choice(
+                    k,
+                    v,
+                    &[
+                        ("lr_outside_buffer", MomentumStyle::LrOutsideBuffer),
+                        ("lr_inside_buffer", MomentumStyle::LrInsideBuffer),
+                    ],
+                )?
+            }
+            "nesterov" => r.nesterov = flag(k, v)?,
+            "bias_correction" => r.bias_correction = flag(k, v)?,
+            _ => r.step_form = choice(k, v, STEP_FORMS)?,
+        },
+        OptimizerConfig::Adagrad(a) => match k {
+            "eps" | "epsilon" => a.eps = num(k, v)?,
+            "eps_placement" => a.eps_placement = choice(k, v, PLACEMENTS)?,
+            "lr_decay" => a.lr_decay = num(k, v)?,
+            "step_form" => a.step_form = choice(k, v, STEP_FORMS)?,
+            _ => a.initial_accumulator = num(k, v)?,
+        },
+        OptimizerConfig::Sgd(s) => match k {
+            "momentum" => s.momentum = num(k, v)?,
+            "dampening" => s.dampening = num(k, v)?,
+            "nesterov" => s.nesterov = flag(k, v)?,
+            _ => {
+                s.momentum_style = choice(
+                    k,
+                    v,
+                    &[
+                        ("torch", SgdMomentum::Torch),
+                        ("lr_inside_buffer", SgdMomentum::LrInsideBuffer),
+                    ],
+                )?
+            }
+        },
+        OptimizerConfig::Adam(a) => match k {
+            "beta1" | "b1" => a.beta1 = num(k, v)?,
+            "beta2" | "b2" => a.beta2 = num(k, v)?,
+            "eps" | "epsilon" => a.eps = num(k, v)?,
+            "eps_root" => a.eps_root = num(k, v)?,
+            "amsgrad" => a.amsgrad = flag(k, v)?,
+            "nesterov" => a.nesterov = flag(k, v)?,
+            _ => {
+                a.bias_correction = choice(
+                    k,
+                    v,
+                    &[
+                        ("moments", BiasCorrection::Moments),
+                        ("denominator", BiasCorrection::Denominator),
+                        ("lr_only", BiasCorrection::LrOnly),
+                    ],
+                )?
+            }
+        },
+        OptimizerConfig::Adadelta(a) => match k {
+            "rho" => a.rho = num(k, v)?,
+            _ => a.eps = num(k, v)?,
+        },
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Replays every golden case recorded from PyTorch, optax, Keras and MXNet, and the
+//! chapter's own 2-D traces (`../shared/golden/`, see its README).
+
+use std::path::PathBuf;
+
+/// `$RMSPROP_GOLDEN_DIR`, else `<repo root>/../shared/golden`.
+fn golden_dir() -> PathBuf {
+    let dir = std::env::var_os("RMSPROP_GOLDEN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
+        });
+    assert!(
+        dir.join("README.md").is_file(),
+        "golden vectors not found at {}: check out ../shared next to the repository or set RMSPROP_GOLDEN_DIR",
+        dir.display()
+    );
+    dir
+}
+
+fn replay(file: &str, at_least: usize) {
+    let report =
+        rmsprop::golden::replay_file(&golden_dir().join(file)).expect("golden file readable");
+    // Written past the test harness's capture, so every run shows the counts.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "golden replay: {}", report.summary());
+    let failures: Vec<String> = report
+        .cases
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("{}: {:.3}x tolerance at {}", c.name, c.worst, c.detail))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        report.cases.len(),
+        failures.join("\n")
+    );
+    assert!(
+        report.cases.len() >= at_least,
+        "{file}: replayed {} cases, expected at least {at_least}",
+        report.cases.len()
+    );
+}
+
+#[test]
+fn torch() {
+    replay("torch.json", 60);
+}
+
+#[test]
+fn optax() {
+    replay("optax.json", 40);
+}
+
+#[test]
+fn keras() {
+    replay("keras.json", 24);
+}
+
+#[test]
+fn mxnet() {
+    replay("mxnet.json", 46);
+}
+
+#[test]
+fn d2l_chapter_traces() {
+    replay("d2l_chapter.json", 7);
+}
+
+/// A case the replayer does not understand fails; it is never skipped.
+#[test]
+fn unknown_fields_and_variants_fail() {
+    let text = std::fs::read_to_string(golden_dir().join("torch.json")).unwrap();
+    let root: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let case = &root["cases"][0];
+    assert!(rmsprop::golden::replay_case(case).passed);
+
+    let mut extra = case.clone();
+    extra["hyperparams"]["normalized"]["lookahead"] = serde_json::json!(5);
+    let r = rmsprop::golden::replay_case(&extra);
+    assert!(!r.passed && r.detail.contains("lookahead"), "{}", r.detail);
+
+    let mut style = case.clone();
+    style["hyperparams"]["normalized"]["momentum_style"] = serde_json::json!("sideways");
+    let r = rmsprop::golden::replay_case(&style);
+    assert!(!r.passed && r.detail.contains("sideways"), "{}", r.detail);
+
+    let mut state = case.clone();
+    state["state"]["mystery_buffer"] = serde_json::json!([0.0]);
+    let r = rmsprop::golden::replay_case(&state);
+    assert!(
+        !r.passed && r.detail.contains("mystery_buffer"),
+        "{}",
+        r.detail
+    );
+
+    let mut wrong = case.clone();
+    wrong["x"][49][3] = serde_json::json!(wrong["x"][49][3].as_f64().unwrap() + 1.0);
+    let r = rmsprop::golden::replay_case(&wrong);
+    assert!(!r.passed && r.detail.contains("x[50][3]"), "{}", r.detail);
+}
