@@ -20,10 +20,7 @@ fn main() -> ExitCode {
                 println!("{}", report.summary());
                 for c in report.cases.iter().filter(|c| verbose || !c.passed) {
                     let tag = if c.passed { "ok  " } else { "FAIL" };
-                    println!(
-                        "  {tag} {}: worst {:.3}x tolerance at {}",
-                        c.name, c.worst, c.detail
-                    );
+                    println!("  {tag} {}: worst {:.3}x tolerance at {}", c.name, c.worst, c.detail);
                 }
                 ok &= report.failed() == 0 && !report.cases.is_empty();
             }
@@ -33,9 +30,5 @@ fn main() -> ExitCode {
             }
         }
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -45,10 +45,7 @@ impl Value {
         match s {
             "true" | "True" => Value::Bool(true),
             "false" | "False" => Value::Bool(false),
-            _ => s
-                .parse::<f64>()
-                .map(Value::Num)
-                .unwrap_or_else(|_| Value::Str(s.to_string())),
+            _ => s.parse::<f64>().map(Value::Num).unwrap_or_else(|_| Value::Str(s.to_string())),
         }
     }
 }
@@ -138,18 +135,9 @@ fn own_names(optimizer: &str) -> &'static [&'static str] {
             "step_form",
         ],
         "sgd" => &["momentum", "dampening", "nesterov", "momentum_style"],
-        "adam" | "adamw" => &[
-            "beta1",
-            "b1",
-            "beta2",
-            "b2",
-            "eps",
-            "epsilon",
-            "eps_root",
-            "amsgrad",
-            "nesterov",
-            "bias_correction",
-        ],
+        "adam" | "adamw" => {
+            &["beta1", "b1", "beta2", "b2", "eps", "epsilon", "eps_root", "amsgrad", "nesterov", "bias_correction"]
+        }
         "adadelta" => &["rho", "eps", "epsilon"],
         _ => &[],
     }
@@ -166,10 +154,7 @@ pub fn config<K: AsRef<str>, V: Into<Value>>(
     name: &str,
     hyper: impl IntoIterator<Item = (K, V)>,
 ) -> Result<OptimizerConfig> {
-    let hyper: Vec<(String, Value)> = hyper
-        .into_iter()
-        .map(|(k, v)| (k.as_ref().to_string(), v.into()))
-        .collect();
+    let hyper: Vec<(String, Value)> = hyper.into_iter().map(|(k, v)| (k.as_ref().to_string(), v.into())).collect();
     let (mut flavor, optimizer) = match name.split_once('.') {
         Some((f, o)) => (f.parse::<Flavor>()?, o.to_ascii_lowercase()),
         None => (Flavor::D2l, name.to_ascii_lowercase()),
@@ -182,14 +167,8 @@ pub fn config<K: AsRef<str>, V: Into<Value>>(
     let mut config = flavor.config(&optimizer)?;
     for (k, v) in hyper.iter().filter(|(k, _)| k != "flavor") {
         if !(COMMON.contains(&k.as_str()) || own_names(&optimizer).contains(&k.as_str())) {
-            let known = [COMMON, own_names(&optimizer), &["flavor"]]
-                .concat()
-                .join(", ");
-            return Err(Error::UnknownHyperparameter {
-                optimizer: optimizer.clone(),
-                name: k.clone(),
-                known,
-            });
+            let known = [COMMON, own_names(&optimizer), &["flavor"]].concat().join(", ");
+            return Err(Error::UnknownHyperparameter { optimizer: optimizer.clone(), name: k.clone(), known });
         }
         if !set_common(config.common_mut(), k, v)? {
             set_own(&mut config, k, v)?;
@@ -234,57 +213,35 @@ pub fn config_json(name: &str, hyper: &serde_json::Value) -> Result<OptimizerCon
 fn num(name: &str, v: &Value) -> Result<f64> {
     match v {
         Value::Num(x) => Ok(*x),
-        other => Err(Error::WrongType {
-            name: name.into(),
-            expected: "a number",
-            got: other.to_string(),
-        }),
+        other => Err(Error::WrongType { name: name.into(), expected: "a number", got: other.to_string() }),
     }
 }
 
 fn flag(name: &str, v: &Value) -> Result<bool> {
     match v {
         Value::Bool(b) => Ok(*b),
-        other => Err(Error::WrongType {
-            name: name.into(),
-            expected: "true or false",
-            got: other.to_string(),
-        }),
+        other => Err(Error::WrongType { name: name.into(), expected: "true or false", got: other.to_string() }),
     }
 }
 
 fn word<'a>(name: &str, v: &'a Value) -> Result<&'a str> {
     match v {
         Value::Str(s) => Ok(s),
-        other => Err(Error::WrongType {
-            name: name.into(),
-            expected: "a word",
-            got: other.to_string(),
-        }),
+        other => Err(Error::WrongType { name: name.into(), expected: "a word", got: other.to_string() }),
     }
 }
 
 fn choice<T: Copy>(name: &str, v: &Value, options: &[(&str, T)]) -> Result<T> {
     let w = word(name, v)?;
-    options
-        .iter()
-        .find(|(n, _)| *n == w)
-        .map(|(_, t)| *t)
-        .ok_or_else(|| Error::UnknownName {
-            kind: "value",
-            name: format!("{name}={w}"),
-            known: options
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+    options.iter().find(|(n, _)| *n == w).map(|(_, t)| *t).ok_or_else(|| Error::UnknownName {
+        kind: "value",
+        name: format!("{name}={w}"),
+        known: options.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+    })
 }
 
-const PLACEMENTS: &[(&str, EpsPlacement)] = &[
-    ("inside_sqrt", EpsPlacement::InsideSqrt),
-    ("outside_sqrt", EpsPlacement::OutsideSqrt),
-];
+const PLACEMENTS: &[(&str, EpsPlacement)] =
+    &[("inside_sqrt", EpsPlacement::InsideSqrt), ("outside_sqrt", EpsPlacement::OutsideSqrt)];
 const STEP_FORMS: &[(&str, StepForm)] = &[
     ("scaled_gradient", StepForm::ScaledGradient),
     ("scaled_rate", StepForm::ScaledRate),
@@ -297,40 +254,17 @@ fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
         "lr" | "learning_rate" | "eta" => c.lr = num(k, v)?,
         "weight_decay" | "wd" => c.weight_decay = num(k, v)?,
         "weight_decay_mode" => {
-            c.weight_decay_mode = choice(
-                k,
-                v,
-                &[
-                    ("coupled", WeightDecayMode::Coupled),
-                    ("decoupled", WeightDecayMode::Decoupled),
-                ],
-            )?
+            c.weight_decay_mode =
+                choice(k, v, &[("coupled", WeightDecayMode::Coupled), ("decoupled", WeightDecayMode::Decoupled)])?
         }
         "maximize" => c.maximize = flag(k, v)?,
         "rescale_grad" => c.rescale_grad = num(k, v)?,
         "clip_gradient" | "clipvalue" => c.clip_gradient = Some(num(k, v)?),
-        "clip_norm" | "clipnorm" => {
-            c.clip_norm = Some(ClipNorm {
-                max_norm: num(k, v)?,
-                scope: NormScope::PerTensor,
-            })
-        }
-        "global_clipnorm" => {
-            c.clip_norm = Some(ClipNorm {
-                max_norm: num(k, v)?,
-                scope: NormScope::Global,
-            })
-        }
+        "clip_norm" | "clipnorm" => c.clip_norm = Some(ClipNorm { max_norm: num(k, v)?, scope: NormScope::PerTensor }),
+        "global_clipnorm" => c.clip_norm = Some(ClipNorm { max_norm: num(k, v)?, scope: NormScope::Global }),
         "clip_weights" => c.clip_weights = Some(num(k, v)?),
         "precision" => {
-            c.precision = choice(
-                k,
-                v,
-                &[
-                    ("native", HyperPrecision::Native),
-                    ("float32", HyperPrecision::F32),
-                ],
-            )?
+            c.precision = choice(k, v, &[("native", HyperPrecision::Native), ("float32", HyperPrecision::F32)])?
         }
         _ => return Ok(false),
     }
@@ -344,15 +278,9 @@ fn set_own(config: &mut OptimizerConfig, k: &str, v: &Value) -> Result<()> {
             "eps" | "epsilon" => r.eps = num(k, v)?,
             "eps_placement" => r.eps_placement = choice(k, v, PLACEMENTS)?,
             "eps_in_sqrt" => {
-                r.eps_placement = if flag(k, v)? {
-                    EpsPlacement::InsideSqrt
-                } else {
-                    EpsPlacement::OutsideSqrt
-                }
+                r.eps_placement = if flag(k, v)? { EpsPlacement::InsideSqrt } else { EpsPlacement::OutsideSqrt }
             }
-            "initial_accumulator" | "initial_scale" | "initial_accumulator_value" => {
-                r.initial_accumulator = num(k, v)?
-            }
+            "initial_accumulator" | "initial_scale" | "initial_accumulator_value" => r.initial_accumulator = num(k, v)?,
             "centered" => r.centered = flag(k, v)?,
             "clamp_variance" => r.clamp_variance = flag(k, v)?,
             "momentum" | "gamma2" => r.momentum = num(k, v)?,
@@ -382,14 +310,8 @@ fn set_own(config: &mut OptimizerConfig, k: &str, v: &Value) -> Result<()> {
             "dampening" => s.dampening = num(k, v)?,
             "nesterov" => s.nesterov = flag(k, v)?,
             _ => {
-                s.momentum_style = choice(
-                    k,
-                    v,
-                    &[
-                        ("torch", SgdMomentum::Torch),
-                        ("lr_inside_buffer", SgdMomentum::LrInsideBuffer),
-                    ],
-                )?
+                s.momentum_style =
+                    choice(k, v, &[("torch", SgdMomentum::Torch), ("lr_inside_buffer", SgdMomentum::LrInsideBuffer)])?
             }
         },
         OptimizerConfig::Adam(a) => match k {

@@ -52,32 +52,23 @@ fn st_dtype(d: Dtype) -> StDtype {
 /// ```
 pub fn metadata(path: &Path) -> Result<HashMap<String, String>> {
     let bytes = read(path)?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
+    let (_, meta) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
     Ok(meta.metadata().clone().unwrap_or_default())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
 fn corrupt(path: &Path, reason: String) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason,
-    }
+    Error::Checkpoint { path: path.to_path_buf(), reason }
 }
 
 impl<T: Float> Optimizer<T> {
     /// Writes the optimizer state to `path` (safetensors), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| Error::Io { path: path.to_path_buf(), source };
         let mut arrays: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = Vec::new();
         for tr in self.tracked() {
             for (slot, buf) in self.group(tr.group).slots().iter().zip(&tr.bufs) {
@@ -93,57 +84,29 @@ impl<T: Float> Optimizer<T> {
                 }
             }
         }
-        arrays.push((
-            "step".into(),
-            StDtype::I64,
-            vec![],
-            (self.step_count() as i64).to_le_bytes().to_vec(),
-        ));
+        arrays.push(("step".into(), StDtype::I64, vec![], (self.step_count() as i64).to_le_bytes().to_vec()));
         let groups: Vec<&OptimizerConfig> = (0..self.num_groups()).map(|i| self.group(i)).collect();
-        let tensors: Vec<(&str, &[usize], usize)> = self
-            .tracked()
-            .iter()
-            .map(|t| (t.spec.name.as_str(), &t.spec.shape[..], t.group))
-            .collect();
+        let tensors: Vec<(&str, &[usize], usize)> =
+            self.tracked().iter().map(|t| (t.spec.name.as_str(), &t.spec.shape[..], t.group)).collect();
         let meta = HashMap::from([
             ("format".to_string(), FORMAT_NAME.to_string()),
             ("format_version".to_string(), FORMAT_VERSION.to_string()),
             ("dtype".to_string(), T::DTYPE.name().to_string()),
             ("step".to_string(), self.step_count().to_string()),
-            (
-                "skipped_steps".to_string(),
-                self.skipped_steps().to_string(),
-            ),
-            (
-                "hyperparameters".to_string(),
-                serde_json::to_string(&groups).expect("configs serialise"),
-            ),
-            (
-                "tensors".to_string(),
-                serde_json::to_string(&tensors).expect("specs serialise"),
-            ),
+            ("skipped_steps".to_string(), self.skipped_steps().to_string()),
+            ("hyperparameters".to_string(), serde_json::to_string(&groups).expect("configs serialise")),
+            ("tensors".to_string(), serde_json::to_string(&tensors).expect("specs serialise")),
         ]);
         let views = arrays
             .iter()
-            .map(|(name, dt, shape, bytes)| {
-                Ok((name.clone(), TensorView::new(*dt, shape.clone(), bytes)?))
-            })
+            .map(|(name, dt, shape, bytes)| Ok((name.clone(), TensorView::new(*dt, shape.clone(), bytes)?)))
             .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
             .map_err(|e| corrupt(path, format!("cannot serialise: {e}")))?;
-        let bytes = safetensors::serialize(views, Some(meta))
-            .map_err(|e| corrupt(path, format!("cannot serialise: {e}")))?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| corrupt(path, "not a file path".into()))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            file_name.to_string_lossy(),
-            std::process::id()
-        ));
+        let bytes =
+            safetensors::serialize(views, Some(meta)).map_err(|e| corrupt(path, format!("cannot serialise: {e}")))?;
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let file_name = path.file_name().ok_or_else(|| corrupt(path, "not a file path".into()))?;
+        let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
@@ -163,46 +126,30 @@ impl<T: Float> Optimizer<T> {
     /// (as after [`metadata`] inspection, a caller may compare them).
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let bytes = read(path)?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
+        let (_, meta) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
         let meta = meta.metadata().clone().unwrap_or_default();
         let get = |k: &str| meta.get(k).map(String::as_str);
         if get("format") != Some(FORMAT_NAME) {
-            return Err(corrupt(
-                path,
-                format!("format {:?}, expected {FORMAT_NAME:?}", get("format")),
-            ));
+            return Err(corrupt(path, format!("format {:?}, expected {FORMAT_NAME:?}", get("format"))));
         }
         if get("format_version") != Some(FORMAT_VERSION) {
             return Err(corrupt(
                 path,
-                format!(
-                    "format version {:?}, this build reads version {FORMAT_VERSION}",
-                    get("format_version")
-                ),
+                format!("format version {:?}, this build reads version {FORMAT_VERSION}", get("format_version")),
             ));
         }
-        let skipped = get("skipped_steps")
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
+        let skipped = get("skipped_steps").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
         let step = {
-            let v = st
-                .tensor("step")
-                .map_err(|_| corrupt(path, "missing tensor \"step\"".into()))?;
+            let v = st.tensor("step").map_err(|_| corrupt(path, "missing tensor \"step\"".into()))?;
             if v.dtype() != StDtype::I64 || !v.shape().is_empty() {
                 return Err(corrupt(
                     path,
-                    format!(
-                        "tensor \"step\" is {:?}{:?}, expected a scalar I64",
-                        v.dtype(),
-                        v.shape()
-                    ),
+                    format!("tensor \"step\" is {:?}{:?}, expected a scalar I64", v.dtype(), v.shape()),
                 ));
             }
-            let raw =
-                i64::from_le_bytes(v.data().try_into().expect("8 bytes checked by safetensors"));
+            let raw = i64::from_le_bytes(v.data().try_into().expect("8 bytes checked by safetensors"));
             u64::try_from(raw).map_err(|_| corrupt(path, format!("negative step {raw}")))?
         };
         let mut expected = vec!["step".to_string()];
@@ -215,44 +162,25 @@ impl<T: Float> Optimizer<T> {
                     continue;
                 }
                 let name = format!("{}.{}", tr.spec.name, slot.name);
-                let v = st
-                    .tensor(&name)
-                    .map_err(|_| corrupt(path, format!("missing tensor {name:?}")))?;
+                let v = st.tensor(&name).map_err(|_| corrupt(path, format!("missing tensor {name:?}")))?;
                 if v.dtype() != st_dtype(T::DTYPE) {
                     return Err(corrupt(
                         path,
-                        format!(
-                            "tensor {name:?} has dtype {:?}, expected {:?}",
-                            v.dtype(),
-                            st_dtype(T::DTYPE)
-                        ),
+                        format!("tensor {name:?} has dtype {:?}, expected {:?}", v.dtype(), st_dtype(T::DTYPE)),
                     ));
                 }
                 if v.shape() != tr.spec.shape.as_slice() {
                     return Err(corrupt(
                         path,
-                        format!(
-                            "tensor {name:?} has shape {:?}, expected {:?}",
-                            v.shape(),
-                            tr.spec.shape
-                        ),
+                        format!("tensor {name:?} has shape {:?}, expected {:?}", v.shape(), tr.spec.shape),
                     ));
                 }
-                bufs.push(
-                    v.data()
-                        .chunks_exact(size_of::<T>())
-                        .map(T::read_le)
-                        .collect(),
-                );
+                bufs.push(v.data().chunks_exact(size_of::<T>()).map(T::read_le).collect());
                 expected.push(name);
             }
             restored.push(bufs);
         }
-        if let Some(extra) = st
-            .names()
-            .into_iter()
-            .find(|n| !expected.iter().any(|e| e == n))
-        {
+        if let Some(extra) = st.names().into_iter().find(|n| !expected.iter().any(|e| e == n)) {
             return Err(corrupt(
                 path,
                 format!(

@@ -227,49 +227,23 @@ impl<T: Float> Prep<T> {
 }
 
 pub(crate) fn check_finite(optimizer: &'static str, name: &'static str, v: f64) -> Result<()> {
-    if v.is_finite() {
-        Ok(())
-    } else {
-        Err(invalid(optimizer, name, v, "a finite number"))
-    }
+    if v.is_finite() { Ok(()) } else { Err(invalid(optimizer, name, v, "a finite number")) }
 }
 
 pub(crate) fn check_nonneg(optimizer: &'static str, name: &'static str, v: f64) -> Result<()> {
-    if v.is_finite() && v >= 0.0 {
-        Ok(())
-    } else {
-        Err(invalid(optimizer, name, v, "a finite number >= 0"))
-    }
+    if v.is_finite() && v >= 0.0 { Ok(()) } else { Err(invalid(optimizer, name, v, "a finite number >= 0")) }
 }
 
 pub(crate) fn check_pos(optimizer: &'static str, name: &'static str, v: f64) -> Result<()> {
-    if v.is_finite() && v > 0.0 {
-        Ok(())
-    } else {
-        Err(invalid(optimizer, name, v, "a finite number > 0"))
-    }
+    if v.is_finite() && v > 0.0 { Ok(()) } else { Err(invalid(optimizer, name, v, "a finite number > 0")) }
 }
 
 pub(crate) fn check_unit(optimizer: &'static str, name: &'static str, v: f64) -> Result<()> {
-    if (0.0..=1.0).contains(&v) {
-        Ok(())
-    } else {
-        Err(invalid(optimizer, name, v, "a number in [0, 1]"))
-    }
+    if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(invalid(optimizer, name, v, "a number in [0, 1]")) }
 }
 
-pub(crate) fn invalid(
-    optimizer: &'static str,
-    name: &'static str,
-    v: f64,
-    expected: &'static str,
-) -> Error {
-    Error::InvalidHyperparameter {
-        optimizer,
-        name,
-        value: format!("{v}"),
-        expected,
-    }
+pub(crate) fn invalid(optimizer: &'static str, name: &'static str, v: f64, expected: &'static str) -> Error {
+    Error::InvalidHyperparameter { optimizer, name, value: format!("{v}"), expected }
 }
 
 /// Generates the `with_*` setters of the [`Common`] fields on an optimizer config.

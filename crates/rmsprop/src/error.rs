@@ -59,9 +59,7 @@ pub enum Error {
         got: String,
     },
     /// A gradient or parameter slice whose length is not that of its tensor.
-    #[error(
-        "{what} of tensor {tensor:?} has {got} elements, expected {expected} (shape {shape:?})"
-    )]
+    #[error("{what} of tensor {tensor:?} has {got} elements, expected {expected} (shape {shape:?})")]
     LengthMismatch {
         /// `"gradient"` or `"parameter"`.
         what: &'static str,
@@ -90,9 +88,7 @@ pub enum Error {
     #[error("tensor name {0:?} is used twice")]
     DuplicateTensor(String),
     /// A gradient holds NaN or an infinity (with [`NonFinitePolicy::Error`](crate::NonFinitePolicy)).
-    #[error(
-        "non-finite gradient in tensor {tensor:?} at element {index}: {value}; nothing was updated"
-    )]
+    #[error("non-finite gradient in tensor {tensor:?} at element {index}: {value}; nothing was updated")]
     NonFiniteGradient {
         /// Tensor name.
         tensor: String,

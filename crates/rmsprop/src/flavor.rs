@@ -4,8 +4,7 @@
 use crate::common::{HyperPrecision, StepForm, WeightDecayMode};
 use crate::error::{Error, Result};
 use crate::optim::{
-    Adadelta, Adagrad, Adam, BiasCorrection, EpsPlacement, MomentumStyle, OptimizerConfig, RmsProp,
-    Sgd, SgdMomentum,
+    Adadelta, Adagrad, Adam, BiasCorrection, EpsPlacement, MomentumStyle, OptimizerConfig, RmsProp, Sgd, SgdMomentum,
 };
 use std::fmt;
 use std::str::FromStr;
@@ -38,15 +37,8 @@ pub enum Flavor {
 
 impl Flavor {
     /// Every flavour, in the order of the crate docs' table.
-    pub const ALL: [Flavor; 7] = [
-        Flavor::D2l,
-        Flavor::PyTorch,
-        Flavor::Keras,
-        Flavor::Tf1,
-        Flavor::Optax,
-        Flavor::Mxnet,
-        Flavor::Burn,
-    ];
+    pub const ALL: [Flavor; 7] =
+        [Flavor::D2l, Flavor::PyTorch, Flavor::Keras, Flavor::Tf1, Flavor::Optax, Flavor::Mxnet, Flavor::Burn];
 
     /// The flavour's short name (`d2l`, `pytorch`, `keras`, `tf1`, `optax`, `mxnet`, `burn`).
     pub fn name(self) -> &'static str {
@@ -131,41 +123,27 @@ impl Flavor {
             (D2l, "adagrad") => Adagrad::default().into(),
             (PyTorch, "adagrad") => Adagrad {
                 step_form: StepForm::ScaledGradient,
-                ..Adagrad::default()
-                    .with_lr(0.01)
-                    .with_eps(1e-10, EpsPlacement::OutsideSqrt)
+                ..Adagrad::default().with_lr(0.01).with_eps(1e-10, EpsPlacement::OutsideSqrt)
             }
             .into(),
-            (Mxnet, "adagrad") => Adagrad {
-                step_form: StepForm::ScaledGradient,
-                ..Adagrad::default()
-            }
-            .with_lr(0.01)
-            .with_eps(1e-7, EpsPlacement::InsideSqrt)
-            .with_weight_decay(0.0, WeightDecayMode::Decoupled)
-            .into(),
+            (Mxnet, "adagrad") => Adagrad { step_form: StepForm::ScaledGradient, ..Adagrad::default() }
+                .with_lr(0.01)
+                .with_eps(1e-7, EpsPlacement::InsideSqrt)
+                .with_weight_decay(0.0, WeightDecayMode::Decoupled)
+                .into(),
             (D2l, "sgd") => Sgd::leaky_average(0.02, 0.5).into(),
             (PyTorch, "sgd") => Sgd::default().with_lr(0.001).into(),
             (Mxnet, "sgd") => {
-                let mut s = Sgd::default()
-                    .with_momentum(0.0, SgdMomentum::LrInsideBuffer)
-                    .with_precision(f32);
+                let mut s = Sgd::default().with_momentum(0.0, SgdMomentum::LrInsideBuffer).with_precision(f32);
                 s.common.weight_decay_clipped = false;
                 s.into()
             }
-            (D2l, "adam") => Adam::default()
-                .with_lr(0.01)
-                .with_eps(1e-6)
-                .with_bias_correction(BiasCorrection::Moments)
-                .into(),
+            (D2l, "adam") => {
+                Adam::default().with_lr(0.01).with_eps(1e-6).with_bias_correction(BiasCorrection::Moments).into()
+            }
             (PyTorch, "adam") => Adam::default().into(),
-            (Optax, "adam") => Adam::default()
-                .with_bias_correction(BiasCorrection::Moments)
-                .into(),
-            (Mxnet, "adam") => Adam::default()
-                .with_bias_correction(BiasCorrection::LrOnly)
-                .with_precision(f32)
-                .into(),
+            (Optax, "adam") => Adam::default().with_bias_correction(BiasCorrection::Moments).into(),
+            (Mxnet, "adam") => Adam::default().with_bias_correction(BiasCorrection::LrOnly).with_precision(f32).into(),
             (PyTorch, "adamw") => Adam::adamw().into(),
             (Optax, "adamw") => Adam::default()
                 .with_bias_correction(BiasCorrection::Moments)
@@ -173,10 +151,9 @@ impl Flavor {
                 .into(),
             (D2l, "adadelta") => Adadelta::default().with_eps(1e-5).into(),
             (PyTorch, "adadelta") | (Optax, "adadelta") => Adadelta::default().into(),
-            (Mxnet, "adadelta") => Adadelta::default()
-                .with_eps(1e-5)
-                .with_weight_decay(0.0, WeightDecayMode::Decoupled)
-                .into(),
+            (Mxnet, "adadelta") => {
+                Adadelta::default().with_eps(1e-5).with_weight_decay(0.0, WeightDecayMode::Decoupled).into()
+            }
             (_, "adagrad" | "sgd" | "adam" | "adamw" | "adadelta") => {
                 return Err(Error::UnknownName {
                     kind: "preset",
@@ -214,13 +191,10 @@ impl FromStr for Flavor {
             "gluon" | "mxnet1" => "mxnet",
             other => other,
         };
-        Flavor::ALL
-            .into_iter()
-            .find(|f| f.name() == alias)
-            .ok_or_else(|| Error::UnknownName {
-                kind: "flavor",
-                name: s.into(),
-                known: Flavor::ALL.map(Flavor::name).join(", "),
-            })
+        Flavor::ALL.into_iter().find(|f| f.name() == alias).ok_or_else(|| Error::UnknownName {
+            kind: "flavor",
+            name: s.into(),
+            known: Flavor::ALL.map(Flavor::name).join(", "),
+        })
     }
 }

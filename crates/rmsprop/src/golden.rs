@@ -19,8 +19,7 @@ use crate::error::{Error, Result};
 use crate::flavor::Flavor;
 use crate::float::Float;
 use crate::optim::{
-    BiasCorrection, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig,
-    SgdMomentum,
+    BiasCorrection, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig, SgdMomentum,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -60,12 +59,7 @@ impl FileReport {
     }
     /// `FILE: N passed, M failed`.
     pub fn summary(&self) -> String {
-        format!(
-            "{}: {} passed, {} failed",
-            self.path.display(),
-            self.passed(),
-            self.failed()
-        )
+        format!("{}: {} passed, {} failed", self.path.display(), self.passed(), self.failed())
     }
 }
 
@@ -75,14 +69,8 @@ impl FileReport {
 /// Errors only when the file cannot be read or is not a golden file at all; a case
 /// that cannot be replayed is a failed [`CaseReport`].
 pub fn replay_file(path: &Path) -> Result<FileReport> {
-    let bad = |reason: String| Error::Golden {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bad = |reason: String| Error::Golden { path: path.to_path_buf(), reason };
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     let root: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let version = root.get("format_version").and_then(Value::as_u64);
     if version != Some(1) {
@@ -93,32 +81,24 @@ pub fn replay_file(path: &Path) -> Result<FileReport> {
     } else if let Some(cases) = root.get("cases").and_then(Value::as_array) {
         if let Some(n) = root.get("num_cases").and_then(Value::as_u64) {
             if n as usize != cases.len() {
-                return Err(bad(format!(
-                    "num_cases is {n} but the file holds {} cases",
-                    cases.len()
-                )));
+                return Err(bad(format!("num_cases is {n} but the file holds {} cases", cases.len())));
             }
         }
         cases.iter().map(replay_case).collect()
     } else {
         return Err(bad("neither `cases` nor `traces` found".into()));
     };
-    Ok(FileReport {
-        path: path.to_path_buf(),
-        cases,
-    })
+    Ok(FileReport { path: path.to_path_buf(), cases })
 }
 
 /// Replays one per-step case given as JSON.
 pub fn replay_case(case: &Value) -> CaseReport {
-    let name = case
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("<unnamed>")
-        .to_string();
-    let result = serde_json::from_value::<Case>(case.clone())
-        .map_err(|e| format!("unreadable case: {e}"))
-        .and_then(|c| match c.dtype.as_str() {
+    let name = case.get("name").and_then(Value::as_str).unwrap_or("<unnamed>").to_string();
+    let result =
+        serde_json::from_value::<Case>(case.clone()).map_err(|e| format!("unreadable case: {e}")).and_then(|c| match c
+            .dtype
+            .as_str()
+        {
             "float64" => c.replay::<f64>(),
             "float32" => c.replay::<f32>(),
             other => Err(format!("unknown dtype {other:?}")),
@@ -128,18 +108,8 @@ pub fn replay_case(case: &Value) -> CaseReport {
 
 fn report(name: String, result: std::result::Result<Worst, String>) -> CaseReport {
     match result {
-        Ok(w) => CaseReport {
-            name,
-            passed: w.ratio <= 1.0,
-            worst: w.ratio,
-            detail: w.at,
-        },
-        Err(why) => CaseReport {
-            name,
-            passed: false,
-            worst: f64::INFINITY,
-            detail: why,
-        },
+        Ok(w) => CaseReport { name, passed: w.ratio <= 1.0, worst: w.ratio, detail: w.at },
+        Err(why) => CaseReport { name, passed: false, worst: f64::INFINITY, detail: why },
     }
 }
 
@@ -163,10 +133,7 @@ impl Worst {
         };
         if ratio > self.ratio || (ratio.is_infinite() && self.ratio.is_finite()) {
             self.ratio = ratio;
-            self.at = format!(
-                "{}: got {a:e}, expected {e:e} (error {err:e}, allowed {bound:e})",
-                at()
-            );
+            self.at = format!("{}: got {a:e}, expected {e:e} (error {err:e}, allowed {bound:e})", at());
         }
     }
 }
@@ -299,20 +266,14 @@ impl Normalized {
                 "decoupled" => c.weight_decay_mode = WeightDecayMode::Decoupled,
                 "none" if self.weight_decay == 0.0 => {}
                 other => {
-                    return Err(format!(
-                        "weight_decay_mode {other:?} with weight_decay {}",
-                        self.weight_decay
-                    ));
+                    return Err(format!("weight_decay_mode {other:?} with weight_decay {}", self.weight_decay));
                 }
             }
             c.maximize = self.maximize;
             c.rescale_grad = self.rescale_grad;
             c.clip_gradient = self.clip_gradient.filter(|&v| v != 0.0);
             c.clip_weights = self.clip_weights.filter(|&v| v != 0.0);
-            c.clip_norm = self.clip_norm.map(|max_norm| ClipNorm {
-                max_norm,
-                scope: NormScope::PerTensor,
-            });
+            c.clip_norm = self.clip_norm.map(|max_norm| ClipNorm { max_norm, scope: NormScope::PerTensor });
             c.precision = match self.hyperparam_precision.as_str() {
                 "native" => HyperPrecision::Native,
                 "float32" => HyperPrecision::F32,
@@ -320,11 +281,7 @@ impl Normalized {
             };
         }
         let no = |what: &str, on: bool| {
-            if on {
-                Err(format!("{what} is not defined for {}", self.optimizer))
-            } else {
-                Ok(())
-            }
+            if on { Err(format!("{what} is not defined for {}", self.optimizer)) } else { Ok(()) }
         };
         match &mut config {
             OptimizerConfig::RmsProp(r) => {
@@ -412,23 +369,22 @@ enum StateRef {
 fn state_ref(framework: &str, optimizer: &str, key: &str) -> Res<StateRef> {
     use StateRef::*;
     let r = match (framework, optimizer, key) {
-        ("torch", _, "step")
-        | ("optax", _, "count")
-        | ("keras", _, "iteration")
-        | ("mxnet", _, "num_update") => Counter,
+        ("torch", _, "step") | ("optax", _, "count") | ("keras", _, "iteration") | ("mxnet", _, "num_update") => {
+            Counter
+        }
         ("keras", _, "learning_rate") => LearningRate,
         (
             "torch",
             _,
-            k @ ("square_avg" | "grad_avg" | "momentum_buffer" | "sum" | "exp_avg" | "exp_avg_sq"
-            | "max_exp_avg_sq" | "acc_delta"),
+            k @ ("square_avg" | "grad_avg" | "momentum_buffer" | "sum" | "exp_avg" | "exp_avg_sq" | "max_exp_avg_sq"
+            | "acc_delta"),
         ) => Buffer(static_name(k), 1.0),
-        ("optax", "rmsprop", "nu")
-        | ("keras", "rmsprop", "velocity")
-        | ("mxnet", "rmsprop", "n") => Buffer("square_avg", 1.0),
-        ("optax", "rmsprop", "mu")
-        | ("keras", "rmsprop", "average_gradient")
-        | ("mxnet", "rmsprop", "g") => Buffer("grad_avg", 1.0),
+        ("optax", "rmsprop", "nu") | ("keras", "rmsprop", "velocity") | ("mxnet", "rmsprop", "n") => {
+            Buffer("square_avg", 1.0)
+        }
+        ("optax", "rmsprop", "mu") | ("keras", "rmsprop", "average_gradient") | ("mxnet", "rmsprop", "g") => {
+            Buffer("grad_avg", 1.0)
+        }
         ("optax", "rmsprop", "trace") | ("mxnet", "rmsprop", "delta") | ("mxnet", "sgd", "mom") => {
             Buffer("momentum_buffer", -1.0)
         }
@@ -436,33 +392,20 @@ fn state_ref(framework: &str, optimizer: &str, key: &str) -> Res<StateRef> {
         ("optax", "adam" | "adamw", "mu") | ("mxnet", "adam", "mean") => Buffer("exp_avg", 1.0),
         ("optax", "adam" | "adamw", "nu") | ("mxnet", "adam", "var") => Buffer("exp_avg_sq", 1.0),
         ("optax", "adadelta", "e_g") | ("mxnet", "adadelta", "acc_g") => Buffer("square_avg", 1.0),
-        ("optax", "adadelta", "e_x") | ("mxnet", "adadelta", "acc_delta") => {
-            Buffer("acc_delta", 1.0)
-        }
+        ("optax", "adadelta", "e_x") | ("mxnet", "adadelta", "acc_delta") => Buffer("acc_delta", 1.0),
         ("mxnet", "adagrad", "history") => Buffer("sum", 1.0),
         _ => {
-            return Err(format!(
-                "unknown state entry {key:?} for {framework} {optimizer}"
-            ));
+            return Err(format!("unknown state entry {key:?} for {framework} {optimizer}"));
         }
     };
     Ok(r)
 }
 
 fn static_name(k: &str) -> &'static str {
-    [
-        "square_avg",
-        "grad_avg",
-        "momentum_buffer",
-        "sum",
-        "exp_avg",
-        "exp_avg_sq",
-        "max_exp_avg_sq",
-        "acc_delta",
-    ]
-    .into_iter()
-    .find(|n| *n == k)
-    .expect("listed above")
+    ["square_avg", "grad_avg", "momentum_buffer", "sum", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "acc_delta"]
+        .into_iter()
+        .find(|n| *n == k)
+        .expect("listed above")
 }
 
 impl Case {
@@ -516,16 +459,10 @@ impl Case {
                 continue;
             };
             let Some(value) = value else {
-                return Err(format!(
-                    "effective_float64.{key} set, normalized.{key} null"
-                ));
+                return Err(format!("effective_float64.{key} set, normalized.{key} null"));
             };
             let adam_lr = key == "lr" && n.bias_correction_mode.as_deref() == Some("lr_only");
-            let expected = if f32_precision && !adam_lr {
-                value as f32 as f64
-            } else {
-                value
-            };
+            let expected = if f32_precision && !adam_lr { value as f32 as f64 } else { value };
             // Equal up to a few f64 ulps: what matters is f32 rounding versus nominal (~1e-8).
             if (*effective - expected).abs() > 4.0 * f64::EPSILON * expected.abs() {
                 return Err(format!(
@@ -545,63 +482,39 @@ impl Case {
             .with_nonfinite_policy(NonFinitePolicy::Propagate);
         let cast = |v: &[f64]| v.iter().map(|&e| T::from_f64(e)).collect::<Vec<T>>();
         let mut x = vec![cast(&self.x0)];
-        let scale: Vec<f64> = (0..n)
-            .map(|i| {
-                self.x
-                    .iter()
-                    .map(|r| r[i].abs())
-                    .fold(self.x0[i].abs(), f64::max)
-            })
-            .collect();
+        let scale: Vec<f64> =
+            (0..n).map(|i| self.x.iter().map(|r| r[i].abs()).fold(self.x0[i].abs(), f64::max)).collect();
         let mut worst = Worst::default();
         for (t, (g, expected)) in self.grads.iter().zip(&self.x).enumerate() {
-            opt.step(&mut x, &[cast(g)])
-                .map_err(|e| format!("step {}: {e}", t + 1))?;
+            opt.step(&mut x, &[cast(g)]).map_err(|e| format!("step {}: {e}", t + 1))?;
             for i in 0..n {
-                worst.see(
-                    x[0][i].to_f64(),
-                    expected[i],
-                    self.tolerance.x_rtol * scale[i],
-                    || format!("x[{}][{i}]", t + 1),
-                );
+                worst.see(x[0][i].to_f64(), expected[i], self.tolerance.x_rtol * scale[i], || {
+                    format!("x[{}][{i}]", t + 1)
+                });
             }
         }
         for (key, value) in &self.state {
             let rtol = self.tolerance.state_rtol;
             match state_ref(&self.framework, &self.optimizer, key)? {
                 StateRef::Counter => {
-                    let e = value
-                        .as_f64()
-                        .ok_or_else(|| format!("state.{key} is not a number"))?;
+                    let e = value.as_f64().ok_or_else(|| format!("state.{key} is not a number"))?;
                     if e != opt.step_count() as f64 {
                         return Err(format!("state.{key} = {e}, ours {}", opt.step_count()));
                     }
                 }
                 StateRef::LearningRate => {
-                    let e = value
-                        .as_f64()
-                        .ok_or_else(|| format!("state.{key} is not a number"))?;
-                    worst.see(opt.current_lr(0), e, rtol * e.abs(), || {
-                        format!("state.{key}")
-                    });
+                    let e = value.as_f64().ok_or_else(|| format!("state.{key} is not a number"))?;
+                    worst.see(opt.current_lr(0), e, rtol * e.abs(), || format!("state.{key}"));
                 }
                 StateRef::Buffer(ours, sign) => {
                     let e: Vec<f64> = serde_json::from_value(value.clone())
                         .map_err(|_| format!("state.{key} is not an array of numbers"))?;
-                    let a = opt
-                        .state("x", ours)
-                        .ok_or_else(|| format!("state.{key}: we keep no {ours}"))?;
+                    let a = opt.state("x", ours).ok_or_else(|| format!("state.{key}: we keep no {ours}"))?;
                     if a.len() != e.len() {
-                        return Err(format!(
-                            "state.{key} has {} elements, ours {}",
-                            e.len(),
-                            a.len()
-                        ));
+                        return Err(format!("state.{key} has {} elements, ours {}", e.len(), a.len()));
                     }
                     for (i, (a, e)) in a.iter().zip(&e).enumerate() {
-                        worst.see(sign * a.to_f64(), *e, rtol * e.abs(), || {
-                            format!("state.{key}[{i}]")
-                        });
+                        worst.see(sign * a.to_f64(), *e, rtol * e.abs(), || format!("state.{key}[{i}]"));
                     }
                 }
             }
@@ -614,11 +527,7 @@ impl Case {
 /// Replays one trace of `d2l_chapter.json`: the chapter's 2-D objective, its
 /// optimizer in the D2L flavour, every point and accumulator, and the printed line.
 pub fn replay_trace(trace: &Value) -> CaseReport {
-    let name = trace
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("<unnamed>")
-        .to_string();
+    let name = trace.get("name").and_then(Value::as_str).unwrap_or("<unnamed>").to_string();
     let result = serde_json::from_value::<Trace>(trace.clone())
         .map_err(|e| format!("unreadable trace: {e}"))
         .and_then(|t| t.replay());
@@ -655,18 +564,21 @@ struct TraceHyper {
     s0: f64,
 }
 
-/// The chapter's 2-D objectives by their formula text: value and gradient.
-pub fn objective_2d(formula: &str) -> Option<fn([f64; 2]) -> (f64, [f64; 2])> {
+/// A 2-D objective: value and gradient at a point.
+pub type Objective2d = fn([f64; 2]) -> (f64, [f64; 2]);
+
+/// The chapter's 2-D objectives by their formula text (as `d2l_chapter.json` writes them).
+///
+/// ```
+/// let f = rmsprop::golden::objective_2d("f(x1,x2) = 0.1*x1^2 + 2*x2^2").unwrap();
+/// assert_eq!(f([1.0, 1.0]), (2.1, [0.2, 4.0]));
+/// ```
+pub fn objective_2d(formula: &str) -> Option<Objective2d> {
     match formula.replace(' ', "").as_str() {
-        "f(x1,x2)=0.1*x1^2+2*x2^2" => {
-            Some(|[x1, x2]| (0.1 * x1 * x1 + 2.0 * x2 * x2, [0.2 * x1, 4.0 * x2]))
-        }
+        "f(x1,x2)=0.1*x1^2+2*x2^2" => Some(|[x1, x2]| (0.1 * x1 * x1 + 2.0 * x2 * x2, [0.2 * x1, 4.0 * x2])),
         "f(x1,x2)=0.1*(x1+x2)^2+2*(x1-x2)^2" => Some(|[x1, x2]| {
             let (p, m) = (x1 + x2, x1 - x2);
-            (
-                0.1 * p * p + 2.0 * m * m,
-                [0.2 * p + 4.0 * m, 0.2 * p - 4.0 * m],
-            )
+            (0.1 * p * p + 2.0 * m * m, [0.2 * p + 4.0 * m, 0.2 * p - 4.0 * m])
         }),
         _ => None,
     }
@@ -677,8 +589,8 @@ impl Trace {
         if self.dtype != "float64" {
             return Err(format!("unknown trace dtype {:?}", self.dtype));
         }
-        let objective = objective_2d(&self.objective)
-            .ok_or_else(|| format!("unknown objective {:?}", self.objective))?;
+        let objective =
+            objective_2d(&self.objective).ok_or_else(|| format!("unknown objective {:?}", self.objective))?;
         let h = &self.hyperparams;
         let placement = match h.eps_placement.as_str() {
             "inside_sqrt" => EpsPlacement::InsideSqrt,
@@ -712,9 +624,7 @@ impl Trace {
             .with_nonfinite_policy(NonFinitePolicy::Propagate);
         let mut x = vec![self.x_init.to_vec()];
         let rtol = 1e-12;
-        let scale: Vec<f64> = (0..2)
-            .map(|i| self.points.iter().map(|p| p[i].abs()).fold(0.0, f64::max))
-            .collect();
+        let scale: Vec<f64> = (0..2).map(|i| self.points.iter().map(|p| p[i].abs()).fold(0.0, f64::max)).collect();
         let mut worst = Worst::default();
         for t in 0..n {
             if t > 0 {
@@ -723,22 +633,15 @@ impl Trace {
             }
             let s = opt.state("x", slot).expect("slot exists");
             for i in 0..2 {
-                worst.see(x[0][i], self.points[t][i], rtol * scale[i], || {
-                    format!("points[{t}][{i}]")
-                });
-                worst.see(s[i], self.s[t][i], rtol * self.s[t][i].abs(), || {
-                    format!("s[{t}][{i}]")
-                });
+                worst.see(x[0][i], self.points[t][i], rtol * scale[i], || format!("points[{t}][{i}]"));
+                worst.see(s[i], self.s[t][i], rtol * self.s[t][i].abs(), || format!("s[{t}][{i}]"));
             }
             let (f, _) = objective([x[0][0], x[0][1]]);
             worst.see(f, self.f[t], rtol * self.f[t].abs(), || format!("f[{t}]"));
         }
         let printed = format!("epoch {}, x1 {:.6}, x2 {:.6}", self.steps, x[0][0], x[0][1]);
         if printed != self.printed {
-            return Err(format!(
-                "printed {printed:?}, the chapter prints {:?}",
-                self.printed
-            ));
+            return Err(format!("printed {printed:?}, the chapter prints {:?}", self.printed));
         }
         Ok(worst)
     }

@@ -45,6 +45,8 @@
 //! - [`Flavor`]: framework presets. [`by_name`]: configs from names as frameworks spell
 //!   them. [`checkpoint`]: safetensors state. [`golden`]: the golden-vector replayer.
 
+#![warn(missing_docs)]
+
 pub mod by_name;
 pub mod checkpoint;
 mod common;
@@ -60,7 +62,7 @@ pub use error::{Error, Result};
 pub use flavor::Flavor;
 pub use float::{Dtype, Float};
 pub use optim::{
-    Adadelta, Adagrad, Adam, BiasCorrection, EpsPlacement, MomentumStyle, NonFinitePolicy,
-    Optimizer, OptimizerConfig, RmsProp, Sgd, SgdMomentum, StepOutcome, TensorSpec,
+    Adadelta, Adagrad, Adam, BiasCorrection, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig,
+    RmsProp, Sgd, SgdMomentum, StepOutcome, TensorSpec,
 };
 pub use schedule::Schedule;

@@ -65,9 +65,7 @@ impl Schedule {
         let e = t.saturating_sub(1);
         match self {
             Schedule::Constant => lr,
-            Schedule::Step { step_size, gamma } => {
-                lr * gamma.powf((e / (*step_size).max(1)) as f64)
-            }
+            Schedule::Step { step_size, gamma } => lr * gamma.powf((e / (*step_size).max(1)) as f64),
             Schedule::Exponential { gamma } => lr * gamma.powf(e as f64),
             Schedule::Cosine { t_max, eta_min } => {
                 if e >= *t_max {
@@ -77,10 +75,7 @@ impl Schedule {
                     eta_min + (lr - eta_min) * (1.0 + phase.cos()) / 2.0
                 }
             }
-            Schedule::LinearWarmup {
-                warmup_steps,
-                after,
-            } => {
+            Schedule::LinearWarmup { warmup_steps, after } => {
                 if t <= *warmup_steps {
                     lr * t as f64 / *warmup_steps as f64
                 } else {
@@ -103,14 +98,8 @@ impl fmt::Debug for Schedule {
             Schedule::Cosine { t_max, eta_min } => {
                 write!(f, "Cosine {{ t_max: {t_max}, eta_min: {eta_min} }}")
             }
-            Schedule::LinearWarmup {
-                warmup_steps,
-                after,
-            } => {
-                write!(
-                    f,
-                    "LinearWarmup {{ warmup_steps: {warmup_steps}, after: {after:?} }}"
-                )
+            Schedule::LinearWarmup { warmup_steps, after } => {
+                write!(f, "LinearWarmup {{ warmup_steps: {warmup_steps}, after: {after:?} }}")
             }
             Schedule::Custom(_) => write!(f, "Custom(..)"),
         }

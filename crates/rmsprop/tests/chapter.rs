@@ -18,27 +18,18 @@ fn printed([x1, x2]: [f64; 2]) -> String {
 
 #[test]
 fn rmsprop_2d_prints_the_chapters_line() {
-    assert_eq!(
-        printed(run(RmsProp::default().with_lr(0.4))),
-        "epoch 20, x1 -0.010599, x2 0.000000"
-    );
+    assert_eq!(printed(run(RmsProp::default().with_lr(0.4))), "epoch 20, x1 -0.010599, x2 0.000000");
 }
 
 #[test]
 fn adagrad_at_the_same_rate_crawls() {
-    assert_eq!(
-        printed(run(Adagrad::default().with_lr(0.4))),
-        "epoch 20, x1 -2.382563, x2 -0.158591"
-    );
+    assert_eq!(printed(run(Adagrad::default().with_lr(0.4))), "epoch 20, x1 -2.382563, x2 -0.158591");
 }
 
 #[test]
 fn gamma_one_diverges_and_gamma_zero_does_not() {
     let [x1, x2] = run(RmsProp::default().with_lr(0.4).with_decay(1.0));
-    assert!(
-        x1.abs() > 1e30 && x2.abs() > 1e30,
-        "γ = 1 keeps s at 0, so steps are η g / sqrt(ε)"
-    );
+    assert!(x1.abs() > 1e30 && x2.abs() > 1e30, "γ = 1 keeps s at 0, so steps are η g / sqrt(ε)");
     let [x1, x2] = run(RmsProp::default().with_lr(0.4).with_decay(0.0));
     assert!(x1.abs() < 1.0 && x2.abs() < 1.0);
 }

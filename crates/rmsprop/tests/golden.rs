@@ -7,9 +7,7 @@ use std::path::PathBuf;
 fn golden_dir() -> PathBuf {
     let dir = std::env::var_os("RMSPROP_GOLDEN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"));
     assert!(
         dir.join("README.md").is_file(),
         "golden vectors not found at {}: check out ../shared next to the repository or set RMSPROP_GOLDEN_DIR",
@@ -19,8 +17,7 @@ fn golden_dir() -> PathBuf {
 }
 
 fn replay(file: &str, at_least: usize) {
-    let report =
-        rmsprop::golden::replay_file(&golden_dir().join(file)).expect("golden file readable");
+    let report = rmsprop::golden::replay_file(&golden_dir().join(file)).expect("golden file readable");
     // Written past the test harness's capture, so every run shows the counts.
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "golden replay: {}", report.summary());
@@ -30,13 +27,7 @@ fn replay(file: &str, at_least: usize) {
         .filter(|c| !c.passed)
         .map(|c| format!("{}: {:.3}x tolerance at {}", c.name, c.worst, c.detail))
         .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        report.cases.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), report.cases.len(), failures.join("\n"));
     assert!(
         report.cases.len() >= at_least,
         "{file}: replayed {} cases, expected at least {at_least}",
@@ -90,11 +81,7 @@ fn unknown_fields_and_variants_fail() {
     let mut state = case.clone();
     state["state"]["mystery_buffer"] = serde_json::json!([0.0]);
     let r = rmsprop::golden::replay_case(&state);
-    assert!(
-        !r.passed && r.detail.contains("mystery_buffer"),
-        "{}",
-        r.detail
-    );
+    assert!(!r.passed && r.detail.contains("mystery_buffer"), "{}", r.detail);
 
     let mut wrong = case.clone();
     wrong["x"][49][3] = serde_json::json!(wrong["x"][49][3].as_f64().unwrap() + 1.0);

@@ -41,11 +41,7 @@ pub struct Adadelta {
 
 impl Default for Adadelta {
     fn default() -> Self {
-        Adadelta {
-            common: Common::new(1.0),
-            rho: 0.9,
-            eps: 1e-6,
-        }
+        Adadelta { common: Common::new(1.0), rho: 0.9, eps: 1e-6 }
     }
 }
 
@@ -71,17 +67,12 @@ impl Adadelta {
     }
 
     pub(crate) fn slots(&self) -> Vec<Slot> {
-        vec![
-            Slot::new("square_avg", 0.0, true),
-            Slot::new("acc_delta", 0.0, true),
-        ]
+        vec![Slot::new("square_avg", 0.0, true), Slot::new("acc_delta", 0.0, true)]
     }
 
     pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
         let c = &self.common;
-        let [s, a] = bufs else {
-            unreachable!("adadelta has two state slots")
-        };
+        let [s, a] = bufs else { unreachable!("adadelta has two state slots") };
         let rho = T::from_f64(c.hp(self.rho));
         let one_minus_rho = T::from_f64(1.0 - c.hp(self.rho));
         let eps = T::from_f64(c.hp(self.eps));

@@ -93,9 +93,7 @@ impl Adagrad {
 
     pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
         let c = &self.common;
-        let [s] = bufs else {
-            unreachable!("adagrad has one state slot")
-        };
+        let [s] = bufs else { unreachable!("adagrad has one state slot") };
         let lr = T::from_f64(c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay));
         let eps = T::from_f64(c.hp(self.eps));
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
@@ -104,11 +102,7 @@ impl Adagrad {
         for i in 0..x.len() {
             let gi = ctx.prep.grad(g[i], x[i]);
             s[i] = s[i] + gi * gi;
-            let den = if inside {
-                (s[i] + eps).sqrt()
-            } else {
-                s[i].sqrt() + eps
-            };
+            let den = if inside { (s[i] + eps).sqrt() } else { s[i].sqrt() + eps };
             let mut xi = match wd {
                 // MXNet: x + (g/d + x*wd) * (-lr)
                 Some(wd) => x[i] - lr * (gi / den + x[i] * wd),

@@ -138,9 +138,7 @@ impl Adam {
 
     pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
         let c = &self.common;
-        let [m, v, vmax] = bufs else {
-            unreachable!("adam has three state slots")
-        };
+        let [m, v, vmax] = bufs else { unreachable!("adam has three state slots") };
         let (b1, b2) = (c.hp(self.beta1), c.hp(self.beta2));
         let t = ctx.t as f64;
         let bc1 = 1.0 - b1.powf(t);
@@ -156,9 +154,7 @@ impl Adam {
         let (bc1_t, bc2_t) = (T::from_f64(bc1), T::from_f64(bc2));
         let bc1_next = T::from_f64(1.0 - b1.powf(t + 1.0));
         // MXNet forms lr_t from the nominal values, then rounds it to f32 once.
-        let lr_t = T::from_f64(
-            c.hp(ctx.lr * (1.0 - self.beta2.powf(t)).sqrt() / (1.0 - self.beta1.powf(t))),
-        );
+        let lr_t = T::from_f64(c.hp(ctx.lr * (1.0 - self.beta2.powf(t)).sqrt() / (1.0 - self.beta1.powf(t))));
         let wd = c.decoupled_wd::<T>();
         let clip_w = c.clip_weights_t::<T>();
         for i in 0..x.len() {

@@ -85,11 +85,7 @@ impl OptimizerConfig {
 
     /// The state tensors this configuration keeps per parameter tensor, by PyTorch name.
     pub fn state_names(&self) -> Vec<&'static str> {
-        self.slots()
-            .into_iter()
-            .filter(|s| s.used)
-            .map(|s| s.name)
-            .collect()
+        self.slots().into_iter().filter(|s| s.used).map(|s| s.name).collect()
     }
 
     pub(crate) fn slots(&self) -> Vec<Slot> {
@@ -180,10 +176,7 @@ pub struct TensorSpec {
 impl TensorSpec {
     /// A tensor called `name` of shape `shape`.
     pub fn new(name: impl Into<String>, shape: &[usize]) -> Self {
-        TensorSpec {
-            name: name.into(),
-            shape: shape.to_vec(),
-        }
+        TensorSpec { name: name.into(), shape: shape.to_vec() }
     }
     /// Number of elements.
     pub fn len(&self) -> usize {
@@ -249,10 +242,7 @@ pub struct Optimizer<T: Float> {
 
 impl<T: Float> Optimizer<T> {
     /// One parameter group with `config` over `tensors` (names must be unique).
-    pub fn new<S: Into<TensorSpec> + Clone>(
-        config: impl Into<OptimizerConfig>,
-        tensors: &[S],
-    ) -> Result<Self> {
+    pub fn new<S: Into<TensorSpec> + Clone>(config: impl Into<OptimizerConfig>, tensors: &[S]) -> Result<Self> {
         let mut opt = Optimizer {
             groups: Vec::new(),
             tensors: Vec::new(),
@@ -277,9 +267,7 @@ impl<T: Float> Optimizer<T> {
         config.validate()?;
         let specs: Vec<TensorSpec> = tensors.iter().cloned().map(Into::into).collect();
         for (i, s) in specs.iter().enumerate() {
-            if self.tensors.iter().any(|t| t.spec.name == s.name)
-                || specs[..i].iter().any(|t| t.name == s.name)
-            {
+            if self.tensors.iter().any(|t| t.spec.name == s.name) || specs[..i].iter().any(|t| t.name == s.name) {
                 return Err(Error::DuplicateTensor(s.name.clone()));
             }
         }
@@ -287,16 +275,7 @@ impl<T: Float> Optimizer<T> {
         let slots = config.slots();
         for spec in specs {
             let n = spec.len();
-            let bufs = slots
-                .iter()
-                .map(|s| {
-                    if s.used {
-                        vec![T::from_f64(s.init); n]
-                    } else {
-                        Vec::new()
-                    }
-                })
-                .collect();
+            let bufs = slots.iter().map(|s| if s.used { vec![T::from_f64(s.init); n] } else { Vec::new() }).collect();
             self.tensors.push(Tracked { spec, group, bufs });
         }
         self.groups.push(config);
@@ -387,11 +366,7 @@ impl<T: Float> Optimizer<T> {
     /// Errors (nothing is changed): a wrong number of tensors, a length that does not
     /// match its tensor, an invalid hyperparameter (after [`group_mut`](Self::group_mut)),
     /// a non-finite gradient under [`NonFinitePolicy::Error`].
-    pub fn step<P: AsMut<[T]>, G: AsRef<[T]>>(
-        &mut self,
-        params: &mut [P],
-        grads: &[G],
-    ) -> Result<StepOutcome> {
+    pub fn step<P: AsMut<[T]>, G: AsRef<[T]>>(&mut self, params: &mut [P], grads: &[G]) -> Result<StepOutcome> {
         self.check(params, grads)?;
         if self.policy != NonFinitePolicy::Propagate {
             if let Some(err) = self.first_nonfinite(grads) {
@@ -412,17 +387,11 @@ impl<T: Float> Optimizer<T> {
             let config = &self.groups[tr.group];
             let common = config.common();
             let norm = match common.clip_norm {
-                Some(c) if c.scope == NormScope::PerTensor => {
-                    Some(sum_sq(grads[i].as_ref()).sqrt())
-                }
+                Some(c) if c.scope == NormScope::PerTensor => Some(sum_sq(grads[i].as_ref()).sqrt()),
                 Some(_) => global_norm,
                 None => None,
             };
-            let ctx = Ctx {
-                t,
-                lr: self.schedule.lr(common.lr, t),
-                prep: common.prep(norm),
-            };
+            let ctx = Ctx { t, lr: self.schedule.lr(common.lr, t), prep: common.prep(norm) };
             config.update(&ctx, params[i].as_mut(), grads[i].as_ref(), &mut tr.bufs);
         }
         self.step = t;
@@ -430,29 +399,15 @@ impl<T: Float> Optimizer<T> {
     }
 
     fn check<P: AsMut<[T]>, G: AsRef<[T]>>(&self, params: &mut [P], grads: &[G]) -> Result<()> {
-        let names = || {
-            self.tensors
-                .iter()
-                .map(|t| t.spec.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let names = || self.tensors.iter().map(|t| t.spec.name.as_str()).collect::<Vec<_>>().join(", ");
         for (what, got) in [("parameter", params.len()), ("gradient", grads.len())] {
             if got != self.tensors.len() {
-                return Err(Error::TensorCountMismatch {
-                    what,
-                    expected: self.tensors.len(),
-                    got,
-                    names: names(),
-                });
+                return Err(Error::TensorCountMismatch { what, expected: self.tensors.len(), got, names: names() });
             }
         }
         for (i, tr) in self.tensors.iter().enumerate() {
             let n = tr.spec.len();
-            for (what, got) in [
-                ("parameter", params[i].as_mut().len()),
-                ("gradient", grads[i].as_ref().len()),
-            ] {
+            for (what, got) in [("parameter", params[i].as_mut().len()), ("gradient", grads[i].as_ref().len())] {
                 if got != n {
                     return Err(Error::LengthMismatch {
                         what,

@@ -169,11 +169,7 @@ impl RmsProp {
     }
 
     fn uses_momentum(&self) -> bool {
-        if self.momentum_with_centered {
-            self.centered
-        } else {
-            self.momentum > 0.0
-        }
+        if self.momentum_with_centered { self.centered } else { self.momentum > 0.0 }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -202,20 +198,14 @@ impl RmsProp {
 
     pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
         let c = &self.common;
-        let [s, m, b] = bufs else {
-            unreachable!("rmsprop has three state slots")
-        };
+        let [s, m, b] = bufs else { unreachable!("rmsprop has three state slots") };
         let decay = c.hp(self.decay);
         let gamma = T::from_f64(decay);
         let one_minus_gamma = T::from_f64(1.0 - decay);
         let eps = T::from_f64(c.hp(self.eps));
         let lr = T::from_f64(c.hp(ctx.lr));
         let mu = T::from_f64(c.hp(self.momentum));
-        let bc = T::from_f64(if self.bias_correction {
-            1.0 - decay.powf(ctx.t as f64)
-        } else {
-            1.0
-        });
+        let bc = T::from_f64(if self.bias_correction { 1.0 - decay.powf(ctx.t as f64) } else { 1.0 });
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
         let momentum = self.uses_momentum().then_some(self.momentum_style);
         let wd = c.decoupled_wd::<T>();
@@ -223,28 +213,16 @@ impl RmsProp {
         for i in 0..x.len() {
             let gi = ctx.prep.grad(g[i], x[i]);
             s[i] = gamma * s[i] + one_minus_gamma * (gi * gi);
-            let mut v = if self.bias_correction {
-                s[i] / bc
-            } else {
-                s[i]
-            };
+            let mut v = if self.bias_correction { s[i] / bc } else { s[i] };
             if self.centered {
                 m[i] = gamma * m[i] + one_minus_gamma * gi;
-                let mh = if self.bias_correction {
-                    m[i] / bc
-                } else {
-                    m[i]
-                };
+                let mh = if self.bias_correction { m[i] / bc } else { m[i] };
                 v = v - mh * mh;
                 if self.clamp_variance {
                     v = v.max(T::ZERO);
                 }
             }
-            let den = if inside {
-                (v + eps).sqrt()
-            } else {
-                v.sqrt() + eps
-            };
+            let den = if inside { (v + eps).sqrt() } else { v.sqrt() + eps };
             let mut xi = x[i];
             if let Some(wd) = wd {
                 xi = xi - lr * wd * xi;
@@ -259,11 +237,7 @@ impl RmsProp {
                 Some(MomentumStyle::LrInsideBuffer) => {
                     let step = self.step_form.apply(lr, gi, den);
                     b[i] = mu * b[i] + step;
-                    xi - if self.nesterov {
-                        step + mu * b[i]
-                    } else {
-                        b[i]
-                    }
+                    xi - if self.nesterov { step + mu * b[i] } else { b[i] }
                 }
             };
             if let Some(cw) = clip_w {

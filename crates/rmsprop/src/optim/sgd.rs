@@ -71,9 +71,7 @@ common_setters!(Sgd);
 impl Sgd {
     /// The chapter's momentum method: `v = β v + g`, `x -= η v` (D2L §12.6).
     pub fn leaky_average(lr: f64, beta: f64) -> Self {
-        Sgd::default()
-            .with_lr(lr)
-            .with_momentum(beta, SgdMomentum::Torch)
+        Sgd::default().with_lr(lr).with_momentum(beta, SgdMomentum::Torch)
     }
     /// Sets momentum μ and the buffer style.
     pub fn with_momentum(mut self, mu: f64, style: SgdMomentum) -> Self {
@@ -112,9 +110,7 @@ impl Sgd {
 
     pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
         let c = &self.common;
-        let [b] = bufs else {
-            unreachable!("sgd has one state slot")
-        };
+        let [b] = bufs else { unreachable!("sgd has one state slot") };
         let lr = T::from_f64(c.hp(ctx.lr));
         let mu = T::from_f64(c.hp(self.momentum));
         let one_minus_damp = T::from_f64(1.0 - self.dampening);
@@ -132,11 +128,7 @@ impl Sgd {
             } else {
                 match self.momentum_style {
                     SgdMomentum::Torch => {
-                        b[i] = if first {
-                            gi
-                        } else {
-                            mu * b[i] + one_minus_damp * gi
-                        };
+                        b[i] = if first { gi } else { mu * b[i] + one_minus_damp * gi };
                         xi - lr * if self.nesterov { gi + mu * b[i] } else { b[i] }
                     }
                     SgdMomentum::LrInsideBuffer => {

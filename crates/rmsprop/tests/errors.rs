@@ -1,0 +1,149 @@
+//! Bad input gets a clear, typed error, and a failed step changes nothing.
+
+use rmsprop::{
+    Adam, Error, MomentumStyle, NonFinitePolicy, Optimizer, RmsProp, Sgd, SgdMomentum, StepOutcome, by_name,
+};
+
+fn msg(e: Error) -> String {
+    e.to_string()
+}
+
+fn new(config: RmsProp) -> Result<Optimizer<f64>, Error> {
+    Optimizer::new(config, &[("w", &[5, 1][..]), ("b", &[1][..])])
+}
+
+#[test]
+fn negative_learning_rate() {
+    let e = msg(new(RmsProp::default().with_lr(-0.1)).unwrap_err());
+    assert_eq!(e, "invalid hyperparameter rmsprop.lr = -0.1: expected a finite number >= 0");
+}
+
+#[test]
+fn decay_outside_unit_interval() {
+    let e = msg(new(RmsProp::default().with_decay(1.5)).unwrap_err());
+    assert_eq!(e, "invalid hyperparameter rmsprop.decay = 1.5: expected a number in [0, 1]");
+    assert!(new(RmsProp::default().with_decay(-0.01)).is_err());
+    assert!(new(RmsProp::default().with_decay(f64::NAN)).is_err());
+}
+
+#[test]
+fn gamma_zero_and_one_are_legal() {
+    assert!(new(RmsProp::default().with_decay(0.0)).is_ok());
+    assert!(new(RmsProp::default().with_decay(1.0)).is_ok());
+}
+
+#[test]
+fn negative_eps_and_momentum() {
+    let e = msg(new(RmsProp::default().with_eps(-1e-8, rmsprop::EpsPlacement::InsideSqrt)).unwrap_err());
+    assert!(e.contains("rmsprop.eps = -0.00000001") && e.contains(">= 0"), "{e}");
+    let e = msg(new(RmsProp::default().with_momentum(-0.9, MomentumStyle::LrOutsideBuffer)).unwrap_err());
+    assert!(e.contains("rmsprop.momentum = -0.9"), "{e}");
+}
+
+#[test]
+fn nesterov_without_momentum() {
+    let e = msg(new(RmsProp::default().with_nesterov(true)).unwrap_err());
+    assert_eq!(e, "invalid rmsprop configuration: nesterov = true needs momentum > 0");
+    let e = msg(Optimizer::<f64>::new(Sgd::default().with_nesterov(true), &[("w", &[1][..])]).unwrap_err());
+    assert_eq!(e, "invalid sgd configuration: nesterov = true needs momentum > 0 and dampening = 0");
+    let sgd = Sgd::default().with_momentum(0.9, SgdMomentum::Torch).with_nesterov(true);
+    assert!(Optimizer::<f64>::new(sgd, &[("w", &[1][..])]).is_ok());
+}
+
+#[test]
+fn adam_beta_one_is_refused() {
+    let e = msg(Optimizer::<f64>::new(Adam::default().with_betas(0.9, 1.0), &[("w", &[1][..])]).unwrap_err());
+    assert_eq!(e, "invalid hyperparameter adam.beta2 = 1: expected a number in [0, 1)");
+}
+
+#[test]
+fn gradient_length_not_matching_its_parameter() {
+    let mut opt = new(RmsProp::default()).unwrap();
+    let mut p = vec![vec![0.0; 5], vec![0.0]];
+    let e = msg(opt.step(&mut p, &[vec![1.0; 4], vec![1.0]]).unwrap_err());
+    assert_eq!(e, "gradient of tensor \"w\" has 4 elements, expected 5 (shape [5, 1])");
+    let e = msg(opt.step(&mut p, &[vec![1.0; 5]]).unwrap_err());
+    assert_eq!(e, "step got 1 gradient tensors, expected 2 (w, b)");
+    let mut short = vec![vec![0.0; 5], vec![]];
+    let e = msg(opt.step(&mut short, &[vec![1.0; 5], vec![1.0]]).unwrap_err());
+    assert_eq!(e, "parameter of tensor \"b\" has 0 elements, expected 1 (shape [1])");
+    assert_eq!(opt.step_count(), 0);
+}
+
+#[test]
+fn duplicate_tensor_names() {
+    let e = msg(Optimizer::<f32>::new(RmsProp::default(), &[("w", &[1][..]), ("w", &[2][..])]).unwrap_err());
+    assert_eq!(e, "tensor name \"w\" is used twice");
+}
+
+#[test]
+fn unknown_hyperparameter_name() {
+    let e = msg(by_name::config("rmsprop", [("learning_rate", 0.01), ("gamma3", 0.9)]).unwrap_err());
+    assert!(e.starts_with("unknown hyperparameter \"gamma3\" for rmsprop: expected one of lr, learning_rate"), "{e}");
+    assert!(e.contains("gamma1"), "{e}");
+    let e = msg(by_name::config("rmsprops", [("lr", 0.01)]).unwrap_err());
+    assert!(e.starts_with("unknown optimizer \"rmsprops\""), "{e}");
+    let e = msg(by_name::config("jax.rmsprop", [("lr", 0.01)]).unwrap_err());
+    assert!(e.starts_with("unknown flavor \"jax\""), "{e}");
+    let e = msg(by_name::config("rmsprop", [("centered", 1.0)]).unwrap_err());
+    assert_eq!(e, "hyperparameter \"centered\" has the wrong type: expected true or false, got 1");
+    let e = msg(by_name::config("rmsprop", [("gamma1", 1.5)]).unwrap_err());
+    assert!(e.contains("rmsprop.decay = 1.5"), "{e}");
+}
+
+#[test]
+fn by_name_accepts_every_frameworks_spelling() {
+    for key in ["decay", "alpha", "rho", "gamma", "gamma1"] {
+        let c = by_name::config("rmsprop", [(key, 0.5)]).unwrap();
+        let rmsprop::OptimizerConfig::RmsProp(r) = c else { panic!() };
+        assert_eq!(r.decay, 0.5, "{key}");
+    }
+    for key in ["lr", "learning_rate", "eta"] {
+        assert_eq!(by_name::config("adam", [(key, 0.5)]).unwrap().common().lr, 0.5, "{key}");
+    }
+    let c = by_name::config("rmsprop", [("flavor", by_name::Value::from("pytorch"))]).unwrap();
+    assert_eq!(c, rmsprop::Flavor::PyTorch.rmsprop().into());
+}
+
+#[test]
+fn nonfinite_gradient_is_refused_and_nothing_changes() {
+    let mut opt =
+        new(RmsProp::default().with_centered(true).with_momentum(0.9, MomentumStyle::LrOutsideBuffer)).unwrap();
+    let mut p = vec![vec![0.5; 5], vec![0.25]];
+    opt.step(&mut p, &[vec![1.0; 5], vec![2.0]]).unwrap();
+    let (p0, s0, m0) =
+        (p.clone(), opt.state("b", "square_avg").unwrap().to_vec(), opt.state("w", "grad_avg").unwrap().to_vec());
+    let e = msg(opt.step(&mut p, &[vec![1.0, 1.0, 1.0, 1.0, 1.0], vec![f64::NAN]]).unwrap_err());
+    assert_eq!(e, "non-finite gradient in tensor \"b\" at element 0: NaN; nothing was updated");
+    let e = msg(opt.step(&mut p, &[vec![1.0, 1.0, f64::INFINITY, 1.0, 1.0], vec![1.0]]).unwrap_err());
+    assert!(e.contains("tensor \"w\" at element 2: inf"), "{e}");
+    assert_eq!(p, p0);
+    assert_eq!(opt.state("b", "square_avg").unwrap(), &s0[..]);
+    assert_eq!(opt.state("w", "grad_avg").unwrap(), &m0[..]);
+    assert_eq!(opt.step_count(), 1);
+}
+
+#[test]
+fn skip_policy_counts_and_propagate_applies() {
+    let mut opt = new(RmsProp::default()).unwrap().with_nonfinite_policy(NonFinitePolicy::Skip);
+    let mut p = vec![vec![0.5; 5], vec![0.25]];
+    let out = opt.step(&mut p, &[vec![f64::NAN; 5], vec![1.0]]).unwrap();
+    assert_eq!(out, StepOutcome::Skipped);
+    assert_eq!((opt.skipped_steps(), opt.step_count()), (1, 0));
+    assert_eq!(p, vec![vec![0.5; 5], vec![0.25]]);
+
+    let mut opt = new(RmsProp::default()).unwrap().with_nonfinite_policy(NonFinitePolicy::Propagate);
+    opt.step(&mut p, &[vec![f64::NAN; 5], vec![1.0]]).unwrap();
+    assert!(p[0][0].is_nan(), "as the frameworks do, NaN flows into the parameters");
+    assert!(p[1][0] < 0.25);
+}
+
+#[test]
+fn invalid_change_after_construction_is_caught_at_step() {
+    let mut opt = new(RmsProp::default()).unwrap();
+    opt.group_mut(0).common_mut().lr = f64::INFINITY;
+    let mut p = vec![vec![0.5; 5], vec![0.25]];
+    let e = msg(opt.step(&mut p, &[vec![1.0; 5], vec![1.0]]).unwrap_err());
+    assert!(e.contains("rmsprop.lr = inf"), "{e}");
+    assert_eq!(p, vec![vec![0.5; 5], vec![0.25]]);
+}

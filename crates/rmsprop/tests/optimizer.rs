@@ -1,0 +1,90 @@
+//! The driver: parameter groups, schedules, norm clipping, and no allocation per step.
+
+use rmsprop::{NormScope, Optimizer, RmsProp, Schedule, Sgd};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+/// Counts allocations made by the current thread (tests run on several threads).
+struct Counting;
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn step_allocates_nothing() {
+    let configs: Vec<rmsprop::OptimizerConfig> = ["rmsprop", "adagrad", "sgd", "adam", "adamw", "adadelta"]
+        .iter()
+        .flat_map(|name| rmsprop::Flavor::ALL.iter().filter_map(move |f| f.config(name).ok()))
+        .chain([RmsProp::default().with_centered(true).with_clip_norm(1.0, NormScope::Global).into()])
+        .collect();
+    for config in configs {
+        let mut opt = Optimizer::<f32>::new(config.clone(), &[("w", &[5, 1][..]), ("b", &[1][..])]).unwrap();
+        let mut p = [vec![0.1f32; 5], vec![0.2]];
+        let g = [vec![0.5f32; 5], vec![-0.5]];
+        opt.step(&mut p, &g).unwrap();
+        let before = allocations();
+        for _ in 0..10 {
+            opt.step(&mut p, &g).unwrap();
+        }
+        assert_eq!(allocations(), before, "{} allocated during step", config.name());
+    }
+}
+
+#[test]
+fn groups_have_their_own_hyperparameters() {
+    let mut opt = Optimizer::<f64>::new(Sgd::default().with_lr(0.1), &[("w", &[2][..])]).unwrap();
+    opt.add_group(Sgd::default().with_lr(0.01), &[("b", &[1][..])]).unwrap();
+    let mut p = vec![vec![1.0, 1.0], vec![1.0]];
+    opt.step(&mut p, &[vec![1.0, 1.0], vec![1.0]]).unwrap();
+    assert_eq!(p, vec![vec![0.9, 0.9], vec![0.99]]);
+    assert!(opt.add_group(Sgd::default(), &[("w", &[1][..])]).is_err(), "names are unique across groups");
+}
+
+#[test]
+fn schedules_set_each_steps_rate() {
+    let mut opt = Optimizer::<f64>::new(Sgd::default().with_lr(1.0), &[("x", &[1][..])])
+        .unwrap()
+        .with_schedule(Schedule::Exponential { gamma: 0.5 });
+    let mut x = vec![vec![0.0]];
+    for _ in 0..3 {
+        opt.step(&mut x, &[vec![-1.0]]).unwrap();
+    }
+    assert_eq!(x[0][0], 1.0 + 0.5 + 0.25);
+    assert_eq!(opt.current_lr(0), 0.125);
+    let cosine = Schedule::Cosine { t_max: 10, eta_min: 0.0 };
+    assert_eq!(cosine.lr(1.0, 1), 1.0);
+    assert!((cosine.lr(1.0, 6) - 0.5).abs() < 1e-15);
+    assert_eq!(cosine.lr(1.0, 11), 0.0);
+}
+
+#[test]
+fn global_norm_clipping_scales_every_tensor_alike() {
+    // ||(3, 4)|| = 5, clipped to 1: SGD moves by g/5
+    let config = Sgd::default().with_lr(1.0).with_clip_norm(1.0, NormScope::Global);
+    let mut opt = Optimizer::<f64>::new(config, &[("a", &[1][..]), ("b", &[1][..])]).unwrap();
+    let mut p = vec![vec![0.0], vec![0.0]];
+    opt.step(&mut p, &[vec![3.0], vec![4.0]]).unwrap();
+    assert_eq!(p, vec![vec![-0.6], vec![-0.8]]);
+    let per_tensor = Sgd::default().with_lr(1.0).with_clip_norm(1.0, NormScope::PerTensor);
+    let mut opt = Optimizer::<f64>::new(per_tensor, &[("a", &[1][..]), ("b", &[1][..])]).unwrap();
+    let mut p = vec![vec![0.0], vec![0.0]];
+    opt.step(&mut p, &[vec![3.0], vec![0.5]]).unwrap();
+    assert_eq!(p, vec![vec![-1.0], vec![-0.5]]);
+}
