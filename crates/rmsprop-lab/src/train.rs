@@ -1,0 +1,140 @@
+//! Linear regression on the airfoil data, as the chapter trains it (`d2l.train_ch7`,
+//! `d2l.train_gluon_ch7`): `w ~ N(0, 0.01²)` (5x1), `b = 0`, loss `(ŷ - y)² / 2`,
+//! minibatches reshuffled every epoch, the loss on the whole set logged every 100
+//! examples.
+
+use crate::data::{Dataset, FEATURES};
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+use rand::seq::SliceRandom;
+use rand_distr::{Distribution, Normal};
+use rmsprop::{Optimizer, OptimizerConfig};
+use std::time::Instant;
+
+/// The training protocol.
+#[derive(Clone, Debug)]
+pub struct Protocol {
+    /// Rows per minibatch (10).
+    pub batch_size: usize,
+    /// Passes over the data (2).
+    pub epochs: usize,
+    /// Seed of the initial weights and of the shuffles.
+    pub seed: u64,
+    /// Log the whole-set loss every this many examples (100).
+    pub log_every: usize,
+}
+
+impl Default for Protocol {
+    fn default() -> Self {
+        Protocol { batch_size: 10, epochs: 2, seed: 0, log_every: 100 }
+    }
+}
+
+/// How the update is applied.
+#[derive(Clone, Debug)]
+pub enum Update {
+    /// The book's `rmsprop(params, states, hyperparams)` written out on the model's own
+    /// arrays: `s = γ s + (1-γ) g²`, `p -= η g / sqrt(s + 1e-6)`, gradients of the
+    /// batch-mean loss.
+    Scratch {
+        /// η.
+        lr: f32,
+        /// γ.
+        gamma: f32,
+    },
+    /// The high-level API: an optimizer from the core crate, gradients of the summed
+    /// loss rescaled by `1 / batch_size` (MXNet `trainer.step(batch_size)`; the last,
+    /// short batch is still divided by `batch_size`, as in the chapter).
+    Trainer(OptimizerConfig),
+}
+
+/// The loss curve of one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Curve {
+    /// Epoch of each logged point (`0, 2/30, ..., 2`).
+    pub epochs: Vec<f64>,
+    /// Whole-set loss at each point.
+    pub loss: Vec<f64>,
+    /// Wall time of the last epoch, seconds.
+    pub seconds_per_epoch: f64,
+}
+
+impl Curve {
+    /// The last logged loss.
+    pub fn final_loss(&self) -> f64 {
+        *self.loss.last().expect("the initial loss is always logged")
+    }
+    /// True when the loss went to NaN or infinity.
+    pub fn diverged(&self) -> bool {
+        self.loss.iter().any(|l| !l.is_finite())
+    }
+}
+
+/// Mean over all rows of `(x·w + b - y)² / 2`.
+pub fn loss(data: &Dataset, w: &[f32], b: f32) -> f64 {
+    (0..data.rows).map(|i| f64::from(residual(data, i, w, b)).powi(2) / 2.0).sum::<f64>() / data.rows as f64
+}
+
+fn residual(data: &Dataset, i: usize, w: &[f32], b: f32) -> f32 {
+    data.row(i).iter().zip(w).map(|(x, w)| x * w).sum::<f32>() + b - data.labels[i]
+}
+
+/// Trains the chapter's linear regression and returns its loss curve.
+///
+/// Errors only when the optimizer configuration is invalid.
+pub fn train(data: &Dataset, update: &Update, protocol: &Protocol) -> rmsprop::Result<Curve> {
+    let mut rng = ChaCha8Rng::seed_from_u64(protocol.seed);
+    let init = Normal::new(0.0f32, 0.01).expect("valid");
+    let mut params = vec![(0..FEATURES).map(|_| init.sample(&mut rng)).collect::<Vec<f32>>(), vec![0.0f32]];
+    let mut grads = vec![vec![0.0f32; FEATURES], vec![0.0f32]];
+    let mut scratch_state = vec![vec![0.0f32; FEATURES], vec![0.0f32]];
+    let mut opt = match update {
+        Update::Trainer(config) => {
+            Some(Optimizer::<f32>::new(config.clone(), &[("w", &[FEATURES, 1][..]), ("b", &[1][..])])?)
+        }
+        Update::Scratch { .. } => None,
+    };
+    let total = protocol.epochs as f64;
+    let mut curve =
+        Curve { epochs: vec![0.0], loss: vec![loss(data, &params[0], params[1][0])], seconds_per_epoch: 0.0 };
+    let mut order: Vec<usize> = (0..data.rows).collect();
+    for _ in 0..protocol.epochs {
+        let start = Instant::now();
+        order.shuffle(&mut rng);
+        for (batch_i, batch) in order.chunks(protocol.batch_size).enumerate() {
+            // gradient of the summed loss over the batch
+            grads.iter_mut().for_each(|g| g.fill(0.0));
+            for &i in batch {
+                let r = residual(data, i, &params[0], params[1][0]);
+                for (g, x) in grads[0].iter_mut().zip(data.row(i)) {
+                    *g += r * x;
+                }
+                grads[1][0] += r;
+            }
+            match (update, opt.as_mut()) {
+                (Update::Scratch { lr, gamma }, _) => {
+                    // the mean loss of the book's from-scratch code
+                    let n = batch.len() as f32;
+                    for ((p, g), s) in params.iter_mut().zip(&grads).zip(&mut scratch_state) {
+                        for ((p, g), s) in p.iter_mut().zip(g).zip(s.iter_mut()) {
+                            let g = g / n;
+                            *s = gamma * *s + (1.0 - gamma) * (g * g);
+                            *p -= lr * g / (*s + 1e-6).sqrt();
+                        }
+                    }
+                }
+                (Update::Trainer(_), Some(opt)) => {
+                    opt.step(&mut params, &grads)?;
+                }
+                (Update::Trainer(_), None) => unreachable!("built above"),
+            }
+            if ((batch_i + 1) * protocol.batch_size) % protocol.log_every == 0 {
+                curve.loss.push(loss(data, &params[0], params[1][0]));
+            }
+        }
+        curve.seconds_per_epoch = start.elapsed().as_secs_f64();
+    }
+    let n = curve.loss.len();
+    curve.epochs = (0..n).map(|k| total * k as f64 / (n - 1).max(1) as f64).collect();
+    Ok(curve)
+}
