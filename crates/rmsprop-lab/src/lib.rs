@@ -5,4 +5,5 @@
 #![warn(missing_docs)]
 
 pub mod data;
+pub mod trace2d;
 pub mod train;

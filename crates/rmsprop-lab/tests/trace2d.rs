@@ -1,0 +1,62 @@
+//! The 2-D demonstration reproduces the chapter's traces (`../shared/golden/d2l_chapter.json`).
+
+use rmsprop::{Adagrad, EpsPlacement, OptimizerConfig, RmsProp};
+use rmsprop_lab::trace2d::{objective, objectives, run};
+use std::path::PathBuf;
+
+fn golden() -> serde_json::Value {
+    let dir = std::env::var_os("RMSPROP_GOLDEN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"));
+    let f = dir.join("d2l_chapter.json");
+    let text = std::fs::read_to_string(&f).unwrap_or_else(|e| {
+        panic!("{}: {e}; check out ../shared next to the repository or set RMSPROP_GOLDEN_DIR", f.display())
+    });
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn every_chapter_trace_is_reproduced() {
+    let g = golden();
+    let traces = g["traces"].as_array().unwrap();
+    assert_eq!(traces.len(), 7);
+    for t in traces {
+        let h = &t["hyperparams"];
+        let (eta, eps) = (h["eta"].as_f64().unwrap(), h["eps"].as_f64().unwrap());
+        let config: OptimizerConfig = match t["algorithm"].as_str().unwrap() {
+            "rmsprop" => RmsProp::default()
+                .with_lr(eta)
+                .with_decay(h["gamma"].as_f64().unwrap())
+                .with_eps(eps, EpsPlacement::InsideSqrt)
+                .into(),
+            _ => Adagrad::default().with_lr(eta).with_eps(eps, EpsPlacement::InsideSqrt).into(),
+        };
+        let name = if t["objective"].as_str().unwrap().contains("(x1+x2)") { "rotated" } else { "chapter" };
+        let traj = run(&objective(name).unwrap(), config, [-5.0, -2.0], 20).unwrap();
+        assert_eq!(traj.printed(), t["printed"].as_str().unwrap(), "{}", t["name"]);
+        let expected: Vec<[f64; 2]> = serde_json::from_value(t["points"].clone()).unwrap();
+        for (k, (a, e)) in traj.points.iter().zip(&expected).enumerate() {
+            for i in 0..2 {
+                let scale = expected.iter().map(|p| p[i].abs()).fold(0.0, f64::max);
+                assert!((a[i] - e[i]).abs() <= 1e-12 * scale, "{} point {k}: {a:?} vs {e:?}", t["name"]);
+            }
+        }
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    for o in objectives() {
+        for p in [[0.3, -0.7], [1.2, 0.4], [-2.0, 1.5]] {
+            let (_, g) = (o.eval)(p);
+            for i in 0..2 {
+                let h = 1e-6;
+                let (mut a, mut b) = (p, p);
+                a[i] += h;
+                b[i] -= h;
+                let fd = ((o.eval)(a).0 - (o.eval)(b).0) / (2.0 * h);
+                assert!((fd - g[i]).abs() <= 1e-5 * (1.0 + g[i].abs()), "{} at {p:?}: {fd} vs {}", o.name, g[i]);
+            }
+        }
+    }
+}
