@@ -141,6 +141,7 @@ impl Worst {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Case {
+    #[allow(dead_code)]
     name: String,
     #[allow(dead_code)]
     variant: String,
@@ -519,7 +520,6 @@ impl Case {
                 }
             }
         }
-        let _ = &self.name;
         Ok(worst)
     }
 }
