@@ -216,13 +216,20 @@ impl<T: Float> Prep<T> {
         if let (Some(wd), true) = (self.wd, self.wd_clipped) {
             g = g + wd * x;
         }
-        if let Some(c) = self.clip {
-            g = g.max(-c).min(c);
-        }
+        g = clip(g, self.clip);
         if let (Some(wd), false) = (self.wd, self.wd_clipped) {
             g = g + wd * x;
         }
         g
+    }
+}
+
+/// `v` clipped to `[-c, c]` when a bound is set (MXNet `clip_gradient`/`clip_weights`).
+#[inline(always)]
+pub(crate) fn clip<T: Float>(v: T, bound: Option<T>) -> T {
+    match bound {
+        Some(c) => v.max(-c).min(c),
+        None => v,
     }
 }
 

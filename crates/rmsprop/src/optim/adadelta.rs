@@ -4,7 +4,7 @@
 //! `x <- x - g'`, `Δx <- ρ Δx + (1-ρ) g'²`.
 
 use super::{Ctx, Slot};
-use crate::common::{Common, check_nonneg, check_unit, common_setters};
+use crate::common::{Common, check_nonneg, check_unit, clip, common_setters};
 use crate::error::Result;
 use crate::float::Float;
 use serde::{Deserialize, Serialize};
@@ -88,11 +88,8 @@ impl Adadelta {
             if let Some(wd) = wd {
                 u = u + wd * x[i];
             }
-            let mut xi = x[i] - lr * u;
-            if let Some(cw) = clip_w {
-                xi = xi.max(-cw).min(cw);
-            }
-            x[i] = xi;
+            let xi = x[i] - lr * u;
+            x[i] = clip(xi, clip_w);
         }
     }
 }

@@ -3,7 +3,7 @@
 //! D2L §12.7: `s <- s + g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::{Ctx, EpsPlacement, Slot};
-use crate::common::{Common, StepForm, check_nonneg, common_setters};
+use crate::common::{Common, StepForm, check_nonneg, clip, common_setters};
 use crate::error::Result;
 use crate::float::Float;
 use serde::{Deserialize, Serialize};
@@ -103,15 +103,12 @@ impl Adagrad {
             let gi = ctx.prep.grad(g[i], x[i]);
             s[i] = s[i] + gi * gi;
             let den = if inside { (s[i] + eps).sqrt() } else { s[i].sqrt() + eps };
-            let mut xi = match wd {
+            let xi = match wd {
                 // MXNet: x + (g/d + x*wd) * (-lr)
                 Some(wd) => x[i] - lr * (gi / den + x[i] * wd),
                 None => x[i] - self.step_form.apply(lr, gi, den),
             };
-            if let Some(cw) = clip_w {
-                xi = xi.max(-cw).min(cw);
-            }
-            x[i] = xi;
+            x[i] = clip(xi, clip_w);
         }
     }
 }

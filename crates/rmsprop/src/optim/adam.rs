@@ -2,7 +2,7 @@
 //! plus momentum, with bias correction (D2L §12.10).
 
 use super::{Ctx, Slot};
-use crate::common::{Common, WeightDecayMode, check_nonneg, common_setters, invalid};
+use crate::common::{Common, WeightDecayMode, check_nonneg, clip, common_setters, invalid};
 use crate::error::Result;
 use crate::float::Float;
 use serde::{Deserialize, Serialize};
@@ -195,10 +195,7 @@ impl Adam {
                     xi - lr_t * m[i] / (vv.sqrt() + eps)
                 }
             };
-            if let Some(cw) = clip_w {
-                xi = xi.max(-cw).min(cw);
-            }
-            x[i] = xi;
+            x[i] = clip(xi, clip_w);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! `s <- γ s + (1-γ) g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::{Ctx, Slot};
-use crate::common::{Common, StepForm, check_nonneg, check_unit, common_setters};
+use crate::common::{Common, StepForm, check_nonneg, check_unit, clip, common_setters};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use serde::{Deserialize, Serialize};
@@ -240,10 +240,7 @@ impl RmsProp {
                     xi - if self.nesterov { step + mu * b[i] } else { b[i] }
                 }
             };
-            if let Some(cw) = clip_w {
-                xi = xi.max(-cw).min(cw);
-            }
-            x[i] = xi;
+            x[i] = clip(xi, clip_w);
         }
     }
 }

@@ -3,7 +3,7 @@
 //! D2L §12.6 (eq. 12.6.4): `v <- β v + g`, `x <- x - η v`.
 
 use super::{Ctx, Slot};
-use crate::common::{Common, check_nonneg, common_setters};
+use crate::common::{Common, check_nonneg, clip, common_setters};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use serde::{Deserialize, Serialize};
@@ -137,10 +137,7 @@ impl Sgd {
                     }
                 }
             };
-            if let Some(cw) = clip_w {
-                xi = xi.max(-cw).min(cw);
-            }
-            x[i] = xi;
+            x[i] = clip(xi, clip_w);
         }
     }
 }
