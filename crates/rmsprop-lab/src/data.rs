@@ -121,9 +121,9 @@ impl Dataset {
 /// line ends, blank lines ignored).
 pub fn parse(text: &str, path: &Path) -> Result<Vec<[f64; COLUMNS]>, DataError> {
     let mut rows = Vec::new();
+    // `lines` strips both `\n` and `\r\n`
     for (index, line) in text.lines().enumerate() {
         let line_no = index as u64 + 1;
-        let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
             continue;
         }

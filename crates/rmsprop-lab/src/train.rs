@@ -79,6 +79,12 @@ fn residual(data: &Dataset, i: usize, w: &[f32], b: f32) -> f32 {
     data.row(i).iter().zip(w).map(|(x, w)| x * w).sum::<f32>() + b - data.labels[i]
 }
 
+/// An [`Update`] with its running state.
+enum Stepper {
+    Scratch { lr: f32, gamma: f32, s: Vec<Vec<f32>> },
+    Trainer(Optimizer<f32>),
+}
+
 /// Trains the chapter's linear regression and returns its loss curve.
 ///
 /// Errors only when the optimizer configuration is invalid.
@@ -87,16 +93,16 @@ pub fn train(data: &Dataset, update: &Update, protocol: &Protocol) -> rmsprop::R
     let init = Normal::new(0.0f32, 0.01).expect("valid");
     let mut params = vec![(0..FEATURES).map(|_| init.sample(&mut rng)).collect::<Vec<f32>>(), vec![0.0f32]];
     let mut grads = vec![vec![0.0f32; FEATURES], vec![0.0f32]];
-    let mut scratch_state = vec![vec![0.0f32; FEATURES], vec![0.0f32]];
-    let mut opt = match update {
-        Update::Trainer(config) => {
-            Some(Optimizer::<f32>::new(config.clone(), &[("w", &[FEATURES, 1][..]), ("b", &[1][..])])?)
+    let mut stepper = match update {
+        Update::Scratch { lr, gamma } => {
+            Stepper::Scratch { lr: *lr, gamma: *gamma, s: vec![vec![0.0f32; FEATURES], vec![0.0f32]] }
         }
-        Update::Scratch { .. } => None,
+        Update::Trainer(config) => {
+            Stepper::Trainer(Optimizer::new(config.clone(), &[("w", &[FEATURES, 1][..]), ("b", &[1][..])])?)
+        }
     };
-    let total = protocol.epochs as f64;
-    let mut curve =
-        Curve { epochs: vec![0.0], loss: vec![loss(data, &params[0], params[1][0])], seconds_per_epoch: 0.0 };
+    let mut losses = vec![loss(data, &params[0], params[1][0])];
+    let mut seconds_per_epoch = 0.0;
     let mut order: Vec<usize> = (0..data.rows).collect();
     for _ in 0..protocol.epochs {
         let start = Instant::now();
@@ -111,30 +117,31 @@ pub fn train(data: &Dataset, update: &Update, protocol: &Protocol) -> rmsprop::R
                 }
                 grads[1][0] += r;
             }
-            match (update, opt.as_mut()) {
-                (Update::Scratch { lr, gamma }, _) => {
-                    // the mean loss of the book's from-scratch code
+            match &mut stepper {
+                // D2L §12.8.3 `rmsprop`: s[:] = gamma*s + (1-gamma)*square(g); p[:] -= lr*g / sqrt(s + eps),
+                // with g the gradient of the batch-mean loss
+                Stepper::Scratch { lr, gamma, s } => {
                     let n = batch.len() as f32;
-                    for ((p, g), s) in params.iter_mut().zip(&grads).zip(&mut scratch_state) {
+                    for ((p, g), s) in params.iter_mut().zip(&grads).zip(s.iter_mut()) {
                         for ((p, g), s) in p.iter_mut().zip(g).zip(s.iter_mut()) {
                             let g = g / n;
-                            *s = gamma * *s + (1.0 - gamma) * (g * g);
-                            *p -= lr * g / (*s + 1e-6).sqrt();
+                            *s = *gamma * *s + (1.0 - *gamma) * (g * g);
+                            *p -= *lr * g / (*s + 1e-6).sqrt();
                         }
                     }
                 }
-                (Update::Trainer(_), Some(opt)) => {
+                Stepper::Trainer(opt) => {
                     opt.step(&mut params, &grads)?;
                 }
-                (Update::Trainer(_), None) => unreachable!("built above"),
             }
             if ((batch_i + 1) * protocol.batch_size) % protocol.log_every == 0 {
-                curve.loss.push(loss(data, &params[0], params[1][0]));
+                losses.push(loss(data, &params[0], params[1][0]));
             }
         }
-        curve.seconds_per_epoch = start.elapsed().as_secs_f64();
+        seconds_per_epoch = start.elapsed().as_secs_f64();
     }
-    let n = curve.loss.len();
-    curve.epochs = (0..n).map(|k| total * k as f64 / (n - 1).max(1) as f64).collect();
+    let last = (losses.len() - 1).max(1) as f64;
+    let epochs = (0..losses.len()).map(|k| protocol.epochs as f64 * k as f64 / last).collect();
+    let curve = Curve { epochs, loss: losses, seconds_per_epoch };
     Ok(curve)
 }

@@ -51,9 +51,12 @@ fn st_dtype(d: Dtype) -> StDtype {
 /// println!("{}", meta["hyperparameters"]);
 /// ```
 pub fn metadata(path: &Path) -> Result<HashMap<String, String>> {
-    let bytes = read(path)?;
+    read_metadata(&read(path)?, path)
+}
+
+fn read_metadata(bytes: &[u8], path: &Path) -> Result<HashMap<String, String>> {
     let (_, meta) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
+        SafeTensors::read_metadata(bytes).map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
     Ok(meta.metadata().clone().unwrap_or_default())
 }
 
@@ -127,9 +130,7 @@ impl<T: Float> Optimizer<T> {
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let bytes = read(path)?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
-        let (_, meta) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
-        let meta = meta.metadata().clone().unwrap_or_default();
+        let meta = read_metadata(&bytes, path)?;
         let get = |k: &str| meta.get(k).map(String::as_str);
         if get("format") != Some(FORMAT_NAME) {
             return Err(corrupt(path, format!("format {:?}, expected {FORMAT_NAME:?}", get("format"))));
