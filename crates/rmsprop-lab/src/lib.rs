@@ -5,5 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod data;
+pub mod plot;
+pub mod sweep;
 pub mod trace2d;
 pub mod train;

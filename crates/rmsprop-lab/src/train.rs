@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
 use rand_distr::{Distribution, Normal};
-use rmsprop::{Optimizer, OptimizerConfig};
+use rmsprop::{NonFinitePolicy, Optimizer, OptimizerConfig};
 use std::time::Instant;
 
 /// The training protocol.
@@ -98,7 +98,9 @@ pub fn train(data: &Dataset, update: &Update, protocol: &Protocol) -> rmsprop::R
             Stepper::Scratch { lr: *lr, gamma: *gamma, s: vec![vec![0.0f32; FEATURES], vec![0.0f32]] }
         }
         Update::Trainer(config) => {
-            Stepper::Trainer(Optimizer::new(config.clone(), &[("w", &[FEATURES, 1][..]), ("b", &[1][..])])?)
+            // a diverging run (the γ = 1 exercise) is an outcome to show, not an error
+            let opt = Optimizer::new(config.clone(), &[("w", &[FEATURES, 1][..]), ("b", &[1][..])])?;
+            Stepper::Trainer(opt.with_nonfinite_policy(NonFinitePolicy::Propagate))
         }
     };
     let mut losses = vec![loss(data, &params[0], params[1][0])];

@@ -1,0 +1,118 @@
+//! The chapter's exercises as a grid: learning rates x γ (0 and 1 included), several
+//! seeds each, run in parallel. A run whose loss leaves the finite numbers is reported
+//! as diverged, not as a crash.
+
+use crate::data::Dataset;
+use crate::train::{Curve, Protocol, Update, train};
+use rayon::prelude::*;
+use rmsprop::by_name::{self, Value};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct SweepSpec {
+    /// Optimizer by name (`mxnet.rmsprop`, `pytorch.rmsprop`, `d2l.adagrad`, ...).
+    pub optimizer: String,
+    /// Learning rates.
+    pub lrs: Vec<f64>,
+    /// Values of the decay γ; empty for optimizers without one (Adagrad, SGD).
+    pub gammas: Vec<f64>,
+    /// Seeds per cell.
+    pub seeds: Vec<u64>,
+    /// The training protocol (its seed is replaced by each of `seeds`).
+    pub protocol: Protocol,
+}
+
+/// One cell of the grid.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    /// Optimizer name.
+    pub optimizer: String,
+    /// Learning rate.
+    pub lr: f64,
+    /// γ, if the optimizer has one.
+    pub gamma: Option<f64>,
+    /// One curve per seed, in `seeds` order.
+    pub curves: Vec<Curve>,
+}
+
+impl Cell {
+    /// True when any seed's run diverged.
+    pub fn diverged(&self) -> bool {
+        self.curves.iter().any(Curve::diverged)
+    }
+    /// Mean final loss over seeds; `None` when diverged.
+    pub fn mean_final_loss(&self) -> Option<f64> {
+        (!self.diverged()).then(|| self.curves.iter().map(Curve::final_loss).sum::<f64>() / self.curves.len() as f64)
+    }
+}
+
+/// Runs every (lr, γ, seed) of `spec` on `data` in parallel; `tick` is called once per
+/// finished run (for a progress bar). Cells come back in grid order (γ outer, lr inner).
+pub fn sweep(data: &Dataset, spec: &SweepSpec, tick: &(dyn Fn() + Sync)) -> rmsprop::Result<Vec<Cell>> {
+    let gammas: Vec<Option<f64>> =
+        if spec.gammas.is_empty() { vec![None] } else { spec.gammas.iter().copied().map(Some).collect() };
+    let cells: Vec<(f64, Option<f64>)> = gammas.iter().flat_map(|&g| spec.lrs.iter().map(move |&lr| (lr, g))).collect();
+    // build (and so validate) every configuration before running anything
+    let configs = cells
+        .iter()
+        .map(|&(lr, gamma)| {
+            let mut h = vec![("lr", Value::Num(lr))];
+            if let Some(g) = gamma {
+                h.push(("decay", Value::Num(g)));
+            }
+            by_name::config(&spec.optimizer, h)
+        })
+        .collect::<rmsprop::Result<Vec<_>>>()?;
+    let jobs: Vec<(usize, u64)> = (0..cells.len()).flat_map(|c| spec.seeds.iter().map(move |&s| (c, s))).collect();
+    let curves = jobs
+        .par_iter()
+        .map(|&(c, seed)| {
+            let curve = train(data, &Update::Trainer(configs[c].clone()), &Protocol { seed, ..spec.protocol.clone() });
+            tick();
+            curve
+        })
+        .collect::<rmsprop::Result<Vec<Curve>>>()?;
+    let mut curves = curves.into_iter();
+    Ok(cells
+        .into_iter()
+        .map(|(lr, gamma)| Cell {
+            optimizer: spec.optimizer.clone(),
+            lr,
+            gamma,
+            curves: curves.by_ref().take(spec.seeds.len()).collect(),
+        })
+        .collect())
+}
+
+/// The table as CSV: `optimizer,lr,gamma,seeds,mean_final_loss,status`.
+pub fn to_csv(cells: &[Cell]) -> String {
+    let mut out = String::from("optimizer,lr,gamma,seeds,mean_final_loss,status\n");
+    for c in cells {
+        out += &format!(
+            "{},{},{},{},{},{}\n",
+            c.optimizer,
+            c.lr,
+            c.gamma.map(|g| g.to_string()).unwrap_or_default(),
+            c.curves.len(),
+            c.mean_final_loss().map(|l| format!("{l:.6}")).unwrap_or_default(),
+            if c.diverged() { "diverged" } else { "ok" }
+        );
+    }
+    out
+}
+
+/// The table as Markdown.
+pub fn to_markdown(cells: &[Cell]) -> String {
+    let mut out = String::from("| optimizer | lr | gamma | seeds | mean final loss |\n|---|---|---|---|---|\n");
+    for c in cells {
+        out += &format!(
+            "| {} | {} | {} | {} | {} |\n",
+            c.optimizer,
+            c.lr,
+            c.gamma.map(|g| g.to_string()).unwrap_or_else(|| "–".into()),
+            c.curves.len(),
+            c.mean_final_loss().map(|l| format!("{l:.6}")).unwrap_or_else(|| "diverged".into())
+        );
+    }
+    out
+}
