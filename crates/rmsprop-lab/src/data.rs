@@ -14,6 +14,10 @@ pub const COLUMNS: usize = 6;
 pub const FEATURES: usize = 5;
 /// The file name of the data set (UCI).
 pub const FILE_NAME: &str = "airfoil_self_noise.dat";
+/// Where the data set is published (UCI Machine Learning Repository, data set 291).
+pub const URL: &str = "https://archive.ics.uci.edu/ml/machine-learning-databases/00291/airfoil_self_noise.dat";
+/// SHA-1 of the published file.
+pub const SHA1: &str = "76e5be1548fd8222e5074cf0faae75edff8cf93f";
 
 /// What went wrong reading the data, with the file and line.
 #[derive(Debug, thiserror::Error)]
@@ -64,15 +68,26 @@ pub enum DataError {
         /// Its value.
         value: f64,
     },
+    /// The downloaded bytes are not the published file.
+    #[error("{url}: downloaded {len} bytes with SHA-1 {got}, expected {SHA1}; nothing was saved")]
+    Checksum {
+        /// Where they came from.
+        url: String,
+        /// How many bytes.
+        len: usize,
+        /// Their SHA-1.
+        got: String,
+    },
     /// No copy of the data set was found.
     #[error(
-        "the airfoil data set was not found; looked at {tried}. Put {FILE_NAME} (UCI \
-         https://archive.ics.uci.edu/ml/machine-learning-databases/00291/{FILE_NAME}) in one of \
-         those places, set RMSPROP_DATA_DIR to its folder, or pass --data PATH"
+        "the airfoil data set was not found; looked at {tried}{download}. Put {FILE_NAME} (UCI \
+         {URL}) in one of those places, set RMSPROP_DATA_DIR to its folder, or pass --data PATH"
     )]
     NotFound {
         /// The places looked at, comma-separated.
         tried: String,
+        /// Why fetching it failed (with its leading `; `), or empty.
+        download: String,
     },
 }
 
@@ -201,7 +216,67 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, DataError> {
     let tried = candidates(explicit);
     tried.iter().find(|p| p.is_file()).cloned().ok_or_else(|| DataError::NotFound {
         tried: tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        download: String::new(),
     })
+}
+
+/// Finds the data (see [`candidates`]); if there is no copy, no explicit path was
+/// given and `offline` is false, fetches it once into the cache (feature `download`),
+/// checking its SHA-1. Tests never download: they pass a path or `offline`.
+pub fn resolve(explicit: Option<&Path>, offline: bool) -> Result<Dataset, DataError> {
+    match locate(explicit) {
+        Ok(path) => load(&path),
+        Err(DataError::NotFound { tried, .. }) if explicit.is_none() && !offline && cfg!(feature = "download") => {
+            let dest = cache_dir().join(FILE_NAME);
+            match fetch(&dest) {
+                Ok(()) => load(&dest),
+                Err(e) => Err(DataError::NotFound { tried, download: format!("; fetching it failed: {e}") }),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks that `bytes` are the published file.
+pub fn verify(bytes: &[u8], url: &str) -> Result<(), DataError> {
+    let got = sha1_hex(bytes);
+    if got == SHA1 { Ok(()) } else { Err(DataError::Checksum { url: url.into(), len: bytes.len(), got }) }
+}
+
+#[cfg(feature = "download")]
+fn sha1_hex(bytes: &[u8]) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(not(feature = "download"))]
+fn sha1_hex(_: &[u8]) -> String {
+    "<not computed: built without the download feature>".into()
+}
+
+/// Downloads the data set to `dest` (atomically, after checking its SHA-1).
+#[cfg(feature = "download")]
+pub fn fetch(dest: &Path) -> Result<(), DataError> {
+    let io = |source| DataError::Io { path: dest.to_path_buf(), source };
+    let timeout = |s| Some(std::time::Duration::from_secs(s));
+    let agent =
+        ureq::Agent::config_builder().timeout_connect(timeout(10)).timeout_global(timeout(60)).build().new_agent();
+    let bytes = agent
+        .get(URL)
+        .call()
+        .and_then(|mut r| r.body_mut().with_config().limit(1 << 20).read_to_vec())
+        .map_err(|e| io(std::io::Error::other(format!("GET {URL}: {e}"))))?;
+    verify(&bytes, URL)?;
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join(format!(".{FILE_NAME}.part-{}", std::process::id()));
+    std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, dest)).map_err(io)
+}
+
+/// Without the `download` feature there is nothing to fetch.
+#[cfg(not(feature = "download"))]
+pub fn fetch(dest: &Path) -> Result<(), DataError> {
+    Err(DataError::Io { path: dest.into(), source: std::io::Error::other("built without the download feature") })
 }
 
 /// A clearly labelled stand-in of the same shape, for when no copy of the real data can

@@ -1,11 +1,17 @@
 //! The RMSProp chapter of *Dive into Deep Learning* (§12.8, MXNet edition) as a library:
 //! the airfoil data, the linear-regression model and its training loop, the 2-D
-//! objectives. The `rmsprop` command prints and plots what this computes.
+//! objectives, the exercise sweep, figures and the HTML report. The `rmsprop` command
+//! parses arguments and prints what this computes.
 
 #![warn(missing_docs)]
 
+pub mod chapter;
 pub mod data;
+mod error;
 pub mod plot;
+pub mod report;
 pub mod sweep;
 pub mod trace2d;
 pub mod train;
+
+pub use error::LabError;

@@ -8,6 +8,7 @@ use crate::train::Curve;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -79,15 +80,15 @@ pub struct ContourPlot<'a> {
 }
 
 impl ContourPlot<'_> {
-    /// The plotted region: the chapter's (-5.5, 1) x (-3, 1), widened to the finite
-    /// points of the trajectories (at most ±50, so a diverging run does not flatten it).
+    /// The plotted region: the chapter's (-5.5, 1) x (-3, 1), widened to the points of
+    /// the trajectories that stay within ±1000 (a diverging run is drawn while in view
+    /// rather than flattening the picture).
     pub fn bounds(&self) -> ([f64; 2], [f64; 2]) {
         let (mut x, mut y) = ([-5.5f64, 1.0], [-3.0f64, 1.0]);
-        for p in self.trajectories.iter().flat_map(|(_, t)| &t.points) {
-            if p[0].is_finite() && p[1].is_finite() {
-                x = [x[0].min(p[0].max(-50.0)), x[1].max(p[0].min(50.0))];
-                y = [y[0].min(p[1].max(-50.0)), y[1].max(p[1].min(50.0))];
-            }
+        let bounded = |t: &Trajectory| t.points.iter().flatten().all(|v| v.abs() <= 1e3);
+        for p in self.trajectories.iter().filter(|(_, t)| bounded(t)).flat_map(|(_, t)| &t.points) {
+            x = [x[0].min(p[0]), x[1].max(p[0])];
+            y = [y[0].min(p[1]), y[1].max(p[1])];
         }
         let pad = |[a, b]: [f64; 2]| [a - 0.05 * (b - a), b + 0.05 * (b - a)];
         (pad(x), pad(y))
@@ -242,9 +243,13 @@ impl Figure for Heatmap<'_> {
             .margin(12)
             .x_label_area_size(45)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..nc as f64, 0.0..nr as f64)
+            .build_cartesian_2d((0..nc.max(1) - 1).into_segmented(), (0..nr.max(1) - 1).into_segmented())
             .map_err(err)?;
         let (lrs, gammas) = (self.lrs, self.gammas);
+        let name = |v: &SegmentValue<usize>, axis: &[f64]| match v {
+            SegmentValue::CenterOf(k) => axis.get(*k).map(|x| format!("{x}")).unwrap_or_default(),
+            _ => String::new(),
+        };
         chart
             .configure_mesh()
             .disable_mesh()
@@ -252,37 +257,30 @@ impl Figure for Heatmap<'_> {
             .y_desc("gamma")
             .x_labels(nc)
             .y_labels(nr)
-            .x_label_formatter(&|v| lrs.get(v.floor() as usize).map(|l| format!("{l}")).unwrap_or_default())
-            .y_label_formatter(&|v| gammas.get(v.floor() as usize).map(|g| format!("{g}")).unwrap_or_default())
+            .x_label_formatter(&|v| name(v, lrs))
+            .y_label_formatter(&|v| name(v, gammas))
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(err)?;
         let finite: Vec<f64> = self.values.iter().flatten().flatten().cloned().collect();
         let lo = finite.iter().cloned().fold(f64::INFINITY, f64::min);
         let hi = finite.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        // position on a log scale between the best and the worst finite cell
+        let shade = |v: f64| if hi > lo { ((v.ln() - lo.ln()) / (hi.ln() - lo.ln())).clamp(0.0, 1.0) } else { 0.0 };
         for (r, row) in self.values.iter().enumerate() {
             for (c, v) in row.iter().enumerate() {
-                let cell = [(c as f64, r as f64), (c as f64 + 1.0, r as f64 + 1.0)];
-                let (fill, text) = match v {
+                use SegmentValue::{CenterOf, Exact};
+                let (fill, text, ink) = match v {
                     Some(v) => {
-                        let t = if hi > lo { ((v.ln() - lo.ln()) / (hi.ln() - lo.ln())).clamp(0.0, 1.0) } else { 0.0 };
-                        (ViridisRGB::get_color(t), format!("{v:.4}"))
+                        let ink = if shade(*v) > 0.6 { BLACK } else { WHITE };
+                        (ViridisRGB::get_color(shade(*v)), format!("{v:.4}"), ink)
                     }
-                    None => (RGBColor(0, 0, 0), "diverged".to_string()),
+                    None => (RGBColor(0, 0, 0), "diverged".to_string(), WHITE),
                 };
+                let cell = [(Exact(c), Exact(r)), (Exact(c + 1), Exact(r + 1))];
                 chart.draw_series(std::iter::once(Rectangle::new(cell, fill.filled()))).map_err(err)?;
-                let ink = if v.is_some_and(|v| hi > lo && (v.ln() - lo.ln()) / (hi.ln() - lo.ln()) > 0.6) {
-                    BLACK
-                } else {
-                    WHITE
-                };
-                chart
-                    .draw_series(std::iter::once(Text::new(
-                        text,
-                        (c as f64 + 0.08, r as f64 + 0.55),
-                        ("sans-serif", 13).into_font().color(&ink),
-                    )))
-                    .map_err(err)?;
+                let style = ("sans-serif", 14).into_font().color(&ink).pos(Pos::new(HPos::Center, VPos::Center));
+                chart.draw_series(std::iter::once(Text::new(text, (CenterOf(c), CenterOf(r)), style))).map_err(err)?;
             }
         }
         Ok(())

@@ -55,7 +55,7 @@ pub fn objective(name: &str) -> Option<Objective> {
 }
 
 /// A trajectory: the start point and the point after every step.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Trajectory {
     /// `steps + 1` points.
     pub points: Vec<[f64; 2]>,

@@ -49,7 +49,7 @@ pub enum Update {
 }
 
 /// The loss curve of one run.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Curve {
     /// Epoch of each logged point (`0, 2/30, ..., 2`).
     pub epochs: Vec<f64>,
@@ -63,6 +63,15 @@ impl Curve {
     /// The last logged loss.
     pub fn final_loss(&self) -> f64 {
         *self.loss.last().expect("the initial loss is always logged")
+    }
+    /// The curve as CSV (`epoch,loss`).
+    pub fn to_csv(&self) -> String {
+        let rows: String = self.epochs.iter().zip(&self.loss).map(|(e, l)| format!("{e},{l}\n")).collect();
+        format!("epoch,loss\n{rows}")
+    }
+    /// The chapter's line, `loss: 0.245398, 0.000057 sec per epoch`.
+    pub fn printed(&self) -> String {
+        format!("loss: {:.6}, {:.6} sec per epoch", self.final_loss(), self.seconds_per_epoch)
     }
     /// True when the loss went to NaN or infinity.
     pub fn diverged(&self) -> bool {

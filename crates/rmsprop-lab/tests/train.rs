@@ -94,3 +94,19 @@ fn synthetic_data_is_labelled_and_seeded() {
     assert_eq!(a.rows, 1503);
     assert_eq!(a.features, data::synthetic(1503, 1).features);
 }
+
+#[test]
+fn the_shared_copy_is_the_published_file_and_a_corrupt_one_is_refused() {
+    let mut bytes = std::fs::read(data_file()).unwrap();
+    data::verify(&bytes, data::URL).unwrap();
+    bytes[10] ^= 1;
+    let e = data::verify(&bytes, data::URL).unwrap_err().to_string();
+    assert!(e.contains("expected 76e5be1548fd8222e5074cf0faae75edff8cf93f; nothing was saved"), "{e}");
+}
+
+#[test]
+fn an_explicit_path_is_never_downloaded() {
+    let e = data::resolve(Some(Path::new("/nonexistent/airfoil_self_noise.dat")), false).unwrap_err().to_string();
+    assert!(e.starts_with("the airfoil data set was not found; looked at /nonexistent/"), "{e}");
+    assert!(!e.contains("fetching"), "{e}");
+}

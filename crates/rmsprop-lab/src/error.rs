@@ -1,0 +1,30 @@
+//! The lab's error type.
+
+use std::path::PathBuf;
+
+/// Anything the chapter's runs can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// Reading or finding the data.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// Drawing a figure.
+    #[error(transparent)]
+    Plot(#[from] crate::plot::PlotError),
+    /// An optimizer configuration.
+    #[error(transparent)]
+    Optimizer(#[from] rmsprop::Error),
+    /// Writing an output file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Writes `contents` to `path`, naming the file on failure.
+pub fn write(path: &std::path::Path, contents: impl AsRef<[u8]>) -> Result<(), LabError> {
+    std::fs::write(path, contents).map_err(|source| LabError::Io { path: path.to_path_buf(), source })
+}
