@@ -198,6 +198,11 @@ pub(crate) struct Prep<T> {
 }
 
 impl<T: Float> Prep<T> {
+    /// True when [`grad`](Self::grad) returns its input unchanged.
+    pub(crate) fn is_identity(&self) -> bool {
+        self.rescale.is_none() && !self.maximize && self.norm_clip.is_none() && self.wd.is_none() && self.clip.is_none()
+    }
+
     /// `g` as the update sees it: rescaled, negated (maximize), norm-clipped,
     /// plus coupled decay, value-clipped — MXNet's `clip(rescale*g + wd*x)` order,
     /// Keras's clip-first order (Keras has no coupled decay), PyTorch's `g + wd*x`.

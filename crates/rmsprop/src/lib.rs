@@ -63,6 +63,6 @@ pub use flavor::Flavor;
 pub use float::{Dtype, Float};
 pub use optim::{
     Adadelta, Adagrad, Adam, BiasCorrection, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig,
-    RmsProp, Sgd, SgdMomentum, StepOutcome, TensorSpec,
+    Parallelism, RmsProp, Sgd, SgdMomentum, StepOutcome, TensorSpec,
 };
 pub use schedule::Schedule;

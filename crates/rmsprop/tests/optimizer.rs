@@ -88,3 +88,39 @@ fn global_norm_clipping_scales_every_tensor_alike() {
     opt.step(&mut p, &[vec![3.0], vec![0.5]]).unwrap();
     assert_eq!(p, vec![vec![-1.0], vec![-0.5]]);
 }
+
+#[test]
+fn parallel_and_serial_steps_are_bit_identical() {
+    use rmsprop::{MomentumStyle, Parallelism};
+    let sizes = [300_000usize, 17, 40_000, 1, 65_536];
+    let specs: Vec<(String, Vec<usize>)> = sizes.iter().enumerate().map(|(i, &n)| (format!("t{i}"), vec![n])).collect();
+    let specs: Vec<rmsprop::TensorSpec> = specs.iter().map(|(n, s)| rmsprop::TensorSpec::new(n.clone(), s)).collect();
+    let grads: Vec<Vec<f32>> = sizes
+        .iter()
+        .map(|&n| (0..n).map(|i| ((i * 2654435761usize % 2001) as f32 - 1000.0) / 97.0).collect())
+        .collect();
+    let configs: Vec<rmsprop::OptimizerConfig> = vec![
+        RmsProp::default().into(),
+        RmsProp::default().with_centered(true).with_momentum(0.9, MomentumStyle::LrInsideBuffer).into(),
+        rmsprop::Flavor::PyTorch.rmsprop().with_momentum(0.5, MomentumStyle::LrOutsideBuffer).into(),
+        rmsprop::Adam::default().into(),
+    ];
+    for config in configs {
+        let run = |p: Parallelism| {
+            let mut opt = Optimizer::<f32>::new(config.clone(), &specs).unwrap().with_parallelism(p);
+            let mut x: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.5; n]).collect();
+            for _ in 0..3 {
+                opt.step(&mut x, &grads).unwrap();
+            }
+            let state: Vec<u32> = opt
+                .group(0)
+                .state_names()
+                .iter()
+                .flat_map(|s| opt.state("t0", s).unwrap().to_vec())
+                .map(f32::to_bits)
+                .collect();
+            (x.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(), state)
+        };
+        assert_eq!(run(Parallelism::Serial), run(Parallelism::Parallel), "{}", config.name());
+    }
+}

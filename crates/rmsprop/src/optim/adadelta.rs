@@ -70,7 +70,7 @@ impl Adadelta {
         vec![Slot::new("square_avg", 0.0, true), Slot::new("acc_delta", 0.0, true)]
     }
 
-    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         let c = &self.common;
         let [s, a] = bufs else { unreachable!("adadelta has two state slots") };
         let rho = T::from_f64(c.hp(self.rho));

@@ -91,7 +91,7 @@ impl Adagrad {
         vec![Slot::new("sum", self.initial_accumulator, true)]
     }
 
-    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         let c = &self.common;
         let [s] = bufs else { unreachable!("adagrad has one state slot") };
         let lr = T::from_f64(c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay));

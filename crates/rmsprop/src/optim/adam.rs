@@ -136,7 +136,7 @@ impl Adam {
         ]
     }
 
-    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         let c = &self.common;
         let [m, v, vmax] = bufs else { unreachable!("adam has three state slots") };
         let (b1, b2) = (c.hp(self.beta1), c.hp(self.beta2));

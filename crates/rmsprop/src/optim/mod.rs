@@ -92,7 +92,7 @@ impl OptimizerConfig {
         dispatch!(self, c => c.slots())
     }
 
-    fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+    fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         dispatch!(self, c => c.update(ctx, x, g, bufs))
     }
 }
@@ -128,6 +128,7 @@ impl Slot {
 }
 
 /// What a kernel needs to know about the current step.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Ctx<T> {
     /// 1-based step number.
     pub t: u64,
@@ -238,6 +239,61 @@ pub struct Optimizer<T: Float> {
     skipped: u64,
     schedule: Schedule,
     policy: NonFinitePolicy,
+    /// Every tensor cut into chunks of at most [`CHUNK`] elements: one stream of work
+    /// for all tensors, fixed when tensors are registered.
+    chunks: Vec<Chunk>,
+    /// Per-step scratch (per-tensor contexts and pointers), reused so `step` never allocates.
+    scratch: Scratch<T>,
+    parallel: Parallelism,
+}
+
+/// Elements per unit of work: 64 KiB of `f32` per array, so a chunk's arrays stay in L2.
+pub const CHUNK: usize = 1 << 14;
+
+/// Below this many elements in a step, it runs on the calling thread.
+pub const PARALLEL_THRESHOLD: usize = 1 << 18;
+
+/// Whether a step may use several threads (rayon). Results are bit-identical either way:
+/// the update is element-wise and each chunk is computed the same way on any thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Parallelism {
+    /// Threads for steps of at least [`PARALLEL_THRESHOLD`] elements (the default).
+    #[default]
+    Auto,
+    /// Always on the calling thread.
+    Serial,
+    /// Always through rayon, whatever the size (for tests and benchmarks).
+    Parallel,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Chunk {
+    tensor: usize,
+    start: usize,
+    end: usize,
+}
+
+/// Raw pointers to one tensor's parameter, gradient and state arrays for one step.
+#[derive(Clone, Copy, Debug)]
+struct Ptrs<T> {
+    x: *mut T,
+    g: *const T,
+    bufs: [*mut T; MAX_SLOTS],
+    used: [bool; MAX_SLOTS],
+}
+
+// SAFETY: the pointers are only dereferenced inside `Optimizer::step`, while the `&mut`
+// borrows they come from are held, and every chunk covers a disjoint element range.
+unsafe impl<T: Send> Send for Ptrs<T> {}
+unsafe impl<T: Sync> Sync for Ptrs<T> {}
+
+/// The largest number of state slots of any optimizer.
+const MAX_SLOTS: usize = 3;
+
+#[derive(Clone, Debug, Default)]
+struct Scratch<T> {
+    ctx: Vec<Ctx<T>>,
+    ptrs: Vec<Ptrs<T>>,
 }
 
 impl<T: Float> Optimizer<T> {
@@ -250,6 +306,9 @@ impl<T: Float> Optimizer<T> {
             skipped: 0,
             schedule: Schedule::Constant,
             policy: NonFinitePolicy::Error,
+            chunks: Vec::new(),
+            scratch: Scratch { ctx: Vec::new(), ptrs: Vec::new() },
+            parallel: Parallelism::Auto,
         };
         opt.add_group(config, tensors)?;
         Ok(opt)
@@ -275,11 +334,21 @@ impl<T: Float> Optimizer<T> {
         let slots = config.slots();
         for spec in specs {
             let n = spec.len();
+            let tensor = self.tensors.len();
+            self.chunks.extend((0..n).step_by(CHUNK).map(|start| Chunk { tensor, start, end: (start + CHUNK).min(n) }));
             let bufs = slots.iter().map(|s| if s.used { vec![T::from_f64(s.init); n] } else { Vec::new() }).collect();
             self.tensors.push(Tracked { spec, group, bufs });
         }
         self.groups.push(config);
+        self.scratch.ctx.reserve(self.tensors.len());
+        self.scratch.ptrs.reserve(self.tensors.len());
         Ok(())
+    }
+
+    /// Sets whether steps may use several threads.
+    pub fn with_parallelism(mut self, p: Parallelism) -> Self {
+        self.parallel = p;
+        self
     }
 
     /// Sets the learning-rate schedule (applies to every group's base rate).
@@ -383,16 +452,59 @@ impl<T: Float> Optimizer<T> {
             .iter()
             .any(|g| matches!(g.common().clip_norm, Some(c) if c.scope == NormScope::Global))
             .then(|| grads.iter().map(|g| sum_sq(g.as_ref())).sum::<f64>().sqrt());
+        let Scratch { ctx, ptrs } = &mut self.scratch;
+        ctx.clear();
+        ptrs.clear();
         for (i, tr) in self.tensors.iter_mut().enumerate() {
-            let config = &self.groups[tr.group];
-            let common = config.common();
+            let common = self.groups[tr.group].common();
             let norm = match common.clip_norm {
                 Some(c) if c.scope == NormScope::PerTensor => Some(sum_sq(grads[i].as_ref()).sqrt()),
                 Some(_) => global_norm,
                 None => None,
             };
-            let ctx = Ctx { t, lr: self.schedule.lr(common.lr, t), prep: common.prep(norm) };
-            config.update(&ctx, params[i].as_mut(), grads[i].as_ref(), &mut tr.bufs);
+            ctx.push(Ctx { t, lr: self.schedule.lr(common.lr, t), prep: common.prep(norm) });
+            let mut p = Ptrs {
+                x: params[i].as_mut().as_mut_ptr(),
+                g: grads[i].as_ref().as_ptr(),
+                bufs: [std::ptr::null_mut(); MAX_SLOTS],
+                used: [false; MAX_SLOTS],
+            };
+            for (k, b) in tr.bufs.iter_mut().enumerate() {
+                p.bufs[k] = b.as_mut_ptr();
+                p.used[k] = !b.is_empty();
+            }
+            ptrs.push(p);
+        }
+        let (groups, tensors, ctx, ptrs) = (&self.groups, &self.tensors, &*ctx, &*ptrs);
+        let run = |c: &Chunk| {
+            let p = ptrs[c.tensor];
+            let n = c.end - c.start;
+            // SAFETY: `check` verified every parameter and gradient has its tensor's length,
+            // state buffers are allocated at that length (or empty when unused), chunks of
+            // one tensor never overlap, and the borrows behind the pointers outlive this call.
+            let (x, g) = unsafe {
+                (std::slice::from_raw_parts_mut(p.x.add(c.start), n), std::slice::from_raw_parts(p.g.add(c.start), n))
+            };
+            let mut bufs: [&mut [T]; MAX_SLOTS] = Default::default();
+            for k in 0..MAX_SLOTS {
+                if p.used[k] {
+                    bufs[k] = unsafe { std::slice::from_raw_parts_mut(p.bufs[k].add(c.start), n) };
+                }
+            }
+            let slots = tensors[c.tensor].bufs.len();
+            groups[tensors[c.tensor].group].update(&ctx[c.tensor], x, g, &mut bufs[..slots]);
+        };
+        let total: usize = self.tensors.iter().map(|t| t.spec.len()).sum();
+        let parallel = match self.parallel {
+            Parallelism::Auto => total >= PARALLEL_THRESHOLD,
+            Parallelism::Serial => false,
+            Parallelism::Parallel => true,
+        };
+        if parallel {
+            use rayon::prelude::*;
+            self.chunks.par_iter().for_each(run);
+        } else {
+            self.chunks.iter().for_each(run);
         }
         self.step = t;
         Ok(StepOutcome::Applied)

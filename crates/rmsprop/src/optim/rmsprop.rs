@@ -196,15 +196,40 @@ impl RmsProp {
         ]
     }
 
-    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
-        let c = &self.common;
+    /// One step on one chunk. The common variants run a loop specialised at compile time
+    /// (no option branches per element, see [`fused`]); the rest the general loop.
+    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         let [s, m, b] = bufs else { unreachable!("rmsprop has three state slots") };
+        let c = &self.common;
+        let general = self.nesterov
+            || self.bias_correction
+            || self.clamp_variance
+            || c.decoupled_wd::<T>().is_some()
+            || c.clip_weights.is_some();
+        if general {
+            return self.update_general(ctx, x, g, s, m, b);
+        }
+        let k = Scalars::new(self, ctx);
+        let momentum = match self.uses_momentum().then_some(self.momentum_style) {
+            None => fused::NONE,
+            Some(MomentumStyle::LrOutsideBuffer) => fused::LR_OUTSIDE,
+            Some(MomentumStyle::LrInsideBuffer) => fused::LR_INSIDE,
+        };
+        let form = match self.step_form {
+            StepForm::ScaledGradient => fused::SCALED_GRADIENT,
+            StepForm::ScaledRate => fused::SCALED_RATE,
+            StepForm::ScaledProduct => fused::SCALED_PRODUCT,
+        };
+        let inside = self.eps_placement == EpsPlacement::InsideSqrt;
+        fused::dispatch(&k, &ctx.prep, self.centered, momentum, inside, form, x, g, s, m, b);
+    }
+
+    /// The loop with every option checked per element: the reference the fused loops
+    /// reproduce bit for bit, and the path of the rarer options.
+    fn update_general<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], s: &mut [T], m: &mut [T], b: &mut [T]) {
+        let c = &self.common;
+        let Scalars { gamma, one_minus_gamma, eps, lr, mu } = Scalars::new(self, ctx);
         let decay = c.hp(self.decay);
-        let gamma = T::from_f64(decay);
-        let one_minus_gamma = T::from_f64(1.0 - decay);
-        let eps = T::from_f64(c.hp(self.eps));
-        let lr = T::from_f64(c.hp(ctx.lr));
-        let mu = T::from_f64(c.hp(self.momentum));
         let bc = T::from_f64(if self.bias_correction { 1.0 - decay.powf(ctx.t as f64) } else { 1.0 });
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
         let momentum = self.uses_momentum().then_some(self.momentum_style);
@@ -241,6 +266,187 @@ impl RmsProp {
                 }
             };
             x[i] = clip(xi, clip_w);
+        }
+    }
+}
+
+/// The step's scalars in `T`, formed in `f64` and rounded once.
+#[derive(Clone, Copy)]
+struct Scalars<T> {
+    gamma: T,
+    one_minus_gamma: T,
+    eps: T,
+    lr: T,
+    mu: T,
+}
+
+impl<T: Float> Scalars<T> {
+    fn new(r: &RmsProp, ctx: &Ctx<T>) -> Self {
+        let c = &r.common;
+        let decay = c.hp(r.decay);
+        Scalars {
+            gamma: T::from_f64(decay),
+            one_minus_gamma: T::from_f64(1.0 - decay),
+            eps: T::from_f64(c.hp(r.eps)),
+            lr: T::from_f64(c.hp(ctx.lr)),
+            mu: T::from_f64(c.hp(r.momentum)),
+        }
+    }
+}
+
+/// Single-pass loops, one per variant, chosen once per chunk: every switch is a const
+/// generic, so the element loop has no option branches and vectorises.
+mod fused {
+    use super::Scalars;
+    use crate::common::Prep;
+    use crate::float::Float;
+
+    pub const NONE: u8 = 0;
+    pub const LR_OUTSIDE: u8 = 1;
+    pub const LR_INSIDE: u8 = 2;
+    pub const SCALED_GRADIENT: u8 = 0;
+    pub const SCALED_RATE: u8 = 1;
+    pub const SCALED_PRODUCT: u8 = 2;
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch<T: Float>(
+        k: &Scalars<T>,
+        prep: &Prep<T>,
+        centered: bool,
+        momentum: u8,
+        inside: bool,
+        form: u8,
+        x: &mut [T],
+        g: &[T],
+        s: &mut [T],
+        m: &mut [T],
+        b: &mut [T],
+    ) {
+        macro_rules! form {
+            ($c:expr, $m:expr, $i:expr, $p:expr) => {
+                match form {
+                    SCALED_GRADIENT => run::<T, $c, $m, $i, $p, SCALED_GRADIENT>(k, prep, x, g, s, m, b),
+                    SCALED_RATE => run::<T, $c, $m, $i, $p, SCALED_RATE>(k, prep, x, g, s, m, b),
+                    _ => run::<T, $c, $m, $i, $p, SCALED_PRODUCT>(k, prep, x, g, s, m, b),
+                }
+            };
+        }
+        macro_rules! prep {
+            ($c:expr, $m:expr, $i:expr) => {
+                if prep.is_identity() { form!($c, $m, $i, false) } else { form!($c, $m, $i, true) }
+            };
+        }
+        macro_rules! inside {
+            ($c:expr, $m:expr) => {
+                if inside { prep!($c, $m, true) } else { prep!($c, $m, false) }
+            };
+        }
+        macro_rules! momentum {
+            ($c:expr) => {
+                match momentum {
+                    NONE => inside!($c, NONE),
+                    LR_OUTSIDE => inside!($c, LR_OUTSIDE),
+                    _ => inside!($c, LR_INSIDE),
+                }
+            };
+        }
+        if centered { momentum!(true) } else { momentum!(false) }
+    }
+
+    /// `η g / d` in the order `F` names (see `StepForm`).
+    #[inline(always)]
+    fn scaled<T: Float, const F: u8>(lr: T, g: T, d: T) -> T {
+        match F {
+            SCALED_GRADIENT => lr * (g / d),
+            SCALED_RATE => lr / d * g,
+            _ => lr * g / d,
+        }
+    }
+
+    /// The RMSProp update (see the type's doc) for one variant.
+    #[inline(never)]
+    fn run<T: Float, const CENTERED: bool, const MOMENTUM: u8, const INSIDE: bool, const PREP: bool, const F: u8>(
+        k: &Scalars<T>,
+        prep: &Prep<T>,
+        x: &mut [T],
+        g: &[T],
+        s: &mut [T],
+        m: &mut [T],
+        b: &mut [T],
+    ) {
+        let n = x.len();
+        let (g, s) = (&g[..n], &mut s[..n]);
+        let m = if CENTERED { &mut m[..n] } else { &mut m[..0] };
+        let b = if MOMENTUM != NONE { &mut b[..n] } else { &mut b[..0] };
+        let Scalars { gamma, one_minus_gamma, eps, lr, mu } = *k;
+        for i in 0..n {
+            let gi = if PREP { prep.grad(g[i], x[i]) } else { g[i] };
+            s[i] = gamma * s[i] + one_minus_gamma * (gi * gi);
+            let mut v = s[i];
+            if CENTERED {
+                m[i] = gamma * m[i] + one_minus_gamma * gi;
+                v = v - m[i] * m[i];
+            }
+            let den = if INSIDE { (v + eps).sqrt() } else { v.sqrt() + eps };
+            x[i] = match MOMENTUM {
+                NONE => x[i] - scaled::<T, F>(lr, gi, den),
+                LR_OUTSIDE => {
+                    b[i] = mu * b[i] + gi / den;
+                    x[i] - lr * b[i]
+                }
+                _ => {
+                    b[i] = mu * b[i] + scaled::<T, F>(lr, gi, den);
+                    x[i] - b[i]
+                }
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::Ctx;
+
+    /// The fused loops give exactly the general loop's bits, for every variant they cover.
+    #[test]
+    fn fused_equals_general_bit_for_bit() {
+        let n = 1000;
+        let g: Vec<f32> =
+            (0..n).map(|i| ((i * 7919 % 1000) as f32 / 100.0 - 5.0) * if i % 3 == 0 { 1e-3 } else { 1.0 }).collect();
+        let x0: Vec<f32> = (0..n).map(|i| (i as f32 / 50.0).sin()).collect();
+        for centered in [false, true] {
+            for momentum in [0.0, 0.9] {
+                for style in [MomentumStyle::LrOutsideBuffer, MomentumStyle::LrInsideBuffer] {
+                    for place in [EpsPlacement::InsideSqrt, EpsPlacement::OutsideSqrt] {
+                        for form in [StepForm::ScaledGradient, StepForm::ScaledRate, StepForm::ScaledProduct] {
+                            for rescale in [1.0, 0.5] {
+                                let r = RmsProp::default()
+                                    .with_centered(centered)
+                                    .with_momentum(momentum, style)
+                                    .with_eps(1e-6, place)
+                                    .with_step_form(form)
+                                    .with_rescale_grad(rescale);
+                                let ctx = Ctx { t: 1, lr: 0.01, prep: r.common.prep::<f32>(None) };
+                                let (mut xa, mut xb) = (x0.clone(), x0.clone());
+                                let mut sa = [vec![0.1f32; n], vec![0.01; n], vec![0.2; n]];
+                                let mut sb = sa.clone();
+                                for _ in 0..3 {
+                                    let [s, m, b] = &mut sa;
+                                    r.update(&ctx, &mut xa, &g, &mut [&mut s[..], &mut m[..], &mut b[..]]);
+                                    let [s, m, b] = &mut sb;
+                                    r.update_general(&ctx, &mut xb, &g, s, m, b);
+                                }
+                                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                                assert_eq!(bits(&xa), bits(&xb), "{r:?}");
+                                for k in 0..3 {
+                                    assert_eq!(bits(&sa[k]), bits(&sb[k]), "{r:?} slot {k}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }

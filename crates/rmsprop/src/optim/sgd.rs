@@ -108,7 +108,7 @@ impl Sgd {
         vec![Slot::new("momentum_buffer", 0.0, self.momentum != 0.0)]
     }
 
-    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         let c = &self.common;
         let [b] = bufs else { unreachable!("sgd has one state slot") };
         let lr = T::from_f64(c.hp(ctx.lr));
