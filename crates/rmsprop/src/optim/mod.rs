@@ -486,9 +486,10 @@ impl<T: Float> Optimizer<T> {
                 (std::slice::from_raw_parts_mut(p.x.add(c.start), n), std::slice::from_raw_parts(p.g.add(c.start), n))
             };
             let mut bufs: [&mut [T]; MAX_SLOTS] = Default::default();
-            for k in 0..MAX_SLOTS {
-                if p.used[k] {
-                    bufs[k] = unsafe { std::slice::from_raw_parts_mut(p.bufs[k].add(c.start), n) };
+            for ((buf, &ptr), &used) in bufs.iter_mut().zip(&p.bufs).zip(&p.used) {
+                if used {
+                    // SAFETY: as above.
+                    *buf = unsafe { std::slice::from_raw_parts_mut(ptr.add(c.start), n) };
                 }
             }
             let slots = tensors[c.tensor].bufs.len();
