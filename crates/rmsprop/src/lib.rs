@@ -47,6 +47,7 @@
 
 #![warn(missing_docs)]
 
+mod buffer;
 pub mod by_name;
 pub mod checkpoint;
 mod common;
@@ -57,6 +58,7 @@ pub mod golden;
 mod optim;
 mod schedule;
 
+pub use buffer::{Buffer, HUGE_PAGE};
 pub use common::{ClipNorm, Common, HyperPrecision, NormScope, StepForm, WeightDecayMode};
 pub use error::{Error, Result};
 pub use flavor::Flavor;

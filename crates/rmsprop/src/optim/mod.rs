@@ -7,6 +7,7 @@ pub mod adam;
 pub mod rmsprop;
 pub mod sgd;
 
+use crate::buffer::Buffer;
 use crate::common::{Common, NormScope, Prep};
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -203,11 +204,11 @@ impl From<&TensorSpec> for TensorSpec {
 
 /// A parameter tensor as the optimizer tracks it.
 #[derive(Clone, Debug)]
-pub(crate) struct Tracked<T> {
+pub(crate) struct Tracked<T: Float> {
     pub spec: TensorSpec,
     pub group: usize,
     /// One buffer per slot of the group's optimizer; unused slots are empty.
-    pub bufs: Vec<Vec<T>>,
+    pub bufs: Vec<Buffer<T>>,
 }
 
 /// Drives one optimizer configuration per parameter group over named tensors of
@@ -336,7 +337,7 @@ impl<T: Float> Optimizer<T> {
             let n = spec.len();
             let tensor = self.tensors.len();
             self.chunks.extend((0..n).step_by(CHUNK).map(|start| Chunk { tensor, start, end: (start + CHUNK).min(n) }));
-            let bufs = slots.iter().map(|s| if s.used { vec![T::from_f64(s.init); n] } else { Vec::new() }).collect();
+            let bufs = slots.iter().map(|s| Buffer::filled(if s.used { n } else { 0 }, T::from_f64(s.init))).collect();
             self.tensors.push(Tracked { spec, group, bufs });
         }
         self.groups.push(config);
@@ -426,7 +427,7 @@ impl<T: Float> Optimizer<T> {
         self.step = step;
         self.skipped = skipped;
         for (t, b) in self.tensors.iter_mut().zip(bufs) {
-            t.bufs = b;
+            t.bufs = b.iter().map(|v| Buffer::from_slice(v)).collect();
         }
     }
 
