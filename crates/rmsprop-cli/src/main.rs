@@ -43,6 +43,12 @@ enum Command {
     /// The exercises: a grid of learning rates x gamma, several seeds each, in parallel.
     #[command(after_help = "Examples:\n  rmsprop sweep\n  rmsprop sweep --lrs 0.01,0.1 --gammas 0,0.9,1 --seeds 5")]
     Sweep(SweepArgs),
+    /// Measure the step against a memory-bandwidth probe (ratios within one run).
+    #[command(
+        after_help = "Examples:\n  rmsprop bench\n  rmsprop bench --sizes 1e4,1e7 --variants plain --threads 1 --json\n  \
+                            rmsprop bench --quick"
+    )]
+    Bench(BenchArgs),
     /// Replay golden-vector files (shared/golden format) and report per case.
     #[command(after_help = "Example:\n  rmsprop replay ../shared/golden/torch.json ../shared/golden/mxnet.json")]
     Replay {
@@ -179,6 +185,28 @@ struct SweepArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct BenchArgs {
+    /// Element counts (1e3 ... 1e8).
+    #[arg(long, value_delimiter = ',', default_values_t = ["1e3".to_string(), "1e4".into(), "1e5".into(), "1e6".into(), "1e7".into(), "1e8".into()])]
+    sizes: Vec<String>,
+    /// Variants: plain, centered, momentum.
+    #[arg(long, value_delimiter = ',', default_values_t = ["plain".to_string(), "centered".into(), "momentum".into()])]
+    variants: Vec<String>,
+    /// Thread counts; `all` is every core.
+    #[arg(long, value_delimiter = ',', default_values_t = ["1".to_string(), "all".into()])]
+    threads: Vec<String>,
+    /// Also the model-like layout (100 tensors of mixed sizes) at these element counts.
+    #[arg(long, value_delimiter = ',', default_values_t = ["1e7".to_string()])]
+    model_sizes: Vec<String>,
+    /// Shorter timing batches (noisier).
+    #[arg(long)]
+    quick: bool,
+    /// Print `{"results":[...]}` as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -195,6 +223,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Trace2d(a) => run_trace2d(a),
         Command::Train(a) => run_train(a),
         Command::Sweep(a) => run_sweep(a),
+        Command::Bench(a) => run_bench(a),
         Command::Replay { files } => run_replay(&files),
     }
 }
@@ -427,4 +456,124 @@ fn run_replay(files: &[PathBuf]) -> Result<ExitCode> {
         ok &= report.failed() == 0 && !report.cases.is_empty();
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn count(s: &str) -> Result<usize> {
+    let v: f64 = s.trim().parse().with_context(|| format!("{s:?} is not a number"))?;
+    if !((1.0..=1e10).contains(&v) && v.fract() == 0.0) {
+        bail!("{s:?}: expected a whole number of elements from 1 to 1e10");
+    }
+    Ok(v as usize)
+}
+
+fn run_bench(a: BenchArgs) -> Result<ExitCode> {
+    use rmsprop_lab::bench::{self, Layout, Row, Variant};
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads: Vec<usize> = a
+        .threads
+        .iter()
+        .map(|t| {
+            if t == "all" {
+                Ok(cores)
+            } else {
+                t.parse::<usize>()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .with_context(|| format!("--threads {t:?}: expected a number >= 1 or `all`"))
+            }
+        })
+        .collect::<Result<_>>()?;
+    let variants: Vec<Variant> = a
+        .variants
+        .iter()
+        .map(|v| {
+            Variant::ALL
+                .into_iter()
+                .find(|x| x.name() == v)
+                .with_context(|| format!("--variants {v:?}: expected plain, centered or momentum"))
+        })
+        .collect::<Result<_>>()?;
+    let mut jobs: Vec<(Layout, usize)> =
+        a.sizes.iter().map(|s| Ok((Layout::Single, count(s)?))).collect::<Result<_>>()?;
+    for s in &a.model_sizes {
+        jobs.push((Layout::Model, count(s)?));
+    }
+    let (batches, min_batch) = if a.quick { (3, 0.02) } else { (5, 0.1) };
+    let total = jobs.len() * threads.len() * (2 + variants.len());
+    let pb = if a.json { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
+    pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("valid template"));
+    let mut rows = Vec::new();
+    for &(layout, n) in &jobs {
+        for &t in &threads {
+            let mut probe_huge = 0.0;
+            for huge in [false, true] {
+                pb.set_message(format!("probe n={n} threads={t} huge_pages={huge}"));
+                let secs = bench::with_threads(t, || bench::probe(n, huge, batches, min_batch));
+                let gb = 20.0 * n as f64 / secs / 1e9;
+                if huge {
+                    probe_huge = gb;
+                }
+                if layout == Layout::Single {
+                    rows.push(Row {
+                        variant: "probe".into(),
+                        layout: "single".into(),
+                        n,
+                        threads: t,
+                        huge_pages: huge,
+                        seconds_per_step: secs,
+                        elements_per_s: n as f64 / secs,
+                        gb_per_s: gb,
+                        probe_gb_per_s: gb,
+                        ratio_to_probe: 1.0,
+                    });
+                }
+                pb.inc(1);
+            }
+            for &v in &variants {
+                pb.set_message(format!("{} {layout:?} n={n} threads={t}", v.name()));
+                let secs = bench::with_threads(t, || bench::step_time(v, layout, n, true, batches, min_batch));
+                let elements: usize = bench::sizes(layout, n).iter().sum();
+                let gb = (v.bytes_per_element() * elements) as f64 / secs / 1e9;
+                // the probe moves 20 bytes per element; scale it to this variant's bytes
+                rows.push(Row {
+                    variant: v.name().into(),
+                    layout: if layout == Layout::Single { "single".into() } else { "model".into() },
+                    n: elements,
+                    threads: t,
+                    huge_pages: true,
+                    seconds_per_step: secs,
+                    elements_per_s: elements as f64 / secs,
+                    gb_per_s: gb,
+                    probe_gb_per_s: probe_huge,
+                    ratio_to_probe: gb / probe_huge,
+                });
+                pb.inc(1);
+            }
+        }
+    }
+    pb.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"results": rows}))?);
+    } else {
+        println!(
+            "{:<9} {:<7} {:>10} {:>3} {:>5} {:>12} {:>11} {:>8} {:>8} {:>6}",
+            "variant", "layout", "n", "thr", "huge", "s/step", "Gelem/s", "GB/s", "probe", "ratio"
+        );
+        for r in &rows {
+            println!(
+                "{:<9} {:<7} {:>10} {:>3} {:>5} {:>12.3e} {:>11.3} {:>8.2} {:>8.2} {:>6.2}",
+                r.variant,
+                r.layout,
+                r.n,
+                r.threads,
+                r.huge_pages,
+                r.seconds_per_step,
+                r.elements_per_s / 1e9,
+                r.gb_per_s,
+                r.probe_gb_per_s,
+                r.ratio_to_probe
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -64,7 +64,7 @@ pub use error::{Error, Result};
 pub use flavor::Flavor;
 pub use float::{Dtype, Float};
 pub use optim::{
-    Adadelta, Adagrad, Adam, BiasCorrection, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig,
-    Parallelism, RmsProp, Sgd, SgdMomentum, StepOutcome, TensorSpec,
+    Adadelta, Adagrad, Adam, BiasCorrection, CHUNK, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer,
+    OptimizerConfig, PARALLEL_THRESHOLD, Parallelism, RmsProp, Sgd, SgdMomentum, StepOutcome, TensorSpec,
 };
 pub use schedule::Schedule;

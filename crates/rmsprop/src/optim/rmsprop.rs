@@ -363,9 +363,63 @@ mod fused {
         }
     }
 
-    /// The RMSProp update (see the type's doc) for one variant.
+    /// The RMSProp update (see the type's doc) for one variant, compiled for the widest
+    /// vector unit the CPU has (AVX-512, AVX2, else the baseline). Only the vector width
+    /// changes: no fused multiply-add is formed, so every path gives the same bits.
     #[inline(never)]
     fn run<T: Float, const CENTERED: bool, const MOMENTUM: u8, const INSIDE: bool, const PREP: bool, const F: u8>(
+        k: &Scalars<T>,
+        prep: &Prep<T>,
+        x: &mut [T],
+        g: &[T],
+        s: &mut [T],
+        m: &mut [T],
+        b: &mut [T],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                return unsafe { run_avx512::<T, CENTERED, MOMENTUM, INSIDE, PREP, F>(k, prep, x, g, s, m, b) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                return unsafe { run_avx2::<T, CENTERED, MOMENTUM, INSIDE, PREP, F>(k, prep, x, g, s, m, b) };
+            }
+        }
+        body::<T, CENTERED, MOMENTUM, INSIDE, PREP, F>(k, prep, x, g, s, m, b)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run_avx512<T: Float, const C: bool, const M: u8, const I: bool, const P: bool, const F: u8>(
+        k: &Scalars<T>,
+        prep: &Prep<T>,
+        x: &mut [T],
+        g: &[T],
+        s: &mut [T],
+        m: &mut [T],
+        b: &mut [T],
+    ) {
+        body::<T, C, M, I, P, F>(k, prep, x, g, s, m, b)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_avx2<T: Float, const C: bool, const M: u8, const I: bool, const P: bool, const F: u8>(
+        k: &Scalars<T>,
+        prep: &Prep<T>,
+        x: &mut [T],
+        g: &[T],
+        s: &mut [T],
+        m: &mut [T],
+        b: &mut [T],
+    ) {
+        body::<T, C, M, I, P, F>(k, prep, x, g, s, m, b)
+    }
+
+    #[inline(always)]
+    fn body<T: Float, const CENTERED: bool, const MOMENTUM: u8, const INSIDE: bool, const PREP: bool, const F: u8>(
         k: &Scalars<T>,
         prep: &Prep<T>,
         x: &mut [T],
