@@ -23,7 +23,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::float::{Dtype, Float};
+use crate::float::{Dtype, Float, Param};
 use crate::optim::{Optimizer, OptimizerConfig};
 use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
 use std::collections::HashMap;
@@ -68,7 +68,7 @@ fn corrupt(path: &Path, reason: String) -> Error {
     Error::Checkpoint { path: path.to_path_buf(), reason }
 }
 
-impl<T: Float> Optimizer<T> {
+impl<P: Param> Optimizer<P> {
     /// Writes the optimizer state to `path` (safetensors), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let io = |source| Error::Io { path: path.to_path_buf(), source };
@@ -76,11 +76,11 @@ impl<T: Float> Optimizer<T> {
         for tr in self.tracked() {
             for (slot, buf) in self.group(tr.group).slots().iter().zip(&tr.bufs) {
                 if slot.used {
-                    let mut bytes = Vec::with_capacity(buf.len() * size_of::<T>());
+                    let mut bytes = Vec::with_capacity(buf.len() * size_of::<P::Acc>());
                     buf.iter().for_each(|v| v.write_le(&mut bytes));
                     arrays.push((
                         format!("{}.{}", tr.spec.name, slot.name),
-                        st_dtype(T::DTYPE),
+                        st_dtype(P::Acc::DTYPE),
                         tr.spec.shape.clone(),
                         bytes,
                     ));
@@ -94,7 +94,8 @@ impl<T: Float> Optimizer<T> {
         let meta = HashMap::from([
             ("format".to_string(), FORMAT_NAME.to_string()),
             ("format_version".to_string(), FORMAT_VERSION.to_string()),
-            ("dtype".to_string(), T::DTYPE.name().to_string()),
+            ("dtype".to_string(), P::Acc::DTYPE.name().to_string()),
+            ("param_dtype".to_string(), P::NAME.to_string()),
             ("step".to_string(), self.step_count().to_string()),
             ("skipped_steps".to_string(), self.skipped_steps().to_string()),
             ("hyperparameters".to_string(), serde_json::to_string(&groups).expect("configs serialise")),
@@ -164,10 +165,10 @@ impl<T: Float> Optimizer<T> {
                 }
                 let name = format!("{}.{}", tr.spec.name, slot.name);
                 let v = st.tensor(&name).map_err(|_| corrupt(path, format!("missing tensor {name:?}")))?;
-                if v.dtype() != st_dtype(T::DTYPE) {
+                if v.dtype() != st_dtype(P::Acc::DTYPE) {
                     return Err(corrupt(
                         path,
-                        format!("tensor {name:?} has dtype {:?}, expected {:?}", v.dtype(), st_dtype(T::DTYPE)),
+                        format!("tensor {name:?} has dtype {:?}, expected {:?}", v.dtype(), st_dtype(P::Acc::DTYPE)),
                     ));
                 }
                 if v.shape() != tr.spec.shape.as_slice() {
@@ -176,7 +177,7 @@ impl<T: Float> Optimizer<T> {
                         format!("tensor {name:?} has shape {:?}, expected {:?}", v.shape(), tr.spec.shape),
                     ));
                 }
-                bufs.push(v.data().chunks_exact(size_of::<T>()).map(T::read_le).collect());
+                bufs.push(v.data().chunks_exact(size_of::<P::Acc>()).map(P::Acc::read_le).collect());
                 expected.push(name);
             }
             restored.push(bufs);

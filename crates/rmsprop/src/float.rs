@@ -19,6 +19,10 @@ impl Dtype {
     /// assert_eq!(rmsprop::Dtype::F32.name(), "float32");
     /// ```
     pub fn name(self) -> &'static str {
+        self.name_const()
+    }
+
+    pub(crate) const fn name_const(self) -> &'static str {
         match self {
             Dtype::F32 => "float32",
             Dtype::F64 => "float64",
@@ -120,3 +124,63 @@ macro_rules! impl_float {
 
 impl_float!(f32, Dtype::F32);
 impl_float!(f64, Dtype::F64);
+
+/// A parameter element type: stored as itself, computed in [`Param::Acc`]. `f32` and
+/// `f64` compute in themselves; the half-precision types `half::bf16` and `half::f16`
+/// compute, and keep their optimizer state, in `f32` — half-precision state is where
+/// users meet NaN (a squared gradient of 1e-4 underflows in `f16`), so it is never used.
+///
+/// ```
+/// use rmsprop::Param;
+/// let h = half::bf16::from_f32(1.5);
+/// assert_eq!(h.load(), 1.5f32);
+/// assert_eq!(<half::bf16 as Param>::store(1.5f32), h);
+/// ```
+pub trait Param: Copy + Debug + Default + Send + Sync + 'static {
+    /// The type arithmetic and optimizer state use.
+    type Acc: Float;
+    /// The name frameworks use (`"bfloat16"`, `"float16"`, ...).
+    const NAME: &'static str;
+    /// Widens to the arithmetic type (exact).
+    fn load(self) -> Self::Acc;
+    /// Rounds to nearest (ties to even) from the arithmetic type.
+    fn store(v: Self::Acc) -> Self;
+}
+
+macro_rules! impl_param_self {
+    ($t:ty) => {
+        impl Param for $t {
+            type Acc = $t;
+            const NAME: &'static str = <$t as Float>::DTYPE.name_const();
+            #[inline(always)]
+            fn load(self) -> $t {
+                self
+            }
+            #[inline(always)]
+            fn store(v: $t) -> $t {
+                v
+            }
+        }
+    };
+}
+impl_param_self!(f32);
+impl_param_self!(f64);
+
+macro_rules! impl_param_half {
+    ($t:ty, $name:expr) => {
+        impl Param for $t {
+            type Acc = f32;
+            const NAME: &'static str = $name;
+            #[inline(always)]
+            fn load(self) -> f32 {
+                self.to_f32()
+            }
+            #[inline(always)]
+            fn store(v: f32) -> $t {
+                <$t>::from_f32(v)
+            }
+        }
+    };
+}
+impl_param_half!(half::bf16, "bfloat16");
+impl_param_half!(half::f16, "float16");

@@ -17,7 +17,7 @@
 use crate::common::{ClipNorm, HyperPrecision, NormScope, WeightDecayMode};
 use crate::error::{Error, Result};
 use crate::flavor::Flavor;
-use crate::float::Float;
+use crate::float::{Float, Param};
 use crate::optim::{
     BiasCorrection, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig, SgdMomentum,
 };
@@ -474,7 +474,7 @@ impl Case {
         Ok(())
     }
 
-    fn replay<T: Float>(&self) -> Res<Worst> {
+    fn replay<T: Float + Param<Acc = T>>(&self) -> Res<Worst> {
         let n = self.check_shape()?;
         self.check_effective()?;
         let config = self.hyperparams.normalized.config(&self.framework)?;

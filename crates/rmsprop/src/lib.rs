@@ -62,7 +62,7 @@ pub use buffer::{Buffer, HUGE_PAGE};
 pub use common::{ClipNorm, Common, HyperPrecision, NormScope, StepForm, WeightDecayMode};
 pub use error::{Error, Result};
 pub use flavor::Flavor;
-pub use float::{Dtype, Float};
+pub use float::{Dtype, Float, Param};
 pub use optim::{
     Adadelta, Adagrad, Adam, BiasCorrection, CHUNK, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer,
     OptimizerConfig, PARALLEL_THRESHOLD, Parallelism, RmsProp, Sgd, SgdMomentum, StepOutcome, TensorSpec,

@@ -6,7 +6,7 @@
 use super::{Ctx, Slot};
 use crate::common::{Common, check_nonneg, check_unit, clip, common_setters};
 use crate::error::Result;
-use crate::float::Float;
+use crate::float::{Float, Param};
 use serde::{Deserialize, Serialize};
 
 /// Adadelta. `Default` is PyTorch's: lr 1.0, ρ 0.9, ε 1e-6 (MXNet: ε 1e-5, no lr).
@@ -70,7 +70,13 @@ impl Adadelta {
         vec![Slot::new("square_avg", 0.0, true), Slot::new("acc_delta", 0.0, true)]
     }
 
-    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+    pub(crate) fn update<T: Float, P: Param<Acc = T>>(
+        &self,
+        ctx: &Ctx<T>,
+        x: &mut [P],
+        g: &[P],
+        bufs: &mut [&mut [T]],
+    ) {
         let c = &self.common;
         let [s, a] = bufs else { unreachable!("adadelta has two state slots") };
         let rho = T::from_f64(c.hp(self.rho));
@@ -80,16 +86,17 @@ impl Adadelta {
         let wd = c.decoupled_wd::<T>();
         let clip_w = c.clip_weights_t::<T>();
         for i in 0..x.len() {
-            let gi = ctx.prep.grad(g[i], x[i]);
+            let x0 = x[i].load();
+            let gi = ctx.prep.grad(g[i].load(), x0);
             s[i] = rho * s[i] + one_minus_rho * (gi * gi);
             let delta = (a[i] + eps).sqrt() / (s[i] + eps).sqrt() * gi;
             a[i] = rho * a[i] + one_minus_rho * (delta * delta);
             let mut u = delta;
             if let Some(wd) = wd {
-                u = u + wd * x[i];
+                u = u + wd * x0;
             }
-            let xi = x[i] - lr * u;
-            x[i] = clip(xi, clip_w);
+            let xi = x0 - lr * u;
+            x[i] = P::store(clip(xi, clip_w));
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::{Ctx, EpsPlacement, Slot};
 use crate::common::{Common, StepForm, check_nonneg, clip, common_setters};
 use crate::error::Result;
-use crate::float::Float;
+use crate::float::{Float, Param};
 use serde::{Deserialize, Serialize};
 
 /// Adagrad. `Default` is the chapter's (D2L §12.7): η 0.1, ε 1e-6 inside the root.
@@ -91,7 +91,13 @@ impl Adagrad {
         vec![Slot::new("sum", self.initial_accumulator, true)]
     }
 
-    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+    pub(crate) fn update<T: Float, P: Param<Acc = T>>(
+        &self,
+        ctx: &Ctx<T>,
+        x: &mut [P],
+        g: &[P],
+        bufs: &mut [&mut [T]],
+    ) {
         let c = &self.common;
         let [s] = bufs else { unreachable!("adagrad has one state slot") };
         let lr = T::from_f64(c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay));
@@ -100,15 +106,16 @@ impl Adagrad {
         let wd = c.decoupled_wd::<T>();
         let clip_w = c.clip_weights_t::<T>();
         for i in 0..x.len() {
-            let gi = ctx.prep.grad(g[i], x[i]);
+            let x0 = x[i].load();
+            let gi = ctx.prep.grad(g[i].load(), x0);
             s[i] = s[i] + gi * gi;
             let den = if inside { (s[i] + eps).sqrt() } else { s[i].sqrt() + eps };
             let xi = match wd {
                 // MXNet: x + (g/d + x*wd) * (-lr)
-                Some(wd) => x[i] - lr * (gi / den + x[i] * wd),
-                None => x[i] - self.step_form.apply(lr, gi, den),
+                Some(wd) => x0 - lr * (gi / den + x0 * wd),
+                None => x0 - self.step_form.apply(lr, gi, den),
             };
-            x[i] = clip(xi, clip_w);
+            x[i] = P::store(clip(xi, clip_w));
         }
     }
 }

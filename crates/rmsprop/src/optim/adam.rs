@@ -4,7 +4,7 @@
 use super::{Ctx, Slot};
 use crate::common::{Common, WeightDecayMode, check_nonneg, clip, common_setters, invalid};
 use crate::error::Result;
-use crate::float::Float;
+use crate::float::{Float, Param};
 use serde::{Deserialize, Serialize};
 
 /// How Adam corrects the bias of its zero-initialised moments.
@@ -136,7 +136,13 @@ impl Adam {
         ]
     }
 
-    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+    pub(crate) fn update<T: Float, P: Param<Acc = T>>(
+        &self,
+        ctx: &Ctx<T>,
+        x: &mut [P],
+        g: &[P],
+        bufs: &mut [&mut [T]],
+    ) {
         let c = &self.common;
         let [m, v, vmax] = bufs else { unreachable!("adam has three state slots") };
         let (b1, b2) = (c.hp(self.beta1), c.hp(self.beta2));
@@ -158,8 +164,9 @@ impl Adam {
         let wd = c.decoupled_wd::<T>();
         let clip_w = c.clip_weights_t::<T>();
         for i in 0..x.len() {
-            let gi = ctx.prep.grad(g[i], x[i]);
-            let mut xi = x[i];
+            let x0 = x[i].load();
+            let gi = ctx.prep.grad(g[i].load(), x0);
+            let mut xi = x0;
             m[i] = beta1 * m[i] + one_minus_b1 * gi;
             v[i] = beta2 * v[i] + one_minus_b2 * (gi * gi);
             let vv = if self.amsgrad {
@@ -195,7 +202,7 @@ impl Adam {
                     xi - lr_t * m[i] / (vv.sqrt() + eps)
                 }
             };
-            x[i] = clip(xi, clip_w);
+            x[i] = P::store(clip(xi, clip_w));
         }
     }
 }

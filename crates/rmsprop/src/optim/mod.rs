@@ -10,7 +10,7 @@ pub mod sgd;
 use crate::buffer::Buffer;
 use crate::common::{Common, NormScope, Prep};
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::float::{Float, Param};
 use crate::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 
@@ -93,7 +93,7 @@ impl OptimizerConfig {
         dispatch!(self, c => c.slots())
     }
 
-    fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+    fn update<T: Float, P: Param<Acc = T>>(&self, ctx: &Ctx<T>, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
         dispatch!(self, c => c.update(ctx, x, g, bufs))
     }
 }
@@ -233,9 +233,9 @@ pub(crate) struct Tracked<T: Float> {
 /// assert_eq!(opt.step_count(), 1);
 /// ```
 #[derive(Clone, Debug)]
-pub struct Optimizer<T: Float> {
+pub struct Optimizer<P: Param> {
     groups: Vec<OptimizerConfig>,
-    tensors: Vec<Tracked<T>>,
+    tensors: Vec<Tracked<P::Acc>>,
     step: u64,
     skipped: u64,
     schedule: Schedule,
@@ -244,7 +244,7 @@ pub struct Optimizer<T: Float> {
     /// for all tensors, fixed when tensors are registered.
     chunks: Vec<Chunk>,
     /// Per-step scratch (per-tensor contexts and pointers), reused so `step` never allocates.
-    scratch: Scratch<T>,
+    scratch: Scratch<P>,
     parallel: Parallelism,
 }
 
@@ -275,29 +275,43 @@ struct Chunk {
 }
 
 /// Raw pointers to one tensor's parameter, gradient and state arrays for one step.
-#[derive(Clone, Copy, Debug)]
-struct Ptrs<T> {
-    x: *mut T,
-    g: *const T,
-    bufs: [*mut T; MAX_SLOTS],
+#[derive(Debug)]
+struct Ptrs<P: Param> {
+    x: *mut P,
+    g: *const P,
+    bufs: [*mut P::Acc; MAX_SLOTS],
     used: [bool; MAX_SLOTS],
 }
 
+impl<P: Param> Clone for Ptrs<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P: Param> Copy for Ptrs<P> {}
+
 // SAFETY: the pointers are only dereferenced inside `Optimizer::step`, while the `&mut`
 // borrows they come from are held, and every chunk covers a disjoint element range.
-unsafe impl<T: Send> Send for Ptrs<T> {}
-unsafe impl<T: Sync> Sync for Ptrs<T> {}
+unsafe impl<P: Param> Send for Ptrs<P> {}
+unsafe impl<P: Param> Sync for Ptrs<P> {}
 
 /// The largest number of state slots of any optimizer.
 const MAX_SLOTS: usize = 3;
 
-#[derive(Clone, Debug, Default)]
-struct Scratch<T> {
-    ctx: Vec<Ctx<T>>,
-    ptrs: Vec<Ptrs<T>>,
+#[derive(Debug)]
+struct Scratch<P: Param> {
+    ctx: Vec<Ctx<P::Acc>>,
+    ptrs: Vec<Ptrs<P>>,
 }
 
-impl<T: Float> Optimizer<T> {
+impl<P: Param> Clone for Scratch<P> {
+    /// Scratch holds nothing between steps: a clone starts empty.
+    fn clone(&self) -> Self {
+        Scratch { ctx: Vec::with_capacity(self.ctx.capacity()), ptrs: Vec::with_capacity(self.ptrs.capacity()) }
+    }
+}
+
+impl<P: Param> Optimizer<P> {
     /// One parameter group with `config` over `tensors` (names must be unique).
     pub fn new<S: Into<TensorSpec> + Clone>(config: impl Into<OptimizerConfig>, tensors: &[S]) -> Result<Self> {
         let mut opt = Optimizer {
@@ -337,7 +351,8 @@ impl<T: Float> Optimizer<T> {
             let n = spec.len();
             let tensor = self.tensors.len();
             self.chunks.extend((0..n).step_by(CHUNK).map(|start| Chunk { tensor, start, end: (start + CHUNK).min(n) }));
-            let bufs = slots.iter().map(|s| Buffer::filled(if s.used { n } else { 0 }, T::from_f64(s.init))).collect();
+            let bufs =
+                slots.iter().map(|s| Buffer::filled(if s.used { n } else { 0 }, P::Acc::from_f64(s.init))).collect();
             self.tensors.push(Tracked { spec, group, bufs });
         }
         self.groups.push(config);
@@ -407,7 +422,7 @@ impl<T: Float> Optimizer<T> {
     /// assert_eq!(opt.state("w", "square_avg"), Some(&[0.0, 0.0, 0.0][..]));
     /// assert_eq!(opt.state("w", "grad_avg"), None); // not centred
     /// ```
-    pub fn state(&self, tensor: &str, name: &str) -> Option<&[T]> {
+    pub fn state(&self, tensor: &str, name: &str) -> Option<&[P::Acc]> {
         let (t, k) = self.slot_index(tensor, name)?;
         Some(&self.tensors[t].bufs[k])
     }
@@ -419,11 +434,11 @@ impl<T: Float> Optimizer<T> {
         Some((t, k))
     }
 
-    pub(crate) fn tracked(&self) -> &[Tracked<T>] {
+    pub(crate) fn tracked(&self) -> &[Tracked<P::Acc>] {
         &self.tensors
     }
 
-    pub(crate) fn restore(&mut self, step: u64, skipped: u64, bufs: Vec<Vec<Vec<T>>>) {
+    pub(crate) fn restore(&mut self, step: u64, skipped: u64, bufs: Vec<Vec<Vec<P::Acc>>>) {
         self.step = step;
         self.skipped = skipped;
         for (t, b) in self.tensors.iter_mut().zip(bufs) {
@@ -436,7 +451,7 @@ impl<T: Float> Optimizer<T> {
     /// Errors (nothing is changed): a wrong number of tensors, a length that does not
     /// match its tensor, an invalid hyperparameter (after [`group_mut`](Self::group_mut)),
     /// a non-finite gradient under [`NonFinitePolicy::Error`].
-    pub fn step<P: AsMut<[T]>, G: AsRef<[T]>>(&mut self, params: &mut [P], grads: &[G]) -> Result<StepOutcome> {
+    pub fn step<X: AsMut<[P]>, G: AsRef<[P]>>(&mut self, params: &mut [X], grads: &[G]) -> Result<StepOutcome> {
         self.check(params, grads)?;
         if self.policy != NonFinitePolicy::Propagate {
             if let Some(err) = self.first_nonfinite(grads) {
@@ -486,7 +501,7 @@ impl<T: Float> Optimizer<T> {
             let (x, g) = unsafe {
                 (std::slice::from_raw_parts_mut(p.x.add(c.start), n), std::slice::from_raw_parts(p.g.add(c.start), n))
             };
-            let mut bufs: [&mut [T]; MAX_SLOTS] = Default::default();
+            let mut bufs: [&mut [P::Acc]; MAX_SLOTS] = Default::default();
             for ((buf, &ptr), &used) in bufs.iter_mut().zip(&p.bufs).zip(&p.used) {
                 if used {
                     // SAFETY: as above.
@@ -512,7 +527,7 @@ impl<T: Float> Optimizer<T> {
         Ok(StepOutcome::Applied)
     }
 
-    fn check<P: AsMut<[T]>, G: AsRef<[T]>>(&self, params: &mut [P], grads: &[G]) -> Result<()> {
+    fn check<X: AsMut<[P]>, G: AsRef<[P]>>(&self, params: &mut [X], grads: &[G]) -> Result<()> {
         let names = || self.tensors.iter().map(|t| t.spec.name.as_str()).collect::<Vec<_>>().join(", ");
         for (what, got) in [("parameter", params.len()), ("gradient", grads.len())] {
             if got != self.tensors.len() {
@@ -539,9 +554,9 @@ impl<T: Float> Optimizer<T> {
         Ok(())
     }
 
-    fn first_nonfinite<G: AsRef<[T]>>(&self, grads: &[G]) -> Option<Error> {
+    fn first_nonfinite<G: AsRef<[P]>>(&self, grads: &[G]) -> Option<Error> {
         for (tr, g) in self.tensors.iter().zip(grads) {
-            if let Some(index) = g.as_ref().iter().position(|v| !v.is_finite()) {
+            if let Some(index) = g.as_ref().iter().position(|v| !v.load().is_finite()) {
                 return Some(Error::NonFiniteGradient {
                     tensor: tr.spec.name.clone(),
                     index,
@@ -553,6 +568,6 @@ impl<T: Float> Optimizer<T> {
     }
 }
 
-fn sum_sq<T: Float>(g: &[T]) -> f64 {
-    g.iter().map(|v| v.to_f64() * v.to_f64()).sum()
+fn sum_sq<P: Param>(g: &[P]) -> f64 {
+    g.iter().map(|v| v.load().to_f64().powi(2)).sum()
 }

@@ -6,7 +6,7 @@
 use super::{Ctx, Slot};
 use crate::common::{Common, StepForm, check_nonneg, check_unit, clip, common_setters};
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::float::{Float, Param};
 use serde::{Deserialize, Serialize};
 
 /// Where ε goes in the denominator.
@@ -198,7 +198,13 @@ impl RmsProp {
 
     /// One step on one chunk. The common variants run a loop specialised at compile time
     /// (no option branches per element, see [`fused`]); the rest the general loop.
-    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+    pub(crate) fn update<T: Float, P: Param<Acc = T>>(
+        &self,
+        ctx: &Ctx<T>,
+        x: &mut [P],
+        g: &[P],
+        bufs: &mut [&mut [T]],
+    ) {
         let [s, m, b] = bufs else { unreachable!("rmsprop has three state slots") };
         let c = &self.common;
         let general = self.nesterov
@@ -226,7 +232,15 @@ impl RmsProp {
 
     /// The loop with every option checked per element: the reference the fused loops
     /// reproduce bit for bit, and the path of the rarer options.
-    fn update_general<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], s: &mut [T], m: &mut [T], b: &mut [T]) {
+    fn update_general<T: Float, P: Param<Acc = T>>(
+        &self,
+        ctx: &Ctx<T>,
+        x: &mut [P],
+        g: &[P],
+        s: &mut [T],
+        m: &mut [T],
+        b: &mut [T],
+    ) {
         let c = &self.common;
         let Scalars { gamma, one_minus_gamma, eps, lr, mu } = Scalars::new(self, ctx);
         let decay = c.hp(self.decay);
@@ -236,7 +250,8 @@ impl RmsProp {
         let wd = c.decoupled_wd::<T>();
         let clip_w = c.clip_weights_t::<T>();
         for i in 0..x.len() {
-            let gi = ctx.prep.grad(g[i], x[i]);
+            let x0 = x[i].load();
+            let gi = ctx.prep.grad(g[i].load(), x0);
             s[i] = gamma * s[i] + one_minus_gamma * (gi * gi);
             let mut v = if self.bias_correction { s[i] / bc } else { s[i] };
             if self.centered {
@@ -248,7 +263,7 @@ impl RmsProp {
                 }
             }
             let den = if inside { (v + eps).sqrt() } else { v.sqrt() + eps };
-            let mut xi = x[i];
+            let mut xi = x0;
             if let Some(wd) = wd {
                 xi = xi - lr * wd * xi;
             }
@@ -265,7 +280,7 @@ impl RmsProp {
                     xi - if self.nesterov { step + mu * b[i] } else { b[i] }
                 }
             };
-            x[i] = clip(xi, clip_w);
+            x[i] = P::store(clip(xi, clip_w));
         }
     }
 }
@@ -299,7 +314,7 @@ impl<T: Float> Scalars<T> {
 mod fused {
     use super::Scalars;
     use crate::common::Prep;
-    use crate::float::Float;
+    use crate::float::{Float, Param};
 
     pub const NONE: u8 = 0;
     pub const LR_OUTSIDE: u8 = 1;
@@ -309,15 +324,15 @@ mod fused {
     pub const SCALED_PRODUCT: u8 = 2;
 
     #[allow(clippy::too_many_arguments)]
-    pub fn dispatch<T: Float>(
+    pub fn dispatch<T: Float, P: Param<Acc = T>>(
         k: &Scalars<T>,
         prep: &Prep<T>,
         centered: bool,
         momentum: u8,
         inside: bool,
         form: u8,
-        x: &mut [T],
-        g: &[T],
+        x: &mut [P],
+        g: &[P],
         s: &mut [T],
         m: &mut [T],
         b: &mut [T],
@@ -325,9 +340,9 @@ mod fused {
         macro_rules! form {
             ($c:expr, $m:expr, $i:expr, $p:expr) => {
                 match form {
-                    SCALED_GRADIENT => run::<T, $c, $m, $i, $p, SCALED_GRADIENT>(k, prep, x, g, s, m, b),
-                    SCALED_RATE => run::<T, $c, $m, $i, $p, SCALED_RATE>(k, prep, x, g, s, m, b),
-                    _ => run::<T, $c, $m, $i, $p, SCALED_PRODUCT>(k, prep, x, g, s, m, b),
+                    SCALED_GRADIENT => run::<T, P, $c, $m, $i, $p, SCALED_GRADIENT>(k, prep, x, g, s, m, b),
+                    SCALED_RATE => run::<T, P, $c, $m, $i, $p, SCALED_RATE>(k, prep, x, g, s, m, b),
+                    _ => run::<T, P, $c, $m, $i, $p, SCALED_PRODUCT>(k, prep, x, g, s, m, b),
                 }
             };
         }
@@ -367,11 +382,19 @@ mod fused {
     /// vector unit the CPU has (AVX-512, AVX2, else the baseline). Only the vector width
     /// changes: no fused multiply-add is formed, so every path gives the same bits.
     #[inline(never)]
-    fn run<T: Float, const CENTERED: bool, const MOMENTUM: u8, const INSIDE: bool, const PREP: bool, const F: u8>(
+    fn run<
+        T: Float,
+        P: Param<Acc = T>,
+        const CENTERED: bool,
+        const MOMENTUM: u8,
+        const INSIDE: bool,
+        const PREP: bool,
+        const F: u8,
+    >(
         k: &Scalars<T>,
         prep: &Prep<T>,
-        x: &mut [T],
-        g: &[T],
+        x: &mut [P],
+        g: &[P],
         s: &mut [T],
         m: &mut [T],
         b: &mut [T],
@@ -380,50 +403,74 @@ mod fused {
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU has AVX-512F.
-                return unsafe { run_avx512::<T, CENTERED, MOMENTUM, INSIDE, PREP, F>(k, prep, x, g, s, m, b) };
+                return unsafe { run_avx512::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, F>(k, prep, x, g, s, m, b) };
             }
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2.
-                return unsafe { run_avx2::<T, CENTERED, MOMENTUM, INSIDE, PREP, F>(k, prep, x, g, s, m, b) };
+                return unsafe { run_avx2::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, F>(k, prep, x, g, s, m, b) };
             }
         }
-        body::<T, CENTERED, MOMENTUM, INSIDE, PREP, F>(k, prep, x, g, s, m, b)
+        body::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, F>(k, prep, x, g, s, m, b)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn run_avx512<T: Float, const C: bool, const M: u8, const I: bool, const P: bool, const F: u8>(
+    unsafe fn run_avx512<
+        T: Float,
+        PP: Param<Acc = T>,
+        const C: bool,
+        const M: u8,
+        const I: bool,
+        const P2: bool,
+        const F: u8,
+    >(
         k: &Scalars<T>,
         prep: &Prep<T>,
-        x: &mut [T],
-        g: &[T],
+        x: &mut [PP],
+        g: &[PP],
         s: &mut [T],
         m: &mut [T],
         b: &mut [T],
     ) {
-        body::<T, C, M, I, P, F>(k, prep, x, g, s, m, b)
+        body::<T, PP, C, M, I, P2, F>(k, prep, x, g, s, m, b)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn run_avx2<T: Float, const C: bool, const M: u8, const I: bool, const P: bool, const F: u8>(
+    unsafe fn run_avx2<
+        T: Float,
+        PP: Param<Acc = T>,
+        const C: bool,
+        const M: u8,
+        const I: bool,
+        const P2: bool,
+        const F: u8,
+    >(
         k: &Scalars<T>,
         prep: &Prep<T>,
-        x: &mut [T],
-        g: &[T],
+        x: &mut [PP],
+        g: &[PP],
         s: &mut [T],
         m: &mut [T],
         b: &mut [T],
     ) {
-        body::<T, C, M, I, P, F>(k, prep, x, g, s, m, b)
+        body::<T, PP, C, M, I, P2, F>(k, prep, x, g, s, m, b)
     }
 
     #[inline(always)]
-    fn body<T: Float, const CENTERED: bool, const MOMENTUM: u8, const INSIDE: bool, const PREP: bool, const F: u8>(
+    fn body<
+        T: Float,
+        P: Param<Acc = T>,
+        const CENTERED: bool,
+        const MOMENTUM: u8,
+        const INSIDE: bool,
+        const PREP: bool,
+        const F: u8,
+    >(
         k: &Scalars<T>,
         prep: &Prep<T>,
-        x: &mut [T],
-        g: &[T],
+        x: &mut [P],
+        g: &[P],
         s: &mut [T],
         m: &mut [T],
         b: &mut [T],
@@ -434,7 +481,8 @@ mod fused {
         let b = if MOMENTUM != NONE { &mut b[..n] } else { &mut b[..0] };
         let Scalars { gamma, one_minus_gamma, eps, lr, mu } = *k;
         for i in 0..n {
-            let gi = if PREP { prep.grad(g[i], x[i]) } else { g[i] };
+            let (x0, g0) = (x[i].load(), g[i].load());
+            let gi = if PREP { prep.grad(g0, x0) } else { g0 };
             s[i] = gamma * s[i] + one_minus_gamma * (gi * gi);
             let mut v = s[i];
             if CENTERED {
@@ -442,17 +490,17 @@ mod fused {
                 v = v - m[i] * m[i];
             }
             let den = if INSIDE { (v + eps).sqrt() } else { v.sqrt() + eps };
-            x[i] = match MOMENTUM {
-                NONE => x[i] - scaled::<T, F>(lr, gi, den),
+            x[i] = P::store(match MOMENTUM {
+                NONE => x0 - scaled::<T, F>(lr, gi, den),
                 LR_OUTSIDE => {
                     b[i] = mu * b[i] + gi / den;
-                    x[i] - lr * b[i]
+                    x0 - lr * b[i]
                 }
                 _ => {
                     b[i] = mu * b[i] + scaled::<T, F>(lr, gi, den);
-                    x[i] - b[i]
+                    x0 - b[i]
                 }
-            };
+            });
         }
     }
 }

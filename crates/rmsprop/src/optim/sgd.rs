@@ -5,7 +5,7 @@
 use super::{Ctx, Slot};
 use crate::common::{Common, check_nonneg, clip, common_setters};
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::float::{Float, Param};
 use serde::{Deserialize, Serialize};
 
 /// How the SGD momentum buffer is formed.
@@ -108,7 +108,13 @@ impl Sgd {
         vec![Slot::new("momentum_buffer", 0.0, self.momentum != 0.0)]
     }
 
-    pub(crate) fn update<T: Float>(&self, ctx: &Ctx<T>, x: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+    pub(crate) fn update<T: Float, P: Param<Acc = T>>(
+        &self,
+        ctx: &Ctx<T>,
+        x: &mut [P],
+        g: &[P],
+        bufs: &mut [&mut [T]],
+    ) {
         let c = &self.common;
         let [b] = bufs else { unreachable!("sgd has one state slot") };
         let lr = T::from_f64(c.hp(ctx.lr));
@@ -118,8 +124,9 @@ impl Sgd {
         let wd = c.decoupled_wd::<T>();
         let clip_w = c.clip_weights_t::<T>();
         for i in 0..x.len() {
-            let gi = ctx.prep.grad(g[i], x[i]);
-            let mut xi = x[i];
+            let x0 = x[i].load();
+            let gi = ctx.prep.grad(g[i].load(), x0);
+            let mut xi = x0;
             if let Some(wd) = wd {
                 xi = xi - lr * wd * xi;
             }
@@ -137,7 +144,7 @@ impl Sgd {
                     }
                 }
             };
-            x[i] = clip(xi, clip_w);
+            x[i] = P::store(clip(xi, clip_w));
         }
     }
 }
