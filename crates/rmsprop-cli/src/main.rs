@@ -190,8 +190,8 @@ struct BenchArgs {
     /// Element counts (1e3 ... 1e8).
     #[arg(long, value_delimiter = ',', default_values_t = ["1e3".to_string(), "1e4".into(), "1e5".into(), "1e6".into(), "1e7".into(), "1e8".into()])]
     sizes: Vec<String>,
-    /// Variants: plain, centered, momentum.
-    #[arg(long, value_delimiter = ',', default_values_t = ["plain".to_string(), "centered".into(), "momentum".into()])]
+    /// Variants: plain, plain_rsqrt, centered, momentum.
+    #[arg(long, value_delimiter = ',', default_values_t = ["plain".to_string(), "plain_rsqrt".into(), "centered".into(), "momentum".into()])]
     variants: Vec<String>,
     /// Thread counts; `all` is every core.
     #[arg(long, value_delimiter = ',', default_values_t = ["1".to_string(), "all".into()])]
@@ -490,7 +490,7 @@ fn run_bench(a: BenchArgs) -> Result<ExitCode> {
             Variant::ALL
                 .into_iter()
                 .find(|x| x.name() == v)
-                .with_context(|| format!("--variants {v:?}: expected plain, centered or momentum"))
+                .with_context(|| format!("--variants {v:?}: expected plain, plain_rsqrt, centered or momentum"))
         })
         .collect::<Result<_>>()?;
     let mut jobs: Vec<(Layout, usize)> =
@@ -561,7 +561,7 @@ fn run_bench(a: BenchArgs) -> Result<ExitCode> {
         );
         for r in &rows {
             println!(
-                "{:<9} {:<7} {:>10} {:>3} {:>5} {:>12.3e} {:>11.3} {:>8.2} {:>8.2} {:>6.2}",
+                "{:<11} {:<7} {:>10} {:>3} {:>5} {:>12.3e} {:>11.3} {:>8.2} {:>8.2} {:>6.2}",
                 r.variant,
                 r.layout,
                 r.n,

@@ -14,6 +14,8 @@ use std::time::Instant;
 pub enum Variant {
     /// The chapter's RMSProp (D2L flavour): 20 bytes per f32 element.
     Plain,
+    /// The same with the opt-in reciprocal-square-root estimate (`fast_rsqrt`).
+    PlainRsqrt,
     /// Centred: 28 bytes per element.
     Centered,
     /// PyTorch-style momentum (η outside the buffer): 28 bytes per element.
@@ -22,12 +24,13 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Variant; 3] = [Variant::Plain, Variant::Centered, Variant::Momentum];
+    pub const ALL: [Variant; 4] = [Variant::Plain, Variant::PlainRsqrt, Variant::Centered, Variant::Momentum];
 
     /// The name used in tables and JSON.
     pub fn name(self) -> &'static str {
         match self {
             Variant::Plain => "plain",
+            Variant::PlainRsqrt => "plain_rsqrt",
             Variant::Centered => "centered",
             Variant::Momentum => "momentum",
         }
@@ -37,6 +40,7 @@ impl Variant {
     pub fn config(self) -> OptimizerConfig {
         match self {
             Variant::Plain => RmsProp::default().into(),
+            Variant::PlainRsqrt => RmsProp::default().with_fast_rsqrt(true).into(),
             Variant::Centered => RmsProp::default().with_centered(true).into(),
             Variant::Momentum => RmsProp::default().with_momentum(0.9, MomentumStyle::LrOutsideBuffer).into(),
         }
@@ -45,7 +49,7 @@ impl Variant {
     /// Bytes moved per `f32` element: x read+write, g read, each state array read+write.
     pub fn bytes_per_element(self) -> usize {
         match self {
-            Variant::Plain => 20,
+            Variant::Plain | Variant::PlainRsqrt => 20,
             Variant::Centered | Variant::Momentum => 28,
         }
     }

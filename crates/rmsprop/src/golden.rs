@@ -69,6 +69,16 @@ impl FileReport {
 /// Errors only when the file cannot be read or is not a golden file at all; a case
 /// that cannot be replayed is a failed [`CaseReport`].
 pub fn replay_file(path: &Path) -> Result<FileReport> {
+    replay_file_with(path, &|_, _| {})
+}
+
+/// A change applied to each case's configuration before it is replayed, given the case's
+/// dtype (`"float32"`, `"float64"`): to check that an opt-in formulation (e.g.
+/// [`RmsProp::fast_rsqrt`](crate::RmsProp::fast_rsqrt)) stays inside the tolerances.
+pub type Adjust<'a> = &'a dyn Fn(&mut OptimizerConfig, &str);
+
+/// [`replay_file`] with every case's configuration passed through `adjust` first.
+pub fn replay_file_with(path: &Path, adjust: Adjust) -> Result<FileReport> {
     let bad = |reason: String| Error::Golden { path: path.to_path_buf(), reason };
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     let root: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
@@ -84,7 +94,7 @@ pub fn replay_file(path: &Path) -> Result<FileReport> {
                 return Err(bad(format!("num_cases is {n} but the file holds {} cases", cases.len())));
             }
         }
-        cases.iter().map(replay_case).collect()
+        cases.iter().map(|c| replay_case_with(c, adjust)).collect()
     } else {
         return Err(bad("neither `cases` nor `traces` found".into()));
     };
@@ -93,14 +103,19 @@ pub fn replay_file(path: &Path) -> Result<FileReport> {
 
 /// Replays one per-step case given as JSON.
 pub fn replay_case(case: &Value) -> CaseReport {
+    replay_case_with(case, &|_, _| {})
+}
+
+/// [`replay_case`] with the configuration passed through `adjust` first.
+pub fn replay_case_with(case: &Value, adjust: Adjust) -> CaseReport {
     let name = case.get("name").and_then(Value::as_str).unwrap_or("<unnamed>").to_string();
     let result =
         serde_json::from_value::<Case>(case.clone()).map_err(|e| format!("unreadable case: {e}")).and_then(|c| match c
             .dtype
             .as_str()
         {
-            "float64" => c.replay::<f64>(),
-            "float32" => c.replay::<f32>(),
+            "float64" => c.replay::<f64>(adjust),
+            "float32" => c.replay::<f32>(adjust),
             other => Err(format!("unknown dtype {other:?}")),
         });
     report(name, result)
@@ -474,10 +489,11 @@ impl Case {
         Ok(())
     }
 
-    fn replay<T: Float + Param<Acc = T>>(&self) -> Res<Worst> {
+    fn replay<T: Float + Param<Acc = T>>(&self, adjust: Adjust) -> Res<Worst> {
         let n = self.check_shape()?;
         self.check_effective()?;
-        let config = self.hyperparams.normalized.config(&self.framework)?;
+        let mut config = self.hyperparams.normalized.config(&self.framework)?;
+        adjust(&mut config, &self.dtype);
         let mut opt = Optimizer::<T>::new(config, &[("x", &[n][..])])
             .map_err(|e| e.to_string())?
             .with_nonfinite_policy(NonFinitePolicy::Propagate);

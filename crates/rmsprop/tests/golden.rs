@@ -88,3 +88,20 @@ fn unknown_fields_and_variants_fail() {
     let r = rmsprop::golden::replay_case(&wrong);
     assert!(!r.passed && r.detail.contains("x[50][3]"), "{}", r.detail);
 }
+
+/// The opt-in reciprocal-square-root estimate keeps every f32 case inside its tolerance
+/// (f64 cases are untouched: the estimate is f32-only).
+#[test]
+fn fast_rsqrt_keeps_every_f32_case_in_tolerance() {
+    let on = |c: &mut rmsprop::OptimizerConfig, _dtype: &str| {
+        if let rmsprop::OptimizerConfig::RmsProp(r) = c {
+            r.fast_rsqrt = true;
+        }
+    };
+    for file in ["torch.json", "optax.json", "keras.json", "mxnet.json"] {
+        let report = rmsprop::golden::replay_file_with(&golden_dir().join(file), &on).unwrap();
+        let bad: Vec<_> =
+            report.cases.iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+        assert!(bad.is_empty(), "{file}:\n{}", bad.join("\n"));
+    }
+}

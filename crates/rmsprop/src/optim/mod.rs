@@ -206,6 +206,8 @@ impl From<&TensorSpec> for TensorSpec {
 #[derive(Clone, Debug)]
 pub(crate) struct Tracked<T: Float> {
     pub spec: TensorSpec,
+    /// `spec.len()`, kept so a step does not multiply the shape out again.
+    pub numel: usize,
     pub group: usize,
     /// One buffer per slot of the group's optimizer; unused slots are empty.
     pub bufs: Vec<Buffer<T>>,
@@ -246,6 +248,10 @@ pub struct Optimizer<P: Param> {
     /// Per-step scratch (per-tensor contexts and pointers), reused so `step` never allocates.
     scratch: Scratch<P>,
     parallel: Parallelism,
+    /// A group's configuration was handed out mutably since it was last validated.
+    unvalidated: bool,
+    /// Elements in all tensors.
+    total: usize,
 }
 
 /// Elements per unit of work: 64 KiB of `f32` per array, so a chunk's arrays stay in L2.
@@ -324,6 +330,8 @@ impl<P: Param> Optimizer<P> {
             chunks: Vec::new(),
             scratch: Scratch { ctx: Vec::new(), ptrs: Vec::new() },
             parallel: Parallelism::Auto,
+            unvalidated: false,
+            total: 0,
         };
         opt.add_group(config, tensors)?;
         Ok(opt)
@@ -353,7 +361,8 @@ impl<P: Param> Optimizer<P> {
             self.chunks.extend((0..n).step_by(CHUNK).map(|start| Chunk { tensor, start, end: (start + CHUNK).min(n) }));
             let bufs =
                 slots.iter().map(|s| Buffer::filled(if s.used { n } else { 0 }, P::Acc::from_f64(s.init))).collect();
-            self.tensors.push(Tracked { spec, group, bufs });
+            self.tensors.push(Tracked { spec, group, bufs, numel: n });
+            self.total += n;
         }
         self.groups.push(config);
         self.scratch.ctx.reserve(self.tensors.len());
@@ -386,6 +395,7 @@ impl<P: Param> Optimizer<P> {
 
     /// The configuration of group `i`, mutably; a change is validated at the next step.
     pub fn group_mut(&mut self, i: usize) -> &mut OptimizerConfig {
+        self.unvalidated = true;
         &mut self.groups[i]
     }
 
@@ -453,6 +463,7 @@ impl<P: Param> Optimizer<P> {
     /// a non-finite gradient under [`NonFinitePolicy::Error`].
     pub fn step<X: AsMut<[P]>, G: AsRef<[P]>>(&mut self, params: &mut [X], grads: &[G]) -> Result<StepOutcome> {
         self.check(params, grads)?;
+        self.unvalidated = false;
         if self.policy != NonFinitePolicy::Propagate {
             if let Some(err) = self.first_nonfinite(grads) {
                 if self.policy == NonFinitePolicy::Skip {
@@ -511,9 +522,8 @@ impl<P: Param> Optimizer<P> {
             let slots = tensors[c.tensor].bufs.len();
             groups[tensors[c.tensor].group].update(&ctx[c.tensor], x, g, &mut bufs[..slots]);
         };
-        let total: usize = self.tensors.iter().map(|t| t.spec.len()).sum();
         let parallel = match self.parallel {
-            Parallelism::Auto => total >= PARALLEL_THRESHOLD,
+            Parallelism::Auto => self.total >= PARALLEL_THRESHOLD,
             Parallelism::Serial => false,
             Parallelism::Parallel => true,
         };
@@ -535,7 +545,7 @@ impl<P: Param> Optimizer<P> {
             }
         }
         for (i, tr) in self.tensors.iter().enumerate() {
-            let n = tr.spec.len();
+            let n = tr.numel;
             for (what, got) in [("parameter", params[i].as_mut().len()), ("gradient", grads[i].as_ref().len())] {
                 if got != n {
                     return Err(Error::LengthMismatch {
@@ -548,8 +558,10 @@ impl<P: Param> Optimizer<P> {
                 }
             }
         }
-        for g in &self.groups {
-            g.validate()?;
+        if self.unvalidated {
+            for g in &self.groups {
+                g.validate()?;
+            }
         }
         Ok(())
     }
