@@ -89,10 +89,10 @@ pub fn replay_file_with(path: &Path, adjust: Adjust) -> Result<FileReport> {
     let cases = if let Some(traces) = root.get("traces").and_then(Value::as_array) {
         traces.iter().map(replay_trace).collect()
     } else if let Some(cases) = root.get("cases").and_then(Value::as_array) {
-        if let Some(n) = root.get("num_cases").and_then(Value::as_u64) {
-            if n as usize != cases.len() {
-                return Err(bad(format!("num_cases is {n} but the file holds {} cases", cases.len())));
-            }
+        if let Some(n) = root.get("num_cases").and_then(Value::as_u64)
+            && n as usize != cases.len()
+        {
+            return Err(bad(format!("num_cases is {n} but the file holds {} cases", cases.len())));
         }
         cases.iter().map(|c| replay_case_with(c, adjust)).collect()
     } else {

@@ -464,14 +464,14 @@ impl<P: Param> Optimizer<P> {
     pub fn step<X: AsMut<[P]>, G: AsRef<[P]>>(&mut self, params: &mut [X], grads: &[G]) -> Result<StepOutcome> {
         self.check(params, grads)?;
         self.unvalidated = false;
-        if self.policy != NonFinitePolicy::Propagate {
-            if let Some(err) = self.first_nonfinite(grads) {
-                if self.policy == NonFinitePolicy::Skip {
-                    self.skipped += 1;
-                    return Ok(StepOutcome::Skipped);
-                }
-                return Err(err);
+        if self.policy != NonFinitePolicy::Propagate
+            && let Some(err) = self.first_nonfinite(grads)
+        {
+            if self.policy == NonFinitePolicy::Skip {
+                self.skipped += 1;
+                return Ok(StepOutcome::Skipped);
             }
+            return Err(err);
         }
         let t = self.step + 1;
         let global_norm = self

@@ -242,13 +242,13 @@ impl RmsProp {
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
         if self.fast_rsqrt && inside && !self.centered && momentum == fused::NONE && ctx.prep.is_identity() {
             #[cfg(target_arch = "x86_64")]
-            if let Some((x, g, s)) = rsqrt::as_f32(x, g, s) {
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    let k = Scalars::new(self, &Ctx { t: ctx.t, lr: ctx.lr, prep: self.common.prep::<f32>(None) });
-                    // SAFETY: the CPU has AVX-512F; the slices have the chunk's length.
-                    unsafe { rsqrt::plain_avx512(&k, x, g, s) };
-                    return;
-                }
+            if let Some((x, g, s)) = rsqrt::as_f32(x, g, s)
+                && std::arch::is_x86_feature_detected!("avx512f")
+            {
+                let k = Scalars::new(self, &Ctx { t: ctx.t, lr: ctx.lr, prep: self.common.prep::<f32>(None) });
+                // SAFETY: the CPU has AVX-512F; the slices have the chunk's length.
+                unsafe { rsqrt::plain_avx512(&k, x, g, s) };
+                return;
             }
         }
         fused::dispatch(&k, &ctx.prep, self.centered, momentum, inside, form, x, g, s, m, b);
