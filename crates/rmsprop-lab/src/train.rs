@@ -145,7 +145,7 @@ pub fn train(data: &Dataset, update: &Update, protocol: &Protocol) -> rmsprop::R
                     opt.step(&mut params, &grads)?;
                 }
             }
-            if ((batch_i + 1) * protocol.batch_size) % protocol.log_every == 0 {
+            if ((batch_i + 1) * protocol.batch_size).is_multiple_of(protocol.log_every) {
                 losses.push(loss(data, &params[0], params[1][0]));
             }
         }
