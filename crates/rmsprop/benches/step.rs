@@ -1,0 +1,42 @@
+//! Kernel benchmarks: `cargo bench -p rmsprop`. One optimizer step per iteration, f32,
+//! in cache (1e4) and in memory (1e7), for the main RMSProp variants and the family.
+//! For bandwidth ratios against a probe, use `rmsprop bench`.
+
+use rmsprop::{Adam, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig, RmsProp};
+
+fn main() {
+    divan::main();
+}
+
+fn configs() -> Vec<(&'static str, OptimizerConfig)> {
+    vec![
+        ("plain", RmsProp::default().into()),
+        ("plain_rsqrt", RmsProp::default().with_fast_rsqrt(true).into()),
+        ("centered", RmsProp::default().with_centered(true).into()),
+        ("momentum", RmsProp::default().with_momentum(0.9, MomentumStyle::LrOutsideBuffer).into()),
+        ("adam", Adam::default().into()),
+    ]
+}
+
+#[divan::bench(args = [10_000, 10_000_000], consts = [0, 1, 2, 3, 4])]
+fn step<const VARIANT: usize>(bencher: divan::Bencher, n: usize) {
+    let (_, config) = configs().swap_remove(VARIANT);
+    let mut opt = Optimizer::<f32>::new(config, &[("w", &[n][..])])
+        .unwrap()
+        .with_nonfinite_policy(NonFinitePolicy::Propagate);
+    let mut x = vec![rmsprop::Buffer::filled(n, 1.0f32)];
+    let g = vec![rmsprop::Buffer::filled(n, 1e-3f32)];
+    bencher.counter(divan::counter::ItemsCount::new(n)).bench_local(|| {
+        opt.step(&mut x, &g).unwrap();
+    });
+}
+
+#[divan::bench]
+fn chapter_step(bencher: divan::Bencher) {
+    let mut opt = Optimizer::<f32>::new(RmsProp::default(), &[("w", &[5, 1][..]), ("b", &[1][..])]).unwrap();
+    let mut p = [vec![0.1f32; 5], vec![0.0]];
+    let g = [vec![0.01f32; 5], vec![0.02]];
+    bencher.bench_local(|| {
+        opt.step(&mut p, &g).unwrap();
+    });
+}
