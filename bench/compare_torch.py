@@ -79,6 +79,18 @@ def torch_time(torch, variant, sizes, mode, batches, min_batch):
         return best_time(step, batches, min_batch)
 
 
+def markdown(path):
+    rows = json.load(open(path))["results"]
+    print("| variant | layout | n | threads | ours s/step | torch foreach | torch for-loop | torch.compile | ours vs best eager | ours vs compile |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    f = lambda v: "–" if v is None else f"{v:.3g}"
+    x = lambda v: "–" if v is None else f"{v:.2f}x"
+    for r in rows:
+        print(f"| {r['variant']} | {r['layout']} | {r['n']:.0e} | {r['threads']} | {f(r['ours_s'])} | {f(r.get('foreach_s'))} | "
+              f"{f(r.get('for_loop_s'))} | {f(r.get('compile_s'))} | {x(r.get('ratio_best_eager'))} | {x(r.get('ratio_compile'))} |")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1e3,1e4,1e5,1e6,1e7,1e8")
@@ -88,7 +100,10 @@ def main():
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--quick", action="store_true", help="shorter timing batches")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--markdown", metavar="JSON", help="print the README table of a saved --json run and exit")
     args = ap.parse_args()
+    if args.markdown:
+        return markdown(args.markdown)
     try:
         import torch
     except ImportError:
