@@ -21,9 +21,8 @@ fn configs() -> Vec<(&'static str, OptimizerConfig)> {
 #[divan::bench(args = [10_000, 10_000_000], consts = [0, 1, 2, 3, 4])]
 fn step<const VARIANT: usize>(bencher: divan::Bencher, n: usize) {
     let (_, config) = configs().swap_remove(VARIANT);
-    let mut opt = Optimizer::<f32>::new(config, &[("w", &[n][..])])
-        .unwrap()
-        .with_nonfinite_policy(NonFinitePolicy::Propagate);
+    let mut opt =
+        Optimizer::<f32>::new(config, &[("w", &[n][..])]).unwrap().with_nonfinite_policy(NonFinitePolicy::Propagate);
     let mut x = vec![rmsprop::Buffer::filled(n, 1.0f32)];
     let g = vec![rmsprop::Buffer::filled(n, 1e-3f32)];
     bencher.counter(divan::counter::ItemsCount::new(n)).bench_local(|| {
