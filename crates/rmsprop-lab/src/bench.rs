@@ -187,10 +187,13 @@ pub fn step_time(variant: Variant, layout: Layout, n: usize, huge: bool, batches
     let mut opt = Optimizer::<f32>::new(variant.config(), &specs)
         .expect("valid configuration")
         .with_nonfinite_policy(NonFinitePolicy::Propagate);
-    let mut x: Vec<Array> = sizes.iter().map(|&k| Array::new(k, 1.0, huge)).collect();
-    let mut g: Vec<Array> = sizes.iter().map(|&k| Array::new(k, 1e-3, huge)).collect();
-    let mut xs: Vec<&mut [f32]> = x.iter_mut().map(Array::slice_mut).collect();
-    let gs: Vec<&[f32]> = g.iter_mut().map(|a| &*a.slice_mut()).collect();
+    // parameters and gradients as views into one flat array each, as frameworks with
+    // flat parameter storage keep them (the optimizer's state is laid out the same way)
+    let total = sizes.iter().sum();
+    let (mut x, mut g) = (Array::new(total, 1.0, huge), Array::new(total, 1e-3, huge));
+    let xs = split(x.slice_mut(), &sizes);
+    let mut xs = xs;
+    let gs: Vec<&[f32]> = split(g.slice_mut(), &sizes).into_iter().map(|s| &*s).collect();
     best_time(
         || {
             opt.step(&mut xs, &gs).expect("step");
@@ -198,6 +201,18 @@ pub fn step_time(variant: Variant, layout: Layout, n: usize, huge: bool, batches
         batches,
         min_batch,
     )
+}
+
+/// `buf` cut into consecutive slices of `sizes`.
+fn split<'a>(mut buf: &'a mut [f32], sizes: &[usize]) -> Vec<&'a mut [f32]> {
+    sizes
+        .iter()
+        .map(|&k| {
+            let (head, tail) = std::mem::take(&mut buf).split_at_mut(k);
+            buf = tail;
+            head
+        })
+        .collect()
 }
 
 /// Runs `f` on a rayon pool of `threads` threads.

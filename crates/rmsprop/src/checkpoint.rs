@@ -73,10 +73,10 @@ impl<P: Param> Optimizer<P> {
     pub fn save(&self, path: &Path) -> Result<()> {
         let io = |source| Error::Io { path: path.to_path_buf(), source };
         let mut arrays: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = Vec::new();
-        for tr in self.tracked() {
-            for (slot, buf) in self.group(tr.group).slots().iter().zip(&tr.bufs) {
-                if slot.used {
-                    let mut bytes = Vec::with_capacity(buf.len() * size_of::<P::Acc>());
+        for (t, tr) in self.tracked().iter().enumerate() {
+            for (k, slot) in self.group(tr.group).slots().iter().enumerate() {
+                if let Some(buf) = self.buffer(t, k) {
+                    let mut bytes = Vec::with_capacity(size_of_val(buf));
                     buf.iter().for_each(|v| v.write_le(&mut bytes));
                     arrays.push((
                         format!("{}.{}", tr.spec.name, slot.name),

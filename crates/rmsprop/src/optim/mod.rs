@@ -204,13 +204,15 @@ impl From<&TensorSpec> for TensorSpec {
 
 /// A parameter tensor as the optimizer tracks it.
 #[derive(Clone, Debug)]
-pub(crate) struct Tracked<T: Float> {
+pub(crate) struct Tracked {
     pub spec: TensorSpec,
     /// `spec.len()`, kept so a step does not multiply the shape out again.
     pub numel: usize,
     pub group: usize,
-    /// One buffer per slot of the group's optimizer; unused slots are empty.
-    pub bufs: Vec<Buffer<T>>,
+    /// Number of state slots of the group's optimizer.
+    pub slots: usize,
+    /// Where this tensor's state of slot `k` starts in arena `k`; `None` when unused.
+    pub offset: [Option<usize>; MAX_SLOTS],
 }
 
 /// Drives one optimizer configuration per parameter group over named tensors of
@@ -237,7 +239,10 @@ pub(crate) struct Tracked<T: Float> {
 #[derive(Clone, Debug)]
 pub struct Optimizer<P: Param> {
     groups: Vec<OptimizerConfig>,
-    tensors: Vec<Tracked<P::Acc>>,
+    tensors: Vec<Tracked>,
+    /// All tensors' state of slot `k`, back to back in one huge-page-capable buffer, so
+    /// even a model of many small tensors keeps its state on huge pages.
+    arena: [Buffer<P::Acc>; MAX_SLOTS],
     step: u64,
     skipped: u64,
     schedule: Schedule,
@@ -328,6 +333,7 @@ impl<P: Param> Optimizer<P> {
             schedule: Schedule::Constant,
             policy: NonFinitePolicy::Error,
             chunks: Vec::new(),
+            arena: std::array::from_fn(|_| Buffer::filled(0, P::Acc::ZERO)),
             scratch: Scratch { ctx: Vec::new(), ptrs: Vec::new() },
             parallel: Parallelism::Auto,
             unvalidated: false,
@@ -355,14 +361,32 @@ impl<P: Param> Optimizer<P> {
         }
         let group = self.groups.len();
         let slots = config.slots();
+        let mut len: [usize; MAX_SLOTS] = std::array::from_fn(|k| self.arena[k].len());
+        let old = len;
+        let mut fills = Vec::new();
         for spec in specs {
             let n = spec.len();
             let tensor = self.tensors.len();
             self.chunks.extend((0..n).step_by(CHUNK).map(|start| Chunk { tensor, start, end: (start + CHUNK).min(n) }));
-            let bufs =
-                slots.iter().map(|s| Buffer::filled(if s.used { n } else { 0 }, P::Acc::from_f64(s.init))).collect();
-            self.tensors.push(Tracked { spec, group, bufs, numel: n });
+            let mut offset = [None; MAX_SLOTS];
+            for (k, slot) in slots.iter().enumerate().filter(|(_, s)| s.used) {
+                offset[k] = Some(len[k]);
+                fills.push((k, len[k], n, P::Acc::from_f64(slot.init)));
+                len[k] += n;
+            }
+            self.tensors.push(Tracked { spec, group, slots: slots.len(), offset, numel: n });
             self.total += n;
+        }
+        // grow the arenas: keep what is there, initialise the new tensors' state
+        for k in 0..MAX_SLOTS {
+            if len[k] != old[k] {
+                let mut grown = Buffer::filled(len[k], P::Acc::ZERO);
+                grown[..old[k]].copy_from_slice(&self.arena[k]);
+                self.arena[k] = grown;
+            }
+        }
+        for (k, start, n, init) in fills {
+            self.arena[k][start..start + n].fill(init);
         }
         self.groups.push(config);
         self.scratch.ctx.reserve(self.tensors.len());
@@ -434,7 +458,13 @@ impl<P: Param> Optimizer<P> {
     /// ```
     pub fn state(&self, tensor: &str, name: &str) -> Option<&[P::Acc]> {
         let (t, k) = self.slot_index(tensor, name)?;
-        Some(&self.tensors[t].bufs[k])
+        self.buffer(t, k)
+    }
+
+    /// State slot `k` of tensor `t`, if used.
+    pub(crate) fn buffer(&self, t: usize, k: usize) -> Option<&[P::Acc]> {
+        let tr = &self.tensors[t];
+        tr.offset[k].map(|o| &self.arena[k][o..o + tr.numel])
     }
 
     pub(crate) fn slot_index(&self, tensor: &str, name: &str) -> Option<(usize, usize)> {
@@ -444,15 +474,19 @@ impl<P: Param> Optimizer<P> {
         Some((t, k))
     }
 
-    pub(crate) fn tracked(&self) -> &[Tracked<P::Acc>] {
+    pub(crate) fn tracked(&self) -> &[Tracked] {
         &self.tensors
     }
 
     pub(crate) fn restore(&mut self, step: u64, skipped: u64, bufs: Vec<Vec<Vec<P::Acc>>>) {
         self.step = step;
         self.skipped = skipped;
-        for (t, b) in self.tensors.iter_mut().zip(bufs) {
-            t.bufs = b.iter().map(|v| Buffer::from_slice(v)).collect();
+        for (tr, b) in self.tensors.iter().zip(bufs) {
+            for (k, v) in b.iter().enumerate() {
+                if let Some(o) = tr.offset[k] {
+                    self.arena[k][o..o + tr.numel].copy_from_slice(v);
+                }
+            }
         }
     }
 
@@ -496,9 +530,12 @@ impl<P: Param> Optimizer<P> {
                 bufs: [std::ptr::null_mut(); MAX_SLOTS],
                 used: [false; MAX_SLOTS],
             };
-            for (k, b) in tr.bufs.iter_mut().enumerate() {
-                p.bufs[k] = b.as_mut_ptr();
-                p.used[k] = !b.is_empty();
+            for (k, arena) in self.arena.iter_mut().enumerate() {
+                if let Some(o) = tr.offset[k] {
+                    // SAFETY: `o + numel` is within the arena (laid out in `add_group`).
+                    p.bufs[k] = unsafe { arena.as_mut_ptr().add(o) };
+                    p.used[k] = true;
+                }
             }
             ptrs.push(p);
         }
@@ -519,7 +556,7 @@ impl<P: Param> Optimizer<P> {
                     *buf = unsafe { std::slice::from_raw_parts_mut(ptr.add(c.start), n) };
                 }
             }
-            let slots = tensors[c.tensor].bufs.len();
+            let slots = tensors[c.tensor].slots;
             groups[tensors[c.tensor].group].update(&ctx[c.tensor], x, g, &mut bufs[..slots]);
         };
         let parallel = match self.parallel {
