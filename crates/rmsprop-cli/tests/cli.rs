@@ -205,3 +205,35 @@ fn replay_reports_golden_files() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).ends_with(": 7 passed, 0 failed\n"), "{}", stdout(&o));
 }
+
+/// `rmsprop bench --json` emits the documented fields (values are not checked: speed
+/// is measured in benchmarks, never asserted in tests).
+#[test]
+fn bench_json_has_the_documented_fields() {
+    let dir = tmp("bench");
+    let o = rmsprop(&["bench", "--sizes", "1e3", "--threads", "1", "--model-sizes", "2e3", "--quick", "--json"], &dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let rows = j["results"].as_array().unwrap();
+    let variants: Vec<&str> = rows.iter().map(|r| r["variant"].as_str().unwrap()).collect();
+    for v in ["probe", "plain", "plain_rsqrt", "centered", "momentum"] {
+        assert!(variants.contains(&v), "{v} missing from {variants:?}");
+    }
+    assert!(rows.iter().any(|r| r["layout"] == "model"));
+    for r in rows {
+        for key in [
+            "variant",
+            "layout",
+            "n",
+            "threads",
+            "seconds_per_step",
+            "elements_per_s",
+            "gb_per_s",
+            "probe_gb_per_s",
+            "ratio_to_probe",
+        ] {
+            assert!(!r[key].is_null(), "{key} missing in {r}");
+        }
+    }
+    refused(&["bench", "--sizes", "ten"], "\"ten\" is not a number");
+}
