@@ -129,9 +129,12 @@ impl<T: Float> Clone for Buffer<T> {
     }
 }
 
+/// Shows the length and the first few elements: an optimizer's state can hold 10⁸ of them.
 impl<T: fmt::Debug> fmt::Debug for Buffer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
+        write!(f, "Buffer(len {}, ", self.len)?;
+        f.debug_list().entries(self.iter().take(4)).finish()?;
+        f.write_str(if self.len > 4 { " ...)" } else { ")" })
     }
 }
 
