@@ -50,15 +50,6 @@ impl<T: Float> Buffer<T> {
         b
     }
 
-    fn layout(len: usize) -> Option<Layout> {
-        let bytes = len.checked_mul(size_of::<T>()).expect("buffer size overflows usize");
-        if bytes == 0 {
-            return None;
-        }
-        let align = if bytes >= HUGE_PAGE { HUGE_PAGE } else { 64 };
-        Some(Layout::from_size_align(bytes.next_multiple_of(align), align).expect("valid layout"))
-    }
-
     fn uninit(len: usize) -> Self {
         let Some(layout) = Self::layout(len) else { return Buffer { ptr: NonNull::dangling(), len } };
         // SAFETY: the layout has a non-zero size.
@@ -82,6 +73,19 @@ fn advise_huge_pages(ptr: *mut u8, bytes: usize) {
 
 #[cfg(not(target_os = "linux"))]
 fn advise_huge_pages(_: *mut u8, _: usize) {}
+
+impl<T> Buffer<T> {
+    /// The allocation of `len` elements: 2 MiB-aligned from one huge page up, 64-byte
+    /// aligned below, none when empty.
+    fn layout(len: usize) -> Option<Layout> {
+        let bytes = len.checked_mul(size_of::<T>()).expect("buffer size overflows usize");
+        if bytes == 0 {
+            return None;
+        }
+        let align = if bytes >= HUGE_PAGE { HUGE_PAGE } else { 64 };
+        Some(Layout::from_size_align(bytes.next_multiple_of(align), align).expect("valid layout"))
+    }
+}
 
 impl<T> Deref for Buffer<T> {
     type Target = [T];
@@ -112,14 +116,10 @@ impl<T> AsMut<[T]> for Buffer<T> {
 
 impl<T> Drop for Buffer<T> {
     fn drop(&mut self) {
-        let bytes = self.len * size_of::<T>();
-        if bytes == 0 {
-            return;
+        if let Some(layout) = Self::layout(self.len) {
+            // SAFETY: allocated in `uninit` with this same layout.
+            unsafe { dealloc(self.ptr.as_ptr() as *mut u8, layout) }
         }
-        let align = if bytes >= HUGE_PAGE { HUGE_PAGE } else { 64 };
-        let layout = Layout::from_size_align(bytes.next_multiple_of(align), align).expect("valid layout");
-        // SAFETY: allocated in `uninit` with this same layout.
-        unsafe { dealloc(self.ptr.as_ptr() as *mut u8, layout) }
     }
 }
 

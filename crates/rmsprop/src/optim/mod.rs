@@ -524,9 +524,22 @@ impl<P: Param> Optimizer<P> {
                 None => None,
             };
             ctx.push(Ctx { t, lr: self.schedule.lr(common.lr, t), prep: common.prep(norm) });
+            let (x, g) = (params[i].as_mut(), grads[i].as_ref());
+            // `check` saw these lengths already; they are taken again from the very slices
+            // the pointers come from, so an `AsMut` that answers differently twice cannot
+            // make the kernels run past an allocation (nothing has been written yet).
+            if x.len() != tr.numel || g.len() != tr.numel {
+                return Err(Error::LengthMismatch {
+                    what: if x.len() != tr.numel { "parameter" } else { "gradient" },
+                    tensor: tr.spec.name.clone(),
+                    expected: tr.numel,
+                    got: if x.len() != tr.numel { x.len() } else { g.len() },
+                    shape: tr.spec.shape.clone(),
+                });
+            }
             let mut p = Ptrs {
-                x: params[i].as_mut().as_mut_ptr(),
-                g: grads[i].as_ref().as_ptr(),
+                x: x.as_mut_ptr(),
+                g: g.as_ptr(),
                 bufs: [std::ptr::null_mut(); MAX_SLOTS],
                 used: [false; MAX_SLOTS],
             };
