@@ -502,49 +502,34 @@ mod fused {
         body::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, F>(k, prep, x, g, s, m, b)
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn run_avx512<
-        T: Float,
-        PP: Param<Acc = T>,
-        const C: bool,
-        const M: u8,
-        const I: bool,
-        const P2: bool,
-        const F: u8,
-    >(
-        k: &Scalars<T>,
-        prep: &Prep<T>,
-        x: &mut [PP],
-        g: &[PP],
-        s: &mut [T],
-        m: &mut [T],
-        b: &mut [T],
-    ) {
-        body::<T, PP, C, M, I, P2, F>(k, prep, x, g, s, m, b)
+    /// `body` compiled for one instruction-set extension.
+    macro_rules! widened {
+        ($name:ident, $feature:literal) => {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = $feature)]
+            unsafe fn $name<
+                T: Float,
+                PP: Param<Acc = T>,
+                const C: bool,
+                const M: u8,
+                const I: bool,
+                const P2: bool,
+                const F: u8,
+            >(
+                k: &Scalars<T>,
+                prep: &Prep<T>,
+                x: &mut [PP],
+                g: &[PP],
+                s: &mut [T],
+                m: &mut [T],
+                b: &mut [T],
+            ) {
+                body::<T, PP, C, M, I, P2, F>(k, prep, x, g, s, m, b)
+            }
+        };
     }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn run_avx2<
-        T: Float,
-        PP: Param<Acc = T>,
-        const C: bool,
-        const M: u8,
-        const I: bool,
-        const P2: bool,
-        const F: u8,
-    >(
-        k: &Scalars<T>,
-        prep: &Prep<T>,
-        x: &mut [PP],
-        g: &[PP],
-        s: &mut [T],
-        m: &mut [T],
-        b: &mut [T],
-    ) {
-        body::<T, PP, C, M, I, P2, F>(k, prep, x, g, s, m, b)
-    }
+    widened!(run_avx512, "avx512f");
+    widened!(run_avx2, "avx2");
 
     #[inline(always)]
     fn body<
