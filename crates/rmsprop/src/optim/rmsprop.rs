@@ -4,7 +4,7 @@
 //! `s <- γ s + (1-γ) g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::{Ctx, Slot};
-use crate::common::{Common, StepForm, check_nonneg, check_unit, clip, common_setters};
+use crate::common::{Common, StepForm, check_nonneg, check_unit, common_setters};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use serde::{Deserialize, Serialize};
@@ -209,8 +209,8 @@ impl RmsProp {
         ]
     }
 
-    /// One step on one chunk. The common variants run a loop specialised at compile time
-    /// (no option branches per element, see [`fused`]); the rest the general loop.
+    /// One step on one chunk: a loop specialised at compile time for the variant (no
+    /// option branches per element, see [`fused`]).
     pub(crate) fn update<T: Float, P: Param<Acc = T>>(
         &self,
         ctx: &Ctx<T>,
@@ -219,15 +219,6 @@ impl RmsProp {
         bufs: &mut [&mut [T]],
     ) {
         let [s, m, b] = bufs else { unreachable!("rmsprop has three state slots") };
-        let c = &self.common;
-        let general = self.nesterov
-            || self.bias_correction
-            || self.clamp_variance
-            || c.decoupled_wd::<T>().is_some()
-            || c.clip_weights.is_some();
-        if general {
-            return self.update_general(ctx, x, g, s, m, b);
-        }
         let k = Scalars::new(self, ctx);
         let momentum = match self.uses_momentum().then_some(self.momentum_style) {
             None => fused::NONE,
@@ -240,22 +231,16 @@ impl RmsProp {
             StepForm::ScaledProduct => fused::SCALED_PRODUCT,
         };
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
-        if self.fast_rsqrt && inside && !self.centered && momentum == fused::NONE && ctx.prep.is_identity() {
-            #[cfg(target_arch = "x86_64")]
-            if let Some((x, g, s)) = rsqrt::as_f32(x, g, s)
-                && std::arch::is_x86_feature_detected!("avx512f")
-            {
-                let k = Scalars::new(self, &Ctx { t: ctx.t, lr: ctx.lr, prep: self.common.prep::<f32>(None) });
-                // SAFETY: the CPU has AVX-512F; the slices have the chunk's length.
-                unsafe { rsqrt::plain_avx512(&k, x, g, s) };
-                return;
-            }
+        let plain = !self.centered && momentum == fused::NONE && ctx.prep.is_identity() && !k.extras.any();
+        if self.fast_rsqrt && inside && plain && rsqrt::run(&k, x, g, s) {
+            return;
         }
         fused::dispatch(&k, &ctx.prep, self.centered, momentum, inside, form, x, g, s, m, b);
     }
 
     /// The loop with every option checked per element: the reference the fused loops
-    /// reproduce bit for bit, and the path of the rarer options.
+    /// reproduce bit for bit.
+    #[cfg(test)]
     fn update_general<T: Float, P: Param<Acc = T>>(
         &self,
         ctx: &Ctx<T>,
@@ -265,8 +250,9 @@ impl RmsProp {
         m: &mut [T],
         b: &mut [T],
     ) {
+        use crate::common::clip;
         let c = &self.common;
-        let Scalars { gamma, one_minus_gamma, eps, lr, mu } = Scalars::new(self, ctx);
+        let Scalars { gamma, one_minus_gamma, eps, lr, mu, .. } = Scalars::new(self, ctx);
         let decay = c.hp(self.decay);
         let bc = T::from_f64(if self.bias_correction { 1.0 - decay.powf(ctx.t as f64) } else { 1.0 });
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
@@ -317,37 +303,112 @@ struct Scalars<T> {
     eps: T,
     lr: T,
     mu: T,
+    extras: Extras<T>,
 }
 
 impl<T: Float> Scalars<T> {
     fn new(r: &RmsProp, ctx: &Ctx<T>) -> Self {
         let c = &r.common;
         let decay = c.hp(r.decay);
+        let lr = T::from_f64(c.hp(ctx.lr));
+        let wd = c.decoupled_wd::<T>();
+        let clip_weights = c.clip_weights_t::<T>();
         Scalars {
             gamma: T::from_f64(decay),
             one_minus_gamma: T::from_f64(1.0 - decay),
             eps: T::from_f64(c.hp(r.eps)),
-            lr: T::from_f64(c.hp(ctx.lr)),
+            lr,
             mu: T::from_f64(c.hp(r.momentum)),
+            extras: Extras {
+                bias_correction: T::from_f64(if r.bias_correction { 1.0 - decay.powf(ctx.t as f64) } else { 1.0 }),
+                clamp_variance: r.clamp_variance && r.centered,
+                nesterov: r.nesterov,
+                decoupled: wd.is_some(),
+                lr_wd: lr * wd.unwrap_or(T::ZERO),
+                clip_weights: clip_weights.is_some(),
+                bound: clip_weights.unwrap_or(T::ZERO),
+            },
         }
     }
 }
 
-/// The plain D2L step in `f32` with a reciprocal-square-root estimate and one Newton
-/// step (`y = y (3/2 - a/2 y²)`, Numerical Recipes §9.4), 16 lanes of AVX-512 at a time.
-#[cfg(target_arch = "x86_64")]
+/// The rarer options, applied in the fused loop as loop-invariant selects (each exactly
+/// the general formula when on, the value untouched when off).
+#[derive(Clone, Copy)]
+struct Extras<T> {
+    /// `1 - γ^t` with bias correction, else 1 (dividing by 1 is exact).
+    bias_correction: T,
+    /// `v = max(v, 0)` (centred only).
+    clamp_variance: bool,
+    /// Nesterov momentum.
+    nesterov: bool,
+    /// Decoupled decay `x -= (η wd) x`.
+    decoupled: bool,
+    /// `η wd`, rounded as `lr * wd` in `T`.
+    lr_wd: T,
+    /// `x = clip(x, -bound, bound)`.
+    clip_weights: bool,
+    /// The weight-clipping bound.
+    bound: T,
+}
+
+impl<T: Float> Extras<T> {
+    /// True when any option is on (bias correction with `1 - γ^t = 1` counts as off).
+    fn any(&self) -> bool {
+        self.bias_correction != T::ONE || self.clamp_variance || self.nesterov || self.decoupled || self.clip_weights
+    }
+}
+
+/// The plain D2L step in `f32` with a reciprocal-square-root estimate refined by one
+/// Newton step, `y = y (3/2 - a/2 y²)` (Numerical Recipes §9.4): AVX-512 (`rsqrt14`, 2⁻¹⁴
+/// before the step, ~2⁻²⁷ after) or AVX2 (`rsqrtps`, 1.5·2⁻¹² before, ~2⁻²² after).
 mod rsqrt {
-    use super::Scalars;
     use crate::float::{Float, Param};
-    use std::any::TypeId;
+
+    /// Runs the estimate loop when `T` and `P` are `f32` and the CPU has AVX-512F or
+    /// AVX2 with FMA; returns false (nothing done) otherwise, and the exact loop runs instead.
+    pub fn run<T: Float, P: Param<Acc = T>>(k: &super::Scalars<T>, x: &mut [P], g: &[P], s: &mut [T]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if let Some((x, g, s)) = as_f32(x, g, s) {
+            let k = F32Scalars {
+                gamma: k.gamma.to_f64() as f32,
+                one_minus_gamma: k.one_minus_gamma.to_f64() as f32,
+                eps: k.eps.to_f64() as f32,
+                lr: k.lr.to_f64() as f32,
+            };
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                unsafe { plain_avx512(&k, x, g, s) };
+                return true;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has AVX2 and FMA.
+                unsafe { plain_avx2(&k, x, g, s) };
+                return true;
+            }
+        }
+        let _ = (k, x, g, s);
+        false
+    }
+
+    /// The step's scalars, in `f32`.
+    #[cfg(target_arch = "x86_64")]
+    struct F32Scalars {
+        gamma: f32,
+        one_minus_gamma: f32,
+        eps: f32,
+        lr: f32,
+    }
 
     /// The slices as `f32`, when `T` and `P` are `f32`.
+    #[cfg(target_arch = "x86_64")]
     #[allow(clippy::type_complexity)]
-    pub fn as_f32<'a, T: Float, P: Param<Acc = T>>(
+    fn as_f32<'a, T: Float, P: Param<Acc = T>>(
         x: &'a mut [P],
         g: &'a [P],
         s: &'a mut [T],
     ) -> Option<(&'a mut [f32], &'a [f32], &'a mut [f32])> {
+        use std::any::TypeId;
         if TypeId::of::<P>() != TypeId::of::<f32>() || TypeId::of::<T>() != TypeId::of::<f32>() {
             return None;
         }
@@ -361,48 +422,82 @@ mod rsqrt {
         }
     }
 
-    /// `s = γ s + (1-γ) g²` (exact) and `x -= η g / sqrt(s + ε)` with the estimate.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn plain_avx512(k: &Scalars<f32>, x: &mut [f32], g: &[f32], s: &mut [f32]) {
-        use std::arch::x86_64::*;
-        let n = x.len().min(g.len()).min(s.len());
-        let (gamma, omg, eps, lr) = (k.gamma, k.one_minus_gamma, k.eps, k.lr);
-        let (vgamma, vomg, veps, vlr) =
-            (_mm512_set1_ps(gamma), _mm512_set1_ps(omg), _mm512_set1_ps(eps), _mm512_set1_ps(lr));
-        let (half, three_halves) = (_mm512_set1_ps(0.5), _mm512_set1_ps(1.5));
-        let mut i = 0;
-        while i + 16 <= n {
-            // SAFETY: i + 16 <= n for all three slices.
-            unsafe {
-                let gi = _mm512_loadu_ps(g.as_ptr().add(i));
-                let si = _mm512_add_ps(
-                    _mm512_mul_ps(vgamma, _mm512_loadu_ps(s.as_ptr().add(i))),
-                    _mm512_mul_ps(vomg, _mm512_mul_ps(gi, gi)),
-                );
-                _mm512_storeu_ps(s.as_mut_ptr().add(i), si);
-                let a = _mm512_add_ps(si, veps);
-                let y = _mm512_rsqrt14_ps(a);
-                let y = _mm512_mul_ps(
-                    y,
-                    _mm512_sub_ps(three_halves, _mm512_mul_ps(_mm512_mul_ps(half, a), _mm512_mul_ps(y, y))),
-                );
-                let xi = _mm512_sub_ps(_mm512_loadu_ps(x.as_ptr().add(i)), _mm512_mul_ps(_mm512_mul_ps(vlr, y), gi));
-                _mm512_storeu_ps(x.as_mut_ptr().add(i), xi);
+    /// One vector loop over `LANES` lanes, then the exact scalar step for the tail.
+    /// `s = γ s + (1-γ) g²` stays exact (no fused multiply-add); the update
+    /// `x -= η g y (3/2 - a/2 y²)` with `a = s + ε`, `y ≈ 1/sqrt(a)` is formed as
+    /// `x - (g y)·(3η/2 - (η/2)(a y) y)` with two fused multiply-adds: eight multiplies per
+    /// lane group instead of ten, which is what bounds the loop in cache.
+    #[cfg(target_arch = "x86_64")]
+    macro_rules! rsqrt_loop {
+        ($name:ident, $feature:literal, $lanes:literal, $v:ty, $set1:ident, $load:ident, $store:ident,
+         $add:ident, $mul:ident, $fmadd:ident, $fnmadd:ident, $rsqrt:ident) => {
+            #[target_feature(enable = $feature)]
+            unsafe fn $name(k: &F32Scalars, x: &mut [f32], g: &[f32], s: &mut [f32]) {
+                use std::arch::x86_64::*;
+                let n = x.len().min(g.len()).min(s.len());
+                let F32Scalars { gamma, one_minus_gamma: omg, eps, lr } = *k;
+                let (vgamma, vomg, veps): ($v, $v, $v) = ($set1(gamma), $set1(omg), $set1(eps));
+                let (minus_half_lr, three_halves_lr): ($v, $v) = ($set1(-0.5 * lr), $set1(1.5 * lr));
+                let mut i = 0;
+                while i + $lanes <= n {
+                    // SAFETY: i + LANES <= n for all three slices.
+                    unsafe {
+                        let gi = $load(g.as_ptr().add(i));
+                        let si = $add($mul(vgamma, $load(s.as_ptr().add(i))), $mul(vomg, $mul(gi, gi)));
+                        $store(s.as_mut_ptr().add(i), si);
+                        let a = $add(si, veps);
+                        let y = $rsqrt(a);
+                        let c = $fmadd($mul($mul(a, y), y), minus_half_lr, three_halves_lr);
+                        let xi = $fnmadd($mul(gi, y), c, $load(x.as_ptr().add(i)));
+                        $store(x.as_mut_ptr().add(i), xi);
+                    }
+                    i += $lanes;
+                }
+                for j in i..n {
+                    s[j] = gamma * s[j] + omg * (g[j] * g[j]);
+                    x[j] -= lr / (s[j] + eps).sqrt() * g[j];
+                }
             }
-            i += 16;
-        }
-        for j in i..n {
-            s[j] = gamma * s[j] + omg * (g[j] * g[j]);
-            x[j] -= lr / (s[j] + eps).sqrt() * g[j];
-        }
+        };
     }
+    #[cfg(target_arch = "x86_64")]
+    rsqrt_loop!(
+        plain_avx512,
+        "avx512f",
+        16,
+        __m512,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_add_ps,
+        _mm512_mul_ps,
+        _mm512_fmadd_ps,
+        _mm512_fnmadd_ps,
+        _mm512_rsqrt14_ps
+    );
+    #[cfg(target_arch = "x86_64")]
+    rsqrt_loop!(
+        plain_avx2,
+        "avx2,fma",
+        8,
+        __m256,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_add_ps,
+        _mm256_mul_ps,
+        _mm256_fmadd_ps,
+        _mm256_fnmadd_ps,
+        _mm256_rsqrt_ps
+    );
 }
 
 /// Single-pass loops, one per variant, chosen once per chunk: every switch is a const
-/// generic, so the element loop has no option branches and vectorises.
+/// generic, so the element loop has no option branches and vectorises. The rarer options
+/// ([`Extras`](super::Extras)) share one instance per variant, as loop-invariant selects.
 mod fused {
     use super::Scalars;
-    use crate::common::Prep;
+    use crate::common::{Prep, clip};
     use crate::float::{Float, Param};
 
     pub const NONE: u8 = 0;
@@ -427,17 +522,24 @@ mod fused {
         b: &mut [T],
     ) {
         macro_rules! form {
-            ($c:expr, $m:expr, $i:expr, $p:expr) => {
+            ($c:expr, $m:expr, $i:expr, $p:expr, $x:expr) => {
                 match form {
-                    SCALED_GRADIENT => run::<T, P, $c, $m, $i, $p, SCALED_GRADIENT>(k, prep, x, g, s, m, b),
-                    SCALED_RATE => run::<T, P, $c, $m, $i, $p, SCALED_RATE>(k, prep, x, g, s, m, b),
-                    _ => run::<T, P, $c, $m, $i, $p, SCALED_PRODUCT>(k, prep, x, g, s, m, b),
+                    SCALED_GRADIENT => run::<T, P, $c, $m, $i, $p, $x, SCALED_GRADIENT>(k, prep, x, g, s, m, b),
+                    SCALED_RATE => run::<T, P, $c, $m, $i, $p, $x, SCALED_RATE>(k, prep, x, g, s, m, b),
+                    _ => run::<T, P, $c, $m, $i, $p, $x, SCALED_PRODUCT>(k, prep, x, g, s, m, b),
                 }
             };
         }
+        // the rarer options come with the preprocessing path (exact when it is the identity)
         macro_rules! prep {
             ($c:expr, $m:expr, $i:expr) => {
-                if prep.is_identity() { form!($c, $m, $i, false) } else { form!($c, $m, $i, true) }
+                if k.extras.any() {
+                    form!($c, $m, $i, true, true)
+                } else if prep.is_identity() {
+                    form!($c, $m, $i, false, false)
+                } else {
+                    form!($c, $m, $i, true, false)
+                }
             };
         }
         macro_rules! inside {
@@ -471,6 +573,7 @@ mod fused {
     /// vector unit the CPU has (AVX-512, AVX2, else the baseline). Only the vector width
     /// changes: no fused multiply-add is formed, so every path gives the same bits.
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn run<
         T: Float,
         P: Param<Acc = T>,
@@ -478,6 +581,7 @@ mod fused {
         const MOMENTUM: u8,
         const INSIDE: bool,
         const PREP: bool,
+        const EXTRA: bool,
         const F: u8,
     >(
         k: &Scalars<T>,
@@ -492,14 +596,16 @@ mod fused {
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU has AVX-512F.
-                return unsafe { run_avx512::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, F>(k, prep, x, g, s, m, b) };
+                return unsafe {
+                    run_avx512::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F>(k, prep, x, g, s, m, b)
+                };
             }
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2.
-                return unsafe { run_avx2::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, F>(k, prep, x, g, s, m, b) };
+                return unsafe { run_avx2::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F>(k, prep, x, g, s, m, b) };
             }
         }
-        body::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, F>(k, prep, x, g, s, m, b)
+        body::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F>(k, prep, x, g, s, m, b)
     }
 
     /// `body` compiled for one instruction-set extension.
@@ -507,6 +613,7 @@ mod fused {
         ($name:ident, $feature:literal) => {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = $feature)]
+            #[allow(clippy::too_many_arguments)]
             unsafe fn $name<
                 T: Float,
                 PP: Param<Acc = T>,
@@ -514,6 +621,7 @@ mod fused {
                 const M: u8,
                 const I: bool,
                 const P2: bool,
+                const X: bool,
                 const F: u8,
             >(
                 k: &Scalars<T>,
@@ -524,7 +632,7 @@ mod fused {
                 m: &mut [T],
                 b: &mut [T],
             ) {
-                body::<T, PP, C, M, I, P2, F>(k, prep, x, g, s, m, b)
+                body::<T, PP, C, M, I, P2, X, F>(k, prep, x, g, s, m, b)
             }
         };
     }
@@ -532,6 +640,7 @@ mod fused {
     widened!(run_avx2, "avx2");
 
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn body<
         T: Float,
         P: Param<Acc = T>,
@@ -539,6 +648,7 @@ mod fused {
         const MOMENTUM: u8,
         const INSIDE: bool,
         const PREP: bool,
+        const EXTRA: bool,
         const F: u8,
     >(
         k: &Scalars<T>,
@@ -553,29 +663,45 @@ mod fused {
         let (g, s) = (&g[..n], &mut s[..n]);
         let m = if CENTERED { &mut m[..n] } else { &mut m[..0] };
         let b = if MOMENTUM != NONE { &mut b[..n] } else { &mut b[..0] };
-        let Scalars { gamma, one_minus_gamma, eps, lr, mu } = *k;
+        let Scalars { gamma, one_minus_gamma, eps, lr, mu, extras: e } = *k;
         for i in 0..n {
             let (x0, g0) = (x[i].load(), g[i].load());
             let gi = if PREP { prep.grad(g0, x0) } else { g0 };
             s[i] = gamma * s[i] + one_minus_gamma * (gi * gi);
-            let mut v = s[i];
+            // ŝ = s / (1 - γ^t): the divisor is 1 without bias correction
+            let mut v = if EXTRA { s[i] / e.bias_correction } else { s[i] };
             if CENTERED {
                 m[i] = gamma * m[i] + one_minus_gamma * gi;
-                v = v - m[i] * m[i];
+                let mh = if EXTRA { m[i] / e.bias_correction } else { m[i] };
+                v = v - mh * mh;
+                if EXTRA {
+                    v = select(e.clamp_variance, v.max(T::ZERO), v);
+                }
             }
             let den = if INSIDE { (v + eps).sqrt() } else { v.sqrt() + eps };
-            x[i] = P::store(match MOMENTUM {
-                NONE => x0 - scaled::<T, F>(lr, gi, den),
+            let xd = if EXTRA { select(e.decoupled, x0 - e.lr_wd * x0, x0) } else { x0 };
+            let xi = match MOMENTUM {
+                NONE => xd - scaled::<T, F>(lr, gi, den),
                 LR_OUTSIDE => {
-                    b[i] = mu * b[i] + gi / den;
-                    x0 - lr * b[i]
+                    let u = gi / den;
+                    b[i] = mu * b[i] + u;
+                    xd - lr * if EXTRA { select(e.nesterov, u + mu * b[i], b[i]) } else { b[i] }
                 }
                 _ => {
-                    b[i] = mu * b[i] + scaled::<T, F>(lr, gi, den);
-                    x0 - b[i]
+                    let step = scaled::<T, F>(lr, gi, den);
+                    b[i] = mu * b[i] + step;
+                    xd - if EXTRA { select(e.nesterov, step + mu * b[i], b[i]) } else { b[i] }
                 }
-            });
+            };
+            x[i] = P::store(if EXTRA { select(e.clip_weights, clip(xi, Some(e.bound)), xi) } else { xi });
         }
+    }
+
+    /// `on ? a : b` for a loop-invariant `on`: both sides are computed, so the loop stays
+    /// branch-free and vectorises (a blend).
+    #[inline(always)]
+    fn select<T: Float>(on: bool, a: T, b: T) -> T {
+        if on { a } else { b }
     }
 }
 
@@ -584,39 +710,71 @@ mod tests {
     use super::*;
     use crate::optim::Ctx;
 
-    /// The fused loops give exactly the general loop's bits, for every variant they cover.
+    /// The fused loops give exactly the general loop's bits, for every variant: centring,
+    /// momentum either way, ε placement, step form, preprocessing, and each of the rarer
+    /// options (bias correction, clamped variance, Nesterov, decoupled decay, weight
+    /// clipping), alone and all together, in f32 and f64.
     #[test]
     fn fused_equals_general_bit_for_bit() {
-        let n = 1000;
-        let g: Vec<f32> =
-            (0..n).map(|i| ((i * 7919 % 1000) as f32 / 100.0 - 5.0) * if i % 3 == 0 { 1e-3 } else { 1.0 }).collect();
-        let x0: Vec<f32> = (0..n).map(|i| (i as f32 / 50.0).sin()).collect();
-        for centered in [false, true] {
-            for momentum in [0.0, 0.9] {
-                for style in [MomentumStyle::LrOutsideBuffer, MomentumStyle::LrInsideBuffer] {
-                    for place in [EpsPlacement::InsideSqrt, EpsPlacement::OutsideSqrt] {
-                        for form in [StepForm::ScaledGradient, StepForm::ScaledRate, StepForm::ScaledProduct] {
-                            for rescale in [1.0, 0.5] {
-                                let r = RmsProp::default()
-                                    .with_centered(centered)
-                                    .with_momentum(momentum, style)
-                                    .with_eps(1e-6, place)
-                                    .with_step_form(form)
-                                    .with_rescale_grad(rescale);
-                                let ctx = Ctx { t: 1, lr: 0.01, prep: r.common.prep::<f32>(None) };
-                                let (mut xa, mut xb) = (x0.clone(), x0.clone());
-                                let mut sa = [vec![0.1f32; n], vec![0.01; n], vec![0.2; n]];
-                                let mut sb = sa.clone();
-                                for _ in 0..3 {
-                                    let [s, m, b] = &mut sa;
-                                    r.update(&ctx, &mut xa, &g, &mut [&mut s[..], &mut m[..], &mut b[..]]);
-                                    let [s, m, b] = &mut sb;
-                                    r.update_general(&ctx, &mut xb, &g, s, m, b);
-                                }
-                                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                                assert_eq!(bits(&xa), bits(&xb), "{r:?}");
-                                for k in 0..3 {
-                                    assert_eq!(bits(&sa[k]), bits(&sb[k]), "{r:?} slot {k}");
+        fn check<T: Float + Param<Acc = T>>(bits: impl Fn(&[T]) -> Vec<u64>) {
+            let n = 1000;
+            let g: Vec<T> = (0..n)
+                .map(|i| {
+                    let v = ((i * 7919 % 1000) as f64 / 100.0 - 5.0) * if i % 3 == 0 { 1e-3 } else { 1.0 };
+                    T::from_f64(if i % 97 == 0 { 0.0 } else { v })
+                })
+                .collect();
+            let x0: Vec<T> = (0..n).map(|i| T::from_f64((i as f64 / 50.0).sin() * 3.0)).collect();
+            let extras: [fn(RmsProp) -> RmsProp; 7] = [
+                |r| r,
+                |r| r.with_bias_correction(true),
+                |r| r.with_clamp_variance(true),
+                |r| {
+                    let on = r.momentum > 0.0;
+                    r.with_nesterov(on)
+                },
+                |r| r.with_weight_decay(0.1, crate::WeightDecayMode::Decoupled),
+                |r| r.with_clip_weights(2.0),
+                |r| {
+                    let on = r.momentum > 0.0;
+                    r.with_bias_correction(true)
+                        .with_clamp_variance(true)
+                        .with_nesterov(on)
+                        .with_weight_decay(0.1, crate::WeightDecayMode::Decoupled)
+                        .with_clip_weights(2.0)
+                },
+            ];
+            for centered in [false, true] {
+                for momentum in [0.0, 0.9] {
+                    for style in [MomentumStyle::LrOutsideBuffer, MomentumStyle::LrInsideBuffer] {
+                        for place in [EpsPlacement::InsideSqrt, EpsPlacement::OutsideSqrt] {
+                            for form in [StepForm::ScaledGradient, StepForm::ScaledRate, StepForm::ScaledProduct] {
+                                for rescale in [1.0, 0.5] {
+                                    for extra in extras {
+                                        let r = extra(
+                                            RmsProp::default()
+                                                .with_centered(centered)
+                                                .with_momentum(momentum, style)
+                                                .with_eps(1e-6, place)
+                                                .with_step_form(form)
+                                                .with_rescale_grad(rescale),
+                                        );
+                                        let (mut xa, mut xb) = (x0.clone(), x0.clone());
+                                        let init = |v: f64| vec![T::from_f64(v); n];
+                                        let mut sa = [init(0.1), init(0.01), init(0.2)];
+                                        let mut sb = sa.clone();
+                                        for t in 1..=3 {
+                                            let ctx = Ctx { t, lr: 0.01, prep: r.common.prep::<T>(None) };
+                                            let [s, m, b] = &mut sa;
+                                            r.update(&ctx, &mut xa, &g, &mut [&mut s[..], &mut m[..], &mut b[..]]);
+                                            let [s, m, b] = &mut sb;
+                                            r.update_general(&ctx, &mut xb, &g, s, m, b);
+                                        }
+                                        assert_eq!(bits(&xa), bits(&xb), "{r:?}");
+                                        for k in 0..3 {
+                                            assert_eq!(bits(&sa[k]), bits(&sb[k]), "{r:?} slot {k}");
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -624,12 +782,18 @@ mod tests {
                 }
             }
         }
+        check::<f32>(|v| v.iter().map(|x| x.to_bits() as u64).collect());
+        check::<f64>(|v| v.iter().map(|x| x.to_bits()).collect());
     }
 
     /// The estimate is used where it applies, and the parameters stay within one ulp.
     #[test]
     fn fast_rsqrt_is_close_to_exact() {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
+        #[cfg(target_arch = "x86_64")]
+        let vector = std::arch::is_x86_feature_detected!("avx512f") || std::arch::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let vector = false;
+        if !vector {
             return; // the exact loop runs instead; nothing to compare
         }
         let n = 4096;
