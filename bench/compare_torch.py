@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Our RMSProp step against torch.optim.RMSprop, measured in one run on this machine.
 
-Runs `rmsprop bench --json` (ours) and, right after, torch.optim.RMSprop on the same
-sizes and layouts: eager with foreach on and off, and torch.compile(optimizer.step); on 1
-thread and on all threads. Prints, per case, seconds per step and the ratio torch/ours
-(how many times faster ours is). Skips, with a message, where torch is not installed.
+Per case (variant, layout, size, threads), torch.optim.RMSprop is set up once in each
+mode (eager with foreach on and off, and torch.compile(optimizer.step)); then, for
+--rounds rounds, ours (`rmsprop bench --rounds 1` on that one case) and each torch mode
+are timed back to back. A ratio is torch's seconds over ours within one round (how many
+times faster ours is), the median over the rounds: the machine is shared and its memory
+bandwidth drifts by as much as 3x within minutes, so numbers taken apart would measure
+the drift. Skips, with a message, where torch is not installed.
 
     python3 bench/compare_torch.py                       # 1e3 ... 1e8, plain/centered/momentum
     python3 bench/compare_torch.py --sizes 1e5,1e7 --variants plain --no-compile
+    python3 bench/compare_torch.py --json > run.json && python3 bench/compare_torch.py --markdown run.json
 """
 
 import argparse
@@ -21,19 +25,17 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def ours(args):
-    exe = os.environ.get("RMSPROP_BIN") or os.path.join(ROOT, "target", "release", "rmsprop")
-    if not os.path.exists(exe):
-        subprocess.run(["cargo", "build", "--release", "-p", "rmsprop-cli"], cwd=ROOT, check=True)
-    cmd = [exe, "bench", "--json", "--sizes", args.sizes, "--variants", args.variants,
-           "--threads", args.threads, "--model-sizes", args.model_sizes]
-    if args.quick:
+def ours(exe, variant, layout, n, threads, quick):
+    """One round of `rmsprop bench` on one case: our seconds per step."""
+    sizes = ["--sizes", str(n), "--model-sizes="] if layout == "single" else ["--sizes=", "--model-sizes", str(n)]
+    cmd = [exe, "bench", "--json", "--rounds", "1", "--variants", variant, "--threads", str(threads)] + sizes
+    if quick:
         cmd.append("--quick")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out)["results"]
+    return next(r for r in json.loads(out)["results"] if r["variant"] == variant)["seconds_per_step"]
 
 
-def best_time(f, batches=5, min_batch=0.1):
+def calibrate(f, min_batch):
     f()
     reps = 1
     while True:
@@ -41,15 +43,15 @@ def best_time(f, batches=5, min_batch=0.1):
         for _ in range(reps):
             f()
         if time.perf_counter() - t >= min_batch or reps > 1 << 20:
-            break
+            return reps
         reps *= 2
-    best = float("inf")
-    for _ in range(batches):
-        t = time.perf_counter()
-        for _ in range(reps):
-            f()
-        best = min(best, (time.perf_counter() - t) / reps)
-    return best
+
+
+def batch(f, reps):
+    t = time.perf_counter()
+    for _ in range(reps):
+        f()
+    return (time.perf_counter() - t) / reps
 
 
 def model_sizes(n):
@@ -59,10 +61,8 @@ def model_sizes(n):
     return [max(1, round(x / total * n)) for x in w]
 
 
-def torch_time(torch, variant, sizes, mode, batches, min_batch):
-    params = [torch.nn.Parameter(torch.ones(k, dtype=torch.float32)) for k in sizes]
-    for p in params:
-        p.grad = torch.full_like(p, 1e-3)
+def torch_step(torch, variant, params, mode):
+    """A step function of torch.optim.RMSprop in `mode` over `params`, ready to time."""
     kw = {"lr": 0.01, "alpha": 0.9, "eps": 1e-6}
     if variant == "centered":
         kw["centered"] = True
@@ -75,8 +75,7 @@ def torch_time(torch, variant, sizes, mode, batches, min_batch):
         step = torch.compile(opt.step)
         for _ in range(3):  # compile and settle before timing
             step()
-    with torch.no_grad():
-        return best_time(step, batches, min_batch)
+    return step
 
 
 def markdown(path):
@@ -98,6 +97,7 @@ def main():
     ap.add_argument("--threads", default="1,all")
     ap.add_argument("--model-sizes", default="1e7")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per case (ratios: their median)")
     ap.add_argument("--quick", action="store_true", help="shorter timing batches")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--markdown", metavar="JSON", help="print the README table of a saved --json run and exit")
@@ -113,32 +113,55 @@ def main():
         print("note: no C compiler found; torch.compile needs one. Skipping it.", file=sys.stderr)
         args.no_compile = True
 
-    our_rows = [r for r in ours(args) if r["variant"] != "probe"]
-    batches, min_batch = (3, 0.02) if args.quick else (5, 0.1)
+    exe = os.environ.get("RMSPROP_BIN") or os.path.join(ROOT, "target", "release", "rmsprop")
+    if not os.environ.get("RMSPROP_BIN"):
+        subprocess.run(["cargo", "build", "--release", "-p", "rmsprop-cli"], cwd=ROOT, check=True)
+    min_batch = 0.02 if args.quick else 0.1
     modes = ["foreach", "for_loop"] + ([] if args.no_compile else ["compile"])
+    cores = os.cpu_count() or 1
+    threads = [cores if t == "all" else int(t) for t in args.threads.split(",")]
+    cases = [("single", int(float(n))) for n in args.sizes.split(",") if n]
+    cases += [("model", int(float(n))) for n in args.model_sizes.split(",") if n]
+    median = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
     results = []
-    layouts = {sum(model_sizes(int(float(s)))): model_sizes(int(float(s))) for s in args.model_sizes.split(",")}
-    for r in our_rows:
-        sizes = [r["n"]] if r["layout"] == "single" else layouts[r["n"]]
-        torch.set_num_threads(r["threads"])
-        row = {"variant": r["variant"], "layout": r["layout"], "n": r["n"], "threads": r["threads"],
-               "ours_s": r["seconds_per_step"], "torch_version": torch.__version__}
-        for mode in modes:
-            try:
-                row[mode + "_s"] = torch_time(torch, r["variant"], sizes, mode, batches, min_batch)
-            except Exception as e:  # a compile failure is reported, not fatal
-                row[mode + "_s"] = None
-                row[mode + "_error"] = str(e).splitlines()[0][:200]
-            if row[mode + "_s"]:
-                row["ratio_" + mode] = row[mode + "_s"] / row["ours_s"]
-        eager = [row[m + "_s"] for m in ("foreach", "for_loop") if row.get(m + "_s")]
-        row["ratio_best_eager"] = min(eager) / row["ours_s"] if eager else None
-        results.append(row)
-        if not args.json:
-            fmt = lambda v: "      -" if v is None else f"{v:7.2f}"
-            print(f"{r['variant']:<9} {r['layout']:<6} n={r['n']:<10} threads={r['threads']}  ours {r['seconds_per_step']:.3e} s  "
-                  f"torch/ours: foreach {fmt(row.get('ratio_foreach'))}  for-loop {fmt(row.get('ratio_for_loop'))}  "
-                  f"compile {fmt(row.get('ratio_compile'))}", flush=True)
+    for layout, n in cases:
+        sizes = [n] if layout == "single" else model_sizes(n)
+        for variant in args.variants.split(","):
+            for t in threads:
+                torch.set_num_threads(t)
+                row = {"variant": variant, "layout": layout, "n": sum(sizes), "threads": t,
+                       "rounds": args.rounds, "torch_version": torch.__version__}
+                with torch.no_grad():
+                    params = [torch.nn.Parameter(torch.ones(k, dtype=torch.float32)) for k in sizes]
+                    for p in params:
+                        p.grad = torch.full_like(p, 1e-3)
+                    steps, reps = {}, {}
+                    for mode in modes:
+                        try:
+                            steps[mode] = torch_step(torch, variant, params, mode)
+                            reps[mode] = calibrate(steps[mode], min_batch)
+                        except Exception as e:  # a compile failure is reported, not fatal
+                            row[mode + "_error"] = str(e).splitlines()[0][:200]
+                    secs = {k: [] for k in ["ours"] + list(steps)}
+                    for _ in range(args.rounds):
+                        secs["ours"].append(ours(exe, variant, layout, n, t, args.quick))
+                        for mode, step in steps.items():
+                            secs[mode].append(batch(step, reps[mode]))
+                    del steps, params
+                row["ours_s"] = min(secs["ours"])
+                for mode in modes:
+                    row[mode + "_s"] = min(secs[mode]) if secs.get(mode) else None
+                    if secs.get(mode):
+                        row["ratio_" + mode] = median([m / o for m, o in zip(secs[mode], secs["ours"])])
+                eager = [m for m in ("foreach", "for_loop") if secs.get(m)]
+                row["ratio_best_eager"] = (median([min(secs[m][r] for m in eager) / secs["ours"][r]
+                                                   for r in range(args.rounds)]) if eager else None)
+                results.append(row)
+                if not args.json:
+                    fmt = lambda v: "      -" if v is None else f"{v:7.2f}"
+                    print(f"{variant:<9} {layout:<6} n={row['n']:<10} threads={t}  ours {row['ours_s']:.3e} s  "
+                          f"torch/ours: foreach {fmt(row.get('ratio_foreach'))}  for-loop {fmt(row.get('ratio_for_loop'))}  "
+                          f"compile {fmt(row.get('ratio_compile'))}", flush=True)
     if args.json:
         print(json.dumps({"results": results}, indent=1))
     return 0

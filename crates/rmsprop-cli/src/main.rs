@@ -187,7 +187,7 @@ struct SweepArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Element counts (1e3 ... 1e8).
+    /// Element counts (1e3 ... 1e8) of the single-tensor layout; empty for none.
     #[arg(long, value_delimiter = ',', default_values_t = ["1e3".to_string(), "1e4".into(), "1e5".into(), "1e6".into(), "1e7".into(), "1e8".into()])]
     sizes: Vec<String>,
     /// Variants: plain, plain_rsqrt, centered, momentum.
@@ -196,9 +196,14 @@ struct BenchArgs {
     /// Thread counts; `all` is every core.
     #[arg(long, value_delimiter = ',', default_values_t = ["1".to_string(), "all".into()])]
     threads: Vec<String>,
-    /// Also the model-like layout (100 tensors of mixed sizes) at these element counts.
+    /// Also the model-like layout (100 tensors of mixed sizes) at these element counts;
+    /// empty for none.
     #[arg(long, value_delimiter = ',', default_values_t = ["1e7".to_string()])]
     model_sizes: Vec<String>,
+    /// Rounds per configuration: the probe and every variant are timed once per round, in
+    /// turn, and each ratio is the median of the per-round ratios.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    rounds: u32,
     /// Shorter timing batches (noisier).
     #[arg(long)]
     quick: bool,
@@ -493,62 +498,20 @@ fn run_bench(a: BenchArgs) -> Result<ExitCode> {
                 .with_context(|| format!("--variants {v:?}: expected plain, plain_rsqrt, centered or momentum"))
         })
         .collect::<Result<_>>()?;
-    let mut jobs: Vec<(Layout, usize)> =
-        a.sizes.iter().map(|s| Ok((Layout::Single, count(s)?))).collect::<Result<_>>()?;
-    for s in &a.model_sizes {
-        jobs.push((Layout::Model, count(s)?));
-    }
-    let (batches, min_batch) = if a.quick { (3, 0.02) } else { (5, 0.1) };
-    let total = jobs.len() * threads.len() * (2 + variants.len());
-    let pb = if a.json { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
+    let counts = |v: &[String]| v.iter().filter(|s| !s.trim().is_empty()).map(|s| count(s)).collect::<Result<Vec<_>>>();
+    let mut jobs: Vec<(Layout, usize)> = counts(&a.sizes)?.into_iter().map(|n| (Layout::Single, n)).collect();
+    jobs.extend(counts(&a.model_sizes)?.into_iter().map(|n| (Layout::Model, n)));
+    let min_batch = if a.quick { 0.02 } else { 0.1 };
+    let pb = if a.json { ProgressBar::hidden() } else { ProgressBar::new((jobs.len() * threads.len()) as u64) };
     pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("valid template"));
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for &(layout, n) in &jobs {
         for &t in &threads {
-            let mut probe_huge = 0.0;
-            for huge in [false, true] {
-                pb.set_message(format!("probe n={n} threads={t} huge_pages={huge}"));
-                let secs = bench::with_threads(t, || bench::probe(n, huge, batches, min_batch));
-                let gb = 20.0 * n as f64 / secs / 1e9;
-                if huge {
-                    probe_huge = gb;
-                }
-                if layout == Layout::Single {
-                    rows.push(Row {
-                        variant: "probe".into(),
-                        layout: "single".into(),
-                        n,
-                        threads: t,
-                        huge_pages: huge,
-                        seconds_per_step: secs,
-                        elements_per_s: n as f64 / secs,
-                        gb_per_s: gb,
-                        probe_gb_per_s: gb,
-                        ratio_to_probe: 1.0,
-                    });
-                }
-                pb.inc(1);
-            }
-            for &v in &variants {
-                pb.set_message(format!("{} {layout:?} n={n} threads={t}", v.name()));
-                let secs = bench::with_threads(t, || bench::step_time(v, layout, n, true, batches, min_batch));
-                let elements: usize = bench::sizes(layout, n).iter().sum();
-                let gb = (v.bytes_per_element() * elements) as f64 / secs / 1e9;
-                // the probe moves 20 bytes per element; scale it to this variant's bytes
-                rows.push(Row {
-                    variant: v.name().into(),
-                    layout: if layout == Layout::Single { "single".into() } else { "model".into() },
-                    n: elements,
-                    threads: t,
-                    huge_pages: true,
-                    seconds_per_step: secs,
-                    elements_per_s: elements as f64 / secs,
-                    gb_per_s: gb,
-                    probe_gb_per_s: probe_huge,
-                    ratio_to_probe: gb / probe_huge,
-                });
-                pb.inc(1);
-            }
+            pb.set_message(format!("{layout:?} n={n} threads={t}"));
+            rows.extend(bench::with_threads(t, || {
+                bench::measure(layout, n, &variants, t, a.rounds as usize, min_batch)
+            }));
+            pb.inc(1);
         }
     }
     pb.finish_and_clear();

@@ -211,7 +211,10 @@ fn replay_reports_golden_files() {
 #[test]
 fn bench_json_has_the_documented_fields() {
     let dir = tmp("bench");
-    let o = rmsprop(&["bench", "--sizes", "1e3", "--threads", "1", "--model-sizes", "2e3", "--quick", "--json"], &dir);
+    let o = rmsprop(
+        &["bench", "--sizes", "1e3", "--threads", "1", "--model-sizes", "2e3", "--rounds", "2", "--quick", "--json"],
+        &dir,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let rows = j["results"].as_array().unwrap();
@@ -234,6 +237,7 @@ fn bench_json_has_the_documented_fields() {
         ] {
             assert!(!r[key].is_null(), "{key} missing in {r}");
         }
+        assert_eq!(r["rounds"], 2, "{r}");
     }
     refused(&["bench", "--sizes", "ten"], "\"ten\" is not a number");
 }

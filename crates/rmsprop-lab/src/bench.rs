@@ -81,7 +81,7 @@ pub fn sizes(layout: Layout, n: usize) -> Vec<usize> {
 /// One measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
-    /// `plain`, `centered`, `momentum`, or `probe`.
+    /// `plain`, `plain_rsqrt`, `centered`, `momentum`, or `probe`.
     pub variant: String,
     /// `single` or `model`.
     pub layout: String,
@@ -91,22 +91,27 @@ pub struct Row {
     pub threads: usize,
     /// Huge-page-advised buffers.
     pub huge_pages: bool,
-    /// Best time of one step.
+    /// Best time of one step over the rounds.
     pub seconds_per_step: f64,
-    /// Elements per second.
+    /// Elements per second, at the best time.
     pub elements_per_s: f64,
-    /// Bytes moved per second, 1e9.
+    /// Bytes moved per second, 1e9, at the best time.
     pub gb_per_s: f64,
-    /// The probe's bandwidth with the same threads, size and pages.
+    /// The probe's best bandwidth with the same threads and size (the faster of
+    /// ordinary and huge pages).
     pub probe_gb_per_s: f64,
-    /// `gb_per_s / probe_gb_per_s`.
+    /// Our bandwidth over the probe's, in each round against the faster probe of that
+    /// same round, the median over the rounds: the machine's bandwidth drifts (other
+    /// tenants), and a ratio of numbers taken minutes apart would measure the drift.
     pub ratio_to_probe: f64,
+    /// Rounds measured.
+    pub rounds: usize,
 }
 
-/// Times `f` and returns the best seconds per call: batches of calls lasting at least
-/// `min_batch` seconds, the best of `batches`.
-pub fn best_time(mut f: impl FnMut(), batches: usize, min_batch: f64) -> f64 {
-    f(); // warm up: page faults, caches
+/// Calls of `f` that last at least `min_batch` seconds together (after one warm-up
+/// call: page faults, caches).
+fn calibrate(f: &mut dyn FnMut(), min_batch: f64) -> usize {
+    f();
     let mut reps = 1usize;
     loop {
         let t = Instant::now();
@@ -114,19 +119,40 @@ pub fn best_time(mut f: impl FnMut(), batches: usize, min_batch: f64) -> f64 {
             f();
         }
         if t.elapsed().as_secs_f64() >= min_batch || reps > 1 << 24 {
-            break;
+            return reps;
         }
         reps *= 2;
     }
-    (0..batches)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..reps {
-                f();
-            }
-            t.elapsed().as_secs_f64() / reps as f64
-        })
-        .fold(f64::INFINITY, f64::min)
+}
+
+/// Seconds per call of `f` in one batch of `reps` calls.
+fn batch(f: &mut dyn FnMut(), reps: usize) -> f64 {
+    let t = Instant::now();
+    for _ in 0..reps {
+        f();
+    }
+    t.elapsed().as_secs_f64() / reps as f64
+}
+
+/// Times `f` and returns the best seconds per call: batches of calls lasting at least
+/// `min_batch` seconds, the best of `batches`.
+pub fn best_time(mut f: impl FnMut(), batches: usize, min_batch: f64) -> f64 {
+    let reps = calibrate(&mut f, min_batch);
+    (0..batches).map(|_| batch(&mut f, reps)).fold(f64::INFINITY, f64::min)
+}
+
+/// Times every contender in `rounds` rounds, one batch of each per round in turn, so
+/// all of them meet the same machine: `result[c][r]` is contender `c`'s seconds per
+/// call in round `r`.
+pub fn interleaved(contenders: &mut [Box<dyn FnMut() + '_>], rounds: usize, min_batch: f64) -> Vec<Vec<f64>> {
+    let reps: Vec<usize> = contenders.iter_mut().map(|f| calibrate(f.as_mut(), min_batch)).collect();
+    let mut secs = vec![Vec::with_capacity(rounds); contenders.len()];
+    for _ in 0..rounds {
+        for ((f, &reps), secs) in contenders.iter_mut().zip(&reps).zip(&mut secs) {
+            secs.push(batch(f.as_mut(), reps));
+        }
+    }
+    secs
 }
 
 /// An array of `n` `f32`: huge-page advised ([`Buffer`]) or an ordinary `Vec`.
@@ -150,57 +176,111 @@ impl Array {
     }
 }
 
-/// The probe: per element read `x`, `g`, `s`, write `s = g`, `x = x + s_old` — the
-/// bytes of RMSProp's plain step, none of its square roots and divisions — in chunks of
-/// [`rmsprop::CHUNK`], on the current rayon pool.
-pub fn probe(n: usize, huge: bool, batches: usize, min_batch: f64) -> f64 {
-    let (mut x, g, mut s) = (Array::new(n, 1.0, huge), Array::new(n, 0.5, huge), Array::new(n, 0.25, huge));
-    let mut g = g;
-    let (x, g, s) = (x.slice_mut(), &*g.slice_mut(), s.slice_mut());
+/// The probe's pass: per element read `x`, `g`, `s`, write `s = g`, `x = x + s_old` —
+/// the bytes of RMSProp's plain step, none of its square roots and divisions — in chunks
+/// of [`rmsprop::CHUNK`], on the current rayon pool above the optimizer's threshold.
+fn probe_pass(x: &mut [f32], g: &[f32], s: &mut [f32]) {
     let c = rmsprop::CHUNK;
-    best_time(
-        || {
-            let body = |((x, g), s): ((&mut [f32], &[f32]), &mut [f32])| {
-                for ((x, g), s) in x.iter_mut().zip(g).zip(s.iter_mut()) {
-                    let old = *s;
-                    *s = *g;
-                    *x += old;
-                }
-            };
-            if n >= rmsprop::PARALLEL_THRESHOLD {
-                x.par_chunks_mut(c).zip(g.par_chunks(c)).zip(s.par_chunks_mut(c)).for_each(body);
-            } else {
-                x.chunks_mut(c).zip(g.chunks(c)).zip(s.chunks_mut(c)).for_each(body);
-            }
-        },
-        batches,
-        min_batch,
-    )
+    let body = |((x, g), s): ((&mut [f32], &[f32]), &mut [f32])| {
+        for ((x, g), s) in x.iter_mut().zip(g).zip(s.iter_mut()) {
+            let old = *s;
+            *s = *g;
+            *x += old;
+        }
+    };
+    if x.len() >= rmsprop::PARALLEL_THRESHOLD {
+        x.par_chunks_mut(c).zip(g.par_chunks(c)).zip(s.par_chunks_mut(c)).for_each(body);
+    } else {
+        x.chunks_mut(c).zip(g.chunks(c)).zip(s.chunks_mut(c)).for_each(body);
+    }
 }
 
-/// Best seconds per step of `variant` over `layout` with `n` elements in all (f32,
-/// non-finite gradients propagate, as in the frameworks: no separate check pass).
-pub fn step_time(variant: Variant, layout: Layout, n: usize, huge: bool, batches: usize, min_batch: f64) -> f64 {
+/// Measures `variants` over `layout` with about `n` elements on the current rayon pool
+/// (`threads` is recorded in the rows): the probe on ordinary and on huge pages and each
+/// variant's step (f32, parameters, gradients and state on huge pages, non-finite
+/// gradients propagated as in the frameworks: no separate check pass), all set up first
+/// and then timed in `rounds` interleaved rounds. Probe rows are returned for the single
+/// layout only.
+pub fn measure(
+    layout: Layout,
+    n: usize,
+    variants: &[Variant],
+    threads: usize,
+    rounds: usize,
+    min_batch: f64,
+) -> Vec<Row> {
     let sizes = sizes(layout, n);
-    let specs: Vec<TensorSpec> =
-        sizes.iter().enumerate().map(|(i, &k)| TensorSpec::new(format!("p{i}"), &[k])).collect();
-    let mut opt = Optimizer::<f32>::new(variant.config(), &specs)
-        .expect("valid configuration")
-        .with_nonfinite_policy(NonFinitePolicy::Propagate);
-    // parameters and gradients as views into one flat array each, as frameworks with
-    // flat parameter storage keep them (the optimizer's state is laid out the same way)
-    let total = sizes.iter().sum();
-    let (mut x, mut g) = (Array::new(total, 1.0, huge), Array::new(total, 1e-3, huge));
-    let xs = split(x.slice_mut(), &sizes);
-    let mut xs = xs;
-    let gs: Vec<&[f32]> = split(g.slice_mut(), &sizes).into_iter().map(|s| &*s).collect();
-    best_time(
-        || {
+    let elements: usize = sizes.iter().sum();
+    let mut probes: Vec<[Array; 3]> =
+        [false, true].into_iter().map(|huge| [1.0, 0.5, 0.25].map(|v| Array::new(n, v, huge))).collect();
+    let mut setups: Vec<(Optimizer<f32>, Array, Array)> = variants
+        .iter()
+        .map(|v| {
+            let specs: Vec<TensorSpec> =
+                sizes.iter().enumerate().map(|(i, &k)| TensorSpec::new(format!("p{i}"), &[k])).collect();
+            let opt = Optimizer::<f32>::new(v.config(), &specs)
+                .expect("valid configuration")
+                .with_nonfinite_policy(NonFinitePolicy::Propagate);
+            (opt, Array::new(elements, 1.0, true), Array::new(elements, 1e-3, true))
+        })
+        .collect();
+    let mut contenders: Vec<Box<dyn FnMut() + '_>> = Vec::new();
+    for [x, g, s] in &mut probes {
+        let (x, g, s) = (x.slice_mut(), &*g.slice_mut(), s.slice_mut());
+        contenders.push(Box::new(move || probe_pass(x, g, s)));
+    }
+    for (opt, x, g) in &mut setups {
+        // parameters and gradients as views into one flat array each, as frameworks with
+        // flat parameter storage keep them (the optimizer's state is laid out the same way)
+        let mut xs = split(x.slice_mut(), &sizes);
+        let gs: Vec<&[f32]> = split(g.slice_mut(), &sizes).into_iter().map(|s| &*s).collect();
+        contenders.push(Box::new(move || {
             opt.step(&mut xs, &gs).expect("step");
-        },
-        batches,
-        min_batch,
-    )
+        }));
+    }
+    let secs = interleaved(&mut contenders, rounds, min_batch);
+    drop(contenders);
+    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let probe_bw = |r: usize| 20.0 * n as f64 / secs[0][r].min(secs[1][r]) / 1e9;
+    let probe_best = 20.0 * n as f64 / best(&secs[0]).min(best(&secs[1])) / 1e9;
+    let layout_name = match layout {
+        Layout::Single => "single",
+        Layout::Model => "model",
+    };
+    let mut rows = Vec::new();
+    let mut row = |variant: &str, huge_pages: bool, secs: &[f64], n: usize, bytes: usize| {
+        let s = best(secs);
+        let bw = |t: f64| (bytes * n) as f64 / t / 1e9;
+        rows.push(Row {
+            variant: variant.into(),
+            layout: layout_name.into(),
+            n,
+            threads,
+            huge_pages,
+            seconds_per_step: s,
+            elements_per_s: n as f64 / s,
+            gb_per_s: bw(s),
+            probe_gb_per_s: probe_best,
+            ratio_to_probe: median(secs.iter().enumerate().map(|(r, &t)| bw(t) / probe_bw(r)).collect()),
+            rounds,
+        });
+    };
+    if layout == Layout::Single {
+        for (k, huge) in [false, true].into_iter().enumerate() {
+            row("probe", huge, &secs[k], n, 20);
+        }
+    }
+    for (k, v) in variants.iter().enumerate() {
+        row(v.name(), true, &secs[2 + k], elements, v.bytes_per_element());
+    }
+    rows
+}
+
+/// The median (mean of the middle two for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let k = v.len() / 2;
+    if v.len() % 2 == 1 { v[k] } else { (v[k - 1] + v[k]) / 2.0 }
 }
 
 /// `buf` cut into consecutive slices of `sizes`.
@@ -218,4 +298,45 @@ fn split<'a>(mut buf: &'a mut [f32], sizes: &[usize]) -> Vec<&'a mut [f32]> {
 /// Runs `f` on a rayon pool of `threads` threads.
 pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool").install(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Each round times one batch of every contender, in turn: the calls after
+    /// calibration run A's batch, then B's, then A's again.
+    #[test]
+    fn rounds_alternate_the_contenders() {
+        let log = RefCell::new(Vec::new());
+        let mut contenders: Vec<Box<dyn FnMut() + '_>> =
+            vec![Box::new(|| log.borrow_mut().push('a')), Box::new(|| log.borrow_mut().push('b'))];
+        // a batch of at least 1 s would need millions of calls; 0 s means one call per batch
+        let secs = interleaved(&mut contenders, 3, 0.0);
+        drop(contenders);
+        assert_eq!(secs.len(), 2);
+        assert!(secs.iter().all(|s| s.len() == 3 && s.iter().all(|&t| t >= 0.0)));
+        let log: String = log.into_inner().into_iter().collect();
+        // calibration: a warm-up call and one timed call each, then three rounds
+        assert_eq!(log, "aabbababab");
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    /// Every variant and both probes get a row, with the rounds asked for.
+    #[test]
+    fn measure_returns_a_row_per_contender() {
+        let rows = measure(Layout::Single, 1000, &Variant::ALL, 1, 2, 0.0);
+        let names: Vec<&str> = rows.iter().map(|r| r.variant.as_str()).collect();
+        assert_eq!(names, ["probe", "probe", "plain", "plain_rsqrt", "centered", "momentum"]);
+        assert!(rows.iter().all(|r| r.rounds == 2 && r.ratio_to_probe > 0.0 && r.ratio_to_probe.is_finite()));
+        let model = measure(Layout::Model, 5000, &[Variant::Plain], 1, 1, 0.0);
+        assert_eq!(model.len(), 1, "no probe rows for the model layout");
+        assert_eq!(model[0].n, sizes(Layout::Model, 5000).iter().sum::<usize>());
+    }
 }
