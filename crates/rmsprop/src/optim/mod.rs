@@ -96,6 +96,25 @@ impl OptimizerConfig {
     fn update<T: Float, P: Param<Acc = T>>(&self, ctx: &Ctx<T>, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
         dispatch!(self, c => c.update(ctx, x, g, bufs))
     }
+
+    /// What group `group` runs this step: RMSProp's loop chosen once with its scalars,
+    /// the others' own update.
+    fn kernel<P: Param>(&self, group: usize, ctx: Ctx<P::Acc>) -> Kernel<P> {
+        match self {
+            OptimizerConfig::RmsProp(r) => Kernel::RmsProp(r.kernel(&ctx)),
+            _ => Kernel::Update(group, ctx),
+        }
+    }
+}
+
+/// What a step runs on one tensor's chunks, chosen once per group (per tensor under
+/// per-tensor norm clipping, whose preprocessing differs from tensor to tensor).
+#[derive(Clone, Copy)]
+enum Kernel<P: Param> {
+    /// RMSProp's fused loop for the variant, with its scalars.
+    RmsProp(rmsprop::Kernel<P::Acc, P>),
+    /// The optimizer's own update, with the group and step context.
+    Update(usize, Ctx<P::Acc>),
 }
 
 macro_rules! impl_from {
@@ -309,16 +328,21 @@ unsafe impl<P: Param> Sync for Ptrs<P> {}
 /// The largest number of state slots of any optimizer.
 const MAX_SLOTS: usize = 3;
 
-#[derive(Debug)]
 struct Scratch<P: Param> {
-    ctx: Vec<Ctx<P::Acc>>,
+    kernels: Vec<Kernel<P>>,
     ptrs: Vec<Ptrs<P>>,
 }
 
 impl<P: Param> Clone for Scratch<P> {
     /// Scratch holds nothing between steps: a clone starts empty.
     fn clone(&self) -> Self {
-        Scratch { ctx: Vec::with_capacity(self.ctx.capacity()), ptrs: Vec::with_capacity(self.ptrs.capacity()) }
+        Scratch { kernels: Vec::with_capacity(self.kernels.capacity()), ptrs: Vec::with_capacity(self.ptrs.capacity()) }
+    }
+}
+
+impl<P: Param> std::fmt::Debug for Scratch<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scratch")
     }
 }
 
@@ -334,7 +358,7 @@ impl<P: Param> Optimizer<P> {
             policy: NonFinitePolicy::Error,
             chunks: Vec::new(),
             arena: std::array::from_fn(|_| Buffer::filled(0, P::Acc::ZERO)),
-            scratch: Scratch { ctx: Vec::new(), ptrs: Vec::new() },
+            scratch: Scratch { kernels: Vec::new(), ptrs: Vec::new() },
             parallel: Parallelism::Auto,
             unvalidated: false,
             total: 0,
@@ -389,7 +413,7 @@ impl<P: Param> Optimizer<P> {
             self.arena[k][start..start + n].fill(init);
         }
         self.groups.push(config);
-        self.scratch.ctx.reserve(self.tensors.len());
+        self.scratch.kernels.reserve(self.tensors.len());
         self.scratch.ptrs.reserve(self.tensors.len());
         Ok(())
     }
@@ -513,17 +537,29 @@ impl<P: Param> Optimizer<P> {
             .iter()
             .any(|g| matches!(g.common().clip_norm, Some(c) if c.scope == NormScope::Global))
             .then(|| grads.iter().map(|g| sum_sq(g.as_ref())).sum::<f64>().sqrt());
-        let Scratch { ctx, ptrs } = &mut self.scratch;
-        ctx.clear();
+        let Scratch { kernels, ptrs } = &mut self.scratch;
+        kernels.clear();
         ptrs.clear();
+        let mut last: Option<(usize, Kernel<P>)> = None;
         for (i, tr) in self.tensors.iter_mut().enumerate() {
-            let common = self.groups[tr.group].common();
-            let norm = match common.clip_norm {
-                Some(c) if c.scope == NormScope::PerTensor => Some(sum_sq(grads[i].as_ref()).sqrt()),
-                Some(_) => global_norm,
-                None => None,
+            let config = &self.groups[tr.group];
+            let common = config.common();
+            let per_tensor = matches!(common.clip_norm, Some(c) if c.scope == NormScope::PerTensor);
+            let kernel = match last {
+                Some((group, k)) if group == tr.group && !per_tensor => k,
+                _ => {
+                    let norm = match common.clip_norm {
+                        Some(_) if per_tensor => Some(sum_sq(grads[i].as_ref()).sqrt()),
+                        Some(_) => global_norm,
+                        None => None,
+                    };
+                    let ctx = Ctx { t, lr: self.schedule.lr(common.lr, t), prep: common.prep(norm) };
+                    let k = config.kernel(tr.group, ctx);
+                    last = Some((tr.group, k));
+                    k
+                }
             };
-            ctx.push(Ctx { t, lr: self.schedule.lr(common.lr, t), prep: common.prep(norm) });
+            kernels.push(kernel);
             let (x, g) = (params[i].as_mut(), grads[i].as_ref());
             // `check` saw these lengths already; they are taken again from the very slices
             // the pointers come from, so an `AsMut` that answers differently twice cannot
@@ -552,7 +588,7 @@ impl<P: Param> Optimizer<P> {
             }
             ptrs.push(p);
         }
-        let (groups, tensors, ctx, ptrs) = (&self.groups, &self.tensors, &*ctx, &*ptrs);
+        let (groups, tensors, kernels, ptrs) = (&self.groups, &self.tensors, &*kernels, &*ptrs);
         let run = |c: &Chunk| {
             let p = ptrs[c.tensor];
             let n = c.end - c.start;
@@ -569,8 +605,11 @@ impl<P: Param> Optimizer<P> {
                     *buf = unsafe { std::slice::from_raw_parts_mut(ptr.add(c.start), n) };
                 }
             }
-            let slots = tensors[c.tensor].slots;
-            groups[tensors[c.tensor].group].update(&ctx[c.tensor], x, g, &mut bufs[..slots]);
+            let bufs = &mut bufs[..tensors[c.tensor].slots];
+            match &kernels[c.tensor] {
+                Kernel::RmsProp(k) => k.run(x, g, bufs),
+                Kernel::Update(group, ctx) => groups[*group].update(ctx, x, g, bufs),
+            }
         };
         let parallel = match self.parallel {
             Parallelism::Auto => self.total >= PARALLEL_THRESHOLD,

@@ -4,7 +4,7 @@
 //! `s <- γ s + (1-γ) g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::{Ctx, Slot};
-use crate::common::{Common, StepForm, check_nonneg, check_unit, common_setters};
+use crate::common::{Common, Prep, StepForm, check_nonneg, check_unit, common_setters};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use serde::{Deserialize, Serialize};
@@ -209,16 +209,10 @@ impl RmsProp {
         ]
     }
 
-    /// One step on one chunk: a loop specialised at compile time for the variant (no
-    /// option branches per element, see [`fused`]).
-    pub(crate) fn update<T: Float, P: Param<Acc = T>>(
-        &self,
-        ctx: &Ctx<T>,
-        x: &mut [P],
-        g: &[P],
-        bufs: &mut [&mut [T]],
-    ) {
-        let [s, m, b] = bufs else { unreachable!("rmsprop has three state slots") };
+    /// The step's loop for this configuration, chosen once (variant and instruction set)
+    /// with its scalars: a loop specialised at compile time, with no option branches per
+    /// element (see [`fused`]).
+    pub(crate) fn kernel<T: Float, P: Param<Acc = T>>(&self, ctx: &Ctx<T>) -> Kernel<T, P> {
         let k = Scalars::new(self, ctx);
         let momentum = match self.uses_momentum().then_some(self.momentum_style) {
             None => fused::NONE,
@@ -231,11 +225,22 @@ impl RmsProp {
             StepForm::ScaledProduct => fused::SCALED_PRODUCT,
         };
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
-        let plain = !self.centered && momentum == fused::NONE && ctx.prep.is_identity() && !k.extras.any();
-        if self.fast_rsqrt && inside && plain && rsqrt::run(&k, x, g, s) {
-            return;
-        }
-        fused::dispatch(&k, &ctx.prep, self.centered, momentum, inside, form, x, g, s, m, b);
+        let (prep, extras) = (ctx.prep.is_identity(), k.extras.any());
+        let plain = !self.centered && momentum == fused::NONE && prep && !extras;
+        let estimate = if self.fast_rsqrt && inside && plain { rsqrt::pick::<T, P>() } else { None };
+        let run = estimate.unwrap_or_else(|| fused::pick(self.centered, momentum, inside, prep, extras, form));
+        Kernel { run, k, prep: ctx.prep }
+    }
+
+    /// One step on one chunk (the [`kernel`](Self::kernel) chosen and run at once).
+    pub(crate) fn update<T: Float, P: Param<Acc = T>>(
+        &self,
+        ctx: &Ctx<T>,
+        x: &mut [P],
+        g: &[P],
+        bufs: &mut [&mut [T]],
+    ) {
+        self.kernel(ctx).run(x, g, bufs)
     }
 
     /// The loop with every option checked per element: the reference the fused loops
@@ -359,37 +364,77 @@ impl<T: Float> Extras<T> {
     }
 }
 
+/// A variant's loop: scalars, preprocessing, then `x`, `g` and the state slots `s`, `m`, `b`
+/// (unused ones empty). Unsafe: it may be compiled for an instruction-set extension,
+/// which [`fused::pick`] and [`rsqrt::pick`] only choose when the CPU has it.
+type LoopFn<T, P> = unsafe fn(&Scalars<T>, &Prep<T>, &mut [P], &[P], &mut [T], &mut [T], &mut [T]);
+
+/// One step of one group, planned: the variant's loop and the scalars it runs with.
+#[derive(Clone, Copy)]
+pub(crate) struct Kernel<T, P> {
+    run: LoopFn<T, P>,
+    k: Scalars<T>,
+    prep: Prep<T>,
+}
+
+impl<T: Float, P: Param<Acc = T>> Kernel<T, P> {
+    /// The step on one chunk: `bufs` are the state slots (`s`, `m`, `b`) of its elements.
+    #[inline]
+    pub(crate) fn run(&self, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
+        let [s, m, b] = bufs else { unreachable!("rmsprop has three state slots") };
+        // SAFETY: the loop was picked for an instruction set this CPU has.
+        unsafe { (self.run)(&self.k, &self.prep, x, g, s, m, b) }
+    }
+}
+
 /// The plain D2L step in `f32` with a reciprocal-square-root estimate refined by one
 /// Newton step, `y = y (3/2 - a/2 y²)` (Numerical Recipes §9.4): AVX-512 (`rsqrt14`, 2⁻¹⁴
 /// before the step, ~2⁻²⁷ after) or AVX2 (`rsqrtps`, 1.5·2⁻¹² before, ~2⁻²² after).
 mod rsqrt {
+    use super::{LoopFn, Prep, Scalars};
     use crate::float::{Float, Param};
 
-    /// Runs the estimate loop when `T` and `P` are `f32` and the CPU has AVX-512F or
-    /// AVX2 with FMA; returns false (nothing done) otherwise, and the exact loop runs instead.
-    pub fn run<T: Float, P: Param<Acc = T>>(k: &super::Scalars<T>, x: &mut [P], g: &[P], s: &mut [T]) -> bool {
+    /// The estimate loop, when `T` and `P` are `f32` and the CPU has AVX-512F or AVX2
+    /// with FMA; `None` otherwise, and the exact loop runs instead.
+    pub fn pick<T: Float, P: Param<Acc = T>>() -> Option<LoopFn<T, P>> {
         #[cfg(target_arch = "x86_64")]
-        if let Some((x, g, s)) = as_f32(x, g, s) {
-            let k = F32Scalars {
-                gamma: k.gamma.to_f64() as f32,
-                one_minus_gamma: k.one_minus_gamma.to_f64() as f32,
-                eps: k.eps.to_f64() as f32,
-                lr: k.lr.to_f64() as f32,
-            };
+        if std::any::TypeId::of::<P>() == std::any::TypeId::of::<f32>() {
             if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F.
-                unsafe { plain_avx512(&k, x, g, s) };
-                return true;
+                return Some(entry_avx512::<T, P>);
             }
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU has AVX2 and FMA.
-                unsafe { plain_avx2(&k, x, g, s) };
-                return true;
+                return Some(entry_avx2::<T, P>);
             }
         }
-        let _ = (k, x, g, s);
-        false
+        None
     }
+
+    /// A loop with the signature of every other, for `T = P = f32` (checked by `pick`).
+    #[cfg(target_arch = "x86_64")]
+    macro_rules! entry {
+        ($name:ident, $inner:ident) => {
+            unsafe fn $name<T: Float, P: Param<Acc = T>>(
+                k: &Scalars<T>,
+                _: &Prep<T>,
+                x: &mut [P],
+                g: &[P],
+                s: &mut [T],
+                _: &mut [T],
+                _: &mut [T],
+            ) {
+                let (x, g, s) = as_f32(x, g, s).expect("picked for f32 only");
+                let f = |v: T| v.to_f64() as f32; // exact: T is f32
+                let k =
+                    F32Scalars { gamma: f(k.gamma), one_minus_gamma: f(k.one_minus_gamma), eps: f(k.eps), lr: f(k.lr) };
+                // SAFETY: `pick` chose this loop only where the CPU has its features.
+                unsafe { $inner(&k, x, g, s) }
+            }
+        };
+    }
+    #[cfg(target_arch = "x86_64")]
+    entry!(entry_avx512, plain_avx512);
+    #[cfg(target_arch = "x86_64")]
+    entry!(entry_avx2, plain_avx2);
 
     /// The step's scalars, in `f32`.
     #[cfg(target_arch = "x86_64")]
@@ -496,7 +541,7 @@ mod rsqrt {
 /// generic, so the element loop has no option branches and vectorises. The rarer options
 /// ([`Extras`](super::Extras)) share one instance per variant, as loop-invariant selects.
 mod fused {
-    use super::Scalars;
+    use super::{LoopFn, Scalars};
     use crate::common::{Prep, clip};
     use crate::float::{Float, Param};
 
@@ -507,35 +552,30 @@ mod fused {
     pub const SCALED_RATE: u8 = 1;
     pub const SCALED_PRODUCT: u8 = 2;
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn dispatch<T: Float, P: Param<Acc = T>>(
-        k: &Scalars<T>,
-        prep: &Prep<T>,
+    /// The loop of one variant, for the widest vector unit the CPU has.
+    pub fn pick<T: Float, P: Param<Acc = T>>(
         centered: bool,
         momentum: u8,
         inside: bool,
+        prep_identity: bool,
+        extras: bool,
         form: u8,
-        x: &mut [P],
-        g: &[P],
-        s: &mut [T],
-        m: &mut [T],
-        b: &mut [T],
-    ) {
+    ) -> LoopFn<T, P> {
         macro_rules! form {
             ($c:expr, $m:expr, $i:expr, $p:expr, $x:expr) => {
                 match form {
-                    SCALED_GRADIENT => run::<T, P, $c, $m, $i, $p, $x, SCALED_GRADIENT>(k, prep, x, g, s, m, b),
-                    SCALED_RATE => run::<T, P, $c, $m, $i, $p, $x, SCALED_RATE>(k, prep, x, g, s, m, b),
-                    _ => run::<T, P, $c, $m, $i, $p, $x, SCALED_PRODUCT>(k, prep, x, g, s, m, b),
+                    SCALED_GRADIENT => widest::<T, P, $c, $m, $i, $p, $x, SCALED_GRADIENT>(),
+                    SCALED_RATE => widest::<T, P, $c, $m, $i, $p, $x, SCALED_RATE>(),
+                    _ => widest::<T, P, $c, $m, $i, $p, $x, SCALED_PRODUCT>(),
                 }
             };
         }
         // the rarer options come with the preprocessing path (exact when it is the identity)
         macro_rules! prep {
             ($c:expr, $m:expr, $i:expr) => {
-                if k.extras.any() {
+                if extras {
                     form!($c, $m, $i, true, true)
-                } else if prep.is_identity() {
+                } else if prep_identity {
                     form!($c, $m, $i, false, false)
                 } else {
                     form!($c, $m, $i, true, false)
@@ -572,9 +612,7 @@ mod fused {
     /// The RMSProp update (see the type's doc) for one variant, compiled for the widest
     /// vector unit the CPU has (AVX-512, AVX2, else the baseline). Only the vector width
     /// changes: no fused multiply-add is formed, so every path gives the same bits.
-    #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
-    fn run<
+    fn widest<
         T: Float,
         P: Param<Acc = T>,
         const CENTERED: bool,
@@ -583,29 +621,17 @@ mod fused {
         const PREP: bool,
         const EXTRA: bool,
         const F: u8,
-    >(
-        k: &Scalars<T>,
-        prep: &Prep<T>,
-        x: &mut [P],
-        g: &[P],
-        s: &mut [T],
-        m: &mut [T],
-        b: &mut [T],
-    ) {
+    >() -> LoopFn<T, P> {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F.
-                return unsafe {
-                    run_avx512::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F>(k, prep, x, g, s, m, b)
-                };
+                return run_avx512::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F>;
             }
             if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2.
-                return unsafe { run_avx2::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F>(k, prep, x, g, s, m, b) };
+                return run_avx2::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F>;
             }
         }
-        body::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F>(k, prep, x, g, s, m, b)
+        baseline::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F>
     }
 
     /// `body` compiled for one instruction-set extension.
@@ -638,6 +664,29 @@ mod fused {
     }
     widened!(run_avx512, "avx512f");
     widened!(run_avx2, "avx2");
+
+    /// `body` for the baseline instruction set (unsafe only to share the pointer type).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn baseline<
+        T: Float,
+        P: Param<Acc = T>,
+        const C: bool,
+        const M: u8,
+        const I: bool,
+        const P2: bool,
+        const X: bool,
+        const F: u8,
+    >(
+        k: &Scalars<T>,
+        prep: &Prep<T>,
+        x: &mut [P],
+        g: &[P],
+        s: &mut [T],
+        m: &mut [T],
+        b: &mut [T],
+    ) {
+        body::<T, P, C, M, I, P2, X, F>(k, prep, x, g, s, m, b)
+    }
 
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
