@@ -269,7 +269,7 @@ pub struct Optimizer<P: Param> {
     /// Every tensor cut into chunks of at most [`CHUNK`] elements: one stream of work
     /// for all tensors, fixed when tensors are registered.
     chunks: Vec<Chunk>,
-    /// Per-step scratch (per-tensor contexts and pointers), reused so `step` never allocates.
+    /// Per-step scratch (planned kernels, per-tensor pointers), reused so `step` never allocates.
     scratch: Scratch<P>,
     parallel: Parallelism,
     /// A group's configuration was handed out mutably since it was last validated.
@@ -307,6 +307,8 @@ struct Chunk {
 /// Raw pointers to one tensor's parameter, gradient and state arrays for one step.
 #[derive(Debug)]
 struct Ptrs<P: Param> {
+    /// Index of the tensor's planned [`Kernel`] in the step's scratch.
+    kernel: usize,
     x: *mut P,
     g: *const P,
     bufs: [*mut P::Acc; MAX_SLOTS],
@@ -540,26 +542,21 @@ impl<P: Param> Optimizer<P> {
         let Scratch { kernels, ptrs } = &mut self.scratch;
         kernels.clear();
         ptrs.clear();
-        let mut last: Option<(usize, Kernel<P>)> = None;
+        let mut last_group = usize::MAX;
         for (i, tr) in self.tensors.iter_mut().enumerate() {
             let config = &self.groups[tr.group];
             let common = config.common();
             let per_tensor = matches!(common.clip_norm, Some(c) if c.scope == NormScope::PerTensor);
-            let kernel = match last {
-                Some((group, k)) if group == tr.group && !per_tensor => k,
-                _ => {
-                    let norm = match common.clip_norm {
-                        Some(_) if per_tensor => Some(sum_sq(grads[i].as_ref()).sqrt()),
-                        Some(_) => global_norm,
-                        None => None,
-                    };
-                    let ctx = Ctx { t, lr: self.schedule.lr(common.lr, t), prep: common.prep(norm) };
-                    let k = config.kernel(tr.group, ctx);
-                    last = Some((tr.group, k));
-                    k
-                }
-            };
-            kernels.push(kernel);
+            if tr.group != last_group || per_tensor {
+                let norm = match common.clip_norm {
+                    Some(_) if per_tensor => Some(sum_sq(grads[i].as_ref()).sqrt()),
+                    Some(_) => global_norm,
+                    None => None,
+                };
+                let ctx = Ctx { t, lr: self.schedule.lr(common.lr, t), prep: common.prep(norm) };
+                kernels.push(config.kernel(tr.group, ctx));
+                last_group = tr.group;
+            }
             let (x, g) = (params[i].as_mut(), grads[i].as_ref());
             // `check` saw these lengths already; they are taken again from the very slices
             // the pointers come from, so an `AsMut` that answers differently twice cannot
@@ -574,6 +571,7 @@ impl<P: Param> Optimizer<P> {
                 });
             }
             let mut p = Ptrs {
+                kernel: kernels.len() - 1,
                 x: x.as_mut_ptr(),
                 g: g.as_ptr(),
                 bufs: [std::ptr::null_mut(); MAX_SLOTS],
@@ -606,7 +604,7 @@ impl<P: Param> Optimizer<P> {
                 }
             }
             let bufs = &mut bufs[..tensors[c.tensor].slots];
-            match &kernels[c.tensor] {
+            match &kernels[p.kernel] {
                 Kernel::RmsProp(k) => k.run(x, g, bufs),
                 Kernel::Update(group, ctx) => groups[*group].update(ctx, x, g, bufs),
             }
