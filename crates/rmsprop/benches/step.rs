@@ -1,8 +1,11 @@
 //! Kernel benchmarks: `cargo bench -p rmsprop`. One optimizer step per iteration, f32,
-//! in cache (1e4) and in memory (1e7), for the main RMSProp variants and the family.
-//! For bandwidth ratios against a probe, use `rmsprop bench`.
+//! in cache (1e4) and in memory (1e7), for RMSProp's variants (the rarer options
+//! included) and the family. For bandwidth ratios against a probe, use `rmsprop bench`.
 
-use rmsprop::{Adam, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig, RmsProp};
+use rmsprop::{
+    Adadelta, Adagrad, Adam, BiasCorrection, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig, RmsProp, Sgd,
+    SgdMomentum, WeightDecayMode,
+};
 
 fn main() {
     divan::main();
@@ -14,11 +17,21 @@ fn configs() -> Vec<(&'static str, OptimizerConfig)> {
         ("plain_rsqrt", RmsProp::default().with_fast_rsqrt(true).into()),
         ("centered", RmsProp::default().with_centered(true).into()),
         ("momentum", RmsProp::default().with_momentum(0.9, MomentumStyle::LrOutsideBuffer).into()),
+        ("nesterov", RmsProp::default().with_momentum(0.9, MomentumStyle::LrInsideBuffer).with_nesterov(true).into()),
+        ("bias_correction", RmsProp::default().with_bias_correction(true).into()),
+        ("decoupled", RmsProp::default().with_weight_decay(0.01, WeightDecayMode::Decoupled).into()),
+        ("clip_weights", RmsProp::default().with_clip_weights(3.0).into()),
         ("adam", Adam::default().into()),
+        ("adamw", Adam::adamw().into()),
+        ("adam_optax", Adam { bias_correction: BiasCorrection::Moments, ..Adam::default() }.into()),
+        ("adagrad", Adagrad::default().into()),
+        ("sgd_momentum", Sgd::default().with_momentum(0.9, SgdMomentum::Torch).into()),
+        ("adadelta", Adadelta::default().into()),
     ]
 }
 
-#[divan::bench(args = [10_000, 10_000_000], consts = [0, 1, 2, 3, 4])]
+/// Step of configuration `VARIANT` (an index into `configs`).
+#[divan::bench(args = [10_000, 10_000_000], consts = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13])]
 fn step<const VARIANT: usize>(bencher: divan::Bencher, n: usize) {
     let (_, config) = configs().swap_remove(VARIANT);
     let mut opt =

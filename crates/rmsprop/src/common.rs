@@ -66,13 +66,26 @@ pub enum StepForm {
 
 impl StepForm {
     /// `η g / d` in this form's order.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn apply<T: Float>(self, lr: T, g: T, d: T) -> T {
         match self {
-            StepForm::ScaledGradient => lr * (g / d),
-            StepForm::ScaledRate => lr / d * g,
-            StepForm::ScaledProduct => lr * g / d,
+            StepForm::ScaledGradient => scaled::<T, { StepForm::ScaledGradient as u8 }>(lr, g, d),
+            StepForm::ScaledRate => scaled::<T, { StepForm::ScaledRate as u8 }>(lr, g, d),
+            StepForm::ScaledProduct => scaled::<T, { StepForm::ScaledProduct as u8 }>(lr, g, d),
         }
+    }
+}
+
+/// `η g / d` in the order of the [`StepForm`] whose discriminant is `F` (a loop's const
+/// parameter, see `simd::with_form!`).
+#[inline(always)]
+pub(crate) fn scaled<T: Float, const F: u8>(lr: T, g: T, d: T) -> T {
+    const GRADIENT: u8 = StepForm::ScaledGradient as u8;
+    const RATE: u8 = StepForm::ScaledRate as u8;
+    match F {
+        GRADIENT => lr * (g / d),
+        RATE => lr / d * g,
+        _ => lr * g / d,
     }
 }
 

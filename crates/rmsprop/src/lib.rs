@@ -57,6 +57,7 @@ mod float;
 pub mod golden;
 mod optim;
 mod schedule;
+mod simd;
 
 pub use buffer::{Buffer, HUGE_PAGE};
 pub use common::{ClipNorm, Common, HyperPrecision, NormScope, StepForm, WeightDecayMode};

@@ -4,9 +4,10 @@
 //! `x <- x - g'`, `Δx <- ρ Δx + (1-ρ) g'²`.
 
 use super::{Ctx, Slot};
-use crate::common::{Common, check_nonneg, check_unit, clip, common_setters};
+use crate::common::{Common, Prep, check_nonneg, check_unit, clip, common_setters};
 use crate::error::Result;
 use crate::float::{Float, Param};
+use crate::simd::{self, select, with_prep};
 use serde::{Deserialize, Serialize};
 
 /// Adadelta. `Default` is PyTorch's: lr 1.0, ρ 0.9, ε 1e-6 (MXNet: ε 1e-5, no lr).
@@ -79,6 +80,34 @@ impl Adadelta {
     ) {
         let c = &self.common;
         let [s, a] = bufs else { unreachable!("adadelta has two state slots") };
+        let (wd, bound) = (c.decoupled_wd::<T>(), c.clip_weights_t::<T>());
+        let k = Scalars {
+            rho: T::from_f64(c.hp(self.rho)),
+            one_minus_rho: T::from_f64(1.0 - c.hp(self.rho)),
+            eps: T::from_f64(c.hp(self.eps)),
+            lr: T::from_f64(c.hp(ctx.lr)),
+            decoupled: wd.is_some(),
+            wd: wd.unwrap_or(T::ZERO),
+            clip_weights: bound.is_some(),
+            bound: bound.unwrap_or(T::ZERO),
+        };
+        let prep = &ctx.prep;
+        with_prep!(prep.is_identity(), k.decoupled || k.clip_weights, PREP, EXTRA => {
+            simd::widest(#[inline(always)] || body::<T, P, PREP, EXTRA>(&k, prep, x, g, s, a))
+        })
+    }
+
+    /// The loop with every option checked per element: the reference of the fused loop.
+    #[cfg(test)]
+    fn update_general<T: Float, P: Param<Acc = T>>(
+        &self,
+        ctx: &Ctx<T>,
+        x: &mut [P],
+        g: &[P],
+        s: &mut [T],
+        a: &mut [T],
+    ) {
+        let c = &self.common;
         let rho = T::from_f64(c.hp(self.rho));
         let one_minus_rho = T::from_f64(1.0 - c.hp(self.rho));
         let eps = T::from_f64(c.hp(self.eps));
@@ -97,6 +126,79 @@ impl Adadelta {
             }
             let xi = x0 - lr * u;
             x[i] = P::store(clip(xi, clip_w));
+        }
+    }
+}
+
+/// The step's scalars in `T`.
+#[derive(Clone, Copy)]
+struct Scalars<T> {
+    rho: T,
+    one_minus_rho: T,
+    eps: T,
+    lr: T,
+    decoupled: bool,
+    wd: T,
+    clip_weights: bool,
+    bound: T,
+}
+
+/// One pass over a chunk (see the type's doc): preprocessing and the extras (MXNet's
+/// decay, weight clipping) are const generics, the extras applied as loop-invariant selects.
+#[inline(always)]
+fn body<T: Float, P: Param<Acc = T>, const PREP: bool, const EXTRA: bool>(
+    k: &Scalars<T>,
+    prep: &Prep<T>,
+    x: &mut [P],
+    g: &[P],
+    s: &mut [T],
+    a: &mut [T],
+) {
+    let n = x.len();
+    let (g, s, a) = (&g[..n], &mut s[..n], &mut a[..n]);
+    // copied out, so the loop reads locals: nothing it stores to can alias them
+    let (k, prep) = (*k, *prep);
+    let Scalars { rho, one_minus_rho, eps, lr, .. } = k;
+    for i in 0..n {
+        let x0 = x[i].load();
+        let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
+        s[i] = rho * s[i] + one_minus_rho * (gi * gi);
+        let delta = (a[i] + eps).sqrt() / (s[i] + eps).sqrt() * gi;
+        a[i] = rho * a[i] + one_minus_rho * (delta * delta);
+        let u = if EXTRA { select(k.decoupled, delta + k.wd * x0, delta) } else { delta };
+        let xi = x0 - lr * u;
+        x[i] = P::store(if EXTRA { select(k.clip_weights, clip(xi, Some(k.bound)), xi) } else { xi });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WeightDecayMode;
+
+    /// The fused loop gives exactly the general loop's bits for every variant.
+    #[test]
+    fn fused_equals_general_bit_for_bit() {
+        let n = 300;
+        let g: Vec<f32> = (0..n).map(|i| (i * 7919 % 1000) as f32 / 100.0 - 5.0).collect();
+        let x0: Vec<f32> = (0..n).map(|i| (i as f32 / 20.0).sin() * 3.0).collect();
+        for rescale in [1.0, 0.5] {
+            for (wd, clip_w) in [(0.0, None), (0.1, None), (0.0, Some(2.0)), (0.1, Some(2.0))] {
+                let mut o =
+                    Adadelta::default().with_rescale_grad(rescale).with_weight_decay(wd, WeightDecayMode::Decoupled);
+                o.common.clip_weights = clip_w;
+                let mut a = [x0.clone(), vec![0.0f32; n], vec![0.0f32; n]];
+                let mut b = a.clone();
+                for t in 1..=3 {
+                    let ctx = Ctx { t, lr: 1.0, prep: o.common.prep::<f32>(None) };
+                    let [x, s, d] = &mut a;
+                    o.update(&ctx, x, &g, &mut [&mut s[..], &mut d[..]]);
+                    let [x, s, d] = &mut b;
+                    o.update_general(&ctx, x, &g, s, d);
+                }
+                let bits = |v: &[Vec<f32>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&b), "{o:?}");
+            }
         }
     }
 }

@@ -3,9 +3,10 @@
 //! D2L §12.7: `s <- s + g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::{Ctx, EpsPlacement, Slot};
-use crate::common::{Common, StepForm, check_nonneg, clip, common_setters};
+use crate::common::{Common, Prep, StepForm, check_nonneg, clip, common_setters, scaled};
 use crate::error::Result;
 use crate::float::{Float, Param};
+use crate::simd::{self, select, with_form, with_prep};
 use serde::{Deserialize, Serialize};
 
 /// Adagrad. `Default` is the chapter's (D2L §12.7): η 0.1, ε 1e-6 inside the root.
@@ -100,6 +101,29 @@ impl Adagrad {
     ) {
         let c = &self.common;
         let [s] = bufs else { unreachable!("adagrad has one state slot") };
+        let (wd, bound) = (c.decoupled_wd::<T>(), c.clip_weights_t::<T>());
+        let k = Scalars {
+            lr: T::from_f64(c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay)),
+            eps: T::from_f64(c.hp(self.eps)),
+            decoupled: wd.is_some(),
+            wd: wd.unwrap_or(T::ZERO),
+            clip_weights: bound.is_some(),
+            bound: bound.unwrap_or(T::ZERO),
+        };
+        let prep = &ctx.prep;
+        let extras = k.decoupled || k.clip_weights;
+        let inside = self.eps_placement == EpsPlacement::InsideSqrt;
+        with_prep!(prep.is_identity(), extras, PREP, EXTRA => with_form!(self.step_form, F => if inside {
+            simd::widest(#[inline(always)] || body::<T, P, true, PREP, EXTRA, F>(&k, prep, x, g, s))
+        } else {
+            simd::widest(#[inline(always)] || body::<T, P, false, PREP, EXTRA, F>(&k, prep, x, g, s))
+        }))
+    }
+
+    /// The loop with every option checked per element: the reference of the fused loop.
+    #[cfg(test)]
+    fn update_general<T: Float, P: Param<Acc = T>>(&self, ctx: &Ctx<T>, x: &mut [P], g: &[P], s: &mut [T]) {
+        let c = &self.common;
         let lr = T::from_f64(c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay));
         let eps = T::from_f64(c.hp(self.eps));
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
@@ -116,6 +140,81 @@ impl Adagrad {
                 None => x0 - self.step_form.apply(lr, gi, den),
             };
             x[i] = P::store(clip(xi, clip_w));
+        }
+    }
+}
+
+/// The step's scalars in `T`.
+#[derive(Clone, Copy)]
+struct Scalars<T> {
+    lr: T,
+    eps: T,
+    decoupled: bool,
+    wd: T,
+    clip_weights: bool,
+    bound: T,
+}
+
+/// One pass over a chunk for one variant (see the type's doc): ε placement, preprocessing,
+/// the extras (decoupled decay, weight clipping) and the step form are const generics.
+#[inline(always)]
+fn body<T: Float, P: Param<Acc = T>, const INSIDE: bool, const PREP: bool, const EXTRA: bool, const F: u8>(
+    k: &Scalars<T>,
+    prep: &Prep<T>,
+    x: &mut [P],
+    g: &[P],
+    s: &mut [T],
+) {
+    let n = x.len();
+    let (g, s) = (&g[..n], &mut s[..n]);
+    // copied out, so the loop reads locals: nothing it stores to can alias them
+    let (k, prep) = (*k, *prep);
+    let Scalars { lr, eps, .. } = k;
+    for i in 0..n {
+        let x0 = x[i].load();
+        let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
+        s[i] = s[i] + gi * gi;
+        let den = if INSIDE { (s[i] + eps).sqrt() } else { s[i].sqrt() + eps };
+        let plain = x0 - scaled::<T, F>(lr, gi, den);
+        // MXNet's decoupled decay: x + (g/d + x*wd) * (-lr)
+        let xi = if EXTRA { select(k.decoupled, x0 - lr * (gi / den + x0 * k.wd), plain) } else { plain };
+        x[i] = P::store(if EXTRA { select(k.clip_weights, clip(xi, Some(k.bound)), xi) } else { xi });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{StepForm, WeightDecayMode};
+
+    /// The fused loop gives exactly the general loop's bits for every variant.
+    #[test]
+    fn fused_equals_general_bit_for_bit() {
+        let n = 300;
+        let g: Vec<f32> = (0..n).map(|i| (i * 7919 % 1000) as f32 / 100.0 - 5.0).collect();
+        let x0: Vec<f32> = (0..n).map(|i| (i as f32 / 20.0).sin() * 3.0).collect();
+        for place in [EpsPlacement::InsideSqrt, EpsPlacement::OutsideSqrt] {
+            for form in [StepForm::ScaledGradient, StepForm::ScaledRate, StepForm::ScaledProduct] {
+                for rescale in [1.0, 0.5] {
+                    for (wd, clip_w) in [(0.0, None), (0.1, None), (0.0, Some(2.0)), (0.1, Some(2.0))] {
+                        let mut a = Adagrad::default()
+                            .with_eps(1e-6, place)
+                            .with_rescale_grad(rescale)
+                            .with_weight_decay(wd, WeightDecayMode::Decoupled);
+                        a.common.clip_weights = clip_w;
+                        a.step_form = form;
+                        let (mut xa, mut xb, mut sa, mut sb) =
+                            (x0.clone(), x0.clone(), vec![0.1f32; n], vec![0.1f32; n]);
+                        for t in 1..=3 {
+                            let ctx = Ctx { t, lr: 0.1, prep: a.common.prep::<f32>(None) };
+                            a.update(&ctx, &mut xa, &g, &mut [&mut sa[..]]);
+                            a.update_general(&ctx, &mut xb, &g, &mut sb);
+                        }
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!((bits(&xa), bits(&sa)), (bits(&xb), bits(&sb)), "{a:?}");
+                    }
+                }
+            }
         }
     }
 }

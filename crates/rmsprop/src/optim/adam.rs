@@ -2,9 +2,10 @@
 //! plus momentum, with bias correction (D2L §12.10).
 
 use super::{Ctx, Slot};
-use crate::common::{Common, WeightDecayMode, check_nonneg, clip, common_setters, invalid};
+use crate::common::{Common, Prep, WeightDecayMode, check_nonneg, clip, common_setters, invalid};
 use crate::error::Result;
 use crate::float::{Float, Param};
+use crate::simd::{self, select, with_prep};
 use serde::{Deserialize, Serialize};
 
 /// How Adam corrects the bias of its zero-initialised moments.
@@ -147,6 +148,71 @@ impl Adam {
         let [m, v, vmax] = bufs else { unreachable!("adam has three state slots") };
         let (b1, b2) = (c.hp(self.beta1), c.hp(self.beta2));
         let t = ctx.t as f64;
+        let (bc1, bc2) = (1.0 - b1.powf(t), 1.0 - b2.powf(t));
+        let lr = T::from_f64(c.hp(ctx.lr));
+        let (wd, bound) = (c.decoupled_wd::<T>(), c.clip_weights_t::<T>());
+        // per-step scalars of each rule, formed in f64 and rounded once
+        let k = Scalars {
+            beta1: T::from_f64(b1),
+            one_minus_b1: T::from_f64(1.0 - b1),
+            beta2: T::from_f64(b2),
+            one_minus_b2: T::from_f64(1.0 - b2),
+            eps: T::from_f64(c.hp(self.eps)),
+            eps_root: T::from_f64(self.eps_root),
+            lr,
+            step_size: T::from_f64(ctx.lr / bc1),
+            bc2_sqrt: T::from_f64(bc2.sqrt()),
+            bc1: T::from_f64(bc1),
+            bc2: T::from_f64(bc2),
+            bc1_next: T::from_f64(1.0 - b1.powf(t + 1.0)),
+            // MXNet forms lr_t from the nominal values, then rounds it to f32 once
+            lr_t: T::from_f64(c.hp(ctx.lr * (1.0 - self.beta2.powf(t)).sqrt() / (1.0 - self.beta1.powf(t)))),
+            nesterov: self.nesterov && self.bias_correction == BiasCorrection::Moments,
+            decoupled: wd.is_some(),
+            wd: wd.unwrap_or(T::ZERO),
+            lr_wd: lr * wd.unwrap_or(T::ZERO),
+            clip_weights: bound.is_some(),
+            bound: bound.unwrap_or(T::ZERO),
+        };
+        let prep = &ctx.prep;
+        let extras = k.nesterov || k.decoupled || k.clip_weights;
+        macro_rules! amsgrad {
+            ($mode:expr, $p:expr, $x:expr) => {
+                if self.amsgrad {
+                    simd::widest(
+                        #[inline(always)]
+                        || body::<T, P, { $mode as u8 }, true, $p, $x>(&k, prep, x, g, m, v, vmax),
+                    )
+                } else {
+                    simd::widest(
+                        #[inline(always)]
+                        || body::<T, P, { $mode as u8 }, false, $p, $x>(&k, prep, x, g, m, v, vmax),
+                    )
+                }
+            };
+        }
+        with_prep!(prep.is_identity(), extras, PREP, EXTRA => match self.bias_correction {
+            BiasCorrection::Moments => amsgrad!(BiasCorrection::Moments, PREP, EXTRA),
+            BiasCorrection::Denominator => amsgrad!(BiasCorrection::Denominator, PREP, EXTRA),
+            BiasCorrection::LrOnly => amsgrad!(BiasCorrection::LrOnly, PREP, EXTRA),
+        })
+    }
+
+    /// The loop with every option checked per element: the reference of the fused loop.
+    #[cfg(test)]
+    #[allow(clippy::too_many_arguments)]
+    fn update_general<T: Float, P: Param<Acc = T>>(
+        &self,
+        ctx: &Ctx<T>,
+        x: &mut [P],
+        g: &[P],
+        m: &mut [T],
+        v: &mut [T],
+        vmax: &mut [T],
+    ) {
+        let c = &self.common;
+        let (b1, b2) = (c.hp(self.beta1), c.hp(self.beta2));
+        let t = ctx.t as f64;
         let bc1 = 1.0 - b1.powf(t);
         let bc2 = 1.0 - b2.powf(t);
         let (beta1, one_minus_b1) = (T::from_f64(b1), T::from_f64(1.0 - b1));
@@ -203,6 +269,123 @@ impl Adam {
                 }
             };
             x[i] = P::store(clip(xi, clip_w));
+        }
+    }
+}
+
+const MOMENTS: u8 = BiasCorrection::Moments as u8;
+const DENOMINATOR: u8 = BiasCorrection::Denominator as u8;
+
+/// The step's scalars in `T`.
+#[derive(Clone, Copy)]
+struct Scalars<T> {
+    beta1: T,
+    one_minus_b1: T,
+    beta2: T,
+    one_minus_b2: T,
+    eps: T,
+    eps_root: T,
+    lr: T,
+    /// `η / (1-β1^t)` (PyTorch).
+    step_size: T,
+    /// `sqrt(1-β2^t)` (PyTorch).
+    bc2_sqrt: T,
+    /// `1-β1^t`, `1-β2^t`, `1-β1^(t+1)` (optax).
+    bc1: T,
+    bc2: T,
+    bc1_next: T,
+    /// `η sqrt(1-β2^t)/(1-β1^t)` (MXNet).
+    lr_t: T,
+    nesterov: bool,
+    decoupled: bool,
+    wd: T,
+    /// `η wd`, rounded as `lr * wd` in `T`.
+    lr_wd: T,
+    clip_weights: bool,
+    bound: T,
+}
+
+/// One pass over a chunk for one variant (see the type's doc): the bias-correction rule,
+/// AMSGrad, preprocessing and the extras (Nesterov, decoupled decay, weight clipping) are
+/// const generics, the extras applied as loop-invariant selects.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn body<T: Float, P: Param<Acc = T>, const MODE: u8, const AMSGRAD: bool, const PREP: bool, const EXTRA: bool>(
+    k: &Scalars<T>,
+    prep: &Prep<T>,
+    x: &mut [P],
+    g: &[P],
+    m: &mut [T],
+    v: &mut [T],
+    vmax: &mut [T],
+) {
+    let n = x.len();
+    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+    let vmax = if AMSGRAD { &mut vmax[..n] } else { &mut vmax[..0] };
+    // copied out, so the loop reads locals: nothing it stores to can alias them
+    let (k, prep) = (*k, *prep);
+    let Scalars { beta1, one_minus_b1, beta2, one_minus_b2, eps, lr, .. } = k;
+    for i in 0..n {
+        let x0 = x[i].load();
+        let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
+        m[i] = beta1 * m[i] + one_minus_b1 * gi;
+        v[i] = beta2 * v[i] + one_minus_b2 * (gi * gi);
+        let vv = if AMSGRAD {
+            vmax[i] = vmax[i].max(v[i]);
+            vmax[i]
+        } else {
+            v[i]
+        };
+        let xd = if EXTRA { select(k.decoupled, x0 - k.lr_wd * x0, x0) } else { x0 };
+        let xi = match MODE {
+            DENOMINATOR => xd - k.step_size * (m[i] / (vv.sqrt() / k.bc2_sqrt + eps)),
+            MOMENTS => {
+                let plain = m[i] / k.bc1;
+                let nesterov = beta1 * (m[i] / k.bc1_next) + one_minus_b1 * (gi / k.bc1);
+                let mh = if EXTRA { select(k.nesterov, nesterov, plain) } else { plain };
+                let u = mh / ((vv / k.bc2 + k.eps_root).sqrt() + eps);
+                // optax adamw: the decay joins the update before the learning rate
+                let u = if EXTRA { select(k.decoupled, u + k.wd * x0, u) } else { u };
+                x0 - lr * u
+            }
+            _ => xd - k.lr_t * m[i] / (vv.sqrt() + eps),
+        };
+        x[i] = P::store(if EXTRA { select(k.clip_weights, clip(xi, Some(k.bound)), xi) } else { xi });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused loop gives exactly the general loop's bits for every variant.
+    #[test]
+    fn fused_equals_general_bit_for_bit() {
+        let n = 300;
+        let g: Vec<f64> = (0..n).map(|i| (i * 7919 % 1000) as f64 / 100.0 - 5.0).collect();
+        let x0: Vec<f64> = (0..n).map(|i| (i as f64 / 20.0).sin() * 3.0).collect();
+        for mode in [BiasCorrection::Moments, BiasCorrection::Denominator, BiasCorrection::LrOnly] {
+            for (amsgrad, nesterov) in [(false, false), (true, false), (false, true), (true, true)] {
+                for rescale in [1.0, 0.5] {
+                    for (wd, clip_w) in [(0.0, None), (0.1, None), (0.0, Some(2.0)), (0.1, Some(2.0))] {
+                        let mut o = Adam::default().with_rescale_grad(rescale);
+                        (o.bias_correction, o.amsgrad, o.nesterov) = (mode, amsgrad, nesterov);
+                        o = o.with_weight_decay(wd, WeightDecayMode::Decoupled);
+                        o.common.clip_weights = clip_w;
+                        let mut a = [x0.clone(), vec![0.0; n], vec![0.0; n], vec![0.0; n]];
+                        let mut b = a.clone();
+                        for t in 1..=3 {
+                            let ctx = Ctx { t, lr: 0.1, prep: o.common.prep::<f64>(None) };
+                            let [x, m, v, vm] = &mut a;
+                            o.update(&ctx, x, &g, &mut [&mut m[..], &mut v[..], &mut vm[..]]);
+                            let [x, m, v, vm] = &mut b;
+                            o.update_general(&ctx, x, &g, m, v, vm);
+                        }
+                        let bits = |v: &[Vec<f64>]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&a), bits(&b), "{o:?}");
+                    }
+                }
+            }
         }
     }
 }

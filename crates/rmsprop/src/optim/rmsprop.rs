@@ -219,16 +219,12 @@ impl RmsProp {
             Some(MomentumStyle::LrOutsideBuffer) => fused::LR_OUTSIDE,
             Some(MomentumStyle::LrInsideBuffer) => fused::LR_INSIDE,
         };
-        let form = match self.step_form {
-            StepForm::ScaledGradient => fused::SCALED_GRADIENT,
-            StepForm::ScaledRate => fused::SCALED_RATE,
-            StepForm::ScaledProduct => fused::SCALED_PRODUCT,
-        };
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
         let (prep, extras) = (ctx.prep.is_identity(), k.extras.any());
         let plain = !self.centered && momentum == fused::NONE && prep && !extras;
         let estimate = if self.fast_rsqrt && inside && plain { rsqrt::pick::<T, P>() } else { None };
-        let run = estimate.unwrap_or_else(|| fused::pick(self.centered, momentum, inside, prep, extras, form));
+        let run =
+            estimate.unwrap_or_else(|| fused::pick(self.centered, momentum, inside, prep, extras, self.step_form));
         Kernel { run, k, prep: ctx.prep }
     }
 
@@ -542,15 +538,14 @@ mod rsqrt {
 /// ([`Extras`](super::Extras)) share one instance per variant, as loop-invariant selects.
 mod fused {
     use super::{LoopFn, Scalars};
-    use crate::common::{Prep, clip};
+    use crate::StepForm;
+    use crate::common::{Prep, clip, scaled};
     use crate::float::{Float, Param};
+    use crate::simd::{select, with_form, with_prep};
 
     pub const NONE: u8 = 0;
     pub const LR_OUTSIDE: u8 = 1;
     pub const LR_INSIDE: u8 = 2;
-    pub const SCALED_GRADIENT: u8 = 0;
-    pub const SCALED_RATE: u8 = 1;
-    pub const SCALED_PRODUCT: u8 = 2;
 
     /// The loop of one variant, for the widest vector unit the CPU has.
     pub fn pick<T: Float, P: Param<Acc = T>>(
@@ -559,32 +554,15 @@ mod fused {
         inside: bool,
         prep_identity: bool,
         extras: bool,
-        form: u8,
+        form: StepForm,
     ) -> LoopFn<T, P> {
-        macro_rules! form {
-            ($c:expr, $m:expr, $i:expr, $p:expr, $x:expr) => {
-                match form {
-                    SCALED_GRADIENT => widest::<T, P, $c, $m, $i, $p, $x, SCALED_GRADIENT>(),
-                    SCALED_RATE => widest::<T, P, $c, $m, $i, $p, $x, SCALED_RATE>(),
-                    _ => widest::<T, P, $c, $m, $i, $p, $x, SCALED_PRODUCT>(),
-                }
-            };
-        }
-        // the rarer options come with the preprocessing path (exact when it is the identity)
-        macro_rules! prep {
-            ($c:expr, $m:expr, $i:expr) => {
-                if extras {
-                    form!($c, $m, $i, true, true)
-                } else if prep_identity {
-                    form!($c, $m, $i, false, false)
-                } else {
-                    form!($c, $m, $i, true, false)
-                }
-            };
-        }
         macro_rules! inside {
             ($c:expr, $m:expr) => {
-                if inside { prep!($c, $m, true) } else { prep!($c, $m, false) }
+                with_prep!(prep_identity, extras, PREP, EXTRA => with_form!(form, F => if inside {
+                    widest::<T, P, $c, $m, true, PREP, EXTRA, F>()
+                } else {
+                    widest::<T, P, $c, $m, false, PREP, EXTRA, F>()
+                }))
             };
         }
         macro_rules! momentum {
@@ -597,16 +575,6 @@ mod fused {
             };
         }
         if centered { momentum!(true) } else { momentum!(false) }
-    }
-
-    /// `η g / d` in the order `F` names (see `StepForm`).
-    #[inline(always)]
-    fn scaled<T: Float, const F: u8>(lr: T, g: T, d: T) -> T {
-        match F {
-            SCALED_GRADIENT => lr * (g / d),
-            SCALED_RATE => lr / d * g,
-            _ => lr * g / d,
-        }
     }
 
     /// The RMSProp update (see the type's doc) for one variant, compiled for the widest
@@ -713,6 +681,7 @@ mod fused {
         let m = if CENTERED { &mut m[..n] } else { &mut m[..0] };
         let b = if MOMENTUM != NONE { &mut b[..n] } else { &mut b[..0] };
         let Scalars { gamma, one_minus_gamma, eps, lr, mu, extras: e } = *k;
+        let prep = *prep; // a local: nothing the loop stores to can alias it
         for i in 0..n {
             let (x0, g0) = (x[i].load(), g[i].load());
             let gi = if PREP { prep.grad(g0, x0) } else { g0 };
@@ -744,13 +713,6 @@ mod fused {
             };
             x[i] = P::store(if EXTRA { select(e.clip_weights, clip(xi, Some(e.bound)), xi) } else { xi });
         }
-    }
-
-    /// `on ? a : b` for a loop-invariant `on`: both sides are computed, so the loop stays
-    /// branch-free and vectorises (a blend).
-    #[inline(always)]
-    fn select<T: Float>(on: bool, a: T, b: T) -> T {
-        if on { a } else { b }
     }
 }
 

@@ -3,9 +3,10 @@
 //! D2L §12.6 (eq. 12.6.4): `v <- β v + g`, `x <- x - η v`.
 
 use super::{Ctx, Slot};
-use crate::common::{Common, check_nonneg, clip, common_setters};
+use crate::common::{Common, Prep, check_nonneg, clip, common_setters};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
+use crate::simd::{self, select, with_prep};
 use serde::{Deserialize, Serialize};
 
 /// How the SGD momentum buffer is formed.
@@ -117,6 +118,33 @@ impl Sgd {
     ) {
         let c = &self.common;
         let [b] = bufs else { unreachable!("sgd has one state slot") };
+        let (wd, bound) = (c.decoupled_wd::<T>(), c.clip_weights_t::<T>());
+        let lr = T::from_f64(c.hp(ctx.lr));
+        let k = Scalars {
+            lr,
+            mu: T::from_f64(c.hp(self.momentum)),
+            one_minus_damp: T::from_f64(1.0 - self.dampening),
+            first: ctx.t == 1,
+            nesterov: self.nesterov,
+            decoupled: wd.is_some(),
+            lr_wd: lr * wd.unwrap_or(T::ZERO),
+            clip_weights: bound.is_some(),
+            bound: bound.unwrap_or(T::ZERO),
+        };
+        let prep = &ctx.prep;
+        let momentum = if self.momentum == 0.0 { NONE } else { self.momentum_style as u8 + 1 };
+        let extras = k.decoupled || k.clip_weights || (self.nesterov && momentum == TORCH);
+        with_prep!(prep.is_identity(), extras, PREP, EXTRA => match momentum {
+            NONE => simd::widest(#[inline(always)] || body::<T, P, NONE, PREP, EXTRA>(&k, prep, x, g, b)),
+            TORCH => simd::widest(#[inline(always)] || body::<T, P, TORCH, PREP, EXTRA>(&k, prep, x, g, b)),
+            _ => simd::widest(#[inline(always)] || body::<T, P, LR_INSIDE, PREP, EXTRA>(&k, prep, x, g, b)),
+        })
+    }
+
+    /// The loop with every option checked per element: the reference of the fused loop.
+    #[cfg(test)]
+    fn update_general<T: Float, P: Param<Acc = T>>(&self, ctx: &Ctx<T>, x: &mut [P], g: &[P], b: &mut [T]) {
+        let c = &self.common;
         let lr = T::from_f64(c.hp(ctx.lr));
         let mu = T::from_f64(c.hp(self.momentum));
         let one_minus_damp = T::from_f64(1.0 - self.dampening);
@@ -145,6 +173,100 @@ impl Sgd {
                 }
             };
             x[i] = P::store(clip(xi, clip_w));
+        }
+    }
+}
+
+const NONE: u8 = 0;
+const TORCH: u8 = SgdMomentum::Torch as u8 + 1;
+const LR_INSIDE: u8 = SgdMomentum::LrInsideBuffer as u8 + 1;
+
+/// The step's scalars in `T`.
+#[derive(Clone, Copy)]
+struct Scalars<T> {
+    lr: T,
+    mu: T,
+    one_minus_damp: T,
+    /// PyTorch starts the buffer at the first gradient.
+    first: bool,
+    nesterov: bool,
+    decoupled: bool,
+    /// `η wd`, rounded as `lr * wd` in `T`.
+    lr_wd: T,
+    clip_weights: bool,
+    bound: T,
+}
+
+/// One pass over a chunk for one variant (see the type's doc): the momentum style,
+/// preprocessing and the extras (Nesterov, decoupled decay, weight clipping) are const
+/// generics, the extras applied as loop-invariant selects.
+#[inline(always)]
+fn body<T: Float, P: Param<Acc = T>, const MOMENTUM: u8, const PREP: bool, const EXTRA: bool>(
+    k: &Scalars<T>,
+    prep: &Prep<T>,
+    x: &mut [P],
+    g: &[P],
+    b: &mut [T],
+) {
+    let n = x.len();
+    let g = &g[..n];
+    let b = if MOMENTUM != NONE { &mut b[..n] } else { &mut b[..0] };
+    // copied out, so the loop reads locals: nothing it stores to can alias them
+    let (k, prep) = (*k, *prep);
+    let Scalars { lr, mu, one_minus_damp, .. } = k;
+    for i in 0..n {
+        let x0 = x[i].load();
+        let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
+        let xd = if EXTRA { select(k.decoupled, x0 - k.lr_wd * x0, x0) } else { x0 };
+        let xi = match MOMENTUM {
+            NONE => xd - lr * gi,
+            TORCH => {
+                b[i] = select(k.first, gi, mu * b[i] + one_minus_damp * gi);
+                xd - lr * if EXTRA { select(k.nesterov, gi + mu * b[i], b[i]) } else { b[i] }
+            }
+            _ => {
+                b[i] = mu * b[i] + lr * gi;
+                xd - b[i]
+            }
+        };
+        x[i] = P::store(if EXTRA { select(k.clip_weights, clip(xi, Some(k.bound)), xi) } else { xi });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WeightDecayMode;
+
+    /// The fused loop gives exactly the general loop's bits for every variant.
+    #[test]
+    fn fused_equals_general_bit_for_bit() {
+        let n = 300;
+        let g: Vec<f32> = (0..n).map(|i| (i * 7919 % 1000) as f32 / 100.0 - 5.0).collect();
+        let x0: Vec<f32> = (0..n).map(|i| (i as f32 / 20.0).sin() * 3.0).collect();
+        for (mu, style, nesterov) in [
+            (0.0, SgdMomentum::Torch, false),
+            (0.9, SgdMomentum::Torch, false),
+            (0.9, SgdMomentum::Torch, true),
+            (0.9, SgdMomentum::LrInsideBuffer, false),
+        ] {
+            for rescale in [1.0, 0.5] {
+                for (wd, clip_w) in [(0.0, None), (0.1, None), (0.0, Some(2.0)), (0.1, Some(2.0))] {
+                    let mut o = Sgd::default().with_momentum(mu, style).with_rescale_grad(rescale);
+                    o.nesterov = nesterov;
+                    o.dampening = 0.1 * f64::from(u8::from(!nesterov));
+                    o = o.with_weight_decay(wd, WeightDecayMode::Decoupled);
+                    o.common.clip_weights = clip_w;
+                    let (mut xa, mut xb, mut ba, mut bb) = (x0.clone(), x0.clone(), vec![0.0f32; n], vec![0.0f32; n]);
+                    for t in 1..=3 {
+                        let ctx = Ctx { t, lr: 0.1, prep: o.common.prep::<f32>(None) };
+                        o.update(&ctx, &mut xa, &g, &mut [&mut ba[..]]);
+                        o.update_general(&ctx, &mut xb, &g, &mut bb);
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!((bits(&xa), bits(&ba)), (bits(&xb), bits(&bb)), "{o:?}");
+                }
+            }
         }
     }
 }
