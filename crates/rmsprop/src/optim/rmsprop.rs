@@ -96,11 +96,12 @@ pub struct RmsProp {
     /// The rounding order of `η g / d`.
     pub step_form: StepForm,
     /// Allow `f32` steps to replace `1/sqrt(s + ε)` by a reciprocal-square-root estimate
-    /// refined by one Newton step (error ~2⁻²⁷ relative, below an `f32` ulp, instead of
-    /// correctly rounded). Off by default: this crate reproduces the frameworks'
-    /// arithmetic. Used only where it applies (f32, AVX-512, ε inside the root, plain
-    /// RMSProp without preprocessing); elsewhere the exact loop runs. Every `f32` golden
-    /// case stays inside its tolerance with it on (a test).
+    /// refined by one Newton step, instead of correctly rounded: about 2⁻²⁷ relative with
+    /// AVX-512 (below an `f32` ulp), about 2⁻²² with AVX2 (a few ulps of the update, not of
+    /// `x`); `s` stays exact. Off by default: this crate reproduces the frameworks'
+    /// arithmetic. Used only where it applies (f32, AVX-512 or AVX2 with FMA, ε inside the
+    /// root, plain RMSProp without preprocessing); elsewhere the exact loop runs. Every
+    /// `f32` golden case stays inside its tolerance with it on (a test).
     pub fast_rsqrt: bool,
 }
 
