@@ -91,7 +91,7 @@ fn residual(data: &Dataset, i: usize, w: &[f32], b: f32) -> f32 {
 /// An [`Update`] with its running state.
 enum Stepper {
     Scratch { lr: f32, gamma: f32, s: Vec<Vec<f32>> },
-    Trainer(Optimizer<f32>),
+    Trainer(Box<Optimizer<f32>>),
 }
 
 /// Trains the chapter's linear regression and returns its loss curve.
@@ -109,7 +109,7 @@ pub fn train(data: &Dataset, update: &Update, protocol: &Protocol) -> rmsprop::R
         Update::Trainer(config) => {
             // a diverging run (the γ = 1 exercise) is an outcome to show, not an error
             let opt = Optimizer::new(config.clone(), &[("w", &[FEATURES, 1][..]), ("b", &[1][..])])?;
-            Stepper::Trainer(opt.with_nonfinite_policy(NonFinitePolicy::Propagate))
+            Stepper::Trainer(Box::new(opt.with_nonfinite_policy(NonFinitePolicy::Propagate)))
         }
     };
     let mut losses = vec![loss(data, &params[0], params[1][0])];
