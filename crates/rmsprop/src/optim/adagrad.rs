@@ -185,34 +185,24 @@ fn body<T: Float, P: Param<Acc = T>, const INSIDE: bool, const PREP: bool, const
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{StepForm, WeightDecayMode};
+    use crate::optim::bit_tests::{bits, commons, inputs};
 
     /// The fused loop gives exactly the general loop's bits for every variant.
     #[test]
     fn fused_equals_general_bit_for_bit() {
         let n = 300;
-        let g: Vec<f32> = (0..n).map(|i| (i * 7919 % 1000) as f32 / 100.0 - 5.0).collect();
-        let x0: Vec<f32> = (0..n).map(|i| (i as f32 / 20.0).sin() * 3.0).collect();
+        let (g, x0) = inputs::<f32>(n);
         for place in [EpsPlacement::InsideSqrt, EpsPlacement::OutsideSqrt] {
             for form in [StepForm::ScaledGradient, StepForm::ScaledRate, StepForm::ScaledProduct] {
-                for rescale in [1.0, 0.5] {
-                    for (wd, clip_w) in [(0.0, None), (0.1, None), (0.0, Some(2.0)), (0.1, Some(2.0))] {
-                        let mut a = Adagrad::default()
-                            .with_eps(1e-6, place)
-                            .with_rescale_grad(rescale)
-                            .with_weight_decay(wd, WeightDecayMode::Decoupled);
-                        a.common.clip_weights = clip_w;
-                        a.step_form = form;
-                        let (mut xa, mut xb, mut sa, mut sb) =
-                            (x0.clone(), x0.clone(), vec![0.1f32; n], vec![0.1f32; n]);
-                        for t in 1..=3 {
-                            let ctx = Ctx { t, lr: 0.1, prep: a.common.prep::<f32>(None) };
-                            a.update(&ctx, &mut xa, &g, &mut [&mut sa[..]]);
-                            a.update_general(&ctx, &mut xb, &g, &mut sb);
-                        }
-                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                        assert_eq!((bits(&xa), bits(&sa)), (bits(&xb), bits(&sb)), "{a:?}");
+                for common in commons(&Adagrad::default().common) {
+                    let o = Adagrad { common, step_form: form, ..Adagrad::default().with_eps(1e-6, place) };
+                    let (mut xa, mut xb, mut sa, mut sb) = (x0.clone(), x0.clone(), vec![0.1f32; n], vec![0.1f32; n]);
+                    for t in 1..=3 {
+                        let ctx = Ctx { t, lr: 0.1, prep: o.common.prep::<f32>(None) };
+                        o.update(&ctx, &mut xa, &g, &mut [&mut sa[..]]);
+                        o.update_general(&ctx, &mut xb, &g, &mut sb);
                     }
+                    assert_eq!((bits(&xa), bits(&sa)), (bits(&xb), bits(&sb)), "{o:?}");
                 }
             }
         }

@@ -667,6 +667,43 @@ impl<P: Param> Optimizer<P> {
     }
 }
 
+/// What the optimizers' fused-against-general tests share.
+#[cfg(test)]
+pub(crate) mod bit_tests {
+    use crate::common::Common;
+    use crate::float::Float;
+
+    /// `n` gradients of mixed sign and size, and `n` parameters in [-3, 3] (some beyond
+    /// the weight-clipping bound 2 of [`commons`]).
+    pub(crate) fn inputs<T: Float>(n: usize) -> (Vec<T>, Vec<T>) {
+        let g = (0..n).map(|i| T::from_f64((i * 7919 % 1000) as f64 / 100.0 - 5.0)).collect();
+        let x = (0..n).map(|i| T::from_f64((i as f64 / 20.0).sin() * 3.0)).collect();
+        (g, x)
+    }
+
+    /// `base` with every combination of gradient rescaling, decoupled decay and weight
+    /// clipping on or off.
+    pub(crate) fn commons(base: &Common) -> Vec<Common> {
+        let mut out = Vec::new();
+        for rescale in [1.0, 0.5] {
+            for (wd, clip) in [(0.0, None), (0.1, None), (0.0, Some(2.0)), (0.1, Some(2.0))] {
+                let mut c = base.clone();
+                c.rescale_grad = rescale;
+                c.weight_decay = wd;
+                c.weight_decay_mode = crate::WeightDecayMode::Decoupled;
+                c.clip_weights = clip;
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// The bits of every value (through `f64`, exact for `f32`).
+    pub(crate) fn bits<T: Float>(v: &[T]) -> Vec<u64> {
+        v.iter().map(|x| x.to_f64().to_bits()).collect()
+    }
+}
+
 fn sum_sq<P: Param>(g: &[P]) -> f64 {
     g.iter().map(|v| v.load().to_f64().powi(2)).sum()
 }

@@ -603,11 +603,11 @@ mod fused {
         baseline::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F>
     }
 
-    /// `body` compiled for one instruction-set extension.
+    /// `body` as a function of its own, with the attributes given (an instruction-set
+    /// extension, or none for the baseline; unsafe so all share the pointer type).
     macro_rules! widened {
-        ($name:ident, $feature:literal) => {
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = $feature)]
+        ($(#[$attr:meta])* $name:ident) => {
+            $(#[$attr])*
             #[allow(clippy::too_many_arguments)]
             unsafe fn $name<
                 T: Float,
@@ -631,31 +631,17 @@ mod fused {
             }
         };
     }
-    widened!(run_avx512, "avx512f");
-    widened!(run_avx2, "avx2");
-
-    /// `body` for the baseline instruction set (unsafe only to share the pointer type).
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn baseline<
-        T: Float,
-        P: Param<Acc = T>,
-        const C: bool,
-        const M: u8,
-        const I: bool,
-        const P2: bool,
-        const X: bool,
-        const F: u8,
-    >(
-        k: &Scalars<T>,
-        prep: &Prep<T>,
-        x: &mut [P],
-        g: &[P],
-        s: &mut [T],
-        m: &mut [T],
-        b: &mut [T],
-    ) {
-        body::<T, P, C, M, I, P2, X, F>(k, prep, x, g, s, m, b)
-    }
+    widened!(
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        run_avx512
+    );
+    widened!(
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        run_avx2
+    );
+    widened!(baseline);
 
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]

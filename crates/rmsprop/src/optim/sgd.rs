@@ -236,36 +236,28 @@ fn body<T: Float, P: Param<Acc = T>, const MOMENTUM: u8, const PREP: bool, const
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::WeightDecayMode;
+    use crate::optim::bit_tests::{bits, commons, inputs};
 
     /// The fused loop gives exactly the general loop's bits for every variant.
     #[test]
     fn fused_equals_general_bit_for_bit() {
         let n = 300;
-        let g: Vec<f32> = (0..n).map(|i| (i * 7919 % 1000) as f32 / 100.0 - 5.0).collect();
-        let x0: Vec<f32> = (0..n).map(|i| (i as f32 / 20.0).sin() * 3.0).collect();
-        for (mu, style, nesterov) in [
-            (0.0, SgdMomentum::Torch, false),
-            (0.9, SgdMomentum::Torch, false),
-            (0.9, SgdMomentum::Torch, true),
-            (0.9, SgdMomentum::LrInsideBuffer, false),
+        let (g, x0) = inputs::<f32>(n);
+        for (mu, style, nesterov, dampening) in [
+            (0.0, SgdMomentum::Torch, false, 0.0),
+            (0.9, SgdMomentum::Torch, false, 0.1),
+            (0.9, SgdMomentum::Torch, true, 0.0),
+            (0.9, SgdMomentum::LrInsideBuffer, false, 0.0),
         ] {
-            for rescale in [1.0, 0.5] {
-                for (wd, clip_w) in [(0.0, None), (0.1, None), (0.0, Some(2.0)), (0.1, Some(2.0))] {
-                    let mut o = Sgd::default().with_momentum(mu, style).with_rescale_grad(rescale);
-                    o.nesterov = nesterov;
-                    o.dampening = 0.1 * f64::from(u8::from(!nesterov));
-                    o = o.with_weight_decay(wd, WeightDecayMode::Decoupled);
-                    o.common.clip_weights = clip_w;
-                    let (mut xa, mut xb, mut ba, mut bb) = (x0.clone(), x0.clone(), vec![0.0f32; n], vec![0.0f32; n]);
-                    for t in 1..=3 {
-                        let ctx = Ctx { t, lr: 0.1, prep: o.common.prep::<f32>(None) };
-                        o.update(&ctx, &mut xa, &g, &mut [&mut ba[..]]);
-                        o.update_general(&ctx, &mut xb, &g, &mut bb);
-                    }
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!((bits(&xa), bits(&ba)), (bits(&xb), bits(&bb)), "{o:?}");
+            for common in commons(&Sgd::default().common) {
+                let o = Sgd { common, nesterov, dampening, ..Sgd::default().with_momentum(mu, style) };
+                let (mut xa, mut xb, mut ba, mut bb) = (x0.clone(), x0.clone(), vec![0.0f32; n], vec![0.0f32; n]);
+                for t in 1..=3 {
+                    let ctx = Ctx { t, lr: 0.1, prep: o.common.prep::<f32>(None) };
+                    o.update(&ctx, &mut xa, &g, &mut [&mut ba[..]]);
+                    o.update_general(&ctx, &mut xb, &g, &mut bb);
                 }
+                assert_eq!((bits(&xa), bits(&ba)), (bits(&xb), bits(&bb)), "{o:?}");
             }
         }
     }
