@@ -667,6 +667,10 @@ impl<P: Param> Optimizer<P> {
     }
 }
 
+fn sum_sq<P: Param>(g: &[P]) -> f64 {
+    g.iter().map(|v| v.load().to_f64().powi(2)).sum()
+}
+
 /// What the optimizers' fused-against-general tests share.
 #[cfg(test)]
 pub(crate) mod bit_tests {
@@ -702,8 +706,4 @@ pub(crate) mod bit_tests {
     pub(crate) fn bits<T: Float>(v: &[T]) -> Vec<u64> {
         v.iter().map(|x| x.to_f64().to_bits()).collect()
     }
-}
-
-fn sum_sq<P: Param>(g: &[P]) -> f64 {
-    g.iter().map(|v| v.load().to_f64().powi(2)).sum()
 }
