@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::float::Float;
+use crate::simd::select;
 use serde::{Deserialize, Serialize};
 
 /// How weight decay enters the update.
@@ -196,6 +197,54 @@ impl Common {
     /// Weight-clipping bound in `T`, if any.
     pub(crate) fn clip_weights_t<T: Float>(&self) -> Option<T> {
         self.clip_weights.map(|c| T::from_f64(self.hp(c)))
+    }
+
+    /// Decoupled decay and weight clipping for a step at learning rate `lr` (in `T`).
+    pub(crate) fn weight_ops<T: Float>(&self, lr: T) -> WeightOps<T> {
+        let (wd, bound) = (self.decoupled_wd::<T>(), self.clip_weights_t::<T>());
+        WeightOps {
+            decoupled: wd.is_some(),
+            wd: wd.unwrap_or(T::ZERO),
+            lr_wd: lr * wd.unwrap_or(T::ZERO),
+            clips: bound.is_some(),
+            bound: bound.unwrap_or(T::ZERO),
+        }
+    }
+}
+
+/// What happens to the parameters themselves in one step, resolved to `T`: decoupled
+/// decay and weight clipping, applied in a fused loop as loop-invariant selects (each
+/// exactly its formula when on, the value untouched when off).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WeightOps<T> {
+    /// Decoupled decay is on.
+    pub decoupled: bool,
+    /// Its factor `wd` (0 when off).
+    pub wd: T,
+    /// `η wd`, rounded as `lr * wd` in `T`.
+    pub lr_wd: T,
+    /// Weight clipping is on.
+    pub clips: bool,
+    /// Its bound.
+    pub bound: T,
+}
+
+impl<T: Float> WeightOps<T> {
+    /// True when either is on.
+    pub(crate) fn any(&self) -> bool {
+        self.decoupled || self.clips
+    }
+
+    /// `x - (η wd) x` with decoupled decay (PyTorch AdamW, Keras, SGD), else `x`.
+    #[inline(always)]
+    pub(crate) fn decay(&self, x: T) -> T {
+        select(self.decoupled, x - self.lr_wd * x, x)
+    }
+
+    /// `x` clipped to `[-bound, bound]` with weight clipping (MXNet `clip_weights`), else `x`.
+    #[inline(always)]
+    pub(crate) fn clip(&self, x: T) -> T {
+        select(self.clips, clip(x, Some(self.bound)), x)
     }
 }
 

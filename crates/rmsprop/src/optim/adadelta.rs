@@ -4,7 +4,7 @@
 //! `x <- x - g'`, `Δx <- ρ Δx + (1-ρ) g'²`.
 
 use super::{Ctx, Slot};
-use crate::common::{Common, Prep, check_nonneg, check_unit, clip, common_setters};
+use crate::common::{Common, Prep, WeightOps, check_nonneg, check_unit, common_setters};
 use crate::error::Result;
 use crate::float::{Float, Param};
 use crate::simd::{self, select, with_prep};
@@ -80,19 +80,16 @@ impl Adadelta {
     ) {
         let c = &self.common;
         let [s, a] = bufs else { unreachable!("adadelta has two state slots") };
-        let (wd, bound) = (c.decoupled_wd::<T>(), c.clip_weights_t::<T>());
+        let lr = T::from_f64(c.hp(ctx.lr));
         let k = Scalars {
             rho: T::from_f64(c.hp(self.rho)),
             one_minus_rho: T::from_f64(1.0 - c.hp(self.rho)),
             eps: T::from_f64(c.hp(self.eps)),
-            lr: T::from_f64(c.hp(ctx.lr)),
-            decoupled: wd.is_some(),
-            wd: wd.unwrap_or(T::ZERO),
-            clip_weights: bound.is_some(),
-            bound: bound.unwrap_or(T::ZERO),
+            lr,
+            w: c.weight_ops(lr),
         };
         let prep = &ctx.prep;
-        with_prep!(prep.is_identity(), k.decoupled || k.clip_weights, PREP, EXTRA => {
+        with_prep!(prep.is_identity(), k.w.any(), PREP, EXTRA => {
             simd::widest(#[inline(always)] || body::<T, P, PREP, EXTRA>(&k, prep, x, g, s, a))
         })
     }
@@ -107,6 +104,7 @@ impl Adadelta {
         s: &mut [T],
         a: &mut [T],
     ) {
+        use crate::common::clip;
         let c = &self.common;
         let rho = T::from_f64(c.hp(self.rho));
         let one_minus_rho = T::from_f64(1.0 - c.hp(self.rho));
@@ -137,10 +135,7 @@ struct Scalars<T> {
     one_minus_rho: T,
     eps: T,
     lr: T,
-    decoupled: bool,
-    wd: T,
-    clip_weights: bool,
-    bound: T,
+    w: WeightOps<T>,
 }
 
 /// One pass over a chunk (see the type's doc): preprocessing and the extras (MXNet's
@@ -165,9 +160,9 @@ fn body<T: Float, P: Param<Acc = T>, const PREP: bool, const EXTRA: bool>(
         s[i] = rho * s[i] + one_minus_rho * (gi * gi);
         let delta = (a[i] + eps).sqrt() / (s[i] + eps).sqrt() * gi;
         a[i] = rho * a[i] + one_minus_rho * (delta * delta);
-        let u = if EXTRA { select(k.decoupled, delta + k.wd * x0, delta) } else { delta };
+        let u = if EXTRA { select(k.w.decoupled, delta + k.w.wd * x0, delta) } else { delta };
         let xi = x0 - lr * u;
-        x[i] = P::store(if EXTRA { select(k.clip_weights, clip(xi, Some(k.bound)), xi) } else { xi });
+        x[i] = P::store(if EXTRA { k.w.clip(xi) } else { xi });
     }
 }
 

@@ -3,7 +3,7 @@
 //! D2L §12.7: `s <- s + g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::{Ctx, EpsPlacement, Slot};
-use crate::common::{Common, Prep, StepForm, check_nonneg, clip, common_setters, scaled};
+use crate::common::{Common, Prep, StepForm, WeightOps, check_nonneg, common_setters, scaled};
 use crate::error::Result;
 use crate::float::{Float, Param};
 use crate::simd::{self, select, with_form, with_prep};
@@ -101,17 +101,10 @@ impl Adagrad {
     ) {
         let c = &self.common;
         let [s] = bufs else { unreachable!("adagrad has one state slot") };
-        let (wd, bound) = (c.decoupled_wd::<T>(), c.clip_weights_t::<T>());
-        let k = Scalars {
-            lr: T::from_f64(c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay)),
-            eps: T::from_f64(c.hp(self.eps)),
-            decoupled: wd.is_some(),
-            wd: wd.unwrap_or(T::ZERO),
-            clip_weights: bound.is_some(),
-            bound: bound.unwrap_or(T::ZERO),
-        };
+        let lr = T::from_f64(c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay));
+        let k = Scalars { lr, eps: T::from_f64(c.hp(self.eps)), w: c.weight_ops(lr) };
         let prep = &ctx.prep;
-        let extras = k.decoupled || k.clip_weights;
+        let extras = k.w.any();
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
         with_prep!(prep.is_identity(), extras, PREP, EXTRA => with_form!(self.step_form, F => if inside {
             simd::widest(#[inline(always)] || body::<T, P, true, PREP, EXTRA, F>(&k, prep, x, g, s))
@@ -123,6 +116,7 @@ impl Adagrad {
     /// The loop with every option checked per element: the reference of the fused loop.
     #[cfg(test)]
     fn update_general<T: Float, P: Param<Acc = T>>(&self, ctx: &Ctx<T>, x: &mut [P], g: &[P], s: &mut [T]) {
+        use crate::common::clip;
         let c = &self.common;
         let lr = T::from_f64(c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay));
         let eps = T::from_f64(c.hp(self.eps));
@@ -149,10 +143,7 @@ impl Adagrad {
 struct Scalars<T> {
     lr: T,
     eps: T,
-    decoupled: bool,
-    wd: T,
-    clip_weights: bool,
-    bound: T,
+    w: WeightOps<T>,
 }
 
 /// One pass over a chunk for one variant (see the type's doc): ε placement, preprocessing,
@@ -177,8 +168,8 @@ fn body<T: Float, P: Param<Acc = T>, const INSIDE: bool, const PREP: bool, const
         let den = if INSIDE { (s[i] + eps).sqrt() } else { s[i].sqrt() + eps };
         let plain = x0 - scaled::<T, F>(lr, gi, den);
         // MXNet's decoupled decay: x + (g/d + x*wd) * (-lr)
-        let xi = if EXTRA { select(k.decoupled, x0 - lr * (gi / den + x0 * k.wd), plain) } else { plain };
-        x[i] = P::store(if EXTRA { select(k.clip_weights, clip(xi, Some(k.bound)), xi) } else { xi });
+        let xi = if EXTRA { select(k.w.decoupled, x0 - lr * (gi / den + x0 * k.w.wd), plain) } else { plain };
+        x[i] = P::store(if EXTRA { k.w.clip(xi) } else { xi });
     }
 }
 

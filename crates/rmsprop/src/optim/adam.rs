@@ -2,7 +2,7 @@
 //! plus momentum, with bias correction (D2L §12.10).
 
 use super::{Ctx, Slot};
-use crate::common::{Common, Prep, WeightDecayMode, check_nonneg, clip, common_setters, invalid};
+use crate::common::{Common, Prep, WeightDecayMode, WeightOps, check_nonneg, common_setters, invalid};
 use crate::error::Result;
 use crate::float::{Float, Param};
 use crate::simd::{self, select, with_prep};
@@ -150,7 +150,6 @@ impl Adam {
         let t = ctx.t as f64;
         let (bc1, bc2) = (1.0 - b1.powf(t), 1.0 - b2.powf(t));
         let lr = T::from_f64(c.hp(ctx.lr));
-        let (wd, bound) = (c.decoupled_wd::<T>(), c.clip_weights_t::<T>());
         // per-step scalars of each rule, formed in f64 and rounded once
         let k = Scalars {
             beta1: T::from_f64(b1),
@@ -168,14 +167,10 @@ impl Adam {
             // MXNet forms lr_t from the nominal values, then rounds it to f32 once
             lr_t: T::from_f64(c.hp(ctx.lr * (1.0 - self.beta2.powf(t)).sqrt() / (1.0 - self.beta1.powf(t)))),
             nesterov: self.nesterov && self.bias_correction == BiasCorrection::Moments,
-            decoupled: wd.is_some(),
-            wd: wd.unwrap_or(T::ZERO),
-            lr_wd: lr * wd.unwrap_or(T::ZERO),
-            clip_weights: bound.is_some(),
-            bound: bound.unwrap_or(T::ZERO),
+            w: c.weight_ops(lr),
         };
         let prep = &ctx.prep;
-        let extras = k.nesterov || k.decoupled || k.clip_weights;
+        let extras = k.nesterov || k.w.any();
         macro_rules! amsgrad {
             ($mode:expr, $p:expr, $x:expr) => {
                 if self.amsgrad {
@@ -210,6 +205,7 @@ impl Adam {
         v: &mut [T],
         vmax: &mut [T],
     ) {
+        use crate::common::clip;
         let c = &self.common;
         let (b1, b2) = (c.hp(self.beta1), c.hp(self.beta2));
         let t = ctx.t as f64;
@@ -297,12 +293,7 @@ struct Scalars<T> {
     /// `η sqrt(1-β2^t)/(1-β1^t)` (MXNet).
     lr_t: T,
     nesterov: bool,
-    decoupled: bool,
-    wd: T,
-    /// `η wd`, rounded as `lr * wd` in `T`.
-    lr_wd: T,
-    clip_weights: bool,
-    bound: T,
+    w: WeightOps<T>,
 }
 
 /// One pass over a chunk for one variant (see the type's doc): the bias-correction rule,
@@ -336,7 +327,7 @@ fn body<T: Float, P: Param<Acc = T>, const MODE: u8, const AMSGRAD: bool, const 
         } else {
             v[i]
         };
-        let xd = if EXTRA { select(k.decoupled, x0 - k.lr_wd * x0, x0) } else { x0 };
+        let xd = if EXTRA { k.w.decay(x0) } else { x0 };
         let xi = match MODE {
             DENOMINATOR => xd - k.step_size * (m[i] / (vv.sqrt() / k.bc2_sqrt + eps)),
             MOMENTS => {
@@ -345,12 +336,12 @@ fn body<T: Float, P: Param<Acc = T>, const MODE: u8, const AMSGRAD: bool, const 
                 let mh = if EXTRA { select(k.nesterov, nesterov, plain) } else { plain };
                 let u = mh / ((vv / k.bc2 + k.eps_root).sqrt() + eps);
                 // optax adamw: the decay joins the update before the learning rate
-                let u = if EXTRA { select(k.decoupled, u + k.wd * x0, u) } else { u };
+                let u = if EXTRA { select(k.w.decoupled, u + k.w.wd * x0, u) } else { u };
                 x0 - lr * u
             }
             _ => xd - k.lr_t * m[i] / (vv.sqrt() + eps),
         };
-        x[i] = P::store(if EXTRA { select(k.clip_weights, clip(xi, Some(k.bound)), xi) } else { xi });
+        x[i] = P::store(if EXTRA { k.w.clip(xi) } else { xi });
     }
 }
 

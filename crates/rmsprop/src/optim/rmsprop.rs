@@ -4,7 +4,7 @@
 //! `s <- γ s + (1-γ) g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::{Ctx, Slot};
-use crate::common::{Common, Prep, StepForm, check_nonneg, check_unit, common_setters};
+use crate::common::{Common, Prep, StepForm, WeightOps, check_nonneg, check_unit, common_setters};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use serde::{Deserialize, Serialize};
@@ -313,8 +313,6 @@ impl<T: Float> Scalars<T> {
         let c = &r.common;
         let decay = c.hp(r.decay);
         let lr = T::from_f64(c.hp(ctx.lr));
-        let wd = c.decoupled_wd::<T>();
-        let clip_weights = c.clip_weights_t::<T>();
         Scalars {
             gamma: T::from_f64(decay),
             one_minus_gamma: T::from_f64(1.0 - decay),
@@ -325,10 +323,7 @@ impl<T: Float> Scalars<T> {
                 bias_correction: T::from_f64(if r.bias_correction { 1.0 - decay.powf(ctx.t as f64) } else { 1.0 }),
                 clamp_variance: r.clamp_variance && r.centered,
                 nesterov: r.nesterov,
-                decoupled: wd.is_some(),
-                lr_wd: lr * wd.unwrap_or(T::ZERO),
-                clip_weights: clip_weights.is_some(),
-                bound: clip_weights.unwrap_or(T::ZERO),
+                weights: c.weight_ops(lr),
             },
         }
     }
@@ -344,20 +339,14 @@ struct Extras<T> {
     clamp_variance: bool,
     /// Nesterov momentum.
     nesterov: bool,
-    /// Decoupled decay `x -= (η wd) x`.
-    decoupled: bool,
-    /// `η wd`, rounded as `lr * wd` in `T`.
-    lr_wd: T,
-    /// `x = clip(x, -bound, bound)`.
-    clip_weights: bool,
-    /// The weight-clipping bound.
-    bound: T,
+    /// Decoupled decay and weight clipping.
+    weights: WeightOps<T>,
 }
 
 impl<T: Float> Extras<T> {
     /// True when any option is on (bias correction with `1 - γ^t = 1` counts as off).
     fn any(&self) -> bool {
-        self.bias_correction != T::ONE || self.clamp_variance || self.nesterov || self.decoupled || self.clip_weights
+        self.bias_correction != T::ONE || self.clamp_variance || self.nesterov || self.weights.any()
     }
 }
 
@@ -540,7 +529,7 @@ mod rsqrt {
 mod fused {
     use super::{LoopFn, Scalars};
     use crate::StepForm;
-    use crate::common::{Prep, clip, scaled};
+    use crate::common::{Prep, scaled};
     use crate::float::{Float, Param};
     use crate::simd::{select, with_form, with_prep};
 
@@ -684,7 +673,7 @@ mod fused {
                 }
             }
             let den = if INSIDE { (v + eps).sqrt() } else { v.sqrt() + eps };
-            let xd = if EXTRA { select(e.decoupled, x0 - e.lr_wd * x0, x0) } else { x0 };
+            let xd = if EXTRA { e.weights.decay(x0) } else { x0 };
             let xi = match MOMENTUM {
                 NONE => xd - scaled::<T, F>(lr, gi, den),
                 LR_OUTSIDE => {
@@ -698,7 +687,7 @@ mod fused {
                     xd - if EXTRA { select(e.nesterov, step + mu * b[i], b[i]) } else { b[i] }
                 }
             };
-            x[i] = P::store(if EXTRA { select(e.clip_weights, clip(xi, Some(e.bound)), xi) } else { xi });
+            x[i] = P::store(if EXTRA { e.weights.clip(xi) } else { xi });
         }
     }
 }

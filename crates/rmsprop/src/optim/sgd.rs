@@ -3,7 +3,7 @@
 //! D2L §12.6 (eq. 12.6.4): `v <- β v + g`, `x <- x - η v`.
 
 use super::{Ctx, Slot};
-use crate::common::{Common, Prep, check_nonneg, clip, common_setters};
+use crate::common::{Common, Prep, WeightOps, check_nonneg, common_setters};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use crate::simd::{self, select, with_prep};
@@ -118,7 +118,6 @@ impl Sgd {
     ) {
         let c = &self.common;
         let [b] = bufs else { unreachable!("sgd has one state slot") };
-        let (wd, bound) = (c.decoupled_wd::<T>(), c.clip_weights_t::<T>());
         let lr = T::from_f64(c.hp(ctx.lr));
         let k = Scalars {
             lr,
@@ -126,14 +125,11 @@ impl Sgd {
             one_minus_damp: T::from_f64(1.0 - self.dampening),
             first: ctx.t == 1,
             nesterov: self.nesterov,
-            decoupled: wd.is_some(),
-            lr_wd: lr * wd.unwrap_or(T::ZERO),
-            clip_weights: bound.is_some(),
-            bound: bound.unwrap_or(T::ZERO),
+            w: c.weight_ops(lr),
         };
         let prep = &ctx.prep;
         let momentum = if self.momentum == 0.0 { NONE } else { self.momentum_style as u8 + 1 };
-        let extras = k.decoupled || k.clip_weights || (self.nesterov && momentum == TORCH);
+        let extras = k.w.any() || (self.nesterov && momentum == TORCH);
         with_prep!(prep.is_identity(), extras, PREP, EXTRA => match momentum {
             NONE => simd::widest(#[inline(always)] || body::<T, P, NONE, PREP, EXTRA>(&k, prep, x, g, b)),
             TORCH => simd::widest(#[inline(always)] || body::<T, P, TORCH, PREP, EXTRA>(&k, prep, x, g, b)),
@@ -144,6 +140,7 @@ impl Sgd {
     /// The loop with every option checked per element: the reference of the fused loop.
     #[cfg(test)]
     fn update_general<T: Float, P: Param<Acc = T>>(&self, ctx: &Ctx<T>, x: &mut [P], g: &[P], b: &mut [T]) {
+        use crate::common::clip;
         let c = &self.common;
         let lr = T::from_f64(c.hp(ctx.lr));
         let mu = T::from_f64(c.hp(self.momentum));
@@ -190,11 +187,7 @@ struct Scalars<T> {
     /// PyTorch starts the buffer at the first gradient.
     first: bool,
     nesterov: bool,
-    decoupled: bool,
-    /// `η wd`, rounded as `lr * wd` in `T`.
-    lr_wd: T,
-    clip_weights: bool,
-    bound: T,
+    w: WeightOps<T>,
 }
 
 /// One pass over a chunk for one variant (see the type's doc): the momentum style,
@@ -217,7 +210,7 @@ fn body<T: Float, P: Param<Acc = T>, const MOMENTUM: u8, const PREP: bool, const
     for i in 0..n {
         let x0 = x[i].load();
         let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
-        let xd = if EXTRA { select(k.decoupled, x0 - k.lr_wd * x0, x0) } else { x0 };
+        let xd = if EXTRA { k.w.decay(x0) } else { x0 };
         let xi = match MOMENTUM {
             NONE => xd - lr * gi,
             TORCH => {
@@ -229,7 +222,7 @@ fn body<T: Float, P: Param<Acc = T>, const MOMENTUM: u8, const PREP: bool, const
                 xd - b[i]
             }
         };
-        x[i] = P::store(if EXTRA { select(k.clip_weights, clip(xi, Some(k.bound)), xi) } else { xi });
+        x[i] = P::store(if EXTRA { k.w.clip(xi) } else { xi });
     }
 }
 
