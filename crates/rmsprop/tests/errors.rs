@@ -147,3 +147,50 @@ fn invalid_change_after_construction_is_caught_at_step() {
     assert!(e.contains("rmsprop.lr = inf"), "{e}");
     assert_eq!(p, vec![vec![0.5; 5], vec![0.25]]);
 }
+
+/// In a step large enough to be scanned in blocks and across threads, the error names
+/// the first non-finite element in step order, whatever lies after it.
+#[test]
+fn the_first_nonfinite_element_is_named_in_a_large_step() {
+    use rmsprop::Parallelism;
+    let sizes = [1_000usize, 300_000, 70_000];
+    let specs: Vec<rmsprop::TensorSpec> =
+        sizes.iter().enumerate().map(|(i, &n)| rmsprop::TensorSpec::new(format!("t{i}"), &[n])).collect();
+    for (tensor, index) in [(0, 999), (1, 257), (1, 299_999), (2, 65_537)] {
+        for parallelism in [Parallelism::Serial, Parallelism::Parallel] {
+            let mut opt = Optimizer::<f32>::new(RmsProp::default(), &specs).unwrap().with_parallelism(parallelism);
+            let mut p: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.5; n]).collect();
+            let mut g: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![1.0; n]).collect();
+            g[tensor][index] = f32::NAN;
+            g[2][65_540] = f32::INFINITY; // later in step order: never the one named
+            let e = msg(opt.step(&mut p, &g).unwrap_err());
+            assert!(e.contains(&format!("tensor \"t{tensor}\" at element {index}: NaN")), "{parallelism:?}: {e}");
+            assert!(p.iter().flatten().all(|&v| v == 0.5), "nothing was updated");
+        }
+    }
+}
+
+/// Tensors' state is laid out when they are registered: a change through `group_mut`
+/// that needs other state (centring adds `grad_avg`) or another optimizer is refused at
+/// the next step, with nothing changed, instead of running past the state it has.
+#[test]
+fn a_change_that_needs_other_state_is_refused() {
+    use rmsprop::OptimizerConfig;
+    let mut p = vec![vec![0.5; 5], vec![0.25]];
+    let g = [vec![1.0; 5], vec![1.0]];
+    let mut opt = new(RmsProp::default()).unwrap();
+    let OptimizerConfig::RmsProp(r) = opt.group_mut(0) else { unreachable!() };
+    r.centered = true;
+    let e = msg(opt.step(&mut p, &g).unwrap_err());
+    assert!(e.contains("registered as rmsprop with state [square_avg]"), "{e}");
+    assert!(e.contains("state [square_avg, grad_avg]"), "{e}");
+    *opt.group_mut(0) = Adam::default().into();
+    let e = msg(opt.step(&mut p, &g).unwrap_err());
+    assert!(e.contains("cannot become adam"), "{e}");
+    assert_eq!(p, vec![vec![0.5; 5], vec![0.25]]);
+    assert_eq!(opt.step_count(), 0);
+    // a change that keeps the state is fine
+    *opt.group_mut(0) = RmsProp::default().with_decay(0.5).with_lr(0.1).into();
+    opt.step(&mut p, &g).unwrap();
+    assert_eq!(opt.step_count(), 1);
+}

@@ -1,6 +1,6 @@
 //! The driver: parameter groups, schedules, norm clipping, and no allocation per step.
 
-use rmsprop::{NormScope, Optimizer, RmsProp, Schedule, Sgd};
+use rmsprop::{NormScope, Optimizer, OptimizerConfig, RmsProp, Schedule, Sgd};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -122,5 +122,50 @@ fn parallel_and_serial_steps_are_bit_identical() {
             (x.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>(), state)
         };
         assert_eq!(run(Parallelism::Serial), run(Parallelism::Parallel), "{}", config.name());
+    }
+}
+
+/// A step reuses the kernel planned for the last one when nothing it depends on changed;
+/// every change must still reach the next step. Reference: the chapter's update
+/// (D2L eq. 12.8.1) written out here.
+#[test]
+fn every_change_reaches_the_next_step() {
+    let (mut x, mut s, g) = (1.0f64, 0.0f64, 0.5f64);
+    let mut d2l = |lr: f64, gamma: f64| {
+        s = gamma * s + (1.0 - gamma) * g * g;
+        x -= lr * g / (s + 1e-6).sqrt();
+        x
+    };
+    let mut opt = Optimizer::<f64>::new(RmsProp::default(), &[("x", &[1][..])]).unwrap();
+    let mut p = vec![vec![1.0]];
+    let mut step = |opt: &mut Optimizer<f64>, want: f64, what: &str| {
+        opt.step(&mut p, &[vec![g]]).unwrap();
+        assert!((p[0][0] - want).abs() <= 1e-14 * want.abs(), "{what}: {} against {want}", p[0][0]);
+    };
+    for _ in 0..2 {
+        step(&mut opt, d2l(0.01, 0.9), "unchanged");
+    }
+    opt.group_mut(0).common_mut().lr = 0.1;
+    step(&mut opt, d2l(0.1, 0.9), "learning rate");
+    let OptimizerConfig::RmsProp(r) = opt.group_mut(0) else { unreachable!() };
+    r.decay = 0.5;
+    step(&mut opt, d2l(0.1, 0.5), "decay");
+    let mut opt = opt.with_schedule(Schedule::Exponential { gamma: 0.5 }); // steps 5 and 6
+    step(&mut opt, d2l(0.1 * 0.5f64.powi(4), 0.5), "schedule");
+    step(&mut opt, d2l(0.1 * 0.5f64.powi(5), 0.5), "schedule, next step");
+}
+
+/// Bias correction reads the step number: its kernel must be planned at every step
+/// (optax `scale_by_rms` with `bias_correction`, `s_hat = s / (1 - γ^t)`).
+#[test]
+fn bias_correction_follows_the_step_number() {
+    let (gamma, lr, eps, g) = (0.9f64, 0.01, 1e-6, 0.5f64);
+    let mut opt = Optimizer::<f64>::new(RmsProp::default().with_bias_correction(true), &[("x", &[1][..])]).unwrap();
+    let (mut p, mut x, mut s) = (vec![vec![1.0]], 1.0f64, 0.0f64);
+    for t in 1..=4 {
+        opt.step(&mut p, &[vec![g]]).unwrap();
+        s = gamma * s + (1.0 - gamma) * g * g;
+        x -= lr * g / (s / (1.0 - gamma.powi(t)) + eps).sqrt();
+        assert!((p[0][0] - x).abs() <= 1e-14, "step {t}: {} against {x}", p[0][0]);
     }
 }

@@ -97,6 +97,13 @@ impl OptimizerConfig {
         dispatch!(self, c => c.update(ctx, x, g, bufs))
     }
 
+    /// True when the kernel planned for one step serves every later step with the same
+    /// learning rate: no norm clipping (the norm changes) and nothing read from the step
+    /// number.
+    fn steady(&self) -> bool {
+        self.common().clip_norm.is_none() && matches!(self, OptimizerConfig::RmsProp(r) if r.kernel_is_steady())
+    }
+
     /// What group `group` runs this step: RMSProp's loop chosen once with its scalars,
     /// the others' own update.
     fn kernel<P: Param>(&self, group: usize, ctx: Ctx<P::Acc>) -> Kernel<P> {
@@ -234,6 +241,49 @@ pub(crate) struct Tracked {
     pub offset: [Option<usize>; MAX_SLOTS],
 }
 
+impl Tracked {
+    #[cold]
+    fn length_mismatch(&self, x: usize, g: usize) -> Error {
+        let (what, got) = if x != self.numel { ("parameter", x) } else { ("gradient", g) };
+        let (tensor, shape) = (self.spec.name.clone(), self.spec.shape.clone());
+        Error::LengthMismatch { what, tensor, expected: self.numel, got, shape }
+    }
+}
+
+/// The optimizer family and state tensors a group was registered with: its tensors' state
+/// is laid out for them, so a configuration changed later must keep both.
+#[derive(Clone, Debug)]
+struct Registered {
+    family: std::mem::Discriminant<OptimizerConfig>,
+    name: &'static str,
+    state: Vec<&'static str>,
+}
+
+impl Registered {
+    fn of(config: &OptimizerConfig) -> Self {
+        Registered { family: std::mem::discriminant(config), name: config.name(), state: config.state_names() }
+    }
+
+    /// An error when `config` is of another family or keeps other state tensors.
+    fn check(&self, config: &OptimizerConfig) -> Result<()> {
+        let now = Registered::of(config);
+        if now.family == self.family && now.state == self.state {
+            return Ok(());
+        }
+        Err(Error::InvalidCombination {
+            optimizer: config.name(),
+            reason: format!(
+                "a group registered as {} with state [{}] cannot become {} with state [{}]; \
+                 add a new group (or build a new optimizer) instead",
+                self.name,
+                self.state.join(", "),
+                now.name,
+                now.state.join(", ")
+            ),
+        })
+    }
+}
+
 /// Drives one optimizer configuration per parameter group over named tensors of
 /// element type `T` (`f32` or `f64`).
 ///
@@ -269,11 +319,16 @@ pub struct Optimizer<P: Param> {
     /// Every tensor cut into chunks of at most [`CHUNK`] elements: one stream of work
     /// for all tensors, fixed when tensors are registered.
     chunks: Vec<Chunk>,
-    /// Per-step scratch (planned kernels, per-tensor pointers), reused so `step` never allocates.
+    /// Per-step scratch (per-tensor pointers), reused so `step` never allocates.
     scratch: Scratch<P>,
+    /// The kernels planned for the last step, reused when the next one's are the same.
+    plan: Plan<P>,
     parallel: Parallelism,
     /// A group's configuration was handed out mutably since it was last validated.
     unvalidated: bool,
+    /// Per group: the state its tensors were registered with, which a change through
+    /// [`group_mut`](Self::group_mut) must keep.
+    registered: Vec<Registered>,
     /// Elements in all tensors.
     total: usize,
 }
@@ -311,8 +366,10 @@ struct Ptrs<P: Param> {
     kernel: usize,
     x: *mut P,
     g: *const P,
+    /// Where the tensor's state of each slot starts; null when the slot is unused.
     bufs: [*mut P::Acc; MAX_SLOTS],
-    used: [bool; MAX_SLOTS],
+    /// Number of state slots of the tensor's optimizer.
+    slots: usize,
 }
 
 impl<P: Param> Clone for Ptrs<P> {
@@ -330,15 +387,32 @@ unsafe impl<P: Param> Sync for Ptrs<P> {}
 /// The largest number of state slots of any optimizer.
 const MAX_SLOTS: usize = 3;
 
+/// Each tensor's pointers for the step under way.
 struct Scratch<P: Param> {
-    kernels: Vec<Kernel<P>>,
     ptrs: Vec<Ptrs<P>>,
 }
 
 impl<P: Param> Clone for Scratch<P> {
     /// Scratch holds nothing between steps: a clone starts empty.
     fn clone(&self) -> Self {
-        Scratch { kernels: Vec::with_capacity(self.kernels.capacity()), ptrs: Vec::with_capacity(self.ptrs.capacity()) }
+        Scratch { ptrs: Vec::with_capacity(self.ptrs.capacity()) }
+    }
+}
+
+/// The kernels of the last step: one per group, then one per tensor of a group that clips
+/// by the tensor's own norm.
+#[derive(Clone)]
+struct Plan<P: Param> {
+    kernels: Vec<Kernel<P>>,
+    /// Per group: the learning rate (its bits) the group's kernel was planned with, when
+    /// that kernel serves every step at this rate ([`OptimizerConfig::steady`]); `None`
+    /// plans it again. [`Optimizer::group_mut`] clears it.
+    steady: Vec<Option<u64>>,
+}
+
+impl<P: Param> std::fmt::Debug for Plan<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan").field("kernels", &self.kernels.len()).field("steady", &self.steady).finish()
     }
 }
 
@@ -360,9 +434,11 @@ impl<P: Param> Optimizer<P> {
             policy: NonFinitePolicy::Error,
             chunks: Vec::new(),
             arena: std::array::from_fn(|_| Buffer::filled(0, P::Acc::ZERO)),
-            scratch: Scratch { kernels: Vec::new(), ptrs: Vec::new() },
+            scratch: Scratch { ptrs: Vec::new() },
+            plan: Plan { kernels: Vec::new(), steady: Vec::new() },
             parallel: Parallelism::Auto,
             unvalidated: false,
+            registered: Vec::new(),
             total: 0,
         };
         opt.add_group(config, tensors)?;
@@ -414,8 +490,10 @@ impl<P: Param> Optimizer<P> {
         for (k, start, n, init) in fills {
             self.arena[k][start..start + n].fill(init);
         }
+        self.registered.push(Registered::of(&config));
         self.groups.push(config);
-        self.scratch.kernels.reserve(self.tensors.len());
+        self.plan.steady.push(None);
+        self.plan.kernels.reserve(self.groups.len() + self.tensors.len());
         self.scratch.ptrs.reserve(self.tensors.len());
         Ok(())
     }
@@ -446,6 +524,7 @@ impl<P: Param> Optimizer<P> {
     /// The configuration of group `i`, mutably; a change is validated at the next step.
     pub fn group_mut(&mut self, i: usize) -> &mut OptimizerConfig {
         self.unvalidated = true;
+        self.plan.steady[i] = None;
         &mut self.groups[i]
     }
 
@@ -522,149 +601,182 @@ impl<P: Param> Optimizer<P> {
     /// match its tensor, an invalid hyperparameter (after [`group_mut`](Self::group_mut)),
     /// a non-finite gradient under [`NonFinitePolicy::Error`].
     pub fn step<X: AsMut<[P]>, G: AsRef<[P]>>(&mut self, params: &mut [X], grads: &[G]) -> Result<StepOutcome> {
-        self.check(params, grads)?;
-        self.unvalidated = false;
-        if self.policy != NonFinitePolicy::Propagate
-            && let Some(err) = self.first_nonfinite(grads)
-        {
+        self.take(params, grads)?;
+        let nonfinite = if self.policy == NonFinitePolicy::Propagate { None } else { self.first_nonfinite() };
+        if self.unvalidated {
+            for (config, registered) in self.groups.iter().zip(&self.registered) {
+                config.validate()?;
+                registered.check(config)?;
+            }
+            self.unvalidated = false;
+        }
+        if let Some((i, index)) = nonfinite {
             if self.policy == NonFinitePolicy::Skip {
                 self.skipped += 1;
                 return Ok(StepOutcome::Skipped);
             }
-            return Err(err);
+            let value = format!("{:?}", grads[i].as_ref()[index]);
+            return Err(Error::NonFiniteGradient { tensor: self.tensors[i].spec.name.clone(), index, value });
         }
         let t = self.step + 1;
-        let global_norm = self
-            .groups
-            .iter()
-            .any(|g| matches!(g.common().clip_norm, Some(c) if c.scope == NormScope::Global))
-            .then(|| grads.iter().map(|g| sum_sq(g.as_ref())).sum::<f64>().sqrt());
-        let Scratch { kernels, ptrs } = &mut self.scratch;
-        kernels.clear();
+        self.plan(t, grads);
+        self.run();
+        self.step = t;
+        Ok(StepOutcome::Applied)
+    }
+
+    /// The first part of a step, which writes nothing: checks the number of tensors and
+    /// every length, and keeps the pointers the kernels will write through.
+    fn take<X: AsMut<[P]>, G: AsRef<[P]>>(&mut self, params: &mut [X], grads: &[G]) -> Result<()> {
+        if params.len() != self.tensors.len() || grads.len() != self.tensors.len() {
+            return Err(self.count_mismatch(params.len(), grads.len()));
+        }
+        let (ptrs, arena) = (&mut self.scratch.ptrs, &mut self.arena);
         ptrs.clear();
-        let mut last_group = usize::MAX;
-        for (i, tr) in self.tensors.iter_mut().enumerate() {
-            let config = &self.groups[tr.group];
-            let common = config.common();
-            let per_tensor = matches!(common.clip_norm, Some(c) if c.scope == NormScope::PerTensor);
-            if tr.group != last_group || per_tensor {
-                let norm = match common.clip_norm {
-                    Some(_) if per_tensor => Some(sum_sq(grads[i].as_ref()).sqrt()),
-                    Some(_) => global_norm,
-                    None => None,
-                };
-                let ctx = Ctx { t, lr: self.schedule.lr(common.lr, t), prep: common.prep(norm) };
-                kernels.push(config.kernel(tr.group, ctx));
-                last_group = tr.group;
-            }
-            let (x, g) = (params[i].as_mut(), grads[i].as_ref());
-            // `check` saw these lengths already; they are taken again from the very slices
-            // the pointers come from, so an `AsMut` that answers differently twice cannot
-            // make the kernels run past an allocation (nothing has been written yet).
+        for ((tr, x), g) in self.tensors.iter().zip(params.iter_mut()).zip(grads) {
+            // each slice is taken once: the lengths checked are those of the very slices
+            // the pointers come from, whatever an `AsMut` would answer a second time
+            let (x, g) = (x.as_mut(), g.as_ref());
             if x.len() != tr.numel || g.len() != tr.numel {
-                return Err(Error::LengthMismatch {
-                    what: if x.len() != tr.numel { "parameter" } else { "gradient" },
-                    tensor: tr.spec.name.clone(),
-                    expected: tr.numel,
-                    got: if x.len() != tr.numel { x.len() } else { g.len() },
-                    shape: tr.spec.shape.clone(),
-                });
+                return Err(tr.length_mismatch(x.len(), g.len()));
             }
-            let mut p = Ptrs {
-                kernel: kernels.len() - 1,
-                x: x.as_mut_ptr(),
-                g: g.as_ptr(),
-                bufs: [std::ptr::null_mut(); MAX_SLOTS],
-                used: [false; MAX_SLOTS],
+            let bufs = std::array::from_fn(|k| match tr.offset[k] {
+                // SAFETY: `o + numel` is within the arena (laid out in `add_group`).
+                Some(o) => unsafe { arena[k].as_mut_ptr().add(o) },
+                None => std::ptr::null_mut(),
+            });
+            ptrs.push(Ptrs { kernel: tr.group, x: x.as_mut_ptr(), g: g.as_ptr(), bufs, slots: tr.slots });
+        }
+        Ok(())
+    }
+
+    /// The first non-finite gradient element (tensor, index) of the step `take` prepared,
+    /// searched chunk by chunk, across threads like the step itself.
+    fn first_nonfinite(&self) -> Option<(usize, usize)> {
+        let ptrs = &self.scratch.ptrs;
+        let find = |c: &Chunk| {
+            // SAFETY: as in `run`; the gradients are only read.
+            let g = unsafe { std::slice::from_raw_parts(ptrs[c.tensor].g.add(c.start), c.end - c.start) };
+            first_nonfinite(g).map(|i| (c.tensor, c.start + i))
+        };
+        if self.parallel() {
+            use rayon::prelude::*;
+            self.chunks.par_iter().find_map_first(find)
+        } else {
+            self.chunks.iter().find_map(find)
+        }
+    }
+
+    #[cold]
+    fn count_mismatch(&self, params: usize, grads: usize) -> Error {
+        let (what, got) = if params != self.tensors.len() { ("parameter", params) } else { ("gradient", grads) };
+        let names = self.tensors.iter().map(|t| t.spec.name.as_str()).collect::<Vec<_>>().join(", ");
+        Error::TensorCountMismatch { what, expected: self.tensors.len(), got, names }
+    }
+
+    /// Plans step `t`: each group's kernel (kept from the last step when it would come out
+    /// the same), then one per tensor of groups that clip by the tensor's own norm.
+    fn plan<G: AsRef<[P]>>(&mut self, t: u64, grads: &[G]) {
+        let scope = |c: &OptimizerConfig| c.common().clip_norm.map(|c| c.scope);
+        let mut global_norm = None;
+        let mut per_tensor = false;
+        let Plan { kernels, steady } = &mut self.plan;
+        kernels.truncate(self.groups.len());
+        for (i, config) in self.groups.iter().enumerate() {
+            let common = config.common();
+            let lr = self.schedule.lr(common.lr, t);
+            if steady[i] == Some(lr.to_bits()) {
+                continue; // no norm clipping then
+            }
+            let norm = match scope(config) {
+                Some(NormScope::Global) => Some(
+                    *global_norm.get_or_insert_with(|| grads.iter().map(|g| sum_sq(g.as_ref())).sum::<f64>().sqrt()),
+                ),
+                Some(NormScope::PerTensor) => {
+                    per_tensor = true;
+                    None // the group's kernel is not used: each tensor gets its own below
+                }
+                None => None,
             };
-            for (k, arena) in self.arena.iter_mut().enumerate() {
-                if let Some(o) = tr.offset[k] {
-                    // SAFETY: `o + numel` is within the arena (laid out in `add_group`).
-                    p.bufs[k] = unsafe { arena.as_mut_ptr().add(o) };
-                    p.used[k] = true;
+            let kernel = config.kernel(i, Ctx { t, lr, prep: common.prep(norm) });
+            match kernels.get_mut(i) {
+                Some(k) => *k = kernel,
+                None => kernels.push(kernel),
+            }
+            steady[i] = config.steady().then_some(lr.to_bits());
+        }
+        if per_tensor {
+            for ((tr, p), g) in self.tensors.iter().zip(&mut self.scratch.ptrs).zip(grads) {
+                let config = &self.groups[tr.group];
+                if scope(config) == Some(NormScope::PerTensor) {
+                    let common = config.common();
+                    let prep = common.prep(Some(sum_sq(g.as_ref()).sqrt()));
+                    p.kernel = kernels.len();
+                    kernels.push(config.kernel(tr.group, Ctx { t, lr: self.schedule.lr(common.lr, t), prep }));
                 }
             }
-            ptrs.push(p);
         }
-        let (groups, tensors, kernels, ptrs) = (&self.groups, &self.tensors, &*kernels, &*ptrs);
+    }
+
+    /// The second half of a step: every chunk through its tensor's kernel, on this thread
+    /// or across rayon's.
+    fn run(&self) {
+        let (groups, kernels, ptrs) = (&self.groups, &self.plan.kernels, &self.scratch.ptrs);
         let run = |c: &Chunk| {
             let p = ptrs[c.tensor];
             let n = c.end - c.start;
-            // SAFETY: `check` verified every parameter and gradient has its tensor's length,
-            // state buffers are allocated at that length (or empty when unused), chunks of
-            // one tensor never overlap, and the borrows behind the pointers outlive this call.
+            // SAFETY: `take` checked every parameter and gradient has its tensor's length,
+            // state buffers are allocated at that length (null when unused), chunks of one
+            // tensor never overlap, and the borrows behind the pointers outlive `step`.
             let (x, g) = unsafe {
                 (std::slice::from_raw_parts_mut(p.x.add(c.start), n), std::slice::from_raw_parts(p.g.add(c.start), n))
             };
             let mut bufs: [&mut [P::Acc]; MAX_SLOTS] = Default::default();
-            for ((buf, &ptr), &used) in bufs.iter_mut().zip(&p.bufs).zip(&p.used) {
-                if used {
+            for (buf, &ptr) in bufs.iter_mut().zip(&p.bufs) {
+                if !ptr.is_null() {
                     // SAFETY: as above.
                     *buf = unsafe { std::slice::from_raw_parts_mut(ptr.add(c.start), n) };
                 }
             }
-            let bufs = &mut bufs[..tensors[c.tensor].slots];
+            let bufs = &mut bufs[..p.slots];
             match &kernels[p.kernel] {
                 Kernel::RmsProp(k) => k.run(x, g, bufs),
                 Kernel::Update(group, ctx) => groups[*group].update(ctx, x, g, bufs),
             }
         };
-        let parallel = match self.parallel {
-            Parallelism::Auto => self.total >= PARALLEL_THRESHOLD,
-            Parallelism::Serial => false,
-            Parallelism::Parallel => true,
-        };
-        if parallel {
+        if self.parallel() {
             use rayon::prelude::*;
             self.chunks.par_iter().for_each(run);
         } else {
             self.chunks.iter().for_each(run);
         }
-        self.step = t;
-        Ok(StepOutcome::Applied)
     }
 
-    fn check<X: AsMut<[P]>, G: AsRef<[P]>>(&self, params: &mut [X], grads: &[G]) -> Result<()> {
-        let names = || self.tensors.iter().map(|t| t.spec.name.as_str()).collect::<Vec<_>>().join(", ");
-        for (what, got) in [("parameter", params.len()), ("gradient", grads.len())] {
-            if got != self.tensors.len() {
-                return Err(Error::TensorCountMismatch { what, expected: self.tensors.len(), got, names: names() });
-            }
+    /// Whether this step runs across threads.
+    fn parallel(&self) -> bool {
+        match self.parallel {
+            Parallelism::Auto => self.total >= PARALLEL_THRESHOLD,
+            Parallelism::Serial => false,
+            Parallelism::Parallel => true,
         }
-        for (i, tr) in self.tensors.iter().enumerate() {
-            let n = tr.numel;
-            for (what, got) in [("parameter", params[i].as_mut().len()), ("gradient", grads[i].as_ref().len())] {
-                if got != n {
-                    return Err(Error::LengthMismatch {
-                        what,
-                        tensor: tr.spec.name.clone(),
-                        expected: n,
-                        got,
-                        shape: tr.spec.shape.clone(),
-                    });
-                }
-            }
-        }
-        if self.unvalidated {
-            for g in &self.groups {
-                g.validate()?;
-            }
-        }
-        Ok(())
     }
+}
 
-    fn first_nonfinite<G: AsRef<[P]>>(&self, grads: &[G]) -> Option<Error> {
-        for (tr, g) in self.tensors.iter().zip(grads) {
-            if let Some(index) = g.as_ref().iter().position(|v| !v.load().is_finite()) {
-                return Some(Error::NonFiniteGradient {
-                    tensor: tr.spec.name.clone(),
-                    index,
-                    value: format!("{:?}", g.as_ref()[index]),
-                });
-            }
-        }
-        None
+/// Index of the first NaN or infinity in `g`. Blocks are tested without a branch per
+/// element, so the test vectorises; only a block that fails is searched.
+fn first_nonfinite<P: Param>(g: &[P]) -> Option<usize> {
+    const BLOCK: usize = 256;
+    let bad = |v: &P| !v.load().is_finite();
+    if g.len() < BLOCK {
+        return g.iter().position(bad);
     }
+    crate::simd::widest(
+        #[inline(always)]
+        || {
+            let block = g.chunks(BLOCK).position(|b| b.iter().fold(false, |any, v| any | bad(v)))?;
+            g[block * BLOCK..].iter().position(bad).map(|i| block * BLOCK + i)
+        },
+    )
 }
 
 fn sum_sq<P: Param>(g: &[P]) -> f64 {

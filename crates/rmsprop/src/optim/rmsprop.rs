@@ -229,6 +229,13 @@ impl RmsProp {
         Kernel { run, k, prep: ctx.prep }
     }
 
+    /// True when [`kernel`](Self::kernel) does not read the step number (only bias
+    /// correction does, in [`Scalars::new`]), so one kernel serves every step with the same
+    /// learning rate and preprocessing.
+    pub(crate) fn kernel_is_steady(&self) -> bool {
+        !self.bias_correction
+    }
+
     /// One step on one chunk (the [`kernel`](Self::kernel) chosen and run at once).
     pub(crate) fn update<T: Float, P: Param<Acc = T>>(
         &self,
