@@ -190,8 +190,9 @@ struct BenchArgs {
     /// Element counts (1e3 ... 1e8) of the single-tensor layout; empty for none.
     #[arg(long, value_delimiter = ',', default_values_t = ["1e3".to_string(), "1e4".into(), "1e5".into(), "1e6".into(), "1e7".into(), "1e8".into()])]
     sizes: Vec<String>,
-    /// Variants: plain, plain_rsqrt, centered, momentum.
-    #[arg(long, value_delimiter = ',', default_values_t = ["plain".to_string(), "plain_rsqrt".into(), "centered".into(), "momentum".into()])]
+    /// Variants: plain, plain_rsqrt, plain_checked (the default non-finite check on),
+    /// centered, momentum.
+    #[arg(long, value_delimiter = ',', default_values_t = ["plain".to_string(), "plain_rsqrt".into(), "plain_checked".into(), "centered".into(), "momentum".into()])]
     variants: Vec<String>,
     /// Thread counts; `all` is every core.
     #[arg(long, value_delimiter = ',', default_values_t = ["1".to_string(), "all".into()])]
@@ -492,10 +493,10 @@ fn run_bench(a: BenchArgs) -> Result<ExitCode> {
         .variants
         .iter()
         .map(|v| {
-            Variant::ALL
-                .into_iter()
-                .find(|x| x.name() == v)
-                .with_context(|| format!("--variants {v:?}: expected plain, plain_rsqrt, centered or momentum"))
+            Variant::ALL.into_iter().find(|x| x.name() == v).with_context(|| {
+                let known: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+                format!("--variants {v:?}: expected one of {}", known.join(", "))
+            })
         })
         .collect::<Result<_>>()?;
     let counts = |v: &[String]| v.iter().filter(|s| !s.trim().is_empty()).map(|s| count(s)).collect::<Result<Vec<_>>>();

@@ -219,7 +219,7 @@ fn bench_json_has_the_documented_fields() {
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let rows = j["results"].as_array().unwrap();
     let variants: Vec<&str> = rows.iter().map(|r| r["variant"].as_str().unwrap()).collect();
-    for v in ["probe", "plain", "plain_rsqrt", "centered", "momentum"] {
+    for v in ["probe", "plain", "plain_rsqrt", "plain_checked", "centered", "momentum"] {
         assert!(variants.contains(&v), "{v} missing from {variants:?}");
     }
     assert!(rows.iter().any(|r| r["layout"] == "model"));
