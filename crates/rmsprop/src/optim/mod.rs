@@ -359,15 +359,58 @@ struct Chunk {
     end: usize,
 }
 
-/// Raw pointers to one tensor's parameter, gradient and state arrays for one step.
+/// The arrays a loop runs over: `n` elements of the parameter `x`, the gradient `g` and
+/// each state slot (`s`, `m`, `b` for RMSProp); a null slot is unused and seen empty.
+#[derive(Debug)]
+pub(crate) struct Arrays<T, P> {
+    pub x: *mut P,
+    pub g: *const P,
+    pub bufs: [*mut T; MAX_SLOTS],
+    pub n: usize,
+}
+
+impl<T, P> Clone for Arrays<T, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T, P> Copy for Arrays<T, P> {}
+
+impl<T, P> Arrays<T, P> {
+    /// The same arrays over the elements `start..end`.
+    ///
+    /// # Safety
+    /// `start <= end <= self.n`.
+    #[inline(always)]
+    unsafe fn range(self, start: usize, end: usize) -> Self {
+        // SAFETY: within the arrays, by the caller's contract.
+        let at = |p: *mut T| if p.is_null() { p } else { unsafe { p.add(start) } };
+        unsafe { Arrays { x: self.x.add(start), g: self.g.add(start), bufs: self.bufs.map(at), n: end - start } }
+    }
+
+    /// The arrays as slices.
+    ///
+    /// # Safety
+    /// Each non-null pointer is valid for `n` elements for `'a` and aliases no other
+    /// reference (`g` may only be read).
+    #[inline(always)]
+    pub(crate) unsafe fn slices<'a>(self) -> (&'a mut [P], &'a [P], [&'a mut [T]; MAX_SLOTS]) {
+        let n = self.n;
+        // SAFETY: by the caller's contract.
+        let buf = |p: *mut T| if p.is_null() { &mut [][..] } else { unsafe { std::slice::from_raw_parts_mut(p, n) } };
+        unsafe {
+            (std::slice::from_raw_parts_mut(self.x, n), std::slice::from_raw_parts(self.g, n), self.bufs.map(buf))
+        }
+    }
+}
+
+/// One tensor's arrays for the step under way, and what runs on them.
 #[derive(Debug)]
 struct Ptrs<P: Param> {
-    /// Index of the tensor's planned [`Kernel`] in the step's scratch.
+    /// Index of the tensor's planned [`Kernel`] in the step's plan.
     kernel: usize,
-    x: *mut P,
-    g: *const P,
-    /// Where the tensor's state of each slot starts; null when the slot is unused.
-    bufs: [*mut P::Acc; MAX_SLOTS],
+    /// The whole tensor.
+    arrays: Arrays<P::Acc, P>,
     /// Number of state slots of the tensor's optimizer.
     slots: usize,
 }
@@ -645,25 +688,29 @@ impl<P: Param> Optimizer<P> {
                 Some(o) => unsafe { arena[k].as_mut_ptr().add(o) },
                 None => std::ptr::null_mut(),
             });
-            ptrs.push(Ptrs { kernel: tr.group, x: x.as_mut_ptr(), g: g.as_ptr(), bufs, slots: tr.slots });
+            let arrays = Arrays { x: x.as_mut_ptr(), g: g.as_ptr(), bufs, n: tr.numel };
+            ptrs.push(Ptrs { kernel: tr.group, arrays, slots: tr.slots });
         }
         Ok(())
     }
 
-    /// The first non-finite gradient element (tensor, index) of the step `take` prepared,
-    /// searched chunk by chunk, across threads like the step itself.
+    /// The first non-finite gradient element (tensor, index) of the step `take` prepared:
+    /// chunk by chunk across threads like the step itself, or tensor by tensor.
     fn first_nonfinite(&self) -> Option<(usize, usize)> {
-        let ptrs = &self.scratch.ptrs;
-        let find = |c: &Chunk| {
-            // SAFETY: as in `run`; the gradients are only read.
-            let g = unsafe { std::slice::from_raw_parts(ptrs[c.tensor].g.add(c.start), c.end - c.start) };
-            first_nonfinite(g).map(|i| (c.tensor, c.start + i))
+        let grad = |a: Arrays<P::Acc, P>| {
+            // SAFETY: `take` checked the gradient has `n` elements; it is only read.
+            unsafe { std::slice::from_raw_parts(a.g, a.n) }
         };
+        let ptrs = &self.scratch.ptrs;
         if self.parallel() {
             use rayon::prelude::*;
-            self.chunks.par_iter().find_map_first(find)
+            self.chunks.par_iter().find_map_first(|c| {
+                // SAFETY: a chunk lies within its tensor.
+                let a = unsafe { ptrs[c.tensor].arrays.range(c.start, c.end) };
+                first_nonfinite(grad(a)).map(|i| (c.tensor, c.start + i))
+            })
         } else {
-            self.chunks.iter().find_map(find)
+            ptrs.iter().enumerate().find_map(|(t, p)| first_nonfinite(grad(p.arrays)).map(|i| (t, i)))
         }
     }
 
@@ -721,34 +768,31 @@ impl<P: Param> Optimizer<P> {
     /// The second half of a step: every chunk through its tensor's kernel, on this thread
     /// or across rayon's.
     fn run(&self) {
-        let (groups, kernels, ptrs) = (&self.groups, &self.plan.kernels, &self.scratch.ptrs);
-        let run = |c: &Chunk| {
-            let p = ptrs[c.tensor];
-            let n = c.end - c.start;
-            // SAFETY: `take` checked every parameter and gradient has its tensor's length,
-            // state buffers are allocated at that length (null when unused), chunks of one
-            // tensor never overlap, and the borrows behind the pointers outlive `step`.
-            let (x, g) = unsafe {
-                (std::slice::from_raw_parts_mut(p.x.add(c.start), n), std::slice::from_raw_parts(p.g.add(c.start), n))
-            };
-            let mut bufs: [&mut [P::Acc]; MAX_SLOTS] = Default::default();
-            for (buf, &ptr) in bufs.iter_mut().zip(&p.bufs) {
-                if !ptr.is_null() {
-                    // SAFETY: as above.
-                    *buf = unsafe { std::slice::from_raw_parts_mut(ptr.add(c.start), n) };
-                }
-            }
-            let bufs = &mut bufs[..p.slots];
-            match &kernels[p.kernel] {
-                Kernel::RmsProp(k) => k.run(x, g, bufs),
-                Kernel::Update(group, ctx) => groups[*group].update(ctx, x, g, bufs),
-            }
-        };
         if self.parallel() {
             use rayon::prelude::*;
-            self.chunks.par_iter().for_each(run);
+            self.chunks.par_iter().for_each(|c| self.run_chunk(c));
         } else {
-            self.chunks.iter().for_each(run);
+            for c in &self.chunks {
+                self.run_chunk(c);
+            }
+        }
+    }
+
+    /// Chunk `c` through its tensor's kernel.
+    #[inline(always)]
+    fn run_chunk(&self, c: &Chunk) {
+        let p = &self.scratch.ptrs[c.tensor];
+        // SAFETY: a chunk lies within its tensor.
+        let a = unsafe { p.arrays.range(c.start, c.end) };
+        // SAFETY (both arms): `take` checked every parameter and gradient has its tensor's
+        // length, state is allocated at that length (null when unused), chunks of one
+        // tensor never overlap, and the borrows behind the pointers outlive `step`.
+        match &self.plan.kernels[p.kernel] {
+            Kernel::RmsProp(k) => unsafe { k.run_arrays(a) },
+            Kernel::Update(group, ctx) => {
+                let (x, g, mut bufs) = unsafe { a.slices() };
+                self.groups[*group].update(ctx, x, g, &mut bufs[..p.slots])
+            }
         }
     }
 
@@ -764,11 +808,12 @@ impl<P: Param> Optimizer<P> {
 
 /// Index of the first NaN or infinity in `g`. Blocks are tested without a branch per
 /// element, so the test vectorises; only a block that fails is searched.
+#[inline]
 fn first_nonfinite<P: Param>(g: &[P]) -> Option<usize> {
     const BLOCK: usize = 256;
     let bad = |v: &P| !v.load().is_finite();
     if g.len() < BLOCK {
-        return g.iter().position(bad);
+        return if g.iter().fold(false, |any, v| any | bad(v)) { g.iter().position(bad) } else { None };
     }
     crate::simd::widest(
         #[inline(always)]

@@ -3,7 +3,7 @@
 //! The chapter's update (D2L §12.8, eq. 12.8.1):
 //! `s <- γ s + (1-γ) g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
-use super::{Ctx, Slot};
+use super::{Arrays, Ctx, Slot};
 use crate::common::{Common, Prep, StepForm, WeightOps, check_nonneg, check_unit, common_setters};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
@@ -357,10 +357,11 @@ impl<T: Float> Extras<T> {
     }
 }
 
-/// A variant's loop: scalars, preprocessing, then `x`, `g` and the state slots `s`, `m`, `b`
-/// (unused ones empty). Unsafe: it may be compiled for an instruction-set extension,
+/// A variant's loop: scalars, preprocessing, then the arrays (`x`, `g` and the state slots
+/// `s`, `m`, `b`; unused ones null). Unsafe: the arrays must be valid as
+/// [`Arrays::slices`] says, and the loop may be compiled for an instruction-set extension,
 /// which [`fused::pick`] and [`rsqrt::pick`] only choose when the CPU has it.
-type LoopFn<T, P> = unsafe fn(&Scalars<T>, &Prep<T>, &mut [P], &[P], &mut [T], &mut [T], &mut [T]);
+type LoopFn<T, P> = unsafe fn(&Scalars<T>, &Prep<T>, Arrays<T, P>);
 
 /// One step of one group, planned: the variant's loop and the scalars it runs with.
 #[derive(Clone, Copy)]
@@ -374,9 +375,25 @@ impl<T: Float, P: Param<Acc = T>> Kernel<T, P> {
     /// The step on one chunk: `bufs` are the state slots (`s`, `m`, `b`) of its elements.
     #[inline]
     pub(crate) fn run(&self, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
+        let n = x.len();
+        assert!(g.len() >= n, "a gradient shorter than its parameter");
+        // a slot shorter than `x` is passed as unused; a loop that needs it then panics
+        let slot = |v: &mut &mut [T]| if v.len() >= n && n > 0 { v.as_mut_ptr() } else { std::ptr::null_mut() };
         let [s, m, b] = bufs else { unreachable!("rmsprop has three state slots") };
-        // SAFETY: the loop was picked for an instruction set this CPU has.
-        unsafe { (self.run)(&self.k, &self.prep, x, g, s, m, b) }
+        let bufs = [slot(s), slot(m), slot(b)];
+        // SAFETY: every pointer comes from a slice of at least `n` elements, borrowed for
+        // this call (mutably for `x` and the state).
+        unsafe { self.run_arrays(Arrays { x: x.as_mut_ptr(), g: g.as_ptr(), bufs, n }) }
+    }
+
+    /// The step on one chunk's arrays.
+    ///
+    /// # Safety
+    /// As [`Arrays::slices`].
+    #[inline(always)]
+    pub(crate) unsafe fn run_arrays(&self, a: Arrays<T, P>) {
+        // SAFETY: the caller's, and the loop was picked for an instruction set this CPU has.
+        unsafe { (self.run)(&self.k, &self.prep, a) }
     }
 }
 
@@ -384,7 +401,7 @@ impl<T: Float, P: Param<Acc = T>> Kernel<T, P> {
 /// Newton step, `y = y (3/2 - a/2 y²)` (Numerical Recipes §9.4): AVX-512 (`rsqrt14`, 2⁻¹⁴
 /// before the step, ~2⁻²⁷ after) or AVX2 (`rsqrtps`, 1.5·2⁻¹² before, ~2⁻²² after).
 mod rsqrt {
-    use super::{LoopFn, Prep, Scalars};
+    use super::{Arrays, LoopFn, Prep, Scalars};
     use crate::float::{Float, Param};
 
     /// The estimate loop, when `T` and `P` are `f32` and the CPU has AVX-512F or AVX2
@@ -406,15 +423,9 @@ mod rsqrt {
     #[cfg(target_arch = "x86_64")]
     macro_rules! entry {
         ($name:ident, $inner:ident) => {
-            unsafe fn $name<T: Float, P: Param<Acc = T>>(
-                k: &Scalars<T>,
-                _: &Prep<T>,
-                x: &mut [P],
-                g: &[P],
-                s: &mut [T],
-                _: &mut [T],
-                _: &mut [T],
-            ) {
+            unsafe fn $name<T: Float, P: Param<Acc = T>>(k: &Scalars<T>, _: &Prep<T>, a: Arrays<T, P>) {
+                // SAFETY: the caller's (see `LoopFn`).
+                let (x, g, [s, _, _]) = unsafe { a.slices() };
                 let (x, g, s) = as_f32(x, g, s).expect("picked for f32 only");
                 let f = |v: T| v.to_f64() as f32; // exact: T is f32
                 let k =
@@ -534,7 +545,7 @@ mod rsqrt {
 /// generic, so the element loop has no option branches and vectorises. The rarer options
 /// ([`Extras`](super::Extras)) share one instance per variant, as loop-invariant selects.
 mod fused {
-    use super::{LoopFn, Scalars};
+    use super::{Arrays, LoopFn, Scalars};
     use crate::StepForm;
     use crate::common::{Prep, scaled};
     use crate::float::{Float, Param};
@@ -604,7 +615,6 @@ mod fused {
     macro_rules! widened {
         ($(#[$attr:meta])* $name:ident) => {
             $(#[$attr])*
-            #[allow(clippy::too_many_arguments)]
             unsafe fn $name<
                 T: Float,
                 PP: Param<Acc = T>,
@@ -617,12 +627,10 @@ mod fused {
             >(
                 k: &Scalars<T>,
                 prep: &Prep<T>,
-                x: &mut [PP],
-                g: &[PP],
-                s: &mut [T],
-                m: &mut [T],
-                b: &mut [T],
+                a: Arrays<T, PP>,
             ) {
+                // SAFETY: the caller's (see `LoopFn`).
+                let (x, g, [s, m, b]) = unsafe { a.slices() };
                 body::<T, PP, C, M, I, P2, X, F>(k, prep, x, g, s, m, b)
             }
         };
