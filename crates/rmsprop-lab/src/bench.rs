@@ -348,7 +348,7 @@ mod tests {
     fn measure_returns_a_row_per_contender() {
         let rows = measure(Layout::Single, 1000, &Variant::ALL, 1, 2, 0.0);
         let names: Vec<&str> = rows.iter().map(|r| r.variant.as_str()).collect();
-        assert_eq!(names, ["probe", "probe", "plain", "plain_rsqrt", "centered", "momentum"]);
+        assert_eq!(names, ["probe", "probe", "plain", "plain_rsqrt", "plain_checked", "centered", "momentum"]);
         assert!(rows.iter().all(|r| r.rounds == 2 && r.ratio_to_probe > 0.0 && r.ratio_to_probe.is_finite()));
         let model = measure(Layout::Model, 5000, &[Variant::Plain], 1, 1, 0.0);
         assert_eq!(model.len(), 1, "no probe rows for the model layout");
