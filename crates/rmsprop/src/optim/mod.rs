@@ -447,10 +447,10 @@ impl<P: Param> Clone for Scratch<P> {
 #[derive(Clone)]
 struct Plan<P: Param> {
     kernels: Vec<Kernel<P>>,
-    /// Per group: the learning rate (its bits) the group's kernel was planned with, when
-    /// that kernel serves every step at this rate ([`OptimizerConfig::steady`]); `None`
-    /// plans it again. [`Optimizer::group_mut`] clears it.
-    steady: Vec<Option<u64>>,
+    /// Per group: the group's kernel serves every step until its configuration or the
+    /// schedule changes ([`OptimizerConfig::steady`] under a constant schedule; cleared by
+    /// [`Optimizer::group_mut`] and [`Optimizer::with_schedule`]).
+    steady: Vec<bool>,
 }
 
 impl<P: Param> std::fmt::Debug for Plan<P> {
@@ -535,7 +535,7 @@ impl<P: Param> Optimizer<P> {
         }
         self.registered.push(Registered::of(&config));
         self.groups.push(config);
-        self.plan.steady.push(None);
+        self.plan.steady.push(false);
         self.plan.kernels.reserve(self.groups.len() + self.tensors.len());
         self.scratch.ptrs.reserve(self.tensors.len());
         Ok(())
@@ -550,6 +550,7 @@ impl<P: Param> Optimizer<P> {
     /// Sets the learning-rate schedule (applies to every group's base rate).
     pub fn with_schedule(mut self, schedule: Schedule) -> Self {
         self.schedule = schedule;
+        self.plan.steady.fill(false);
         self
     }
 
@@ -567,7 +568,7 @@ impl<P: Param> Optimizer<P> {
     /// The configuration of group `i`, mutably; a change is validated at the next step.
     pub fn group_mut(&mut self, i: usize) -> &mut OptimizerConfig {
         self.unvalidated = true;
-        self.plan.steady[i] = None;
+        self.plan.steady[i] = false;
         &mut self.groups[i]
     }
 
@@ -730,11 +731,11 @@ impl<P: Param> Optimizer<P> {
         let Plan { kernels, steady } = &mut self.plan;
         kernels.truncate(self.groups.len());
         for (i, config) in self.groups.iter().enumerate() {
+            if steady[i] {
+                continue; // no norm clipping then, and the same learning rate
+            }
             let common = config.common();
             let lr = self.schedule.lr(common.lr, t);
-            if steady[i] == Some(lr.to_bits()) {
-                continue; // no norm clipping then
-            }
             let norm = match scope(config) {
                 Some(NormScope::Global) => Some(
                     *global_norm.get_or_insert_with(|| grads.iter().map(|g| sum_sq(g.as_ref())).sum::<f64>().sqrt()),
@@ -750,7 +751,7 @@ impl<P: Param> Optimizer<P> {
                 Some(k) => *k = kernel,
                 None => kernels.push(kernel),
             }
-            steady[i] = config.steady().then_some(lr.to_bits());
+            steady[i] = config.steady() && matches!(self.schedule, Schedule::Constant);
         }
         if per_tensor {
             for ((tr, p), g) in self.tensors.iter().zip(&mut self.scratch.ptrs).zip(grads) {
