@@ -71,6 +71,8 @@ impl Adadelta {
         vec![Slot::new("square_avg", 0.0, true), Slot::new("acc_delta", 0.0, true)]
     }
 
+    /// One step on one chunk (the [`kernel`](Self::kernel) planned and run at once).
+    #[cfg(test)]
     pub(crate) fn update<T: Float, P: Param<Acc = T>>(
         &self,
         ctx: &Ctx<T>,
@@ -78,8 +80,12 @@ impl Adadelta {
         g: &[P],
         bufs: &mut [&mut [T]],
     ) {
+        self.kernel(ctx).run(x, g, bufs)
+    }
+
+    /// The step of one group: its scalars, formed once per step, and what selects its loop.
+    pub(crate) fn kernel<T: Float>(&self, ctx: &Ctx<T>) -> Kernel<T> {
         let c = &self.common;
-        let [s, a] = bufs else { unreachable!("adadelta has two state slots") };
         let lr = T::from_f64(c.hp(ctx.lr));
         let k = Scalars {
             rho: T::from_f64(c.hp(self.rho)),
@@ -88,10 +94,7 @@ impl Adadelta {
             lr,
             w: c.weight_ops(lr),
         };
-        let prep = &ctx.prep;
-        with_prep!(prep.is_identity(), k.w.any(), PREP, EXTRA => {
-            simd::widest(#[inline(always)] || body::<T, P, PREP, EXTRA>(&k, prep, x, g, s, a))
-        })
+        Kernel { k, prep: ctx.prep }
     }
 
     /// The loop with every option checked per element: the reference of the fused loop.
@@ -136,6 +139,24 @@ struct Scalars<T> {
     eps: T,
     lr: T,
     w: WeightOps<T>,
+}
+
+/// One step of one group, planned ([`Adadelta::kernel`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Kernel<T> {
+    k: Scalars<T>,
+    prep: Prep<T>,
+}
+
+impl<T: Float> Kernel<T> {
+    /// The step on one chunk: `bufs` are the state slots (`s`, `a`) of its elements.
+    pub(crate) fn run<P: Param<Acc = T>>(&self, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
+        let [s, a] = bufs else { unreachable!("adadelta has two state slots") };
+        let (k, prep) = (&self.k, &self.prep);
+        with_prep!(prep.is_identity(), k.w.any(), PREP, EXTRA => {
+            simd::widest(#[inline(always)] || body::<T, P, PREP, EXTRA>(k, prep, x, g, s, a))
+        })
+    }
 }
 
 /// One pass over a chunk (see the type's doc): preprocessing and the extras (MXNet's

@@ -92,6 +92,8 @@ impl Adagrad {
         vec![Slot::new("sum", self.initial_accumulator, true)]
     }
 
+    /// One step on one chunk (the [`kernel`](Self::kernel) planned and run at once).
+    #[cfg(test)]
     pub(crate) fn update<T: Float, P: Param<Acc = T>>(
         &self,
         ctx: &Ctx<T>,
@@ -99,18 +101,15 @@ impl Adagrad {
         g: &[P],
         bufs: &mut [&mut [T]],
     ) {
+        self.kernel(ctx).run(x, g, bufs)
+    }
+
+    /// The step of one group: its scalars, formed once per step, and what selects its loop.
+    pub(crate) fn kernel<T: Float>(&self, ctx: &Ctx<T>) -> Kernel<T> {
         let c = &self.common;
-        let [s] = bufs else { unreachable!("adagrad has one state slot") };
         let lr = T::from_f64(c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay));
         let k = Scalars { lr, eps: T::from_f64(c.hp(self.eps)), w: c.weight_ops(lr) };
-        let prep = &ctx.prep;
-        let extras = k.w.any();
-        let inside = self.eps_placement == EpsPlacement::InsideSqrt;
-        with_prep!(prep.is_identity(), extras, PREP, EXTRA => with_form!(self.step_form, F => if inside {
-            simd::widest(#[inline(always)] || body::<T, P, true, PREP, EXTRA, F>(&k, prep, x, g, s))
-        } else {
-            simd::widest(#[inline(always)] || body::<T, P, false, PREP, EXTRA, F>(&k, prep, x, g, s))
-        }))
+        Kernel { k, prep: ctx.prep, inside: self.eps_placement == EpsPlacement::InsideSqrt, form: self.step_form }
     }
 
     /// The loop with every option checked per element: the reference of the fused loop.
@@ -144,6 +143,30 @@ struct Scalars<T> {
     lr: T,
     eps: T,
     w: WeightOps<T>,
+}
+
+/// One step of one group, planned ([`Adagrad::kernel`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Kernel<T> {
+    k: Scalars<T>,
+    prep: Prep<T>,
+    inside: bool,
+    form: StepForm,
+}
+
+impl<T: Float> Kernel<T> {
+    /// The step on one chunk: `bufs` are the state slots (`s`) of its elements.
+    pub(crate) fn run<P: Param<Acc = T>>(&self, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
+        let [s] = bufs else { unreachable!("adagrad has one state slot") };
+        let (k, prep) = (&self.k, &self.prep);
+        let extras = k.w.any();
+        let inside = self.inside;
+        with_prep!(prep.is_identity(), extras, PREP, EXTRA => with_form!(self.form, F => if inside {
+            simd::widest(#[inline(always)] || body::<T, P, true, PREP, EXTRA, F>(k, prep, x, g, s))
+        } else {
+            simd::widest(#[inline(always)] || body::<T, P, false, PREP, EXTRA, F>(k, prep, x, g, s))
+        }))
+    }
 }
 
 /// One pass over a chunk for one variant (see the type's doc): ε placement, preprocessing,

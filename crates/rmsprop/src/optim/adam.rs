@@ -137,6 +137,8 @@ impl Adam {
         ]
     }
 
+    /// One step on one chunk (the [`kernel`](Self::kernel) planned and run at once).
+    #[cfg(test)]
     pub(crate) fn update<T: Float, P: Param<Acc = T>>(
         &self,
         ctx: &Ctx<T>,
@@ -144,13 +146,19 @@ impl Adam {
         g: &[P],
         bufs: &mut [&mut [T]],
     ) {
+        self.kernel(ctx).run(x, g, bufs)
+    }
+
+    /// The step of one group: its scalars, formed once per step, and what selects its loop.
+    pub(crate) fn kernel<T: Float>(&self, ctx: &Ctx<T>) -> Kernel<T> {
         let c = &self.common;
-        let [m, v, vmax] = bufs else { unreachable!("adam has three state slots") };
         let (b1, b2) = (c.hp(self.beta1), c.hp(self.beta2));
         let t = ctx.t as f64;
         let (bc1, bc2) = (1.0 - b1.powf(t), 1.0 - b2.powf(t));
         let lr = T::from_f64(c.hp(ctx.lr));
-        // per-step scalars of each rule, formed in f64 and rounded once
+        let nesterov = self.nesterov && self.bias_correction == BiasCorrection::Moments;
+        // per-step scalars of each rule, formed in f64 and rounded once; a `powf` costs
+        // more than a small step's arithmetic, so those of other rules are not formed
         let k = Scalars {
             beta1: T::from_f64(b1),
             one_minus_b1: T::from_f64(1.0 - b1),
@@ -163,34 +171,16 @@ impl Adam {
             bc2_sqrt: T::from_f64(bc2.sqrt()),
             bc1: T::from_f64(bc1),
             bc2: T::from_f64(bc2),
-            bc1_next: T::from_f64(1.0 - b1.powf(t + 1.0)),
+            bc1_next: T::from_f64(if nesterov { 1.0 - b1.powf(t + 1.0) } else { 1.0 }),
             // MXNet forms lr_t from the nominal values, then rounds it to f32 once
-            lr_t: T::from_f64(c.hp(ctx.lr * (1.0 - self.beta2.powf(t)).sqrt() / (1.0 - self.beta1.powf(t)))),
-            nesterov: self.nesterov && self.bias_correction == BiasCorrection::Moments,
+            lr_t: T::from_f64(match self.bias_correction {
+                BiasCorrection::LrOnly => c.hp(ctx.lr * (1.0 - self.beta2.powf(t)).sqrt() / (1.0 - self.beta1.powf(t))),
+                _ => 0.0,
+            }),
+            nesterov,
             w: c.weight_ops(lr),
         };
-        let prep = &ctx.prep;
-        let extras = k.nesterov || k.w.any();
-        macro_rules! amsgrad {
-            ($mode:expr, $p:expr, $x:expr) => {
-                if self.amsgrad {
-                    simd::widest(
-                        #[inline(always)]
-                        || body::<T, P, { $mode as u8 }, true, $p, $x>(&k, prep, x, g, m, v, vmax),
-                    )
-                } else {
-                    simd::widest(
-                        #[inline(always)]
-                        || body::<T, P, { $mode as u8 }, false, $p, $x>(&k, prep, x, g, m, v, vmax),
-                    )
-                }
-            };
-        }
-        with_prep!(prep.is_identity(), extras, PREP, EXTRA => match self.bias_correction {
-            BiasCorrection::Moments => amsgrad!(BiasCorrection::Moments, PREP, EXTRA),
-            BiasCorrection::Denominator => amsgrad!(BiasCorrection::Denominator, PREP, EXTRA),
-            BiasCorrection::LrOnly => amsgrad!(BiasCorrection::LrOnly, PREP, EXTRA),
-        })
+        Kernel { k, prep: ctx.prep, mode: self.bias_correction, amsgrad: self.amsgrad }
     }
 
     /// The loop with every option checked per element: the reference of the fused loop.
@@ -294,6 +284,44 @@ struct Scalars<T> {
     lr_t: T,
     nesterov: bool,
     w: WeightOps<T>,
+}
+
+/// One step of one group, planned ([`Adam::kernel`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Kernel<T> {
+    k: Scalars<T>,
+    prep: Prep<T>,
+    mode: BiasCorrection,
+    amsgrad: bool,
+}
+
+impl<T: Float> Kernel<T> {
+    /// The step on one chunk: `bufs` are the state slots (`m`, `v`, `vmax`) of its elements.
+    pub(crate) fn run<P: Param<Acc = T>>(&self, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
+        let [m, v, vmax] = bufs else { unreachable!("adam has three state slots") };
+        let (k, prep) = (&self.k, &self.prep);
+        let extras = k.nesterov || k.w.any();
+        macro_rules! amsgrad {
+            ($mode:expr, $p:expr, $x:expr) => {
+                if self.amsgrad {
+                    simd::widest(
+                        #[inline(always)]
+                        || body::<T, P, { $mode as u8 }, true, $p, $x>(k, prep, x, g, m, v, vmax),
+                    )
+                } else {
+                    simd::widest(
+                        #[inline(always)]
+                        || body::<T, P, { $mode as u8 }, false, $p, $x>(k, prep, x, g, m, v, vmax),
+                    )
+                }
+            };
+        }
+        with_prep!(prep.is_identity(), extras, PREP, EXTRA => match self.mode {
+            BiasCorrection::Moments => amsgrad!(BiasCorrection::Moments, PREP, EXTRA),
+            BiasCorrection::Denominator => amsgrad!(BiasCorrection::Denominator, PREP, EXTRA),
+            BiasCorrection::LrOnly => amsgrad!(BiasCorrection::LrOnly, PREP, EXTRA),
+        })
+    }
 }
 
 /// One pass over a chunk for one variant (see the type's doc): the bias-correction rule,

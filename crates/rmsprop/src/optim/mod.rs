@@ -93,10 +93,6 @@ impl OptimizerConfig {
         dispatch!(self, c => c.slots())
     }
 
-    fn update<T: Float, P: Param<Acc = T>>(&self, ctx: &Ctx<T>, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
-        dispatch!(self, c => c.update(ctx, x, g, bufs))
-    }
-
     /// True when the kernel planned for one step serves every later step with the same
     /// learning rate: no norm clipping (the norm changes) and nothing read from the step
     /// number.
@@ -104,24 +100,28 @@ impl OptimizerConfig {
         self.common().clip_norm.is_none() && matches!(self, OptimizerConfig::RmsProp(r) if r.kernel_is_steady())
     }
 
-    /// What group `group` runs this step: RMSProp's loop chosen once with its scalars,
-    /// the others' own update.
-    fn kernel<P: Param>(&self, group: usize, ctx: Ctx<P::Acc>) -> Kernel<P> {
+    /// What a group runs at this step: its optimizer's scalars, formed once, and what
+    /// selects the loop (for RMSProp, the loop itself).
+    fn kernel<P: Param>(&self, ctx: Ctx<P::Acc>) -> Kernel<P> {
         match self {
-            OptimizerConfig::RmsProp(r) => Kernel::RmsProp(r.kernel(&ctx)),
-            _ => Kernel::Update(group, ctx),
+            OptimizerConfig::RmsProp(c) => Kernel::RmsProp(c.kernel(&ctx)),
+            OptimizerConfig::Adagrad(c) => Kernel::Adagrad(c.kernel(&ctx)),
+            OptimizerConfig::Sgd(c) => Kernel::Sgd(c.kernel(&ctx)),
+            OptimizerConfig::Adam(c) => Kernel::Adam(c.kernel(&ctx)),
+            OptimizerConfig::Adadelta(c) => Kernel::Adadelta(c.kernel(&ctx)),
         }
     }
 }
 
-/// What a step runs on one tensor's chunks, chosen once per group (per tensor under
+/// What a step runs on one tensor's chunks, planned once per group (per tensor under
 /// per-tensor norm clipping, whose preprocessing differs from tensor to tensor).
 #[derive(Clone, Copy)]
 enum Kernel<P: Param> {
-    /// RMSProp's fused loop for the variant, with its scalars.
     RmsProp(rmsprop::Kernel<P::Acc, P>),
-    /// The optimizer's own update, with the group and step context.
-    Update(usize, Ctx<P::Acc>),
+    Adagrad(adagrad::Kernel<P::Acc>),
+    Sgd(sgd::Kernel<P::Acc>),
+    Adam(adam::Kernel<P::Acc>),
+    Adadelta(adadelta::Kernel<P::Acc>),
 }
 
 macro_rules! impl_from {
@@ -746,7 +746,7 @@ impl<P: Param> Optimizer<P> {
                 }
                 None => None,
             };
-            let kernel = config.kernel(i, Ctx { t, lr, prep: common.prep(norm) });
+            let kernel = config.kernel(Ctx { t, lr, prep: common.prep(norm) });
             match kernels.get_mut(i) {
                 Some(k) => *k = kernel,
                 None => kernels.push(kernel),
@@ -760,7 +760,7 @@ impl<P: Param> Optimizer<P> {
                     let common = config.common();
                     let prep = common.prep(Some(sum_sq(g.as_ref()).sqrt()));
                     p.kernel = kernels.len();
-                    kernels.push(config.kernel(tr.group, Ctx { t, lr: self.schedule.lr(common.lr, t), prep }));
+                    kernels.push(config.kernel(Ctx { t, lr: self.schedule.lr(common.lr, t), prep }));
                 }
             }
         }
@@ -788,12 +788,18 @@ impl<P: Param> Optimizer<P> {
         // SAFETY (both arms): `take` checked every parameter and gradient has its tensor's
         // length, state is allocated at that length (null when unused), chunks of one
         // tensor never overlap, and the borrows behind the pointers outlive `step`.
-        match &self.plan.kernels[p.kernel] {
-            Kernel::RmsProp(k) => unsafe { k.run_arrays(a) },
-            Kernel::Update(group, ctx) => {
-                let (x, g, mut bufs) = unsafe { a.slices() };
-                self.groups[*group].update(ctx, x, g, &mut bufs[..p.slots])
-            }
+        let kernel = &self.plan.kernels[p.kernel];
+        if let Kernel::RmsProp(k) = kernel {
+            return unsafe { k.run_arrays(a) };
+        }
+        let (x, g, mut bufs) = unsafe { a.slices() };
+        let bufs = &mut bufs[..p.slots];
+        match kernel {
+            Kernel::RmsProp(_) => unreachable!("run above"),
+            Kernel::Adagrad(k) => k.run(x, g, bufs),
+            Kernel::Sgd(k) => k.run(x, g, bufs),
+            Kernel::Adam(k) => k.run(x, g, bufs),
+            Kernel::Adadelta(k) => k.run(x, g, bufs),
         }
     }
 

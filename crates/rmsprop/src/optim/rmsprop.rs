@@ -237,6 +237,7 @@ impl RmsProp {
     }
 
     /// One step on one chunk (the [`kernel`](Self::kernel) chosen and run at once).
+    #[cfg(test)]
     pub(crate) fn update<T: Float, P: Param<Acc = T>>(
         &self,
         ctx: &Ctx<T>,
@@ -373,7 +374,7 @@ pub(crate) struct Kernel<T, P> {
 
 impl<T: Float, P: Param<Acc = T>> Kernel<T, P> {
     /// The step on one chunk: `bufs` are the state slots (`s`, `m`, `b`) of its elements.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn run(&self, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
         let n = x.len();
         assert!(g.len() >= n, "a gradient shorter than its parameter");

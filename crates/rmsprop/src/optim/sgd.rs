@@ -109,6 +109,8 @@ impl Sgd {
         vec![Slot::new("momentum_buffer", 0.0, self.momentum != 0.0)]
     }
 
+    /// One step on one chunk (the [`kernel`](Self::kernel) planned and run at once).
+    #[cfg(test)]
     pub(crate) fn update<T: Float, P: Param<Acc = T>>(
         &self,
         ctx: &Ctx<T>,
@@ -116,8 +118,12 @@ impl Sgd {
         g: &[P],
         bufs: &mut [&mut [T]],
     ) {
+        self.kernel(ctx).run(x, g, bufs)
+    }
+
+    /// The step of one group: its scalars, formed once per step, and what selects its loop.
+    pub(crate) fn kernel<T: Float>(&self, ctx: &Ctx<T>) -> Kernel<T> {
         let c = &self.common;
-        let [b] = bufs else { unreachable!("sgd has one state slot") };
         let lr = T::from_f64(c.hp(ctx.lr));
         let k = Scalars {
             lr,
@@ -127,14 +133,7 @@ impl Sgd {
             nesterov: self.nesterov,
             w: c.weight_ops(lr),
         };
-        let prep = &ctx.prep;
-        let momentum = if self.momentum == 0.0 { NONE } else { self.momentum_style as u8 + 1 };
-        let extras = k.w.any() || (self.nesterov && momentum == TORCH);
-        with_prep!(prep.is_identity(), extras, PREP, EXTRA => match momentum {
-            NONE => simd::widest(#[inline(always)] || body::<T, P, NONE, PREP, EXTRA>(&k, prep, x, g, b)),
-            TORCH => simd::widest(#[inline(always)] || body::<T, P, TORCH, PREP, EXTRA>(&k, prep, x, g, b)),
-            _ => simd::widest(#[inline(always)] || body::<T, P, LR_INSIDE, PREP, EXTRA>(&k, prep, x, g, b)),
-        })
+        Kernel { k, prep: ctx.prep, momentum: if self.momentum == 0.0 { NONE } else { self.momentum_style as u8 + 1 } }
     }
 
     /// The loop with every option checked per element: the reference of the fused loop.
@@ -188,6 +187,29 @@ struct Scalars<T> {
     first: bool,
     nesterov: bool,
     w: WeightOps<T>,
+}
+
+/// One step of one group, planned ([`Sgd::kernel`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Kernel<T> {
+    k: Scalars<T>,
+    prep: Prep<T>,
+    momentum: u8,
+}
+
+impl<T: Float> Kernel<T> {
+    /// The step on one chunk: `bufs` are the state slots (`b`) of its elements.
+    pub(crate) fn run<P: Param<Acc = T>>(&self, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
+        let [b] = bufs else { unreachable!("sgd has one state slot") };
+        let (k, prep) = (&self.k, &self.prep);
+        let momentum = self.momentum;
+        let extras = k.w.any() || (k.nesterov && momentum == TORCH);
+        with_prep!(prep.is_identity(), extras, PREP, EXTRA => match momentum {
+            NONE => simd::widest(#[inline(always)] || body::<T, P, NONE, PREP, EXTRA>(k, prep, x, g, b)),
+            TORCH => simd::widest(#[inline(always)] || body::<T, P, TORCH, PREP, EXTRA>(k, prep, x, g, b)),
+            _ => simd::widest(#[inline(always)] || body::<T, P, LR_INSIDE, PREP, EXTRA>(k, prep, x, g, b)),
+        })
+    }
 }
 
 /// One pass over a chunk for one variant (see the type's doc): the momentum style,
