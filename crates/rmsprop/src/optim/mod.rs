@@ -566,6 +566,20 @@ impl<P: Param> Optimizer<P> {
     }
 
     /// The configuration of group `i`, mutably; a change is validated at the next step.
+    ///
+    /// A group's state was laid out when it was added, so a change that needs other state
+    /// tensors (centring, momentum or AMSGrad switched on or off, another optimizer) is
+    /// refused there with [`Error::InvalidCombination`]; add a group for it instead.
+    ///
+    /// ```
+    /// use rmsprop::{Optimizer, OptimizerConfig, RmsProp};
+    /// let mut opt = Optimizer::<f32>::new(RmsProp::default(), &[("w", &[2][..])]).unwrap();
+    /// opt.group_mut(0).common_mut().lr = 0.1; // takes effect at the next step
+    /// if let OptimizerConfig::RmsProp(r) = opt.group_mut(0) {
+    ///     r.centered = true; // would need a `grad_avg` the group does not have
+    /// }
+    /// assert!(opt.step(&mut [vec![1.0f32; 2]], &[vec![0.5f32; 2]]).is_err());
+    /// ```
     pub fn group_mut(&mut self, i: usize) -> &mut OptimizerConfig {
         self.unvalidated = true;
         self.plan.steady[i] = false;
