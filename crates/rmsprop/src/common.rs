@@ -295,7 +295,17 @@ impl<T: Float> Prep<T> {
 #[inline(always)]
 pub(crate) fn clip<T: Float>(v: T, bound: Option<T>) -> T {
     match bound {
-        Some(c) => v.max(-c).min(c),
+        // by comparisons, as MXNet's `mshadow_op::clip`: a NaN stays NaN (as under PyTorch's
+        // `clamp`), where `max`/`min` would turn it into a bound
+        Some(c) => {
+            if v > c {
+                c
+            } else if v < -c {
+                -c
+            } else {
+                v
+            }
+        }
         None => v,
     }
 }

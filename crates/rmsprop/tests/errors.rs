@@ -194,3 +194,19 @@ fn a_change_that_needs_other_state_is_refused() {
     opt.step(&mut p, &g).unwrap();
     assert_eq!(opt.step_count(), 1);
 }
+
+/// MXNet clips by comparisons (`x > c ? c : x < -c ? -c : x`, `mshadow_op::clip`), so a
+/// propagated NaN gradient stays NaN through `clip_gradient`, and a NaN weight through
+/// `clip_weights`, instead of becoming a bound and passing for a number.
+#[test]
+fn a_propagated_nan_is_not_clipped_into_a_number() {
+    let mut p = vec![vec![0.5; 5], vec![0.25]];
+    let config = RmsProp::default().with_clip_gradient(1.0).with_clip_weights(10.0);
+    let mut opt = new(config).unwrap().with_nonfinite_policy(NonFinitePolicy::Propagate);
+    opt.step(&mut p, &[vec![f64::NAN, 5.0, -5.0, 0.5, 1.0], vec![1.0]]).unwrap();
+    assert!(p[0][0].is_nan(), "NaN gradient: {}", p[0][0]);
+    assert!(opt.state("w", "square_avg").unwrap()[0].is_nan());
+    // the clipped ones moved as a gradient of ±1 would: first step of RMSProp, lr 0.01
+    let one = 0.01 / (0.1f64 + 1e-6).sqrt();
+    assert!((p[0][1] - (0.5 - one)).abs() < 1e-12 && (p[0][2] - (0.5 + one)).abs() < 1e-12, "{:?}", p[0]);
+}
