@@ -799,21 +799,21 @@ impl<P: Param> Optimizer<P> {
         let p = &self.scratch.ptrs[c.tensor];
         // SAFETY: a chunk lies within its tensor.
         let a = unsafe { p.arrays.range(c.start, c.end) };
-        // SAFETY (both arms): `take` checked every parameter and gradient has its tensor's
+        // SAFETY (every arm): `take` checked every parameter and gradient has its tensor's
         // length, state is allocated at that length (null when unused), chunks of one
         // tensor never overlap, and the borrows behind the pointers outlive `step`.
-        let kernel = &self.plan.kernels[p.kernel];
-        if let Kernel::RmsProp(k) = kernel {
-            return unsafe { k.run_arrays(a) };
+        macro_rules! on_slices {
+            ($k:expr) => {{
+                let (x, g, mut bufs) = unsafe { a.slices() };
+                $k.run(x, g, &mut bufs[..p.slots])
+            }};
         }
-        let (x, g, mut bufs) = unsafe { a.slices() };
-        let bufs = &mut bufs[..p.slots];
-        match kernel {
-            Kernel::RmsProp(_) => unreachable!("run above"),
-            Kernel::Adagrad(k) => k.run(x, g, bufs),
-            Kernel::Sgd(k) => k.run(x, g, bufs),
-            Kernel::Adam(k) => k.run(x, g, bufs),
-            Kernel::Adadelta(k) => k.run(x, g, bufs),
+        match &self.plan.kernels[p.kernel] {
+            Kernel::RmsProp(k) => unsafe { k.run_arrays(a) },
+            Kernel::Adagrad(k) => on_slices!(k),
+            Kernel::Sgd(k) => on_slices!(k),
+            Kernel::Adam(k) => on_slices!(k),
+            Kernel::Adadelta(k) => on_slices!(k),
         }
     }
 
