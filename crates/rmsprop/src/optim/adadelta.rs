@@ -71,18 +71,6 @@ impl Adadelta {
         vec![Slot::new("square_avg", 0.0, true), Slot::new("acc_delta", 0.0, true)]
     }
 
-    /// One step on one chunk (the [`kernel`](Self::kernel) planned and run at once).
-    #[cfg(test)]
-    pub(crate) fn update<T: Float, P: Param<Acc = T>>(
-        &self,
-        ctx: &Ctx<T>,
-        x: &mut [P],
-        g: &[P],
-        bufs: &mut [&mut [T]],
-    ) {
-        self.kernel(ctx).run(x, g, bufs)
-    }
-
     /// The step of one group: its scalars, formed once per step, and what selects its loop.
     pub(crate) fn kernel<T: Float>(&self, ctx: &Ctx<T>) -> Kernel<T> {
         let c = &self.common;
@@ -204,7 +192,7 @@ mod tests {
             for t in 1..=3 {
                 let ctx = Ctx { t, lr: 1.0, prep: o.common.prep::<f32>(None) };
                 let [x, s, d] = &mut a;
-                o.update(&ctx, x, &g, &mut [&mut s[..], &mut d[..]]);
+                o.kernel(&ctx).run(x, &g, &mut [&mut s[..], &mut d[..]]);
                 let [x, s, d] = &mut b;
                 o.update_general(&ctx, x, &g, s, d);
             }

@@ -92,18 +92,6 @@ impl Adagrad {
         vec![Slot::new("sum", self.initial_accumulator, true)]
     }
 
-    /// One step on one chunk (the [`kernel`](Self::kernel) planned and run at once).
-    #[cfg(test)]
-    pub(crate) fn update<T: Float, P: Param<Acc = T>>(
-        &self,
-        ctx: &Ctx<T>,
-        x: &mut [P],
-        g: &[P],
-        bufs: &mut [&mut [T]],
-    ) {
-        self.kernel(ctx).run(x, g, bufs)
-    }
-
     /// The step of one group: its scalars, formed once per step, and what selects its loop.
     pub(crate) fn kernel<T: Float>(&self, ctx: &Ctx<T>) -> Kernel<T> {
         let c = &self.common;
@@ -213,7 +201,7 @@ mod tests {
                     let (mut xa, mut xb, mut sa, mut sb) = (x0.clone(), x0.clone(), vec![0.1f32; n], vec![0.1f32; n]);
                     for t in 1..=3 {
                         let ctx = Ctx { t, lr: 0.1, prep: o.common.prep::<f32>(None) };
-                        o.update(&ctx, &mut xa, &g, &mut [&mut sa[..]]);
+                        o.kernel(&ctx).run(&mut xa, &g, &mut [&mut sa[..]]);
                         o.update_general(&ctx, &mut xb, &g, &mut sb);
                     }
                     assert_eq!((bits(&xa), bits(&sa)), (bits(&xb), bits(&sb)), "{o:?}");

@@ -137,18 +137,6 @@ impl Adam {
         ]
     }
 
-    /// One step on one chunk (the [`kernel`](Self::kernel) planned and run at once).
-    #[cfg(test)]
-    pub(crate) fn update<T: Float, P: Param<Acc = T>>(
-        &self,
-        ctx: &Ctx<T>,
-        x: &mut [P],
-        g: &[P],
-        bufs: &mut [&mut [T]],
-    ) {
-        self.kernel(ctx).run(x, g, bufs)
-    }
-
     /// The step of one group: its scalars, formed once per step, and what selects its loop.
     pub(crate) fn kernel<T: Float>(&self, ctx: &Ctx<T>) -> Kernel<T> {
         let c = &self.common;
@@ -392,7 +380,7 @@ mod tests {
                     for t in 1..=3 {
                         let ctx = Ctx { t, lr: 0.1, prep: o.common.prep::<f64>(None) };
                         let [x, m, v, vm] = &mut a;
-                        o.update(&ctx, x, &g, &mut [&mut m[..], &mut v[..], &mut vm[..]]);
+                        o.kernel(&ctx).run(x, &g, &mut [&mut m[..], &mut v[..], &mut vm[..]]);
                         let [x, m, v, vm] = &mut b;
                         o.update_general(&ctx, x, &g, m, v, vm);
                     }

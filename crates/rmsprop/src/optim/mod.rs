@@ -660,7 +660,7 @@ impl<P: Param> Optimizer<P> {
     /// a non-finite gradient under [`NonFinitePolicy::Error`].
     pub fn step<X: AsMut<[P]>, G: AsRef<[P]>>(&mut self, params: &mut [X], grads: &[G]) -> Result<StepOutcome> {
         self.take(params, grads)?;
-        let nonfinite = if self.policy == NonFinitePolicy::Propagate { None } else { self.first_nonfinite() };
+        let nonfinite = if self.policy == NonFinitePolicy::Propagate { None } else { self.scan_gradients() };
         if self.unvalidated {
             for (config, registered) in self.groups.iter().zip(&self.registered) {
                 config.validate()?;
@@ -711,7 +711,7 @@ impl<P: Param> Optimizer<P> {
 
     /// The first non-finite gradient element (tensor, index) of the step `take` prepared:
     /// chunk by chunk across threads like the step itself, or tensor by tensor.
-    fn first_nonfinite(&self) -> Option<(usize, usize)> {
+    fn scan_gradients(&self) -> Option<(usize, usize)> {
         let grad = |a: Arrays<P::Acc, P>| {
             // SAFETY: `take` checked the gradient has `n` elements; it is only read.
             unsafe { std::slice::from_raw_parts(a.g, a.n) }

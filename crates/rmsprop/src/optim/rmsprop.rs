@@ -236,18 +236,6 @@ impl RmsProp {
         !self.bias_correction
     }
 
-    /// One step on one chunk (the [`kernel`](Self::kernel) chosen and run at once).
-    #[cfg(test)]
-    pub(crate) fn update<T: Float, P: Param<Acc = T>>(
-        &self,
-        ctx: &Ctx<T>,
-        x: &mut [P],
-        g: &[P],
-        bufs: &mut [&mut [T]],
-    ) {
-        self.kernel(ctx).run(x, g, bufs)
-    }
-
     /// The loop with every option checked per element: the reference the fused loops
     /// reproduce bit for bit.
     #[cfg(test)]
@@ -542,7 +530,7 @@ mod rsqrt {
     );
 }
 
-/// Single-pass loops, one per variant, chosen once per chunk: every switch is a const
+/// Single-pass loops, one per variant, chosen once per group and step: every switch is a const
 /// generic, so the element loop has no option branches and vectorises. The rarer options
 /// ([`Extras`](super::Extras)) share one instance per variant, as loop-invariant selects.
 mod fused {
@@ -769,7 +757,7 @@ mod tests {
                                         for t in 1..=3 {
                                             let ctx = Ctx { t, lr: 0.01, prep: r.common.prep::<T>(None) };
                                             let [s, m, b] = &mut sa;
-                                            r.update(&ctx, &mut xa, &g, &mut [&mut s[..], &mut m[..], &mut b[..]]);
+                                            r.kernel(&ctx).run(&mut xa, &g, &mut [&mut s[..], &mut m[..], &mut b[..]]);
                                             let [s, m, b] = &mut sb;
                                             r.update_general(&ctx, &mut xb, &g, s, m, b);
                                         }
@@ -807,7 +795,7 @@ mod tests {
             let mut x = vec![1.0f32; n];
             let mut st = [vec![0.0f32; n], vec![], vec![]];
             let [s, m, b] = &mut st;
-            r.update(&ctx, &mut x, &g, &mut [&mut s[..], &mut m[..], &mut b[..]]);
+            r.kernel(&ctx).run(&mut x, &g, &mut [&mut s[..], &mut m[..], &mut b[..]]);
             x
         };
         let (exact, fast) = (run(false), run(true));

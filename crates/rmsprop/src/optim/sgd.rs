@@ -109,18 +109,6 @@ impl Sgd {
         vec![Slot::new("momentum_buffer", 0.0, self.momentum != 0.0)]
     }
 
-    /// One step on one chunk (the [`kernel`](Self::kernel) planned and run at once).
-    #[cfg(test)]
-    pub(crate) fn update<T: Float, P: Param<Acc = T>>(
-        &self,
-        ctx: &Ctx<T>,
-        x: &mut [P],
-        g: &[P],
-        bufs: &mut [&mut [T]],
-    ) {
-        self.kernel(ctx).run(x, g, bufs)
-    }
-
     /// The step of one group: its scalars, formed once per step, and what selects its loop.
     pub(crate) fn kernel<T: Float>(&self, ctx: &Ctx<T>) -> Kernel<T> {
         let c = &self.common;
@@ -269,7 +257,7 @@ mod tests {
                 let (mut xa, mut xb, mut ba, mut bb) = (x0.clone(), x0.clone(), vec![0.0f32; n], vec![0.0f32; n]);
                 for t in 1..=3 {
                     let ctx = Ctx { t, lr: 0.1, prep: o.common.prep::<f32>(None) };
-                    o.update(&ctx, &mut xa, &g, &mut [&mut ba[..]]);
+                    o.kernel(&ctx).run(&mut xa, &g, &mut [&mut ba[..]]);
                     o.update_general(&ctx, &mut xb, &g, &mut bb);
                 }
                 assert_eq!((bits(&xa), bits(&ba)), (bits(&xb), bits(&bb)), "{o:?}");
