@@ -1,7 +1,7 @@
 //! Replays golden-vector files: `cargo run --release -p rmsprop --example replay -- FILE.json...`
 //!
-//! Prints `FILE: N passed, M failed` per file and one line per failing case with its
-//! worst error (`-v`: every case); exits non-zero on any failure.
+//! Prints `FILE: N passed (K bit-exact), M failed` per file and one line per failing case
+//! with its worst error (`-v`: every case); exits non-zero on any failure.
 
 use std::process::ExitCode;
 
@@ -19,8 +19,11 @@ fn main() -> ExitCode {
             Ok(report) => {
                 println!("{}", report.summary());
                 for c in report.cases.iter().filter(|c| verbose || !c.passed) {
-                    let tag = if c.passed { "ok  " } else { "FAIL" };
-                    println!("  {tag} {}: worst {:.3}x tolerance at {}", c.name, c.worst, c.detail);
+                    match (c.passed, c.worst == 0.0) {
+                        (true, true) => println!("  ok   {}: bit-exact", c.name),
+                        (true, false) => println!("  ok   {}: worst {:.3}x tolerance at {}", c.name, c.worst, c.detail),
+                        _ => println!("  FAIL {}: worst {:.3}x tolerance at {}", c.name, c.worst, c.detail),
+                    }
                 }
                 ok &= report.failed() == 0 && !report.cases.is_empty();
             }

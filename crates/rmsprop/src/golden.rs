@@ -57,9 +57,14 @@ impl FileReport {
     pub fn failed(&self) -> usize {
         self.cases.len() - self.passed()
     }
-    /// `FILE: N passed, M failed`.
+    /// Cases reproduced bit for bit: every parameter and state value equal.
+    pub fn exact(&self) -> usize {
+        self.cases.iter().filter(|c| c.passed && c.worst == 0.0).count()
+    }
+    /// `FILE: N passed (K bit-exact), M failed`.
     pub fn summary(&self) -> String {
-        format!("{}: {} passed, {} failed", self.path.display(), self.passed(), self.failed())
+        let (path, exact) = (self.path.display(), self.exact());
+        format!("{path}: {} passed ({exact} bit-exact), {} failed", self.passed(), self.failed())
     }
 }
 
@@ -123,6 +128,7 @@ pub fn replay_case_with(case: &Value, adjust: Adjust) -> CaseReport {
 
 fn report(name: String, result: std::result::Result<Worst, String>) -> CaseReport {
     match result {
+        Ok(w) if w.ratio == 0.0 => CaseReport { name, passed: true, worst: 0.0, detail: "bit-exact".into() },
         Ok(w) => CaseReport { name, passed: w.ratio <= 1.0, worst: w.ratio, detail: w.at },
         Err(why) => CaseReport { name, passed: false, worst: f64::INFINITY, detail: why },
     }
@@ -583,7 +589,8 @@ struct TraceHyper {
 /// A 2-D objective: value and gradient at a point.
 pub type Objective2d = fn([f64; 2]) -> (f64, [f64; 2]);
 
-/// The chapter's 2-D objectives by their formula text (as `d2l_chapter.json` writes them).
+/// The chapter's 2-D objectives by their formula text (as `d2l_chapter.json` writes them),
+/// rounded as the book's Python evaluates them (`0.1 * x1 ** 2`: the square first).
 ///
 /// ```
 /// let f = rmsprop::golden::objective_2d("f(x1,x2) = 0.1*x1^2 + 2*x2^2").unwrap();
@@ -591,10 +598,10 @@ pub type Objective2d = fn([f64; 2]) -> (f64, [f64; 2]);
 /// ```
 pub fn objective_2d(formula: &str) -> Option<Objective2d> {
     match formula.replace(' ', "").as_str() {
-        "f(x1,x2)=0.1*x1^2+2*x2^2" => Some(|[x1, x2]| (0.1 * x1 * x1 + 2.0 * x2 * x2, [0.2 * x1, 4.0 * x2])),
+        "f(x1,x2)=0.1*x1^2+2*x2^2" => Some(|[x1, x2]| (0.1 * (x1 * x1) + 2.0 * (x2 * x2), [0.2 * x1, 4.0 * x2])),
         "f(x1,x2)=0.1*(x1+x2)^2+2*(x1-x2)^2" => Some(|[x1, x2]| {
             let (p, m) = (x1 + x2, x1 - x2);
-            (0.1 * p * p + 2.0 * m * m, [0.2 * p + 4.0 * m, 0.2 * p - 4.0 * m])
+            (0.1 * (p * p) + 2.0 * (m * m), [0.2 * p + 4.0 * m, 0.2 * p - 4.0 * m])
         }),
         _ => None,
     }
