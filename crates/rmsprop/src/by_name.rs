@@ -15,7 +15,7 @@
 //! assert!(by_name::config("rmsprop", [("gamma3", 0.9)]).is_err());
 //! ```
 
-use crate::common::{ClipNorm, Common, HyperPrecision, NormScope, StepForm, WeightDecayMode};
+use crate::common::{ClipNorm, Common, HyperPrecision, NormScope, Rounding, StepForm, WeightDecayMode};
 use crate::error::{Error, Result};
 use crate::flavor::Flavor;
 use crate::optim::{BiasCorrection, EpsPlacement, MomentumStyle, OptimizerConfig, SgdMomentum};
@@ -98,6 +98,7 @@ const COMMON: &[&str] = &[
     "global_clipnorm",
     "clip_weights",
     "precision",
+    "rounding",
 ];
 
 /// The names each optimizer accepts besides [`COMMON`].
@@ -266,6 +267,7 @@ fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
         "precision" => {
             c.precision = choice(k, v, &[("native", HyperPrecision::Native), ("float32", HyperPrecision::F32)])?
         }
+        "rounding" => c.rounding = choice(k, v, &[("as_written", Rounding::AsWritten), ("torch", Rounding::Torch)])?,
         _ => return Ok(false),
     }
     Ok(true)

@@ -51,17 +51,45 @@ pub enum HyperPrecision {
     F32,
 }
 
+/// How the accumulators, the moving averages and the parameter update are rounded.
+///
+/// Equal in exact arithmetic; in rounding the difference shows where a state cancels (a
+/// centred mean `m` or a momentum buffer summing gradients of both signs), where a few
+/// ulps of `m` are a large part of it.
+///
+/// ```
+/// use rmsprop::{Flavor, Rounding};
+/// assert_eq!(Flavor::PyTorch.rmsprop().common.rounding, Rounding::Torch);
+/// assert_eq!(Flavor::Optax.rmsprop().common.rounding, Rounding::AsWritten);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    /// Every product and sum rounded as the update is written, e.g. `γ s + (1-γ) g²`,
+    /// `γ m + (1-γ) g`, `x - η b`, `g + wd x` (the chapter, optax, Keras, MXNet).
+    #[default]
+    AsWritten,
+    /// As PyTorch 2.x's CPU kernels round (`aten/src/ATen/native/cpu`, built with FMA
+    /// contraction): `s.mul_(γ).addcmul_(g, g, value=1-γ)` is `fma((1-γ) g, g, γ s)`,
+    /// `m.lerp_(g, w)` is `fma(w, g - m, m)` for `w < ½` and `fma(w - 1, g - m, g)`
+    /// otherwise, `s.addcmul(m, m, value=-1)` is `fma(-m, m, s)`, `x.add_(b, alpha=-η)`
+    /// is `fma(b, -η, x)`, `g.add(x, alpha=wd)` is `fma(x, wd, g)`, and
+    /// `x.mul_(1 - η wd)` forms its factor in `f64`.
+    Torch,
+}
+
 /// How `η`, `g` and the denominator `d` are multiplied: equal in exact arithmetic,
 /// different in rounding — and the difference grows where the update cancels against
 /// `x` (the chapter's γ = 0 exercise). Each framework's own order is its preset's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepForm {
-    /// `η · (g / d)`: PyTorch (`addcdiv`), MXNet, optax.
+    /// `η · (g / d)`: MXNet, optax.
     ScaledGradient,
     /// `(η / d) · g`: the chapter's `eta / sqrt(s + eps) * g`.
     ScaledRate,
-    /// `(η · g) / d`: Keras (`divide(multiply(lr, g), sqrt(den))`).
+    /// `(η · g) / d`: Keras (`divide(multiply(lr, g), sqrt(den))`), PyTorch
+    /// (`addcdiv_(g, d, value=-η)` is `x + (-η · g) / d`).
     ScaledProduct,
 }
 
@@ -121,6 +149,9 @@ pub struct Common {
     pub clip_weights: Option<f64>,
     /// Precision of the hyperparameters.
     pub precision: HyperPrecision,
+    /// How products and sums are rounded (PyTorch's kernels fuse some).
+    #[serde(default)]
+    pub rounding: Rounding,
 }
 
 impl Common {
@@ -141,6 +172,7 @@ impl Common {
             clip_norm: None,
             clip_weights: None,
             precision: HyperPrecision::Native,
+            rounding: Rounding::AsWritten,
         }
     }
 
@@ -184,6 +216,7 @@ impl Common {
             norm_clip,
             wd,
             wd_clipped: self.weight_decay_clipped,
+            wd_fused: self.rounding == Rounding::Torch,
             clip: self.clip_gradient.map(|c| T::from_f64(self.hp(c))),
         }
     }
@@ -194,18 +227,33 @@ impl Common {
             .then(|| T::from_f64(self.hp(self.weight_decay)))
     }
 
+    /// Decoupled decay of `x` at learning rate `lr`, written out per [`Rounding`]: the
+    /// reference the fused loops' [`WeightOps::decay`] is tested against.
+    #[cfg(test)]
+    pub(crate) fn decoupled_decay<T: Float>(&self, lr: f64, x: T) -> T {
+        match (self.decoupled_wd::<T>(), self.rounding) {
+            (None, _) => x,
+            (Some(_), Rounding::Torch) => x * T::from_f64(1.0 - lr * self.hp(self.weight_decay)),
+            (Some(wd), Rounding::AsWritten) => x - T::from_f64(lr) * wd * x,
+        }
+    }
+
     /// Weight-clipping bound in `T`, if any.
     pub(crate) fn clip_weights_t<T: Float>(&self) -> Option<T> {
         self.clip_weights.map(|c| T::from_f64(self.hp(c)))
     }
 
-    /// Decoupled decay and weight clipping for a step at learning rate `lr` (in `T`).
-    pub(crate) fn weight_ops<T: Float>(&self, lr: T) -> WeightOps<T> {
+    /// Decoupled decay and weight clipping for a step at learning rate `lr` (as held,
+    /// see [`hp`](Self::hp)).
+    pub(crate) fn weight_ops<T: Float>(&self, lr: f64) -> WeightOps<T> {
         let (wd, bound) = (self.decoupled_wd::<T>(), self.clip_weights_t::<T>());
+        let fused = self.rounding == Rounding::Torch;
         WeightOps {
             decoupled: wd.is_some(),
             wd: wd.unwrap_or(T::ZERO),
-            lr_wd: lr * wd.unwrap_or(T::ZERO),
+            lr_wd: T::from_f64(lr) * wd.unwrap_or(T::ZERO),
+            fused,
+            factor: T::from_f64(1.0 - lr * self.hp(self.weight_decay)),
             clips: bound.is_some(),
             bound: bound.unwrap_or(T::ZERO),
         }
@@ -223,6 +271,10 @@ pub(crate) struct WeightOps<T> {
     pub wd: T,
     /// `η wd`, rounded as `lr * wd` in `T`.
     pub lr_wd: T,
+    /// Decay as PyTorch's `x.mul_(1 - η wd)` ([`Rounding::Torch`]).
+    pub fused: bool,
+    /// `1 - η wd`, formed in `f64` and rounded once.
+    pub factor: T,
     /// Weight clipping is on.
     pub clips: bool,
     /// Its bound.
@@ -235,16 +287,43 @@ impl<T: Float> WeightOps<T> {
         self.decoupled || self.clips
     }
 
-    /// `x - (η wd) x` with decoupled decay (PyTorch AdamW, Keras, SGD), else `x`.
+    /// With decoupled decay `x - (η wd) x` (Keras, SGD), or `x (1 - η wd)` under
+    /// [`Rounding::Torch`] (AdamW); else `x`.
     #[inline(always)]
     pub(crate) fn decay(&self, x: T) -> T {
-        select(self.decoupled, x - self.lr_wd * x, x)
+        let decayed = if self.fused { x * self.factor } else { x - self.lr_wd * x };
+        select(self.decoupled, decayed, x)
     }
 
     /// `x` clipped to `[-bound, bound]` with weight clipping (MXNet `clip_weights`), else `x`.
     #[inline(always)]
     pub(crate) fn clip(&self, x: T) -> T {
         select(self.clips, clip(x, Some(self.bound)), x)
+    }
+}
+
+/// PyTorch's `a.lerp_(b, w)` on CPU: `fma(w, b - a, a)` for `w < ½`, else
+/// `fma(w - 1, b - a, b)` (`aten/src/ATen/native/cpu/LerpKernel.cpp`); the branch is
+/// resolved once, so a loop applies it as a select.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lerp<T> {
+    /// `w`, or `w - 1` (rounded in `T`, as ATen forms it).
+    coef: T,
+    /// `w < ½`: start from `a`, else from `b`.
+    from_a: bool,
+}
+
+impl<T: Float> Lerp<T> {
+    /// The interpolation by `w` (already in `T`).
+    pub(crate) fn new(w: T) -> Self {
+        let from_a = w.to_f64() < 0.5;
+        Lerp { coef: if from_a { w } else { w - T::ONE }, from_a }
+    }
+
+    /// `a + w (b - a)`, rounded as PyTorch does.
+    #[inline(always)]
+    pub(crate) fn apply(self, a: T, b: T) -> T {
+        self.coef.mul_add(b - a, select(self.from_a, a, b))
     }
 }
 
@@ -256,6 +335,8 @@ pub(crate) struct Prep<T> {
     norm_clip: Option<(T, T)>,
     wd: Option<T>,
     wd_clipped: bool,
+    /// `fma(x, wd, g)` ([`Rounding::Torch`]) instead of `g + wd x`.
+    wd_fused: bool,
     clip: Option<T>,
 }
 
@@ -280,12 +361,13 @@ impl<T: Float> Prep<T> {
         if let Some((c, norm)) = self.norm_clip {
             g = g * c / norm;
         }
+        let decayed = |g: T, wd: T| if self.wd_fused { x.mul_add(wd, g) } else { g + wd * x };
         if let (Some(wd), true) = (self.wd, self.wd_clipped) {
-            g = g + wd * x;
+            g = decayed(g, wd);
         }
         g = clip(g, self.clip);
         if let (Some(wd), false) = (self.wd, self.wd_clipped) {
-            g = g + wd * x;
+            g = decayed(g, wd);
         }
         g
     }
@@ -373,6 +455,11 @@ macro_rules! common_setters {
             /// Precision in which hyperparameters are held.
             pub fn with_precision(mut self, p: $crate::HyperPrecision) -> Self {
                 self.common.precision = p;
+                self
+            }
+            /// How products and sums are rounded ([`Rounding`](crate::Rounding)).
+            pub fn with_rounding(mut self, r: $crate::Rounding) -> Self {
+                self.common.rounding = r;
                 self
             }
         }

@@ -1,7 +1,7 @@
 //! Framework presets: each framework's RMSProp (and neighbours) with *its own*
 //! defaults and formula. The table of differences is in the crate docs.
 
-use crate::common::{HyperPrecision, StepForm, WeightDecayMode};
+use crate::common::{HyperPrecision, Rounding, StepForm, WeightDecayMode};
 use crate::error::{Error, Result};
 use crate::optim::{
     Adadelta, Adagrad, Adam, BiasCorrection, EpsPlacement, MomentumStyle, OptimizerConfig, RmsProp, Sgd, SgdMomentum,
@@ -61,6 +61,7 @@ impl Flavor {
         let d = match self {
             Flavor::D2l => d,
             Flavor::Keras => d.with_step_form(StepForm::ScaledProduct),
+            Flavor::PyTorch => d.with_step_form(StepForm::ScaledProduct).with_rounding(Rounding::Torch),
             _ => d.with_step_form(StepForm::ScaledGradient),
         };
         match self {
@@ -116,13 +117,22 @@ impl Flavor {
     /// assert!(Flavor::Keras.config("adagrad").is_err());
     /// ```
     pub fn config(self, optimizer: &str) -> Result<OptimizerConfig> {
+        let mut config = self.config_as_written(optimizer)?;
+        if self == Flavor::PyTorch {
+            config.common_mut().rounding = Rounding::Torch;
+        }
+        Ok(config)
+    }
+
+    /// [`config`](Self::config) before the flavour's [`Rounding`].
+    fn config_as_written(self, optimizer: &str) -> Result<OptimizerConfig> {
         use Flavor::*;
         let f32 = HyperPrecision::F32;
         Ok(match (self, optimizer) {
             (_, "rmsprop") => self.rmsprop().into(),
             (D2l, "adagrad") => Adagrad::default().into(),
             (PyTorch, "adagrad") => Adagrad {
-                step_form: StepForm::ScaledGradient,
+                step_form: StepForm::ScaledProduct,
                 ..Adagrad::default().with_lr(0.01).with_eps(1e-10, EpsPlacement::OutsideSqrt)
             }
             .into(),

@@ -68,6 +68,9 @@ pub trait Float:
     fn to_f64(self) -> f64;
     /// Correctly rounded square root.
     fn sqrt(self) -> Self;
+    /// `self * a + b` with one rounding (a fused multiply-add; a hardware instruction where
+    /// the loop is compiled with FMA, the exact software `fma` elsewhere: the same bits).
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// Neither infinite nor NaN.
     fn is_finite(self) -> bool;
     /// Larger of the two (IEEE `maxNum`).
@@ -97,6 +100,10 @@ macro_rules! impl_float {
             #[inline(always)]
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
             }
             #[inline(always)]
             fn is_finite(self) -> bool {

@@ -34,7 +34,11 @@
 //! `float64` weights (`0.9` is applied as `0.89999997615814208984375`); optax's `trace`
 //! and MXNet's `delta` hold negative, learning-rate-scaled values, Keras's `momentum`
 //! positive ones; PyTorch's centred momentum buffer accumulates `g/den` without the
-//! learning rate, so a schedule acts on it at once. The chapter's exercise values
+//! learning rate, so a schedule acts on it at once. PyTorch's CPU kernels round
+//! differently from the formula as written: `addcmul_`, `lerp_` and `add_(…, alpha)` each
+//! end in one fused multiply-add, and `addcdiv_` forms `(-η g)/d` ([`Rounding::Torch`],
+//! [`StepForm::ScaledProduct`]); a centred mean or a momentum buffer that cancels to a
+//! few ulps of its terms is then only reproduced with PyTorch's own rounding. The chapter's exercise values
 //! γ = 0 (`s = g²`: sign descent scaled by `|g|/sqrt(g²+ε)`) and γ = 1 (`s` never
 //! leaves its initial value: the step is `η g / sqrt(ε)`, which diverges) are legal.
 //!
@@ -60,7 +64,7 @@ mod schedule;
 mod simd;
 
 pub use buffer::{Buffer, HUGE_PAGE};
-pub use common::{ClipNorm, Common, HyperPrecision, NormScope, StepForm, WeightDecayMode};
+pub use common::{ClipNorm, Common, HyperPrecision, NormScope, Rounding, StepForm, WeightDecayMode};
 pub use error::{Error, Result};
 pub use flavor::Flavor;
 pub use float::{Dtype, Float, Param};

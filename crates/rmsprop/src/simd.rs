@@ -2,9 +2,12 @@
 //!
 //! The optimizers' loops are written once, as plain Rust over slices, with every option a
 //! const generic or a loop-invariant select, so they vectorise. [`widest`] runs such a loop
-//! compiled with AVX-512 or AVX2 enabled when the CPU has them (detected at run time,
-//! cached by `std`), else for the baseline. Only the vector width changes: Rust never
-//! contracts `a * b + c` into a fused multiply-add, so every path gives the same bits.
+//! compiled with AVX-512 or AVX2 (with FMA) enabled when the CPU has them (detected at run
+//! time, cached by `std`), else for the baseline. Only the vector width changes: Rust never
+//! contracts `a * b + c` into a fused multiply-add by itself, and where a loop asks for one
+//! ([`Float::mul_add`](crate::Float::mul_add), under [`Rounding::Torch`](crate::Rounding))
+//! every path computes it exactly (the instruction, or the software `fma` of the
+//! baseline), so every path gives the same bits.
 
 /// Runs `f` compiled for the widest vector unit of this CPU.
 ///
@@ -21,8 +24,8 @@ pub(crate) fn widest<R>(f: impl FnOnce() -> R) -> R {
             // SAFETY: the CPU has AVX-512F.
             return unsafe { avx512(f) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
+        if has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA.
             return unsafe { avx2(f) };
         }
     }
@@ -35,8 +38,16 @@ unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// AVX2 and FMA, which the AVX2 loops are compiled with (every AVX2 CPU of Intel and AMD
+/// has both).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[inline(always)]
+pub(crate) fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
@@ -93,3 +104,21 @@ macro_rules! with_prep {
     };
 }
 pub(crate) use with_prep;
+
+/// Evaluates `$e` with the const `$r: bool` set to whether `$rounding` is
+/// [`Rounding::Torch`](crate::Rounding::Torch), so a loop can take it as a const generic.
+macro_rules! with_rounding {
+    ($rounding:expr, $r:ident => $e:expr) => {
+        match $rounding {
+            $crate::Rounding::Torch => {
+                const $r: bool = true;
+                $e
+            }
+            $crate::Rounding::AsWritten => {
+                const $r: bool = false;
+                $e
+            }
+        }
+    };
+}
+pub(crate) use with_rounding;

@@ -103,6 +103,10 @@ fn by_name_accepts_every_frameworks_spelling() {
     }
     let c = by_name::config("rmsprop", [("flavor", by_name::Value::from("pytorch"))]).unwrap();
     assert_eq!(c, rmsprop::Flavor::PyTorch.rmsprop().into());
+    let c = by_name::config("pytorch.adam", [("rounding", by_name::Value::from("as_written"))]).unwrap();
+    assert_eq!(c.common().rounding, rmsprop::Rounding::AsWritten);
+    let e = msg(by_name::config("adam", [("rounding", by_name::Value::from("fma"))]).unwrap_err());
+    assert!(e.contains("as_written") && e.contains("torch"), "{e}");
 }
 
 #[test]

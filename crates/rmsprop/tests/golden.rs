@@ -40,6 +40,31 @@ fn torch() {
     replay("torch.json", 60);
 }
 
+/// With PyTorch's own rounding ([`rmsprop::Rounding::Torch`], the preset's: its kernels'
+/// fused multiply-adds, `lerp_`, `addcdiv_`'s `(-η g)/d`) its SGD, Adam and AdamW cases are
+/// reproduced bit for bit, parameters and state, and so are most of the others. The rest
+/// differ by ulps where the recording machine's arithmetic was not correctly rounded (in
+/// `adagrad_plain/float64`, its `sqrt(2.0)` was one ulp low).
+#[test]
+fn torch_is_reproduced_bit_for_bit() {
+    let report = rmsprop::golden::replay_file(&golden_dir().join("torch.json")).expect("golden file readable");
+    let inexact = |prefix: &str| -> Vec<String> {
+        let cases = report.cases.iter().filter(|c| c.name.starts_with(prefix) && c.worst != 0.0);
+        cases.map(|c| format!("{}: {:.3}x tolerance at {}", c.name, c.worst, c.detail)).collect()
+    };
+    for optimizer in ["torch/sgd/", "torch/adam/", "torch/adamw/"] {
+        let off = inexact(optimizer);
+        assert!(off.is_empty(), "not bit-exact:\n{}", off.join("\n"));
+    }
+    let n = report.cases.len();
+    assert!(
+        report.exact() * 4 >= n * 3,
+        "only {} of {n} torch cases bit-exact:\n{}",
+        report.exact(),
+        inexact("").join("\n")
+    );
+}
+
 #[test]
 fn optax() {
     replay("optax.json", 40);

@@ -4,10 +4,10 @@
 //! `x <- x - g'`, `Δx <- ρ Δx + (1-ρ) g'²`.
 
 use super::{Ctx, Slot};
-use crate::common::{Common, Prep, WeightOps, check_nonneg, check_unit, common_setters};
+use crate::common::{Common, Prep, Rounding, WeightOps, check_nonneg, check_unit, common_setters};
 use crate::error::Result;
 use crate::float::{Float, Param};
-use crate::simd::{self, select, with_prep};
+use crate::simd::{self, select, with_prep, with_rounding};
 use serde::{Deserialize, Serialize};
 
 /// Adadelta. `Default` is PyTorch's: lr 1.0, ρ 0.9, ε 1e-6 (MXNet: ε 1e-5, no lr).
@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 /// a  = ρ a + (1-ρ) δ²
 /// x -= lr δ                                  (decoupled decay: x -= lr wd x, MXNet)
 /// ```
+/// Rounded as written, or as PyTorch's kernels round it under
+/// [`Rounding::Torch`](crate::Rounding) (the PyTorch preset's).
 ///
 /// # Examples
 /// ```
@@ -80,9 +82,9 @@ impl Adadelta {
             one_minus_rho: T::from_f64(1.0 - c.hp(self.rho)),
             eps: T::from_f64(c.hp(self.eps)),
             lr,
-            w: c.weight_ops(lr),
+            w: c.weight_ops(c.hp(ctx.lr)),
         };
-        Kernel { k, prep: ctx.prep }
+        Kernel { k, prep: ctx.prep, rounding: c.rounding }
     }
 
     /// The loop with every option checked per element: the reference of the fused loop.
@@ -103,17 +105,23 @@ impl Adadelta {
         let lr = T::from_f64(c.hp(ctx.lr));
         let wd = c.decoupled_wd::<T>();
         let clip_w = c.clip_weights_t::<T>();
+        let torch = c.rounding == Rounding::Torch;
+        // PyTorch: `s.mul_(rho).addcmul_(g, g, value=1-rho)`, one fused multiply-add
+        let average = |s: T, v: T| {
+            if torch { (one_minus_rho * v).mul_add(v, rho * s) } else { rho * s + one_minus_rho * (v * v) }
+        };
         for i in 0..x.len() {
             let x0 = x[i].load();
             let gi = ctx.prep.grad(g[i].load(), x0);
-            s[i] = rho * s[i] + one_minus_rho * (gi * gi);
+            s[i] = average(s[i], gi);
             let delta = (a[i] + eps).sqrt() / (s[i] + eps).sqrt() * gi;
-            a[i] = rho * a[i] + one_minus_rho * (delta * delta);
-            let mut u = delta;
-            if let Some(wd) = wd {
-                u = u + wd * x0;
-            }
-            let xi = x0 - lr * u;
+            a[i] = average(a[i], delta);
+            let xi = match wd {
+                Some(wd) => x0 - lr * (delta + wd * x0),
+                // PyTorch: `x.add_(delta, alpha=-lr)`
+                None if torch => delta.mul_add(-lr, x0),
+                None => x0 - lr * delta,
+            };
             x[i] = P::store(clip(xi, clip_w));
         }
     }
@@ -134,6 +142,7 @@ struct Scalars<T> {
 pub(crate) struct Kernel<T> {
     k: Scalars<T>,
     prep: Prep<T>,
+    rounding: Rounding,
 }
 
 impl<T: Float> Kernel<T> {
@@ -141,16 +150,17 @@ impl<T: Float> Kernel<T> {
     pub(crate) fn run<P: Param<Acc = T>>(&self, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
         let [s, a] = bufs else { unreachable!("adadelta has two state slots") };
         let (k, prep) = (&self.k, &self.prep);
-        with_prep!(prep.is_identity(), k.w.any(), PREP, EXTRA => {
-            simd::widest(#[inline(always)] || body::<T, P, PREP, EXTRA>(k, prep, x, g, s, a))
-        })
+        with_rounding!(self.rounding, R => with_prep!(prep.is_identity(), k.w.any(), PREP, EXTRA => {
+            simd::widest(#[inline(always)] || body::<T, P, PREP, EXTRA, R>(k, prep, x, g, s, a))
+        }))
     }
 }
 
-/// One pass over a chunk (see the type's doc): preprocessing and the extras (MXNet's
-/// decay, weight clipping) are const generics, the extras applied as loop-invariant selects.
+/// One pass over a chunk (see the type's doc): preprocessing, the extras (MXNet's decay,
+/// weight clipping) and the rounding (`R`: [`Rounding::Torch`]) are const generics, the
+/// extras applied as loop-invariant selects.
 #[inline(always)]
-fn body<T: Float, P: Param<Acc = T>, const PREP: bool, const EXTRA: bool>(
+fn body<T: Float, P: Param<Acc = T>, const PREP: bool, const EXTRA: bool, const R: bool>(
     k: &Scalars<T>,
     prep: &Prep<T>,
     x: &mut [P],
@@ -166,11 +176,13 @@ fn body<T: Float, P: Param<Acc = T>, const PREP: bool, const EXTRA: bool>(
     for i in 0..n {
         let x0 = x[i].load();
         let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
-        s[i] = rho * s[i] + one_minus_rho * (gi * gi);
+        let average =
+            |s: T, v: T| if R { (one_minus_rho * v).mul_add(v, rho * s) } else { rho * s + one_minus_rho * (v * v) };
+        s[i] = average(s[i], gi);
         let delta = (a[i] + eps).sqrt() / (s[i] + eps).sqrt() * gi;
-        a[i] = rho * a[i] + one_minus_rho * (delta * delta);
-        let u = if EXTRA { select(k.w.decoupled, delta + k.w.wd * x0, delta) } else { delta };
-        let xi = x0 - lr * u;
+        a[i] = average(a[i], delta);
+        let plain = if R { delta.mul_add(-lr, x0) } else { x0 - lr * delta };
+        let xi = if EXTRA { select(k.w.decoupled, x0 - lr * (delta + k.w.wd * x0), plain) } else { plain };
         x[i] = P::store(if EXTRA { k.w.clip(xi) } else { xi });
     }
 }

@@ -3,10 +3,10 @@
 //! D2L §12.7: `s <- s + g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::{Ctx, EpsPlacement, Slot};
-use crate::common::{Common, Prep, StepForm, WeightOps, check_nonneg, common_setters, scaled};
+use crate::common::{Common, Prep, Rounding, StepForm, WeightOps, check_nonneg, common_setters, scaled};
 use crate::error::Result;
 use crate::float::{Float, Param};
-use crate::simd::{self, select, with_form, with_prep};
+use crate::simd::{self, select, with_form, with_prep, with_rounding};
 use serde::{Deserialize, Serialize};
 
 /// Adagrad. `Default` is the chapter's (D2L §12.7): η 0.1, ε 1e-6 inside the root.
@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 /// x -= η_t g / (inside ? sqrt(s + ε) : sqrt(s) + ε)
 /// decoupled decay: x -= η_t wd x                 (MXNet AdaGrad's wd)
 /// ```
+/// Rounded as written, or as PyTorch's kernels round it under
+/// [`Rounding::Torch`](crate::Rounding) (the PyTorch preset's).
 ///
 /// # Examples
 /// The chapter's Adagrad at η 0.4 crawls where RMSProp converges:
@@ -95,9 +97,10 @@ impl Adagrad {
     /// The step of one group: its scalars, formed once per step, and what selects its loop.
     pub(crate) fn kernel<T: Float>(&self, ctx: &Ctx<T>) -> Kernel<T> {
         let c = &self.common;
-        let lr = T::from_f64(c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay));
-        let k = Scalars { lr, eps: T::from_f64(c.hp(self.eps)), w: c.weight_ops(lr) };
-        Kernel { k, prep: ctx.prep, inside: self.eps_placement == EpsPlacement::InsideSqrt, form: self.step_form }
+        let lr = c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay);
+        let k = Scalars { lr: T::from_f64(lr), eps: T::from_f64(c.hp(self.eps)), w: c.weight_ops(lr) };
+        let inside = self.eps_placement == EpsPlacement::InsideSqrt;
+        Kernel { k, prep: ctx.prep, inside, form: self.step_form, rounding: c.rounding }
     }
 
     /// The loop with every option checked per element: the reference of the fused loop.
@@ -113,7 +116,8 @@ impl Adagrad {
         for i in 0..x.len() {
             let x0 = x[i].load();
             let gi = ctx.prep.grad(g[i].load(), x0);
-            s[i] = s[i] + gi * gi;
+            // PyTorch: `s.addcmul_(g, g, value=1)`, one fused multiply-add
+            s[i] = if c.rounding == Rounding::Torch { gi.mul_add(gi, s[i]) } else { s[i] + gi * gi };
             let den = if inside { (s[i] + eps).sqrt() } else { s[i].sqrt() + eps };
             let xi = match wd {
                 // MXNet: x + (g/d + x*wd) * (-lr)
@@ -140,6 +144,7 @@ pub(crate) struct Kernel<T> {
     prep: Prep<T>,
     inside: bool,
     form: StepForm,
+    rounding: Rounding,
 }
 
 impl<T: Float> Kernel<T> {
@@ -149,18 +154,20 @@ impl<T: Float> Kernel<T> {
         let (k, prep) = (&self.k, &self.prep);
         let extras = k.w.any();
         let inside = self.inside;
-        with_prep!(prep.is_identity(), extras, PREP, EXTRA => with_form!(self.form, F => if inside {
-            simd::widest(#[inline(always)] || body::<T, P, true, PREP, EXTRA, F>(k, prep, x, g, s))
+        with_rounding!(self.rounding, R => with_prep!(prep.is_identity(), extras, PREP, EXTRA => with_form!(self.form, F => if inside {
+            simd::widest(#[inline(always)] || body::<T, P, true, PREP, EXTRA, F, R>(k, prep, x, g, s))
         } else {
-            simd::widest(#[inline(always)] || body::<T, P, false, PREP, EXTRA, F>(k, prep, x, g, s))
-        }))
+            simd::widest(#[inline(always)] || body::<T, P, false, PREP, EXTRA, F, R>(k, prep, x, g, s))
+        })))
     }
 }
 
 /// One pass over a chunk for one variant (see the type's doc): ε placement, preprocessing,
-/// the extras (decoupled decay, weight clipping) and the step form are const generics.
+/// the extras (decoupled decay, weight clipping), the step form and the rounding (`R`:
+/// [`Rounding::Torch`]) are const generics.
 #[inline(always)]
-fn body<T: Float, P: Param<Acc = T>, const INSIDE: bool, const PREP: bool, const EXTRA: bool, const F: u8>(
+#[rustfmt::skip]
+fn body<T: Float, P: Param<Acc = T>, const INSIDE: bool, const PREP: bool, const EXTRA: bool, const F: u8, const R: bool>(
     k: &Scalars<T>,
     prep: &Prep<T>,
     x: &mut [P],
@@ -175,7 +182,7 @@ fn body<T: Float, P: Param<Acc = T>, const INSIDE: bool, const PREP: bool, const
     for i in 0..n {
         let x0 = x[i].load();
         let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
-        s[i] = s[i] + gi * gi;
+        s[i] = if R { gi.mul_add(gi, s[i]) } else { s[i] + gi * gi };
         let den = if INSIDE { (s[i] + eps).sqrt() } else { s[i].sqrt() + eps };
         let plain = x0 - scaled::<T, F>(lr, gi, den);
         // MXNet's decoupled decay: x + (g/d + x*wd) * (-lr)

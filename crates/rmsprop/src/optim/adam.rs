@@ -2,10 +2,10 @@
 //! plus momentum, with bias correction (D2L §12.10).
 
 use super::{Ctx, Slot};
-use crate::common::{Common, Prep, WeightDecayMode, WeightOps, check_nonneg, common_setters, invalid};
+use crate::common::{Common, Lerp, Prep, Rounding, WeightDecayMode, WeightOps, check_nonneg, common_setters, invalid};
 use crate::error::Result;
 use crate::float::{Float, Param};
-use crate::simd::{self, select, with_prep};
+use crate::simd::{self, select, with_prep, with_rounding};
 use serde::{Deserialize, Serialize};
 
 /// How Adam corrects the bias of its zero-initialised moments.
@@ -30,6 +30,8 @@ pub enum BiasCorrection {
 /// then one of the three BiasCorrection rules; optax nesterov replaces m̂ by
 /// β1 m/(1-β1^(t+1)) + (1-β1) g/(1-β1^t)
 /// ```
+/// Rounded as written, or as PyTorch's kernels round it under
+/// [`Rounding::Torch`](crate::Rounding) (the PyTorch preset's).
 ///
 /// # Examples
 /// ```
@@ -166,9 +168,10 @@ impl Adam {
                 _ => 0.0,
             }),
             nesterov,
-            w: c.weight_ops(lr),
+            w: c.weight_ops(c.hp(ctx.lr)),
+            lerp: Lerp::new(T::from_f64(1.0 - b1)),
         };
-        Kernel { k, prep: ctx.prep, mode: self.bias_correction, amsgrad: self.amsgrad }
+        Kernel { k, prep: ctx.prep, mode: self.bias_correction, amsgrad: self.amsgrad, rounding: c.rounding }
     }
 
     /// The loop with every option checked per element: the reference of the fused loop.
@@ -203,12 +206,21 @@ impl Adam {
         let lr_t = T::from_f64(c.hp(ctx.lr * (1.0 - self.beta2.powf(t)).sqrt() / (1.0 - self.beta1.powf(t))));
         let wd = c.decoupled_wd::<T>();
         let clip_w = c.clip_weights_t::<T>();
+        let torch = c.rounding == Rounding::Torch;
         for i in 0..x.len() {
             let x0 = x[i].load();
             let gi = ctx.prep.grad(g[i].load(), x0);
             let mut xi = x0;
-            m[i] = beta1 * m[i] + one_minus_b1 * gi;
-            v[i] = beta2 * v[i] + one_minus_b2 * (gi * gi);
+            if torch {
+                // `m.lerp_(g, 1-β1)`; `v.mul_(β2).addcmul_(g, g, value=1-β2)`
+                let w = one_minus_b1;
+                let d = gi - m[i];
+                m[i] = if w.to_f64() < 0.5 { w.mul_add(d, m[i]) } else { (w - T::ONE).mul_add(d, gi) };
+                v[i] = (one_minus_b2 * gi).mul_add(gi, beta2 * v[i]);
+            } else {
+                m[i] = beta1 * m[i] + one_minus_b1 * gi;
+                v[i] = beta2 * v[i] + one_minus_b2 * (gi * gi);
+            }
             let vv = if self.amsgrad {
                 vmax[i] = vmax[i].max(v[i]);
                 vmax[i]
@@ -217,11 +229,10 @@ impl Adam {
             };
             xi = match self.bias_correction {
                 BiasCorrection::Denominator => {
-                    if let Some(wd) = wd {
-                        xi = xi - lr * wd * xi;
-                    }
+                    xi = c.decoupled_decay(c.hp(ctx.lr), xi);
                     let den = vv.sqrt() / bc2_sqrt + eps;
-                    xi - step_size * (m[i] / den)
+                    // PyTorch: `x.addcdiv_(m, den, value=-step_size)`
+                    if torch { xi - step_size * m[i] / den } else { xi - step_size * (m[i] / den) }
                 }
                 BiasCorrection::Moments => {
                     let mh = if self.nesterov {
@@ -236,9 +247,7 @@ impl Adam {
                     xi - lr * u
                 }
                 BiasCorrection::LrOnly => {
-                    if let Some(wd) = wd {
-                        xi = xi - lr * wd * xi;
-                    }
+                    xi = c.decoupled_decay(c.hp(ctx.lr), xi);
                     xi - lr_t * m[i] / (vv.sqrt() + eps)
                 }
             };
@@ -272,6 +281,8 @@ struct Scalars<T> {
     lr_t: T,
     nesterov: bool,
     w: WeightOps<T>,
+    /// `m.lerp_(g, 1-β1)` ([`Rounding::Torch`]).
+    lerp: Lerp<T>,
 }
 
 /// One step of one group, planned ([`Adam::kernel`]).
@@ -281,6 +292,7 @@ pub(crate) struct Kernel<T> {
     prep: Prep<T>,
     mode: BiasCorrection,
     amsgrad: bool,
+    rounding: Rounding,
 }
 
 impl<T: Float> Kernel<T> {
@@ -290,34 +302,36 @@ impl<T: Float> Kernel<T> {
         let (k, prep) = (&self.k, &self.prep);
         let extras = k.nesterov || k.w.any();
         macro_rules! amsgrad {
-            ($mode:expr, $p:expr, $x:expr) => {
+            ($mode:expr, $p:expr, $x:expr, $r:expr) => {
                 if self.amsgrad {
                     simd::widest(
                         #[inline(always)]
-                        || body::<T, P, { $mode as u8 }, true, $p, $x>(k, prep, x, g, m, v, vmax),
+                        || body::<T, P, { $mode as u8 }, true, $p, $x, $r>(k, prep, x, g, m, v, vmax),
                     )
                 } else {
                     simd::widest(
                         #[inline(always)]
-                        || body::<T, P, { $mode as u8 }, false, $p, $x>(k, prep, x, g, m, v, vmax),
+                        || body::<T, P, { $mode as u8 }, false, $p, $x, $r>(k, prep, x, g, m, v, vmax),
                     )
                 }
             };
         }
-        with_prep!(prep.is_identity(), extras, PREP, EXTRA => match self.mode {
-            BiasCorrection::Moments => amsgrad!(BiasCorrection::Moments, PREP, EXTRA),
-            BiasCorrection::Denominator => amsgrad!(BiasCorrection::Denominator, PREP, EXTRA),
-            BiasCorrection::LrOnly => amsgrad!(BiasCorrection::LrOnly, PREP, EXTRA),
-        })
+        with_rounding!(self.rounding, R => with_prep!(prep.is_identity(), extras, PREP, EXTRA => match self.mode {
+            BiasCorrection::Moments => amsgrad!(BiasCorrection::Moments, PREP, EXTRA, R),
+            BiasCorrection::Denominator => amsgrad!(BiasCorrection::Denominator, PREP, EXTRA, R),
+            BiasCorrection::LrOnly => amsgrad!(BiasCorrection::LrOnly, PREP, EXTRA, R),
+        }))
     }
 }
 
 /// One pass over a chunk for one variant (see the type's doc): the bias-correction rule,
-/// AMSGrad, preprocessing and the extras (Nesterov, decoupled decay, weight clipping) are
-/// const generics, the extras applied as loop-invariant selects.
+/// AMSGrad, preprocessing, the extras (Nesterov, decoupled decay, weight clipping) and the
+/// rounding (`R`: [`Rounding::Torch`]) are const generics, the extras applied as
+/// loop-invariant selects.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn body<T: Float, P: Param<Acc = T>, const MODE: u8, const AMSGRAD: bool, const PREP: bool, const EXTRA: bool>(
+#[rustfmt::skip]
+fn body<T: Float, P: Param<Acc = T>, const MODE: u8, const AMSGRAD: bool, const PREP: bool, const EXTRA: bool, const R: bool>(
     k: &Scalars<T>,
     prep: &Prep<T>,
     x: &mut [P],
@@ -335,8 +349,13 @@ fn body<T: Float, P: Param<Acc = T>, const MODE: u8, const AMSGRAD: bool, const 
     for i in 0..n {
         let x0 = x[i].load();
         let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
-        m[i] = beta1 * m[i] + one_minus_b1 * gi;
-        v[i] = beta2 * v[i] + one_minus_b2 * (gi * gi);
+        if R {
+            m[i] = k.lerp.apply(m[i], gi);
+            v[i] = (one_minus_b2 * gi).mul_add(gi, beta2 * v[i]);
+        } else {
+            m[i] = beta1 * m[i] + one_minus_b1 * gi;
+            v[i] = beta2 * v[i] + one_minus_b2 * (gi * gi);
+        }
         let vv = if AMSGRAD {
             vmax[i] = vmax[i].max(v[i]);
             vmax[i]
@@ -345,7 +364,10 @@ fn body<T: Float, P: Param<Acc = T>, const MODE: u8, const AMSGRAD: bool, const 
         };
         let xd = if EXTRA { k.w.decay(x0) } else { x0 };
         let xi = match MODE {
-            DENOMINATOR => xd - k.step_size * (m[i] / (vv.sqrt() / k.bc2_sqrt + eps)),
+            DENOMINATOR => {
+                let den = vv.sqrt() / k.bc2_sqrt + eps;
+                if R { xd - k.step_size * m[i] / den } else { xd - k.step_size * (m[i] / den) }
+            }
             MOMENTS => {
                 let plain = m[i] / k.bc1;
                 let nesterov = beta1 * (m[i] / k.bc1_next) + one_minus_b1 * (gi / k.bc1);
@@ -373,8 +395,11 @@ mod tests {
         let (g, x0) = inputs::<f64>(n);
         for bias_correction in [BiasCorrection::Moments, BiasCorrection::Denominator, BiasCorrection::LrOnly] {
             for (amsgrad, nesterov) in [(false, false), (true, false), (false, true), (true, true)] {
-                for common in commons(&Adam::default().common) {
-                    let o = Adam { common, bias_correction, amsgrad, nesterov, ..Adam::default() };
+                // β1 0.3: PyTorch's `lerp_` weight 0.7 takes its other branch
+                for (common, beta1) in
+                    commons(&Adam::default().common).into_iter().zip([0.9, 0.9, 0.3].into_iter().cycle())
+                {
+                    let o = Adam { common, bias_correction, amsgrad, nesterov, beta1, ..Adam::default() };
                     let mut a = [x0.clone(), vec![0.0; n], vec![0.0; n], vec![0.0; n]];
                     let mut b = a.clone();
                     for t in 1..=3 {

@@ -863,18 +863,24 @@ pub(crate) mod bit_tests {
         (g, x)
     }
 
-    /// `base` with every combination of gradient rescaling, decoupled decay and weight
-    /// clipping on or off.
+    /// `base` with every combination of gradient rescaling, weight decay (none, decoupled,
+    /// coupled), weight clipping and rounding.
     pub(crate) fn commons(base: &Common) -> Vec<Common> {
+        use crate::{Rounding, WeightDecayMode::*};
         let mut out = Vec::new();
         for rescale in [1.0, 0.5] {
-            for (wd, clip) in [(0.0, None), (0.1, None), (0.0, Some(2.0)), (0.1, Some(2.0))] {
-                let mut c = base.clone();
-                c.rescale_grad = rescale;
-                c.weight_decay = wd;
-                c.weight_decay_mode = crate::WeightDecayMode::Decoupled;
-                c.clip_weights = clip;
-                out.push(c);
+            for (wd, mode) in [(0.0, Decoupled), (0.1, Decoupled), (0.1, Coupled)] {
+                for clip in [None, Some(2.0)] {
+                    for rounding in [Rounding::AsWritten, Rounding::Torch] {
+                        let mut c = base.clone();
+                        c.rescale_grad = rescale;
+                        c.weight_decay = wd;
+                        c.weight_decay_mode = mode;
+                        c.clip_weights = clip;
+                        c.rounding = rounding;
+                        out.push(c);
+                    }
+                }
             }
         }
         out

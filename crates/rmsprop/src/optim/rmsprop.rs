@@ -4,7 +4,7 @@
 //! `s <- γ s + (1-γ) g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::{Arrays, Ctx, Slot};
-use crate::common::{Common, Prep, StepForm, WeightOps, check_nonneg, check_unit, common_setters};
+use crate::common::{Common, Lerp, Prep, Rounding, StepForm, WeightOps, check_nonneg, check_unit, common_setters};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,8 @@ pub enum MomentumStyle {
 /// lr inside:        b = μ b + η u; x -= nesterov ? η u + μ b : b
 /// decoupled decay:  x -= η wd x;   clip_weights: x = clip(x, -c, c)
 /// ```
+/// Each line is rounded as written, or as PyTorch's kernels round it under
+/// [`Rounding::Torch`](crate::Rounding) (the PyTorch preset's).
 ///
 /// # Examples
 /// The chapter's 2-D run, `f(x) = 0.1 x1² + 2 x2²` from (-5, -2) with η 0.4:
@@ -223,9 +225,14 @@ impl RmsProp {
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
         let (prep, extras) = (ctx.prep.is_identity(), k.extras.any());
         let plain = !self.centered && momentum == fused::NONE && prep && !extras;
-        let estimate = if self.fast_rsqrt && inside && plain { rsqrt::pick::<T, P>() } else { None };
-        let run =
-            estimate.unwrap_or_else(|| fused::pick(self.centered, momentum, inside, prep, extras, self.step_form));
+        let rounding = self.common.rounding;
+        let estimate = if self.fast_rsqrt && inside && plain && rounding == Rounding::AsWritten {
+            rsqrt::pick::<T, P>()
+        } else {
+            None
+        };
+        let run = estimate
+            .unwrap_or_else(|| fused::pick(self.centered, momentum, inside, prep, extras, self.step_form, rounding));
         Kernel { run, k, prep: ctx.prep }
     }
 
@@ -255,32 +262,41 @@ impl RmsProp {
         let bc = T::from_f64(if self.bias_correction { 1.0 - decay.powf(ctx.t as f64) } else { 1.0 });
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
         let momentum = self.uses_momentum().then_some(self.momentum_style);
-        let wd = c.decoupled_wd::<T>();
         let clip_w = c.clip_weights_t::<T>();
+        let torch = c.rounding == Rounding::Torch;
         for i in 0..x.len() {
             let x0 = x[i].load();
             let gi = ctx.prep.grad(g[i].load(), x0);
-            s[i] = gamma * s[i] + one_minus_gamma * (gi * gi);
+            // PyTorch: `s.mul_(γ).addcmul_(g, g, value=1-γ)`, `m.lerp_(g, 1-γ)`,
+            // `s.addcmul(m, m, value=-1)`, each with one fused multiply-add
+            s[i] = if torch {
+                (one_minus_gamma * gi).mul_add(gi, gamma * s[i])
+            } else {
+                gamma * s[i] + one_minus_gamma * (gi * gi)
+            };
             let mut v = if self.bias_correction { s[i] / bc } else { s[i] };
             if self.centered {
-                m[i] = gamma * m[i] + one_minus_gamma * gi;
+                m[i] = match (torch, one_minus_gamma.to_f64() < 0.5) {
+                    (true, true) => one_minus_gamma.mul_add(gi - m[i], m[i]),
+                    (true, false) => (one_minus_gamma - T::ONE).mul_add(gi - m[i], gi),
+                    (false, _) => gamma * m[i] + one_minus_gamma * gi,
+                };
                 let mh = if self.bias_correction { m[i] / bc } else { m[i] };
-                v = v - mh * mh;
+                v = if torch { (-mh).mul_add(mh, v) } else { v - mh * mh };
                 if self.clamp_variance {
                     v = v.max(T::ZERO);
                 }
             }
             let den = if inside { (v + eps).sqrt() } else { v.sqrt() + eps };
-            let mut xi = x0;
-            if let Some(wd) = wd {
-                xi = xi - lr * wd * xi;
-            }
-            xi = match momentum {
+            let xi = c.decoupled_decay(c.hp(ctx.lr), x0);
+            let xi = match momentum {
                 None => xi - self.step_form.apply(lr, gi, den),
                 Some(MomentumStyle::LrOutsideBuffer) => {
                     let u = gi / den;
                     b[i] = mu * b[i] + u;
-                    xi - lr * if self.nesterov { u + mu * b[i] } else { b[i] }
+                    let d = if self.nesterov { u + mu * b[i] } else { b[i] };
+                    // PyTorch: `x.add_(b, alpha=-lr)`
+                    if torch { d.mul_add(-lr, xi) } else { xi - lr * d }
                 }
                 Some(MomentumStyle::LrInsideBuffer) => {
                     let step = self.step_form.apply(lr, gi, den);
@@ -301,6 +317,8 @@ struct Scalars<T> {
     eps: T,
     lr: T,
     mu: T,
+    /// `m.lerp_(g, 1-γ)` ([`Rounding::Torch`]).
+    lerp: Lerp<T>,
     extras: Extras<T>,
 }
 
@@ -315,11 +333,12 @@ impl<T: Float> Scalars<T> {
             eps: T::from_f64(c.hp(r.eps)),
             lr,
             mu: T::from_f64(c.hp(r.momentum)),
+            lerp: Lerp::new(T::from_f64(1.0 - decay)),
             extras: Extras {
                 bias_correction: T::from_f64(if r.bias_correction { 1.0 - decay.powf(ctx.t as f64) } else { 1.0 }),
                 clamp_variance: r.clamp_variance && r.centered,
                 nesterov: r.nesterov,
-                weights: c.weight_ops(lr),
+                weights: c.weight_ops(c.hp(ctx.lr)),
             },
         }
     }
@@ -535,10 +554,10 @@ mod rsqrt {
 /// ([`Extras`](super::Extras)) share one instance per variant, as loop-invariant selects.
 mod fused {
     use super::{Arrays, LoopFn, Scalars};
-    use crate::StepForm;
     use crate::common::{Prep, scaled};
     use crate::float::{Float, Param};
-    use crate::simd::{select, with_form, with_prep};
+    use crate::simd::{select, with_form, with_prep, with_rounding};
+    use crate::{Rounding, StepForm};
 
     pub const NONE: u8 = 0;
     pub const LR_OUTSIDE: u8 = 1;
@@ -552,14 +571,17 @@ mod fused {
         prep_identity: bool,
         extras: bool,
         form: StepForm,
+        rounding: Rounding,
     ) -> LoopFn<T, P> {
         macro_rules! inside {
             ($c:expr, $m:expr) => {
-                with_prep!(prep_identity, extras, PREP, EXTRA => with_form!(form, F => if inside {
-                    widest::<T, P, $c, $m, true, PREP, EXTRA, F>()
-                } else {
-                    widest::<T, P, $c, $m, false, PREP, EXTRA, F>()
-                }))
+                with_rounding!(rounding, R => with_prep!(prep_identity, extras, PREP, EXTRA => with_form!(form, F => {
+                    if inside {
+                        widest::<T, P, $c, $m, true, PREP, EXTRA, F, R>()
+                    } else {
+                        widest::<T, P, $c, $m, false, PREP, EXTRA, F, R>()
+                    }
+                })))
             };
         }
         macro_rules! momentum {
@@ -575,8 +597,9 @@ mod fused {
     }
 
     /// The RMSProp update (see the type's doc) for one variant, compiled for the widest
-    /// vector unit the CPU has (AVX-512, AVX2, else the baseline). Only the vector width
-    /// changes: no fused multiply-add is formed, so every path gives the same bits.
+    /// vector unit the CPU has (AVX-512, AVX2 with FMA, else the baseline). Only the vector
+    /// width changes: the fused multiply-adds of `R` ([`Rounding::Torch`]) are exact on
+    /// every path, and no other is formed, so every path gives the same bits.
     fn widest<
         T: Float,
         P: Param<Acc = T>,
@@ -586,17 +609,18 @@ mod fused {
         const PREP: bool,
         const EXTRA: bool,
         const F: u8,
+        const R: bool,
     >() -> LoopFn<T, P> {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
-                return run_avx512::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F>;
+                return run_avx512::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F, R>;
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return run_avx2::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F>;
+            if crate::simd::has_avx2_fma() {
+                return run_avx2::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F, R>;
             }
         }
-        baseline::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F>
+        baseline::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F, R>
     }
 
     /// `body` as a function of its own, with the attributes given (an instruction-set
@@ -613,6 +637,7 @@ mod fused {
                 const P2: bool,
                 const X: bool,
                 const F: u8,
+                const R2: bool,
             >(
                 k: &Scalars<T>,
                 prep: &Prep<T>,
@@ -620,7 +645,7 @@ mod fused {
             ) {
                 // SAFETY: the caller's (see `LoopFn`).
                 let (x, g, [s, m, b]) = unsafe { a.slices() };
-                body::<T, PP, C, M, I, P2, X, F>(k, prep, x, g, s, m, b)
+                body::<T, PP, C, M, I, P2, X, F, R2>(k, prep, x, g, s, m, b)
             }
         };
     }
@@ -631,7 +656,7 @@ mod fused {
     );
     widened!(
         #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
+        #[target_feature(enable = "avx2,fma")]
         run_avx2
     );
     widened!(baseline);
@@ -647,6 +672,7 @@ mod fused {
         const PREP: bool,
         const EXTRA: bool,
         const F: u8,
+        const R: bool,
     >(
         k: &Scalars<T>,
         prep: &Prep<T>,
@@ -660,18 +686,22 @@ mod fused {
         let (g, s) = (&g[..n], &mut s[..n]);
         let m = if CENTERED { &mut m[..n] } else { &mut m[..0] };
         let b = if MOMENTUM != NONE { &mut b[..n] } else { &mut b[..0] };
-        let Scalars { gamma, one_minus_gamma, eps, lr, mu, extras: e } = *k;
+        let Scalars { gamma, one_minus_gamma, eps, lr, mu, lerp, extras: e } = *k;
         let prep = *prep; // a local: nothing the loop stores to can alias it
         for i in 0..n {
             let (x0, g0) = (x[i].load(), g[i].load());
             let gi = if PREP { prep.grad(g0, x0) } else { g0 };
-            s[i] = gamma * s[i] + one_minus_gamma * (gi * gi);
+            s[i] = if R {
+                (one_minus_gamma * gi).mul_add(gi, gamma * s[i])
+            } else {
+                gamma * s[i] + one_minus_gamma * (gi * gi)
+            };
             // ŝ = s / (1 - γ^t): the divisor is 1 without bias correction
             let mut v = if EXTRA { s[i] / e.bias_correction } else { s[i] };
             if CENTERED {
-                m[i] = gamma * m[i] + one_minus_gamma * gi;
+                m[i] = if R { lerp.apply(m[i], gi) } else { gamma * m[i] + one_minus_gamma * gi };
                 let mh = if EXTRA { m[i] / e.bias_correction } else { m[i] };
-                v = v - mh * mh;
+                v = if R { (-mh).mul_add(mh, v) } else { v - mh * mh };
                 if EXTRA {
                     v = select(e.clamp_variance, v.max(T::ZERO), v);
                 }
@@ -683,7 +713,8 @@ mod fused {
                 LR_OUTSIDE => {
                     let u = gi / den;
                     b[i] = mu * b[i] + u;
-                    xd - lr * if EXTRA { select(e.nesterov, u + mu * b[i], b[i]) } else { b[i] }
+                    let d = if EXTRA { select(e.nesterov, u + mu * b[i], b[i]) } else { b[i] };
+                    if R { d.mul_add(-lr, xd) } else { xd - lr * d }
                 }
                 _ => {
                     let step = scaled::<T, F>(lr, gi, den);
@@ -740,7 +771,13 @@ mod tests {
                     for style in [MomentumStyle::LrOutsideBuffer, MomentumStyle::LrInsideBuffer] {
                         for place in [EpsPlacement::InsideSqrt, EpsPlacement::OutsideSqrt] {
                             for form in [StepForm::ScaledGradient, StepForm::ScaledRate, StepForm::ScaledProduct] {
-                                for rescale in [1.0, 0.5] {
+                                // decay 0.3: PyTorch's `lerp_` weight 0.7 takes its other branch
+                                for (rescale, rounding, decay) in [
+                                    (1.0, Rounding::AsWritten, 0.9),
+                                    (0.5, Rounding::AsWritten, 0.9),
+                                    (1.0, Rounding::Torch, 0.9),
+                                    (0.5, Rounding::Torch, 0.3),
+                                ] {
                                     for extra in extras {
                                         let r = extra(
                                             RmsProp::default()
@@ -748,7 +785,9 @@ mod tests {
                                                 .with_momentum(momentum, style)
                                                 .with_eps(1e-6, place)
                                                 .with_step_form(form)
-                                                .with_rescale_grad(rescale),
+                                                .with_rescale_grad(rescale)
+                                                .with_rounding(rounding)
+                                                .with_decay(decay),
                                         );
                                         let (mut xa, mut xb) = (x0.clone(), x0.clone());
                                         let init = |v: f64| vec![T::from_f64(v); n];

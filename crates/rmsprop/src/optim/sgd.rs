@@ -3,10 +3,10 @@
 //! D2L §12.6 (eq. 12.6.4): `v <- β v + g`, `x <- x - η v`.
 
 use super::{Ctx, Slot};
-use crate::common::{Common, Prep, WeightOps, check_nonneg, common_setters};
+use crate::common::{Common, Prep, Rounding, WeightOps, check_nonneg, common_setters};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
-use crate::simd::{self, select, with_prep};
+use crate::simd::{self, select, with_prep, with_rounding};
 use serde::{Deserialize, Serialize};
 
 /// How the SGD momentum buffer is formed.
@@ -28,6 +28,8 @@ pub enum SgdMomentum {
 /// Torch:           b = (t == 1) ? g : μ b + (1-τ) g;  x -= η (nesterov ? g + μ b : b)
 /// LrInsideBuffer:  b = μ b + η g;  x -= b
 /// ```
+/// Rounded as written, or as PyTorch's kernels round it under
+/// [`Rounding::Torch`](crate::Rounding) (the PyTorch preset's).
 ///
 /// # Examples
 /// The chapter's momentum (leaky average, β 0.5) on `0.1 x1² + 2 x2²`:
@@ -119,9 +121,10 @@ impl Sgd {
             one_minus_damp: T::from_f64(1.0 - self.dampening),
             first: ctx.t == 1,
             nesterov: self.nesterov,
-            w: c.weight_ops(lr),
+            w: c.weight_ops(c.hp(ctx.lr)),
         };
-        Kernel { k, prep: ctx.prep, momentum: if self.momentum == 0.0 { NONE } else { self.momentum_style as u8 + 1 } }
+        let momentum = if self.momentum == 0.0 { NONE } else { self.momentum_style as u8 + 1 };
+        Kernel { k, prep: ctx.prep, momentum, rounding: c.rounding }
     }
 
     /// The loop with every option checked per element: the reference of the fused loop.
@@ -133,22 +136,26 @@ impl Sgd {
         let mu = T::from_f64(c.hp(self.momentum));
         let one_minus_damp = T::from_f64(1.0 - self.dampening);
         let first = ctx.t == 1;
-        let wd = c.decoupled_wd::<T>();
+        let torch = c.rounding == Rounding::Torch;
         let clip_w = c.clip_weights_t::<T>();
         for i in 0..x.len() {
             let x0 = x[i].load();
             let gi = ctx.prep.grad(g[i].load(), x0);
-            let mut xi = x0;
-            if let Some(wd) = wd {
-                xi = xi - lr * wd * xi;
-            }
-            xi = if self.momentum == 0.0 {
-                xi - lr * gi
+            let xi = c.decoupled_decay(c.hp(ctx.lr), x0);
+            // PyTorch: `x.add_(d, alpha=-lr)`, `b.mul_(mu).add_(g, alpha=1-dampening)`,
+            // `g.add(b, alpha=mu)`, each one fused multiply-add
+            let step = |d: T| if torch { d.mul_add(-lr, xi) } else { xi - lr * d };
+            let xi = if self.momentum == 0.0 {
+                step(gi)
             } else {
                 match self.momentum_style {
+                    SgdMomentum::Torch if torch => {
+                        b[i] = if first { gi } else { gi.mul_add(one_minus_damp, mu * b[i]) };
+                        step(if self.nesterov { b[i].mul_add(mu, gi) } else { b[i] })
+                    }
                     SgdMomentum::Torch => {
                         b[i] = if first { gi } else { mu * b[i] + one_minus_damp * gi };
-                        xi - lr * if self.nesterov { gi + mu * b[i] } else { b[i] }
+                        step(if self.nesterov { gi + mu * b[i] } else { b[i] })
                     }
                     SgdMomentum::LrInsideBuffer => {
                         b[i] = mu * b[i] + lr * gi;
@@ -183,6 +190,7 @@ pub(crate) struct Kernel<T> {
     k: Scalars<T>,
     prep: Prep<T>,
     momentum: u8,
+    rounding: Rounding,
 }
 
 impl<T: Float> Kernel<T> {
@@ -192,19 +200,20 @@ impl<T: Float> Kernel<T> {
         let (k, prep) = (&self.k, &self.prep);
         let momentum = self.momentum;
         let extras = k.w.any() || (k.nesterov && momentum == TORCH);
-        with_prep!(prep.is_identity(), extras, PREP, EXTRA => match momentum {
-            NONE => simd::widest(#[inline(always)] || body::<T, P, NONE, PREP, EXTRA>(k, prep, x, g, b)),
-            TORCH => simd::widest(#[inline(always)] || body::<T, P, TORCH, PREP, EXTRA>(k, prep, x, g, b)),
-            _ => simd::widest(#[inline(always)] || body::<T, P, LR_INSIDE, PREP, EXTRA>(k, prep, x, g, b)),
-        })
+        with_rounding!(self.rounding, R => with_prep!(prep.is_identity(), extras, PREP, EXTRA => match momentum {
+            NONE => simd::widest(#[inline(always)] || body::<T, P, NONE, PREP, EXTRA, R>(k, prep, x, g, b)),
+            TORCH => simd::widest(#[inline(always)] || body::<T, P, TORCH, PREP, EXTRA, R>(k, prep, x, g, b)),
+            _ => simd::widest(#[inline(always)] || body::<T, P, LR_INSIDE, PREP, EXTRA, R>(k, prep, x, g, b)),
+        }))
     }
 }
 
 /// One pass over a chunk for one variant (see the type's doc): the momentum style,
-/// preprocessing and the extras (Nesterov, decoupled decay, weight clipping) are const
-/// generics, the extras applied as loop-invariant selects.
+/// preprocessing, the extras (Nesterov, decoupled decay, weight clipping) and the rounding
+/// (`R`: [`Rounding::Torch`]) are const generics, the extras applied as loop-invariant
+/// selects.
 #[inline(always)]
-fn body<T: Float, P: Param<Acc = T>, const MOMENTUM: u8, const PREP: bool, const EXTRA: bool>(
+fn body<T: Float, P: Param<Acc = T>, const MOMENTUM: u8, const PREP: bool, const EXTRA: bool, const R: bool>(
     k: &Scalars<T>,
     prep: &Prep<T>,
     x: &mut [P],
@@ -221,11 +230,14 @@ fn body<T: Float, P: Param<Acc = T>, const MOMENTUM: u8, const PREP: bool, const
         let x0 = x[i].load();
         let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
         let xd = if EXTRA { k.w.decay(x0) } else { x0 };
+        let step = |d: T| if R { d.mul_add(-lr, xd) } else { xd - lr * d };
         let xi = match MOMENTUM {
-            NONE => xd - lr * gi,
+            NONE => step(gi),
             TORCH => {
-                b[i] = select(k.first, gi, mu * b[i] + one_minus_damp * gi);
-                xd - lr * if EXTRA { select(k.nesterov, gi + mu * b[i], b[i]) } else { b[i] }
+                let later = if R { gi.mul_add(one_minus_damp, mu * b[i]) } else { mu * b[i] + one_minus_damp * gi };
+                b[i] = select(k.first, gi, later);
+                let nesterov = if R { b[i].mul_add(mu, gi) } else { gi + mu * b[i] };
+                step(if EXTRA { select(k.nesterov, nesterov, b[i]) } else { b[i] })
             }
             _ => {
                 b[i] = mu * b[i] + lr * gi;
