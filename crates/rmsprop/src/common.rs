@@ -234,7 +234,7 @@ impl Common {
         match (self.decoupled_wd::<T>(), self.rounding) {
             (None, _) => x,
             (Some(_), Rounding::Torch) => x * T::from_f64(1.0 - lr * self.hp(self.weight_decay)),
-            (Some(wd), Rounding::AsWritten) => x - T::from_f64(lr) * wd * x,
+            (Some(wd), Rounding::AsWritten) => x - x * wd * T::from_f64(lr),
         }
     }
 
@@ -251,7 +251,7 @@ impl Common {
         WeightOps {
             decoupled: wd.is_some(),
             wd: wd.unwrap_or(T::ZERO),
-            lr_wd: T::from_f64(lr) * wd.unwrap_or(T::ZERO),
+            lr: T::from_f64(lr),
             fused,
             factor: T::from_f64(1.0 - lr * self.hp(self.weight_decay)),
             clips: bound.is_some(),
@@ -269,8 +269,8 @@ pub(crate) struct WeightOps<T> {
     pub decoupled: bool,
     /// Its factor `wd` (0 when off).
     pub wd: T,
-    /// `η wd`, rounded as `lr * wd` in `T`.
-    pub lr_wd: T,
+    /// `η` in `T`.
+    pub lr: T,
     /// Decay as PyTorch's `x.mul_(1 - η wd)` ([`Rounding::Torch`]).
     pub fused: bool,
     /// `1 - η wd`, formed in `f64` and rounded once.
@@ -287,11 +287,11 @@ impl<T: Float> WeightOps<T> {
         self.decoupled || self.clips
     }
 
-    /// With decoupled decay `x - (η wd) x` (Keras, SGD), or `x (1 - η wd)` under
-    /// [`Rounding::Torch`] (AdamW); else `x`.
+    /// With decoupled decay `x - x wd η` (Keras's `variable - variable * wd * lr`), or
+    /// `x (1 - η wd)` under [`Rounding::Torch`] (AdamW's `mul_`); else `x`.
     #[inline(always)]
     pub(crate) fn decay(&self, x: T) -> T {
-        let decayed = if self.fused { x * self.factor } else { x - self.lr_wd * x };
+        let decayed = if self.fused { x * self.factor } else { x - x * self.wd * self.lr };
         select(self.decoupled, decayed, x)
     }
 

@@ -527,7 +527,9 @@ impl Case {
                 }
                 StateRef::LearningRate => {
                     let e = value.as_f64().ok_or_else(|| format!("state.{key} is not a number"))?;
-                    worst.see(opt.current_lr(0), e, rtol * e.abs(), || format!("state.{key}"));
+                    // Keras holds it as a variable of the case's dtype
+                    let lr = T::from_f64(opt.current_lr(0)).to_f64();
+                    worst.see(lr, e, rtol * e.abs(), || format!("state.{key}"));
                 }
                 StateRef::Buffer(ours, sign) => {
                     let e: Vec<f64> = serde_json::from_value(value.clone())

@@ -40,6 +40,12 @@ fn torch() {
     replay("torch.json", 60);
 }
 
+/// The cases of `report` whose name starts with `prefix` and that are not bit-exact.
+fn inexact(report: &rmsprop::golden::FileReport, prefix: &str) -> Vec<String> {
+    let cases = report.cases.iter().filter(|c| c.name.starts_with(prefix) && c.worst != 0.0);
+    cases.map(|c| format!("{}: {:.3}x tolerance at {}", c.name, c.worst, c.detail)).collect()
+}
+
 /// With PyTorch's own rounding ([`rmsprop::Rounding::Torch`], the preset's: its kernels'
 /// fused multiply-adds, `lerp_`, `addcdiv_`'s `(-η g)/d`) its SGD, Adam and AdamW cases are
 /// reproduced bit for bit, parameters and state, and so are most of the others. The rest
@@ -48,21 +54,23 @@ fn torch() {
 #[test]
 fn torch_is_reproduced_bit_for_bit() {
     let report = rmsprop::golden::replay_file(&golden_dir().join("torch.json")).expect("golden file readable");
-    let inexact = |prefix: &str| -> Vec<String> {
-        let cases = report.cases.iter().filter(|c| c.name.starts_with(prefix) && c.worst != 0.0);
-        cases.map(|c| format!("{}: {:.3}x tolerance at {}", c.name, c.worst, c.detail)).collect()
-    };
     for optimizer in ["torch/sgd/", "torch/adam/", "torch/adamw/"] {
-        let off = inexact(optimizer);
+        let off = inexact(&report, optimizer);
         assert!(off.is_empty(), "not bit-exact:\n{}", off.join("\n"));
     }
     let n = report.cases.len();
-    assert!(
-        report.exact() * 4 >= n * 3,
-        "only {} of {n} torch cases bit-exact:\n{}",
-        report.exact(),
-        inexact("").join("\n")
-    );
+    let off = inexact(&report, "");
+    assert!(report.exact() * 4 >= n * 3, "only {} of {n} torch cases bit-exact:\n{}", report.exact(), off.join("\n"));
+}
+
+/// Keras's RMSprop is reproduced bit for bit, its `learning_rate` variable (in the case's
+/// dtype) and its decoupled decay (`x - x * wd * lr`) included, except under `clipnorm`,
+/// whose norm Keras sums in XLA's order.
+#[test]
+fn keras_is_reproduced_bit_for_bit() {
+    let report = rmsprop::golden::replay_file(&golden_dir().join("keras.json")).expect("golden file readable");
+    let off: Vec<String> = inexact(&report, "keras/").into_iter().filter(|c| !c.contains("/clipnorm/")).collect();
+    assert!(off.is_empty(), "not bit-exact:\n{}", off.join("\n"));
 }
 
 #[test]
