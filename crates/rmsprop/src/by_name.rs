@@ -247,6 +247,7 @@ const STEP_FORMS: &[(&str, StepForm)] = &[
     ("scaled_gradient", StepForm::ScaledGradient),
     ("scaled_rate", StepForm::ScaledRate),
     ("scaled_product", StepForm::ScaledProduct),
+    ("scaled_reciprocal", StepForm::ScaledReciprocal),
 ];
 
 /// Sets a [`Common`] field; false if `k` is not one.
@@ -267,7 +268,10 @@ fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
         "precision" => {
             c.precision = choice(k, v, &[("native", HyperPrecision::Native), ("float32", HyperPrecision::F32)])?
         }
-        "rounding" => c.rounding = choice(k, v, &[("as_written", Rounding::AsWritten), ("torch", Rounding::Torch)])?,
+        "rounding" => {
+            let names = [("as_written", Rounding::AsWritten), ("torch", Rounding::Torch), ("xla", Rounding::Xla)];
+            c.rounding = choice(k, v, &names)?
+        }
         _ => return Ok(false),
     }
     Ok(true)

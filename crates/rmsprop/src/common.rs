@@ -60,7 +60,8 @@ pub enum HyperPrecision {
 /// ```
 /// use rmsprop::{Flavor, Rounding};
 /// assert_eq!(Flavor::PyTorch.rmsprop().common.rounding, Rounding::Torch);
-/// assert_eq!(Flavor::Optax.rmsprop().common.rounding, Rounding::AsWritten);
+/// assert_eq!(Flavor::Optax.rmsprop().common.rounding, Rounding::Xla);
+/// assert_eq!(Flavor::D2l.rmsprop().common.rounding, Rounding::AsWritten);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -76,6 +77,39 @@ pub enum Rounding {
     /// is `fma(b, -η, x)`, `g.add(x, alpha=wd)` is `fma(x, wd, g)`, and
     /// `x.mul_(1 - η wd)` forms its factor in `f64`.
     Torch,
+    /// As JAX computes on XLA (optax): elementwise as written, but a bias correction's
+    /// `decay ** count` with an integer `count` is formed by repeated squaring (`lax.pow`
+    /// with an integer exponent), which is not correctly rounded: `0.9 ** 4` is
+    /// `0.6561000000000001` there, `0.6561` in Python.
+    Xla,
+}
+
+impl Rounding {
+    /// `base^t` as this rounding forms it in `f64`: by repeated squaring under
+    /// [`Rounding::Xla`], else correctly rounded (`pow`, as Python's `**` on floats).
+    ///
+    /// ```
+    /// use rmsprop::Rounding;
+    /// assert_eq!(Rounding::AsWritten.power(0.9, 4), 0.6561);
+    /// assert_eq!(Rounding::Xla.power(0.9, 4), 0.6561000000000001);
+    /// ```
+    pub fn power(self, base: f64, t: u64) -> f64 {
+        match self {
+            Rounding::Xla => {
+                // square-and-multiply from the lowest bit, as XLA's integer power
+                let (mut result, mut square, mut n) = (1.0, base, t);
+                while n > 0 {
+                    if n & 1 == 1 {
+                        result *= square;
+                    }
+                    square *= square;
+                    n >>= 1;
+                }
+                result
+            }
+            Rounding::AsWritten | Rounding::Torch => base.powf(t as f64),
+        }
+    }
 }
 
 /// How `η`, `g` and the denominator `d` are multiplied: equal in exact arithmetic,
@@ -84,13 +118,16 @@ pub enum Rounding {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepForm {
-    /// `η · (g / d)`: MXNet, optax.
+    /// `η · (g / d)`: MXNet.
     ScaledGradient,
     /// `(η / d) · g`: the chapter's `eta / sqrt(s + eps) * g`.
     ScaledRate,
     /// `(η · g) / d`: Keras (`divide(multiply(lr, g), sqrt(den))`), PyTorch
     /// (`addcdiv_(g, d, value=-η)` is `x + (-η · g) / d`).
     ScaledProduct,
+    /// `η · (g · (1 / d))`: optax (`rsqrt(v + ε)` or `1 / (sqrt(v) + ε)`, times `g`, then
+    /// scaled by the learning rate; XLA's `rsqrt` is `1 / sqrt` on CPU).
+    ScaledReciprocal,
 }
 
 impl StepForm {
@@ -101,6 +138,7 @@ impl StepForm {
             StepForm::ScaledGradient => scaled::<T, { StepForm::ScaledGradient as u8 }>(lr, g, d),
             StepForm::ScaledRate => scaled::<T, { StepForm::ScaledRate as u8 }>(lr, g, d),
             StepForm::ScaledProduct => scaled::<T, { StepForm::ScaledProduct as u8 }>(lr, g, d),
+            StepForm::ScaledReciprocal => scaled::<T, { StepForm::ScaledReciprocal as u8 }>(lr, g, d),
         }
     }
 }
@@ -111,10 +149,12 @@ impl StepForm {
 pub(crate) fn scaled<T: Float, const F: u8>(lr: T, g: T, d: T) -> T {
     const GRADIENT: u8 = StepForm::ScaledGradient as u8;
     const RATE: u8 = StepForm::ScaledRate as u8;
+    const PRODUCT: u8 = StepForm::ScaledProduct as u8;
     match F {
         GRADIENT => lr * (g / d),
         RATE => lr / d * g,
-        _ => lr * g / d,
+        PRODUCT => lr * g / d,
+        _ => lr * (g * (T::ONE / d)),
     }
 }
 
@@ -234,7 +274,7 @@ impl Common {
         match (self.decoupled_wd::<T>(), self.rounding) {
             (None, _) => x,
             (Some(_), Rounding::Torch) => x * T::from_f64(1.0 - lr * self.hp(self.weight_decay)),
-            (Some(wd), Rounding::AsWritten) => x - x * wd * T::from_f64(lr),
+            (Some(wd), Rounding::AsWritten | Rounding::Xla) => x - x * wd * T::from_f64(lr),
         }
     }
 
@@ -299,6 +339,38 @@ impl<T: Float> WeightOps<T> {
     #[inline(always)]
     pub(crate) fn clip(&self, x: T) -> T {
         select(self.clips, clip(x, Some(self.bound)), x)
+    }
+}
+
+/// Division by a bias correction `1 - β^t`, as the rounding forms it: `v / c`, or under
+/// [`Rounding::Xla`] `v * (1 / c)` (XLA rewrites a division by a broadcast scalar into a
+/// multiplication by its reciprocal). The choice is resolved once, so a loop applies it as
+/// a select.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Debias<T> {
+    /// `1 - β^t` in `T` (1 without bias correction: dividing by 1 is exact).
+    divisor: T,
+    /// `1 / divisor`, rounded in `T`.
+    reciprocal: T,
+    by_reciprocal: bool,
+}
+
+impl<T: Float> Debias<T> {
+    /// Dividing by `correction` (`1 - β^t`, formed in `f64`).
+    pub(crate) fn new(correction: f64, rounding: Rounding) -> Self {
+        let divisor = T::from_f64(correction);
+        Debias { divisor, reciprocal: T::ONE / divisor, by_reciprocal: rounding == Rounding::Xla }
+    }
+
+    /// True when it changes nothing (a divisor of 1).
+    pub(crate) fn is_identity(&self) -> bool {
+        self.divisor == T::ONE
+    }
+
+    /// `v / (1 - β^t)`, rounded as the rounding forms it.
+    #[inline(always)]
+    pub(crate) fn apply(self, v: T) -> T {
+        select(self.by_reciprocal, v * self.reciprocal, v / self.divisor)
     }
 }
 

@@ -62,6 +62,7 @@ impl Flavor {
             Flavor::D2l => d,
             Flavor::Keras => d.with_step_form(StepForm::ScaledProduct),
             Flavor::PyTorch => d.with_step_form(StepForm::ScaledProduct).with_rounding(Rounding::Torch),
+            Flavor::Optax => d.with_step_form(StepForm::ScaledReciprocal).with_rounding(Rounding::Xla),
             _ => d.with_step_form(StepForm::ScaledGradient),
         };
         match self {
@@ -118,9 +119,11 @@ impl Flavor {
     /// ```
     pub fn config(self, optimizer: &str) -> Result<OptimizerConfig> {
         let mut config = self.config_as_written(optimizer)?;
-        if self == Flavor::PyTorch {
-            config.common_mut().rounding = Rounding::Torch;
-        }
+        config.common_mut().rounding = match self {
+            Flavor::PyTorch => Rounding::Torch,
+            Flavor::Optax => Rounding::Xla,
+            _ => Rounding::AsWritten,
+        };
         Ok(config)
     }
 

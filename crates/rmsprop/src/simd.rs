@@ -76,6 +76,10 @@ macro_rules! with_form {
                 const $f: u8 = $crate::StepForm::ScaledProduct as u8;
                 $e
             }
+            $crate::StepForm::ScaledReciprocal => {
+                const $f: u8 = $crate::StepForm::ScaledReciprocal as u8;
+                $e
+            }
         }
     };
 }
@@ -106,7 +110,8 @@ macro_rules! with_prep {
 pub(crate) use with_prep;
 
 /// Evaluates `$e` with the const `$r: bool` set to whether `$rounding` is
-/// [`Rounding::Torch`](crate::Rounding::Torch), so a loop can take it as a const generic.
+/// [`Rounding::Torch`](crate::Rounding::Torch), so a loop can take it as a const generic
+/// (the others round the loop's arithmetic as written).
 macro_rules! with_rounding {
     ($rounding:expr, $r:ident => $e:expr) => {
         match $rounding {
@@ -114,7 +119,7 @@ macro_rules! with_rounding {
                 const $r: bool = true;
                 $e
             }
-            $crate::Rounding::AsWritten => {
+            $crate::Rounding::AsWritten | $crate::Rounding::Xla => {
                 const $r: bool = false;
                 $e
             }

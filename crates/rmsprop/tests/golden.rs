@@ -73,6 +73,21 @@ fn keras_is_reproduced_bit_for_bit() {
     assert!(off.is_empty(), "not bit-exact:\n{}", off.join("\n"));
 }
 
+/// optax's Adam and AdamW in `float32` are reproduced bit for bit with XLA's arithmetic
+/// ([`rmsprop::Rounding::Xla`], the preset's): `decay ** count` by repeated squaring, a
+/// bias correction applied as a multiplication by its reciprocal. (Elsewhere XLA's `rsqrt`
+/// and square root on the recording machine leave ulps.)
+#[test]
+fn optax_adam_is_reproduced_bit_for_bit() {
+    let report = rmsprop::golden::replay_file(&golden_dir().join("optax.json")).expect("golden file readable");
+    let off: Vec<String> = ["optax/adam/", "optax/adamw/"]
+        .iter()
+        .flat_map(|p| inexact(&report, p))
+        .filter(|c| c.contains("/float32/"))
+        .collect();
+    assert!(off.is_empty(), "not bit-exact:\n{}", off.join("\n"));
+}
+
 #[test]
 fn optax() {
     replay("optax.json", 40);

@@ -202,7 +202,9 @@ mod tests {
         let n = 300;
         let (g, x0) = inputs::<f32>(n);
         for place in [EpsPlacement::InsideSqrt, EpsPlacement::OutsideSqrt] {
-            for form in [StepForm::ScaledGradient, StepForm::ScaledRate, StepForm::ScaledProduct] {
+            for form in
+                [StepForm::ScaledGradient, StepForm::ScaledRate, StepForm::ScaledProduct, StepForm::ScaledReciprocal]
+            {
                 for common in commons(&Adagrad::default().common) {
                     let o = Adagrad { common, step_form: form, ..Adagrad::default().with_eps(1e-6, place) };
                     let (mut xa, mut xb, mut sa, mut sb) = (x0.clone(), x0.clone(), vec![0.1f32; n], vec![0.1f32; n]);

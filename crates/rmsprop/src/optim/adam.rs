@@ -2,7 +2,9 @@
 //! plus momentum, with bias correction (D2L §12.10).
 
 use super::{Ctx, Slot};
-use crate::common::{Common, Lerp, Prep, Rounding, WeightDecayMode, WeightOps, check_nonneg, common_setters, invalid};
+use crate::common::{
+    Common, Debias, Lerp, Prep, Rounding, WeightDecayMode, WeightOps, check_nonneg, common_setters, invalid,
+};
 use crate::error::Result;
 use crate::float::{Float, Param};
 use crate::simd::{self, select, with_prep, with_rounding};
@@ -144,7 +146,8 @@ impl Adam {
         let c = &self.common;
         let (b1, b2) = (c.hp(self.beta1), c.hp(self.beta2));
         let t = ctx.t as f64;
-        let (bc1, bc2) = (1.0 - b1.powf(t), 1.0 - b2.powf(t));
+        let pow = |b: f64, t: u64| c.rounding.power(b, t);
+        let (bc1, bc2) = (1.0 - pow(b1, ctx.t), 1.0 - pow(b2, ctx.t));
         let lr = T::from_f64(c.hp(ctx.lr));
         let nesterov = self.nesterov && self.bias_correction == BiasCorrection::Moments;
         // per-step scalars of each rule, formed in f64 and rounded once; a `powf` costs
@@ -159,9 +162,9 @@ impl Adam {
             lr,
             step_size: T::from_f64(ctx.lr / bc1),
             bc2_sqrt: T::from_f64(bc2.sqrt()),
-            bc1: T::from_f64(bc1),
-            bc2: T::from_f64(bc2),
-            bc1_next: T::from_f64(if nesterov { 1.0 - b1.powf(t + 1.0) } else { 1.0 }),
+            bc1: Debias::new(bc1, c.rounding),
+            bc2: Debias::new(bc2, c.rounding),
+            bc1_next: Debias::new(if nesterov { 1.0 - pow(b1, ctx.t + 1) } else { 1.0 }, c.rounding),
             // MXNet forms lr_t from the nominal values, then rounds it to f32 once
             lr_t: T::from_f64(match self.bias_correction {
                 BiasCorrection::LrOnly => c.hp(ctx.lr * (1.0 - self.beta2.powf(t)).sqrt() / (1.0 - self.beta1.powf(t))),
@@ -190,8 +193,8 @@ impl Adam {
         let c = &self.common;
         let (b1, b2) = (c.hp(self.beta1), c.hp(self.beta2));
         let t = ctx.t as f64;
-        let bc1 = 1.0 - b1.powf(t);
-        let bc2 = 1.0 - b2.powf(t);
+        let bc1 = 1.0 - c.rounding.power(b1, ctx.t);
+        let bc2 = 1.0 - c.rounding.power(b2, ctx.t);
         let (beta1, one_minus_b1) = (T::from_f64(b1), T::from_f64(1.0 - b1));
         let (beta2, one_minus_b2) = (T::from_f64(b2), T::from_f64(1.0 - b2));
         let eps = T::from_f64(c.hp(self.eps));
@@ -201,7 +204,9 @@ impl Adam {
         let step_size = T::from_f64(ctx.lr / bc1);
         let bc2_sqrt = T::from_f64(bc2.sqrt());
         let (bc1_t, bc2_t) = (T::from_f64(bc1), T::from_f64(bc2));
-        let bc1_next = T::from_f64(1.0 - b1.powf(t + 1.0));
+        let bc1_next = T::from_f64(1.0 - c.rounding.power(b1, ctx.t + 1));
+        // XLA (optax) multiplies by a correction's reciprocal
+        let unbias = |v: T, bc: T| if c.rounding == Rounding::Xla { v * (T::ONE / bc) } else { v / bc };
         // MXNet forms lr_t from the nominal values, then rounds it to f32 once.
         let lr_t = T::from_f64(c.hp(ctx.lr * (1.0 - self.beta2.powf(t)).sqrt() / (1.0 - self.beta1.powf(t))));
         let wd = c.decoupled_wd::<T>();
@@ -236,11 +241,11 @@ impl Adam {
                 }
                 BiasCorrection::Moments => {
                     let mh = if self.nesterov {
-                        beta1 * (m[i] / bc1_next) + one_minus_b1 * (gi / bc1_t)
+                        beta1 * unbias(m[i], bc1_next) + one_minus_b1 * unbias(gi, bc1_t)
                     } else {
-                        m[i] / bc1_t
+                        unbias(m[i], bc1_t)
                     };
-                    let mut u = mh / ((vv / bc2_t + eps_root).sqrt() + eps);
+                    let mut u = mh / ((unbias(vv, bc2_t) + eps_root).sqrt() + eps);
                     if let Some(wd) = wd {
                         u = u + wd * xi;
                     }
@@ -274,9 +279,9 @@ struct Scalars<T> {
     /// `sqrt(1-β2^t)` (PyTorch).
     bc2_sqrt: T,
     /// `1-β1^t`, `1-β2^t`, `1-β1^(t+1)` (optax).
-    bc1: T,
-    bc2: T,
-    bc1_next: T,
+    bc1: Debias<T>,
+    bc2: Debias<T>,
+    bc1_next: Debias<T>,
     /// `η sqrt(1-β2^t)/(1-β1^t)` (MXNet).
     lr_t: T,
     nesterov: bool,
@@ -369,10 +374,10 @@ fn body<T: Float, P: Param<Acc = T>, const MODE: u8, const AMSGRAD: bool, const 
                 if R { xd - k.step_size * m[i] / den } else { xd - k.step_size * (m[i] / den) }
             }
             MOMENTS => {
-                let plain = m[i] / k.bc1;
-                let nesterov = beta1 * (m[i] / k.bc1_next) + one_minus_b1 * (gi / k.bc1);
+                let plain = k.bc1.apply(m[i]);
+                let nesterov = beta1 * k.bc1_next.apply(m[i]) + one_minus_b1 * k.bc1.apply(gi);
                 let mh = if EXTRA { select(k.nesterov, nesterov, plain) } else { plain };
-                let u = mh / ((vv / k.bc2 + k.eps_root).sqrt() + eps);
+                let u = mh / ((k.bc2.apply(vv) + k.eps_root).sqrt() + eps);
                 // optax adamw: the decay joins the update before the learning rate
                 let u = if EXTRA { select(k.w.decoupled, u + k.w.wd * x0, u) } else { u };
                 x0 - lr * u

@@ -4,7 +4,9 @@
 //! `s <- γ s + (1-γ) g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::{Arrays, Ctx, Slot};
-use crate::common::{Common, Lerp, Prep, Rounding, StepForm, WeightOps, check_nonneg, check_unit, common_setters};
+use crate::common::{
+    Common, Debias, Lerp, Prep, Rounding, StepForm, WeightOps, check_nonneg, check_unit, common_setters,
+};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use serde::{Deserialize, Serialize};
@@ -226,7 +228,7 @@ impl RmsProp {
         let (prep, extras) = (ctx.prep.is_identity(), k.extras.any());
         let plain = !self.centered && momentum == fused::NONE && prep && !extras;
         let rounding = self.common.rounding;
-        let estimate = if self.fast_rsqrt && inside && plain && rounding == Rounding::AsWritten {
+        let estimate = if self.fast_rsqrt && inside && plain && rounding != Rounding::Torch {
             rsqrt::pick::<T, P>()
         } else {
             None
@@ -259,7 +261,9 @@ impl RmsProp {
         let c = &self.common;
         let Scalars { gamma, one_minus_gamma, eps, lr, mu, .. } = Scalars::new(self, ctx);
         let decay = c.hp(self.decay);
-        let bc = T::from_f64(if self.bias_correction { 1.0 - decay.powf(ctx.t as f64) } else { 1.0 });
+        let bc = T::from_f64(if self.bias_correction { 1.0 - c.rounding.power(decay, ctx.t) } else { 1.0 });
+        // XLA (optax) multiplies by the correction's reciprocal
+        let unbias = |v: T| if c.rounding == Rounding::Xla { v * (T::ONE / bc) } else { v / bc };
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
         let momentum = self.uses_momentum().then_some(self.momentum_style);
         let clip_w = c.clip_weights_t::<T>();
@@ -274,14 +278,14 @@ impl RmsProp {
             } else {
                 gamma * s[i] + one_minus_gamma * (gi * gi)
             };
-            let mut v = if self.bias_correction { s[i] / bc } else { s[i] };
+            let mut v = if self.bias_correction { unbias(s[i]) } else { s[i] };
             if self.centered {
                 m[i] = match (torch, one_minus_gamma.to_f64() < 0.5) {
                     (true, true) => one_minus_gamma.mul_add(gi - m[i], m[i]),
                     (true, false) => (one_minus_gamma - T::ONE).mul_add(gi - m[i], gi),
                     (false, _) => gamma * m[i] + one_minus_gamma * gi,
                 };
-                let mh = if self.bias_correction { m[i] / bc } else { m[i] };
+                let mh = if self.bias_correction { unbias(m[i]) } else { m[i] };
                 v = if torch { (-mh).mul_add(mh, v) } else { v - mh * mh };
                 if self.clamp_variance {
                     v = v.max(T::ZERO);
@@ -335,7 +339,10 @@ impl<T: Float> Scalars<T> {
             mu: T::from_f64(c.hp(r.momentum)),
             lerp: Lerp::new(T::from_f64(1.0 - decay)),
             extras: Extras {
-                bias_correction: T::from_f64(if r.bias_correction { 1.0 - decay.powf(ctx.t as f64) } else { 1.0 }),
+                bias_correction: Debias::new(
+                    if r.bias_correction { 1.0 - c.rounding.power(decay, ctx.t) } else { 1.0 },
+                    c.rounding,
+                ),
                 clamp_variance: r.clamp_variance && r.centered,
                 nesterov: r.nesterov,
                 weights: c.weight_ops(c.hp(ctx.lr)),
@@ -348,8 +355,8 @@ impl<T: Float> Scalars<T> {
 /// the general formula when on, the value untouched when off).
 #[derive(Clone, Copy)]
 struct Extras<T> {
-    /// `1 - γ^t` with bias correction, else 1 (dividing by 1 is exact).
-    bias_correction: T,
+    /// Division by `1 - γ^t` with bias correction, else by 1 (exact).
+    bias_correction: Debias<T>,
     /// `v = max(v, 0)` (centred only).
     clamp_variance: bool,
     /// Nesterov momentum.
@@ -361,7 +368,7 @@ struct Extras<T> {
 impl<T: Float> Extras<T> {
     /// True when any option is on (bias correction with `1 - γ^t = 1` counts as off).
     fn any(&self) -> bool {
-        self.bias_correction != T::ONE || self.clamp_variance || self.nesterov || self.weights.any()
+        !self.bias_correction.is_identity() || self.clamp_variance || self.nesterov || self.weights.any()
     }
 }
 
@@ -697,10 +704,10 @@ mod fused {
                 gamma * s[i] + one_minus_gamma * (gi * gi)
             };
             // ŝ = s / (1 - γ^t): the divisor is 1 without bias correction
-            let mut v = if EXTRA { s[i] / e.bias_correction } else { s[i] };
+            let mut v = if EXTRA { e.bias_correction.apply(s[i]) } else { s[i] };
             if CENTERED {
                 m[i] = if R { lerp.apply(m[i], gi) } else { gamma * m[i] + one_minus_gamma * gi };
-                let mh = if EXTRA { m[i] / e.bias_correction } else { m[i] };
+                let mh = if EXTRA { e.bias_correction.apply(m[i]) } else { m[i] };
                 v = if R { (-mh).mul_add(mh, v) } else { v - mh * mh };
                 if EXTRA {
                     v = select(e.clamp_variance, v.max(T::ZERO), v);
@@ -770,13 +777,19 @@ mod tests {
                 for momentum in [0.0, 0.9] {
                     for style in [MomentumStyle::LrOutsideBuffer, MomentumStyle::LrInsideBuffer] {
                         for place in [EpsPlacement::InsideSqrt, EpsPlacement::OutsideSqrt] {
-                            for form in [StepForm::ScaledGradient, StepForm::ScaledRate, StepForm::ScaledProduct] {
+                            for form in [
+                                StepForm::ScaledGradient,
+                                StepForm::ScaledRate,
+                                StepForm::ScaledProduct,
+                                StepForm::ScaledReciprocal,
+                            ] {
                                 // decay 0.3: PyTorch's `lerp_` weight 0.7 takes its other branch
                                 for (rescale, rounding, decay) in [
                                     (1.0, Rounding::AsWritten, 0.9),
                                     (0.5, Rounding::AsWritten, 0.9),
                                     (1.0, Rounding::Torch, 0.9),
                                     (0.5, Rounding::Torch, 0.3),
+                                    (1.0, Rounding::Xla, 0.9),
                                 ] {
                                     for extra in extras {
                                         let r = extra(
