@@ -61,6 +61,7 @@ pub enum HyperPrecision {
 /// use rmsprop::{Flavor, Rounding};
 /// assert_eq!(Flavor::PyTorch.rmsprop().common.rounding, Rounding::Torch);
 /// assert_eq!(Flavor::Optax.rmsprop().common.rounding, Rounding::Xla);
+/// assert_eq!(Flavor::Keras.rmsprop().common.rounding, Rounding::Xla);
 /// assert_eq!(Flavor::D2l.rmsprop().common.rounding, Rounding::AsWritten);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,10 +78,12 @@ pub enum Rounding {
     /// is `fma(b, -η, x)`, `g.add(x, alpha=wd)` is `fma(x, wd, g)`, and
     /// `x.mul_(1 - η wd)` forms its factor in `f64`.
     Torch,
-    /// As JAX computes on XLA (optax): elementwise as written, but a bias correction's
+    /// As JAX computes on XLA (optax, Keras 3 on JAX): elementwise as written, but
     /// `decay ** count` with an integer `count` is formed by repeated squaring (`lax.pow`
-    /// with an integer exponent), which is not correctly rounded: `0.9 ** 4` is
-    /// `0.6561000000000001` there, `0.6561` in Python.
+    /// with an integer exponent; `0.9 ** 4` is `0.6561000000000001` there, `0.6561` in
+    /// Python), a division by a broadcast scalar (a bias correction, Keras's
+    /// `g * c / maximum(norm, c)`) is a multiplication by its reciprocal, and a gradient
+    /// norm sums the squares one after another in the tensor's dtype.
     Xla,
 }
 
@@ -257,6 +260,7 @@ impl Common {
             wd,
             wd_clipped: self.weight_decay_clipped,
             wd_fused: self.rounding == Rounding::Torch,
+            norm_by_reciprocal: self.rounding == Rounding::Xla,
             clip: self.clip_gradient.map(|c| T::from_f64(self.hp(c))),
         }
     }
@@ -409,6 +413,9 @@ pub(crate) struct Prep<T> {
     wd_clipped: bool,
     /// `fma(x, wd, g)` ([`Rounding::Torch`]) instead of `g + wd x`.
     wd_fused: bool,
+    /// `g c (1 / norm)` ([`Rounding::Xla`]: Keras's `g * c / maximum(norm, c)` divides by
+    /// a broadcast scalar) instead of `g c / norm`.
+    norm_by_reciprocal: bool,
     clip: Option<T>,
 }
 
@@ -431,7 +438,7 @@ impl<T: Float> Prep<T> {
             g = -g;
         }
         if let Some((c, norm)) = self.norm_clip {
-            g = g * c / norm;
+            g = if self.norm_by_reciprocal { g * c * (T::ONE / norm) } else { g * c / norm };
         }
         let decayed = |g: T, wd: T| if self.wd_fused { x.mul_add(wd, g) } else { g + wd * x };
         if let (Some(wd), true) = (self.wd, self.wd_clipped) {

@@ -60,7 +60,7 @@ impl Flavor {
         let d = RmsProp::default();
         let d = match self {
             Flavor::D2l => d,
-            Flavor::Keras => d.with_step_form(StepForm::ScaledProduct),
+            Flavor::Keras => d.with_step_form(StepForm::ScaledProduct).with_rounding(Rounding::Xla),
             Flavor::PyTorch => d.with_step_form(StepForm::ScaledProduct).with_rounding(Rounding::Torch),
             Flavor::Optax => d.with_step_form(StepForm::ScaledReciprocal).with_rounding(Rounding::Xla),
             _ => d.with_step_form(StepForm::ScaledGradient),
@@ -121,7 +121,7 @@ impl Flavor {
         let mut config = self.config_as_written(optimizer)?;
         config.common_mut().rounding = match self {
             Flavor::PyTorch => Rounding::Torch,
-            Flavor::Optax => Rounding::Xla,
+            Flavor::Optax | Flavor::Keras => Rounding::Xla,
             _ => Rounding::AsWritten,
         };
         Ok(config)

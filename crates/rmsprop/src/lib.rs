@@ -38,11 +38,11 @@
 //! differently from the formula as written: `addcmul_`, `lerp_` and `add_(…, alpha)` each
 //! end in one fused multiply-add, and `addcdiv_` forms `(-η g)/d` ([`Rounding::Torch`],
 //! [`StepForm::ScaledProduct`]); a centred mean or a momentum buffer that cancels to a
-//! few ulps of its terms is then only reproduced with PyTorch's own rounding. optax runs on
-//! XLA, which forms `decay ** count` by repeated squaring and divides by a bias correction
-//! as a multiplication by its reciprocal ([`Rounding::Xla`], [`StepForm::ScaledReciprocal`]):
-//! at `count` = 1 a centred, bias-corrected variance is pure rounding, and only XLA's gives
-//! optax's step. The chapter's exercise values
+//! few ulps of its terms is then only reproduced with PyTorch's own rounding. optax and
+//! Keras 3 on JAX run on XLA, which forms `decay ** count` by repeated squaring, divides by
+//! a broadcast scalar as a multiplication by its reciprocal and sums a small tensor's
+//! squares in turn ([`Rounding::Xla`], [`StepForm::ScaledReciprocal`]): at `count` = 1 a
+//! centred, bias-corrected variance is pure rounding, and only XLA's gives optax's step. The chapter's exercise values
 //! γ = 0 (`s = g²`: sign descent scaled by `|g|/sqrt(g²+ε)`) and γ = 1 (`s` never
 //! leaves its initial value: the step is `η g / sqrt(ε)`, which diverges) are legal.
 //!

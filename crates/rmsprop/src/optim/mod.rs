@@ -8,7 +8,7 @@ pub mod rmsprop;
 pub mod sgd;
 
 use crate::buffer::Buffer;
-use crate::common::{Common, NormScope, Prep};
+use crate::common::{Common, NormScope, Prep, Rounding};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use crate::schedule::Schedule;
@@ -740,7 +740,8 @@ impl<P: Param> Optimizer<P> {
     /// the same), then one per tensor of groups that clip by the tensor's own norm.
     fn plan<G: AsRef<[P]>>(&mut self, t: u64, grads: &[G]) {
         let scope = |c: &OptimizerConfig| c.common().clip_norm.map(|c| c.scope);
-        let mut global_norm = None;
+        // per rounding: XLA's differs from the others' (see `norm`)
+        let mut global_norm = [None, None];
         let mut per_tensor = false;
         let Plan { kernels, steady } = &mut self.plan;
         kernels.truncate(self.groups.len());
@@ -752,7 +753,8 @@ impl<P: Param> Optimizer<P> {
             let lr = self.schedule.lr(common.lr, t);
             let norm = match scope(config) {
                 Some(NormScope::Global) => Some(
-                    *global_norm.get_or_insert_with(|| grads.iter().map(|g| sum_sq(g.as_ref())).sum::<f64>().sqrt()),
+                    *global_norm[(common.rounding == Rounding::Xla) as usize]
+                        .get_or_insert_with(|| norm(grads.iter().map(|g| g.as_ref()), common.rounding)),
                 ),
                 Some(NormScope::PerTensor) => {
                     per_tensor = true;
@@ -772,7 +774,7 @@ impl<P: Param> Optimizer<P> {
                 let config = &self.groups[tr.group];
                 if scope(config) == Some(NormScope::PerTensor) {
                     let common = config.common();
-                    let prep = common.prep(Some(sum_sq(g.as_ref()).sqrt()));
+                    let prep = common.prep(Some(norm([g.as_ref()].into_iter(), common.rounding)));
                     p.kernel = kernels.len();
                     kernels.push(config.kernel(Ctx { t, lr: self.schedule.lr(common.lr, t), prep }));
                 }
@@ -845,8 +847,21 @@ fn first_nonfinite<P: Param>(g: &[P]) -> Option<usize> {
     )
 }
 
-fn sum_sq<P: Param>(g: &[P]) -> f64 {
-    g.iter().map(|v| v.load().to_f64().powi(2)).sum()
+/// The L2 norm of the gradients `gs` together, as the rounding forms it: under
+/// [`Rounding::Xla`] each square added in turn in the arithmetic type, tensor after tensor,
+/// then the root (XLA reduces a small tensor sequentially, and optax's `global_norm` sums
+/// the tensors' sums in turn); otherwise in `f64`, then rounded once where it is used.
+fn norm<'a, P: Param>(gs: impl Iterator<Item = &'a [P]>, rounding: Rounding) -> f64 {
+    if rounding == Rounding::Xla {
+        let square = |v: &P| {
+            let v = v.load();
+            v * v
+        };
+        let sum = gs.map(|g| g.iter().fold(P::Acc::ZERO, |s, v| s + square(v))).fold(P::Acc::ZERO, |s, t| s + t);
+        sum.sqrt().to_f64()
+    } else {
+        gs.map(|g| g.iter().map(|v| v.load().to_f64().powi(2)).sum::<f64>()).sum::<f64>().sqrt()
+    }
 }
 
 /// What the optimizers' fused-against-general tests share.
