@@ -269,7 +269,12 @@ fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
             c.precision = choice(k, v, &[("native", HyperPrecision::Native), ("float32", HyperPrecision::F32)])?
         }
         "rounding" => {
-            let names = [("as_written", Rounding::AsWritten), ("torch", Rounding::Torch), ("xla", Rounding::Xla)];
+            let names = [
+                ("as_written", Rounding::AsWritten),
+                ("torch", Rounding::Torch),
+                ("xla", Rounding::Xla),
+                ("mxnet", Rounding::Mxnet),
+            ];
             c.rounding = choice(k, v, &names)?
         }
         _ => return Ok(false),

@@ -62,6 +62,7 @@ pub enum HyperPrecision {
 /// assert_eq!(Flavor::PyTorch.rmsprop().common.rounding, Rounding::Torch);
 /// assert_eq!(Flavor::Optax.rmsprop().common.rounding, Rounding::Xla);
 /// assert_eq!(Flavor::Keras.rmsprop().common.rounding, Rounding::Xla);
+/// assert_eq!(Flavor::Mxnet.rmsprop().common.rounding, Rounding::Mxnet);
 /// assert_eq!(Flavor::D2l.rmsprop().common.rounding, Rounding::AsWritten);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +86,23 @@ pub enum Rounding {
     /// `g * c / maximum(norm, c)`) is a multiplication by its reciprocal, and a gradient
     /// norm sums the squares one after another in the tensor's dtype.
     Xla,
+    /// As MXNet 1.x's C++ kernels write it (`optimizer_op-inl.h`): an average of squares
+    /// is `(1 - β) * g * g`, left to right, `((1-β) g) g`, in `rmspropalex_update` (the
+    /// centred RMSProp), `adam_update` and `adadelta_update` — but `(1 - γ1) * (g * g)`
+    /// in the plain `rmsprop_update` — and the centred step is `(η g) / d` (the plain one
+    /// `η (g / d)`, the step form).
+    Mxnet,
+}
+
+/// A [`Rounding`] as a loop's const parameter `R` (see `simd::with_rounding!`): XLA's
+/// rounding differs from the written one only outside the loops.
+pub(crate) mod round {
+    /// [`Rounding::AsWritten`](super::Rounding::AsWritten) and [`Rounding::Xla`](super::Rounding::Xla).
+    pub const AS_WRITTEN: u8 = 0;
+    /// [`Rounding::Torch`](super::Rounding::Torch).
+    pub const TORCH: u8 = 1;
+    /// [`Rounding::Mxnet`](super::Rounding::Mxnet).
+    pub const MXNET: u8 = 2;
 }
 
 impl Rounding {
@@ -110,7 +128,7 @@ impl Rounding {
                 }
                 result
             }
-            Rounding::AsWritten | Rounding::Torch => base.powf(t as f64),
+            Rounding::AsWritten | Rounding::Torch | Rounding::Mxnet => base.powf(t as f64),
         }
     }
 }
@@ -278,7 +296,7 @@ impl Common {
         match (self.decoupled_wd::<T>(), self.rounding) {
             (None, _) => x,
             (Some(_), Rounding::Torch) => x * T::from_f64(1.0 - lr * self.hp(self.weight_decay)),
-            (Some(wd), Rounding::AsWritten | Rounding::Xla) => x - x * wd * T::from_f64(lr),
+            (Some(wd), Rounding::AsWritten | Rounding::Xla | Rounding::Mxnet) => x - x * wd * T::from_f64(lr),
         }
     }
 

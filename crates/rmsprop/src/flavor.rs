@@ -91,6 +91,7 @@ impl Flavor {
                 .with_momentum(0.0, MomentumStyle::LrInsideBuffer),
             Flavor::Mxnet => {
                 let mut r = d
+                    .with_rounding(Rounding::Mxnet)
                     .with_lr(0.001)
                     .with_decay(0.9)
                     .with_eps(1e-8, EpsPlacement::InsideSqrt)
@@ -122,6 +123,7 @@ impl Flavor {
         config.common_mut().rounding = match self {
             Flavor::PyTorch => Rounding::Torch,
             Flavor::Optax | Flavor::Keras => Rounding::Xla,
+            Flavor::Mxnet => Rounding::Mxnet,
             _ => Rounding::AsWritten,
         };
         Ok(config)

@@ -42,7 +42,10 @@
 //! Keras 3 on JAX run on XLA, which forms `decay ** count` by repeated squaring, divides by
 //! a broadcast scalar as a multiplication by its reciprocal and sums a small tensor's
 //! squares in turn ([`Rounding::Xla`], [`StepForm::ScaledReciprocal`]): at `count` = 1 a
-//! centred, bias-corrected variance is pure rounding, and only XLA's gives optax's step. The chapter's exercise values
+//! centred, bias-corrected variance is pure rounding, and only XLA's gives optax's step.
+//! MXNet's C++ kernels write `(1 - β) * g * g` left to right in most of its operators
+//! ([`Rounding::Mxnet`]). Each preset carries its framework's rounding; every golden case
+//! of Keras and MXNet, and most of PyTorch's and optax's, is reproduced bit for bit. The chapter's exercise values
 //! γ = 0 (`s = g²`: sign descent scaled by `|g|/sqrt(g²+ε)`) and γ = 1 (`s` never
 //! leaves its initial value: the step is `η g / sqrt(ε)`, which diverges) are legal.
 //!

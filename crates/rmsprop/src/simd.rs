@@ -109,18 +109,21 @@ macro_rules! with_prep {
 }
 pub(crate) use with_prep;
 
-/// Evaluates `$e` with the const `$r: bool` set to whether `$rounding` is
-/// [`Rounding::Torch`](crate::Rounding::Torch), so a loop can take it as a const generic
-/// (the others round the loop's arithmetic as written).
+/// Evaluates `$e` with the const `$r: u8` set to `$rounding` as a loop takes it
+/// ([`common::round`](crate::common::round)), so a loop can take it as a const generic.
 macro_rules! with_rounding {
     ($rounding:expr, $r:ident => $e:expr) => {
         match $rounding {
             $crate::Rounding::Torch => {
-                const $r: bool = true;
+                const $r: u8 = $crate::common::round::TORCH;
+                $e
+            }
+            $crate::Rounding::Mxnet => {
+                const $r: u8 = $crate::common::round::MXNET;
                 $e
             }
             $crate::Rounding::AsWritten | $crate::Rounding::Xla => {
-                const $r: bool = false;
+                const $r: u8 = $crate::common::round::AS_WRITTEN;
                 $e
             }
         }

@@ -89,6 +89,16 @@ fn optax_adam_is_reproduced_bit_for_bit() {
     assert!(off.is_empty(), "not bit-exact:\n{}", off.join("\n"));
 }
 
+/// MXNet 1.9's operators are reproduced bit for bit with their own rounding
+/// ([`rmsprop::Rounding::Mxnet`], the preset's: `(1 - β) * g * g` left to right in the
+/// centred RMSProp, Adam and AdaDelta kernels, `lr * g / sqrt(…)` in the centred step).
+#[test]
+fn mxnet_is_reproduced_bit_for_bit() {
+    let report = rmsprop::golden::replay_file(&golden_dir().join("mxnet.json")).expect("golden file readable");
+    let off = inexact(&report, "mxnet/");
+    assert!(off.is_empty(), "not bit-exact:\n{}", off.join("\n"));
+}
+
 #[test]
 fn optax() {
     replay("optax.json", 40);

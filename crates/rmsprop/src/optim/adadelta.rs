@@ -4,7 +4,7 @@
 //! `x <- x - g'`, `Δx <- ρ Δx + (1-ρ) g'²`.
 
 use super::{Ctx, Slot};
-use crate::common::{Common, Prep, Rounding, WeightOps, check_nonneg, check_unit, common_setters};
+use crate::common::{Common, Prep, Rounding, WeightOps, check_nonneg, check_unit, common_setters, round};
 use crate::error::Result;
 use crate::float::{Float, Param};
 use crate::simd::{self, select, with_prep, with_rounding};
@@ -106,9 +106,12 @@ impl Adadelta {
         let wd = c.decoupled_wd::<T>();
         let clip_w = c.clip_weights_t::<T>();
         let torch = c.rounding == Rounding::Torch;
-        // PyTorch: `s.mul_(rho).addcmul_(g, g, value=1-rho)`, one fused multiply-add
-        let average = |s: T, v: T| {
-            if torch { (one_minus_rho * v).mul_add(v, rho * s) } else { rho * s + one_minus_rho * (v * v) }
+        let average = |s: T, v: T| match c.rounding {
+            // PyTorch: `s.mul_(rho).addcmul_(g, g, value=1-rho)`, one fused multiply-add
+            Rounding::Torch => (one_minus_rho * v).mul_add(v, rho * s),
+            // MXNet: `(1 - rho) * g * g`, left to right
+            Rounding::Mxnet => rho * s + one_minus_rho * v * v,
+            Rounding::AsWritten | Rounding::Xla => rho * s + one_minus_rho * (v * v),
         };
         for i in 0..x.len() {
             let x0 = x[i].load();
@@ -160,7 +163,7 @@ impl<T: Float> Kernel<T> {
 /// weight clipping) and the rounding (`R`: [`Rounding::Torch`]) are const generics, the
 /// extras applied as loop-invariant selects.
 #[inline(always)]
-fn body<T: Float, P: Param<Acc = T>, const PREP: bool, const EXTRA: bool, const R: bool>(
+fn body<T: Float, P: Param<Acc = T>, const PREP: bool, const EXTRA: bool, const R: u8>(
     k: &Scalars<T>,
     prep: &Prep<T>,
     x: &mut [P],
@@ -176,12 +179,15 @@ fn body<T: Float, P: Param<Acc = T>, const PREP: bool, const EXTRA: bool, const 
     for i in 0..n {
         let x0 = x[i].load();
         let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
-        let average =
-            |s: T, v: T| if R { (one_minus_rho * v).mul_add(v, rho * s) } else { rho * s + one_minus_rho * (v * v) };
+        let average = |s: T, v: T| match R {
+            round::TORCH => (one_minus_rho * v).mul_add(v, rho * s),
+            round::MXNET => rho * s + one_minus_rho * v * v,
+            _ => rho * s + one_minus_rho * (v * v),
+        };
         s[i] = average(s[i], gi);
         let delta = (a[i] + eps).sqrt() / (s[i] + eps).sqrt() * gi;
         a[i] = average(a[i], delta);
-        let plain = if R { delta.mul_add(-lr, x0) } else { x0 - lr * delta };
+        let plain = if R == round::TORCH { delta.mul_add(-lr, x0) } else { x0 - lr * delta };
         let xi = if EXTRA { select(k.w.decoupled, x0 - lr * (delta + k.w.wd * x0), plain) } else { plain };
         x[i] = P::store(if EXTRA { k.w.clip(xi) } else { xi });
     }

@@ -3,7 +3,7 @@
 //! D2L §12.7: `s <- s + g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::{Ctx, EpsPlacement, Slot};
-use crate::common::{Common, Prep, Rounding, StepForm, WeightOps, check_nonneg, common_setters, scaled};
+use crate::common::{Common, Prep, Rounding, StepForm, WeightOps, check_nonneg, common_setters, round, scaled};
 use crate::error::Result;
 use crate::float::{Float, Param};
 use crate::simd::{self, select, with_form, with_prep, with_rounding};
@@ -167,7 +167,7 @@ impl<T: Float> Kernel<T> {
 /// [`Rounding::Torch`]) are const generics.
 #[inline(always)]
 #[rustfmt::skip]
-fn body<T: Float, P: Param<Acc = T>, const INSIDE: bool, const PREP: bool, const EXTRA: bool, const F: u8, const R: bool>(
+fn body<T: Float, P: Param<Acc = T>, const INSIDE: bool, const PREP: bool, const EXTRA: bool, const F: u8, const R: u8>(
     k: &Scalars<T>,
     prep: &Prep<T>,
     x: &mut [P],
@@ -182,7 +182,7 @@ fn body<T: Float, P: Param<Acc = T>, const INSIDE: bool, const PREP: bool, const
     for i in 0..n {
         let x0 = x[i].load();
         let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
-        s[i] = if R { gi.mul_add(gi, s[i]) } else { s[i] + gi * gi };
+        s[i] = if R == round::TORCH { gi.mul_add(gi, s[i]) } else { s[i] + gi * gi };
         let den = if INSIDE { (s[i] + eps).sqrt() } else { s[i].sqrt() + eps };
         let plain = x0 - scaled::<T, F>(lr, gi, den);
         // MXNet's decoupled decay: x + (g/d + x*wd) * (-lr)

@@ -3,7 +3,7 @@
 
 use super::{Ctx, Slot};
 use crate::common::{
-    Common, Debias, Lerp, Prep, Rounding, WeightDecayMode, WeightOps, check_nonneg, common_setters, invalid,
+    Common, Debias, Lerp, Prep, Rounding, WeightDecayMode, WeightOps, check_nonneg, common_setters, invalid, round,
 };
 use crate::error::Result;
 use crate::float::{Float, Param};
@@ -222,6 +222,9 @@ impl Adam {
                 let d = gi - m[i];
                 m[i] = if w.to_f64() < 0.5 { w.mul_add(d, m[i]) } else { (w - T::ONE).mul_add(d, gi) };
                 v[i] = (one_minus_b2 * gi).mul_add(gi, beta2 * v[i]);
+            } else if c.rounding == Rounding::Mxnet {
+                m[i] = beta1 * m[i] + one_minus_b1 * gi;
+                v[i] = beta2 * v[i] + one_minus_b2 * gi * gi;
             } else {
                 m[i] = beta1 * m[i] + one_minus_b1 * gi;
                 v[i] = beta2 * v[i] + one_minus_b2 * (gi * gi);
@@ -336,7 +339,7 @@ impl<T: Float> Kernel<T> {
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 #[rustfmt::skip]
-fn body<T: Float, P: Param<Acc = T>, const MODE: u8, const AMSGRAD: bool, const PREP: bool, const EXTRA: bool, const R: bool>(
+fn body<T: Float, P: Param<Acc = T>, const MODE: u8, const AMSGRAD: bool, const PREP: bool, const EXTRA: bool, const R: u8>(
     k: &Scalars<T>,
     prep: &Prep<T>,
     x: &mut [P],
@@ -354,9 +357,13 @@ fn body<T: Float, P: Param<Acc = T>, const MODE: u8, const AMSGRAD: bool, const 
     for i in 0..n {
         let x0 = x[i].load();
         let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
-        if R {
+        if R == round::TORCH {
             m[i] = k.lerp.apply(m[i], gi);
             v[i] = (one_minus_b2 * gi).mul_add(gi, beta2 * v[i]);
+        } else if R == round::MXNET {
+            // `(1.f - beta2) * grad * grad`, left to right
+            m[i] = beta1 * m[i] + one_minus_b1 * gi;
+            v[i] = beta2 * v[i] + one_minus_b2 * gi * gi;
         } else {
             m[i] = beta1 * m[i] + one_minus_b1 * gi;
             v[i] = beta2 * v[i] + one_minus_b2 * (gi * gi);
@@ -371,7 +378,7 @@ fn body<T: Float, P: Param<Acc = T>, const MODE: u8, const AMSGRAD: bool, const 
         let xi = match MODE {
             DENOMINATOR => {
                 let den = vv.sqrt() / k.bc2_sqrt + eps;
-                if R { xd - k.step_size * m[i] / den } else { xd - k.step_size * (m[i] / den) }
+                if R == round::TORCH { xd - k.step_size * m[i] / den } else { xd - k.step_size * (m[i] / den) }
             }
             MOMENTS => {
                 let plain = k.bc1.apply(m[i]);

@@ -886,7 +886,7 @@ pub(crate) mod bit_tests {
         for rescale in [1.0, 0.5] {
             for (wd, mode) in [(0.0, Decoupled), (0.1, Decoupled), (0.1, Coupled)] {
                 for clip in [None, Some(2.0)] {
-                    for rounding in [Rounding::AsWritten, Rounding::Torch, Rounding::Xla] {
+                    for rounding in [Rounding::AsWritten, Rounding::Torch, Rounding::Xla, Rounding::Mxnet] {
                         let mut c = base.clone();
                         c.rescale_grad = rescale;
                         c.weight_decay = wd;

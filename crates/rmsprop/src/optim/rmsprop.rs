@@ -273,8 +273,12 @@ impl RmsProp {
             let gi = ctx.prep.grad(g[i].load(), x0);
             // PyTorch: `s.mul_(γ).addcmul_(g, g, value=1-γ)`, `m.lerp_(g, 1-γ)`,
             // `s.addcmul(m, m, value=-1)`, each with one fused multiply-add
+            // MXNet's centred `rmspropalex_update`: `(1 - γ1) * g * g`, `lr * g / sqrt(…)`
+            let alex = c.rounding == Rounding::Mxnet && self.centered;
             s[i] = if torch {
                 (one_minus_gamma * gi).mul_add(gi, gamma * s[i])
+            } else if alex {
+                gamma * s[i] + one_minus_gamma * gi * gi
             } else {
                 gamma * s[i] + one_minus_gamma * (gi * gi)
             };
@@ -294,6 +298,7 @@ impl RmsProp {
             let den = if inside { (v + eps).sqrt() } else { v.sqrt() + eps };
             let xi = c.decoupled_decay(c.hp(ctx.lr), x0);
             let xi = match momentum {
+                None if alex => xi - lr * gi / den,
                 None => xi - self.step_form.apply(lr, gi, den),
                 Some(MomentumStyle::LrOutsideBuffer) => {
                     let u = gi / den;
@@ -303,7 +308,7 @@ impl RmsProp {
                     if torch { d.mul_add(-lr, xi) } else { xi - lr * d }
                 }
                 Some(MomentumStyle::LrInsideBuffer) => {
-                    let step = self.step_form.apply(lr, gi, den);
+                    let step = if alex { lr * gi / den } else { self.step_form.apply(lr, gi, den) };
                     b[i] = mu * b[i] + step;
                     xi - if self.nesterov { step + mu * b[i] } else { b[i] }
                 }
@@ -561,7 +566,7 @@ mod rsqrt {
 /// ([`Extras`](super::Extras)) share one instance per variant, as loop-invariant selects.
 mod fused {
     use super::{Arrays, LoopFn, Scalars};
-    use crate::common::{Prep, scaled};
+    use crate::common::{Prep, round, scaled};
     use crate::float::{Float, Param};
     use crate::simd::{select, with_form, with_prep, with_rounding};
     use crate::{Rounding, StepForm};
@@ -616,7 +621,7 @@ mod fused {
         const PREP: bool,
         const EXTRA: bool,
         const F: u8,
-        const R: bool,
+        const R: u8,
     >() -> LoopFn<T, P> {
         #[cfg(target_arch = "x86_64")]
         {
@@ -644,7 +649,7 @@ mod fused {
                 const P2: bool,
                 const X: bool,
                 const F: u8,
-                const R2: bool,
+                const R2: u8,
             >(
                 k: &Scalars<T>,
                 prep: &Prep<T>,
@@ -679,7 +684,7 @@ mod fused {
         const PREP: bool,
         const EXTRA: bool,
         const F: u8,
-        const R: bool,
+        const R: u8,
     >(
         k: &Scalars<T>,
         prep: &Prep<T>,
@@ -698,33 +703,39 @@ mod fused {
         for i in 0..n {
             let (x0, g0) = (x[i].load(), g[i].load());
             let gi = if PREP { prep.grad(g0, x0) } else { g0 };
-            s[i] = if R {
+            // MXNet's centred kernel: `(1 - γ1) * g * g`, left to right
+            let alex = R == round::MXNET && CENTERED;
+            s[i] = if R == round::TORCH {
                 (one_minus_gamma * gi).mul_add(gi, gamma * s[i])
+            } else if alex {
+                gamma * s[i] + one_minus_gamma * gi * gi
             } else {
                 gamma * s[i] + one_minus_gamma * (gi * gi)
             };
             // ŝ = s / (1 - γ^t): the divisor is 1 without bias correction
             let mut v = if EXTRA { e.bias_correction.apply(s[i]) } else { s[i] };
             if CENTERED {
-                m[i] = if R { lerp.apply(m[i], gi) } else { gamma * m[i] + one_minus_gamma * gi };
+                m[i] = if R == round::TORCH { lerp.apply(m[i], gi) } else { gamma * m[i] + one_minus_gamma * gi };
                 let mh = if EXTRA { e.bias_correction.apply(m[i]) } else { m[i] };
-                v = if R { (-mh).mul_add(mh, v) } else { v - mh * mh };
+                v = if R == round::TORCH { (-mh).mul_add(mh, v) } else { v - mh * mh };
                 if EXTRA {
                     v = select(e.clamp_variance, v.max(T::ZERO), v);
                 }
             }
             let den = if INSIDE { (v + eps).sqrt() } else { v.sqrt() + eps };
             let xd = if EXTRA { e.weights.decay(x0) } else { x0 };
+            // MXNet's centred kernel: `lr * g / sqrt(…)`
+            let step = || if alex { lr * gi / den } else { scaled::<T, F>(lr, gi, den) };
             let xi = match MOMENTUM {
-                NONE => xd - scaled::<T, F>(lr, gi, den),
+                NONE => xd - step(),
                 LR_OUTSIDE => {
                     let u = gi / den;
                     b[i] = mu * b[i] + u;
                     let d = if EXTRA { select(e.nesterov, u + mu * b[i], b[i]) } else { b[i] };
-                    if R { d.mul_add(-lr, xd) } else { xd - lr * d }
+                    if R == round::TORCH { d.mul_add(-lr, xd) } else { xd - lr * d }
                 }
                 _ => {
-                    let step = scaled::<T, F>(lr, gi, den);
+                    let step = step();
                     b[i] = mu * b[i] + step;
                     xd - if EXTRA { select(e.nesterov, step + mu * b[i], b[i]) } else { b[i] }
                 }
@@ -790,6 +801,7 @@ mod tests {
                                     (1.0, Rounding::Torch, 0.9),
                                     (0.5, Rounding::Torch, 0.3),
                                     (1.0, Rounding::Xla, 0.9),
+                                    (0.5, Rounding::Mxnet, 0.9),
                                 ] {
                                     for extra in extras {
                                         let r = extra(

@@ -3,7 +3,7 @@
 //! D2L §12.6 (eq. 12.6.4): `v <- β v + g`, `x <- x - η v`.
 
 use super::{Ctx, Slot};
-use crate::common::{Common, Prep, Rounding, WeightOps, check_nonneg, common_setters};
+use crate::common::{Common, Prep, Rounding, WeightOps, check_nonneg, common_setters, round};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use crate::simd::{self, select, with_prep, with_rounding};
@@ -213,7 +213,7 @@ impl<T: Float> Kernel<T> {
 /// (`R`: [`Rounding::Torch`]) are const generics, the extras applied as loop-invariant
 /// selects.
 #[inline(always)]
-fn body<T: Float, P: Param<Acc = T>, const MOMENTUM: u8, const PREP: bool, const EXTRA: bool, const R: bool>(
+fn body<T: Float, P: Param<Acc = T>, const MOMENTUM: u8, const PREP: bool, const EXTRA: bool, const R: u8>(
     k: &Scalars<T>,
     prep: &Prep<T>,
     x: &mut [P],
@@ -230,13 +230,17 @@ fn body<T: Float, P: Param<Acc = T>, const MOMENTUM: u8, const PREP: bool, const
         let x0 = x[i].load();
         let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
         let xd = if EXTRA { k.w.decay(x0) } else { x0 };
-        let step = |d: T| if R { d.mul_add(-lr, xd) } else { xd - lr * d };
+        let step = |d: T| if R == round::TORCH { d.mul_add(-lr, xd) } else { xd - lr * d };
         let xi = match MOMENTUM {
             NONE => step(gi),
             TORCH => {
-                let later = if R { gi.mul_add(one_minus_damp, mu * b[i]) } else { mu * b[i] + one_minus_damp * gi };
+                let later = if R == round::TORCH {
+                    gi.mul_add(one_minus_damp, mu * b[i])
+                } else {
+                    mu * b[i] + one_minus_damp * gi
+                };
                 b[i] = select(k.first, gi, later);
-                let nesterov = if R { b[i].mul_add(mu, gi) } else { gi + mu * b[i] };
+                let nesterov = if R == round::TORCH { b[i].mul_add(mu, gi) } else { gi + mu * b[i] };
                 step(if EXTRA { select(k.nesterov, nesterov, b[i]) } else { b[i] })
             }
             _ => {
