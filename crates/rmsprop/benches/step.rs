@@ -1,10 +1,11 @@
 //! Kernel benchmarks: `cargo bench -p rmsprop`. One optimizer step per iteration, f32,
 //! in cache (1e4) and in memory (1e7), for RMSProp's variants (the rarer options
-//! included) and the family. For bandwidth ratios against a probe, use `rmsprop bench`.
+//! included), the family, and framework presets with their own rounding. For bandwidth
+//! ratios against a probe, use `rmsprop bench`.
 
 use rmsprop::{
-    Adadelta, Adagrad, Adam, BiasCorrection, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig, RmsProp, Sgd,
-    SgdMomentum, WeightDecayMode,
+    Adadelta, Adagrad, Adam, BiasCorrection, Flavor, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig,
+    RmsProp, Sgd, SgdMomentum, WeightDecayMode,
 };
 
 fn main() {
@@ -27,11 +28,16 @@ fn configs() -> Vec<(&'static str, OptimizerConfig)> {
         ("adagrad", Adagrad::default().into()),
         ("sgd_momentum", Sgd::default().with_momentum(0.9, SgdMomentum::Torch).into()),
         ("adadelta", Adadelta::default().into()),
+        ("pytorch", Flavor::PyTorch.rmsprop().into()),
+        ("pytorch_centered", Flavor::PyTorch.rmsprop().with_centered(true).into()),
+        ("pytorch_adam", Flavor::PyTorch.config("adam").unwrap()),
+        ("mxnet_centered", Flavor::Mxnet.rmsprop().with_centered(true).into()),
+        ("optax", Flavor::Optax.rmsprop().into()),
     ]
 }
 
 /// Step of configuration `VARIANT` (an index into `configs`).
-#[divan::bench(args = [10_000, 10_000_000], consts = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13])]
+#[divan::bench(args = [10_000, 10_000_000], consts = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18])]
 fn step<const VARIANT: usize>(bencher: divan::Bencher, n: usize) {
     let (_, config) = configs().swap_remove(VARIANT);
     let mut opt =
