@@ -40,10 +40,19 @@ fn torch() {
     replay("torch.json", 60);
 }
 
-/// The cases of `report` whose name starts with `prefix` and that are not bit-exact.
-fn inexact(report: &rmsprop::golden::FileReport, prefix: &str) -> Vec<String> {
-    let cases = report.cases.iter().filter(|c| c.name.starts_with(prefix) && c.worst != 0.0);
-    cases.map(|c| format!("{}: {:.3}x tolerance at {}", c.name, c.worst, c.detail)).collect()
+/// The cases of `file` (all, or those whose name contains one of `only`) that are not
+/// reproduced bit for bit, with where and by how much; and the file's report.
+fn inexact(file: &str, only: &[&str]) -> (Vec<String>, rmsprop::golden::FileReport) {
+    let report = rmsprop::golden::replay_file(&golden_dir().join(file)).expect("golden file readable");
+    let picked = |name: &str| only.is_empty() || only.iter().any(|p| name.contains(p));
+    let cases = report.cases.iter().filter(|c| picked(&c.name) && c.worst != 0.0);
+    (cases.map(|c| format!("{}: {:.3}x tolerance at {}", c.name, c.worst, c.detail)).collect(), report)
+}
+
+/// Every case of `file` named by one of `only` (or every case) is bit-exact.
+fn assert_bit_exact(file: &str, only: &[&str]) {
+    let (off, _) = inexact(file, only);
+    assert!(off.is_empty(), "not bit-exact:\n{}", off.join("\n"));
 }
 
 /// With PyTorch's own rounding ([`rmsprop::Rounding::Torch`], the preset's: its kernels'
@@ -53,14 +62,10 @@ fn inexact(report: &rmsprop::golden::FileReport, prefix: &str) -> Vec<String> {
 /// `adagrad_plain/float64`, its `sqrt(2.0)` was one ulp low).
 #[test]
 fn torch_is_reproduced_bit_for_bit() {
-    let report = rmsprop::golden::replay_file(&golden_dir().join("torch.json")).expect("golden file readable");
-    for optimizer in ["torch/sgd/", "torch/adam/", "torch/adamw/"] {
-        let off = inexact(&report, optimizer);
-        assert!(off.is_empty(), "not bit-exact:\n{}", off.join("\n"));
-    }
-    let n = report.cases.len();
-    let off = inexact(&report, "");
-    assert!(report.exact() * 4 >= n * 3, "only {} of {n} torch cases bit-exact:\n{}", report.exact(), off.join("\n"));
+    assert_bit_exact("torch.json", &["torch/sgd/", "torch/adam/", "torch/adamw/"]);
+    let (off, report) = inexact("torch.json", &[]);
+    let (exact, n) = (report.exact(), report.cases.len());
+    assert!(exact * 4 >= n * 3, "only {exact} of {n} torch cases bit-exact:\n{}", off.join("\n"));
 }
 
 /// Keras's RMSprop is reproduced bit for bit: its `learning_rate` variable (in the case's
@@ -69,9 +74,7 @@ fn torch_is_reproduced_bit_for_bit() {
 /// by its reciprocal).
 #[test]
 fn keras_is_reproduced_bit_for_bit() {
-    let report = rmsprop::golden::replay_file(&golden_dir().join("keras.json")).expect("golden file readable");
-    let off = inexact(&report, "keras/");
-    assert!(off.is_empty(), "not bit-exact:\n{}", off.join("\n"));
+    assert_bit_exact("keras.json", &[]);
 }
 
 /// optax's Adam and AdamW in `float32` are reproduced bit for bit with XLA's arithmetic
@@ -80,12 +83,8 @@ fn keras_is_reproduced_bit_for_bit() {
 /// and square root on the recording machine leave ulps.)
 #[test]
 fn optax_adam_is_reproduced_bit_for_bit() {
-    let report = rmsprop::golden::replay_file(&golden_dir().join("optax.json")).expect("golden file readable");
-    let off: Vec<String> = ["optax/adam/", "optax/adamw/"]
-        .iter()
-        .flat_map(|p| inexact(&report, p))
-        .filter(|c| c.contains("/float32/"))
-        .collect();
+    let (off, _) = inexact("optax.json", &["optax/adam/", "optax/adamw/"]);
+    let off: Vec<String> = off.into_iter().filter(|c| c.contains("/float32/")).collect();
     assert!(off.is_empty(), "not bit-exact:\n{}", off.join("\n"));
 }
 
@@ -94,9 +93,7 @@ fn optax_adam_is_reproduced_bit_for_bit() {
 /// centred RMSProp, Adam and AdaDelta kernels, `lr * g / sqrt(…)` in the centred step).
 #[test]
 fn mxnet_is_reproduced_bit_for_bit() {
-    let report = rmsprop::golden::replay_file(&golden_dir().join("mxnet.json")).expect("golden file readable");
-    let off = inexact(&report, "mxnet/");
-    assert!(off.is_empty(), "not bit-exact:\n{}", off.join("\n"));
+    assert_bit_exact("mxnet.json", &[]);
 }
 
 #[test]
