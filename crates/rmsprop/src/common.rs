@@ -69,7 +69,8 @@ pub enum HyperPrecision {
 #[serde(rename_all = "snake_case")]
 pub enum Rounding {
     /// Every product and sum rounded as the update is written, e.g. `γ s + (1-γ) g²`,
-    /// `γ m + (1-γ) g`, `x - η b`, `g + wd x` (the chapter, optax, Keras, MXNet).
+    /// `γ m + (1-γ) g`, `x - η b`, `g + wd x` (the chapter's NumPy-style code, TF1 and Burn
+    /// presets).
     #[default]
     AsWritten,
     /// As PyTorch 2.x's CPU kernels round (`aten/src/ATen/native/cpu`, built with FMA
@@ -83,8 +84,8 @@ pub enum Rounding {
     /// `decay ** count` with an integer `count` is formed by repeated squaring (`lax.pow`
     /// with an integer exponent; `0.9 ** 4` is `0.6561000000000001` there, `0.6561` in
     /// Python), a division by a broadcast scalar (a bias correction, Keras's
-    /// `g * c / maximum(norm, c)`) is a multiplication by its reciprocal, and a gradient
-    /// norm sums the squares one after another in the tensor's dtype.
+    /// `g * c / maximum(norm, c)`) is a multiplication by its reciprocal, and the norm of
+    /// a tensor of up to 32 elements sums the squares one after another in its dtype.
     Xla,
     /// As MXNet 1.x's C++ kernels write it (`optimizer_op-inl.h`): an average of squares
     /// is `(1 - β) * g * g`, left to right, `((1-β) g) g`, in `rmspropalex_update` (the
@@ -147,7 +148,8 @@ pub enum StepForm {
     /// (`addcdiv_(g, d, value=-η)` is `x + (-η · g) / d`).
     ScaledProduct,
     /// `η · (g · (1 / d))`: optax (`rsqrt(v + ε)` or `1 / (sqrt(v) + ε)`, times `g`, then
-    /// scaled by the learning rate; XLA's `rsqrt` is `1 / sqrt` on CPU).
+    /// scaled by the learning rate). XLA's `rsqrt` is `1 / sqrt` in `f64`; in `f32` it is
+    /// the CPU's estimate refined by a Newton step, which no form reproduces exactly.
     ScaledReciprocal,
 }
 
@@ -210,7 +212,7 @@ pub struct Common {
     pub clip_weights: Option<f64>,
     /// Precision of the hyperparameters.
     pub precision: HyperPrecision,
-    /// How products and sums are rounded (PyTorch's kernels fuse some).
+    /// How products and sums are rounded: each framework preset sets its own.
     #[serde(default)]
     pub rounding: Rounding,
 }

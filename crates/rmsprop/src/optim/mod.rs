@@ -847,20 +847,25 @@ fn first_nonfinite<P: Param>(g: &[P]) -> Option<usize> {
     )
 }
 
-/// The L2 norm of the gradients `gs` together, as the rounding forms it: under
-/// [`Rounding::Xla`] each square added in turn in the arithmetic type, tensor after tensor,
-/// then the root (XLA reduces a small tensor sequentially, and optax's `global_norm` sums
-/// the tensors' sums in turn); otherwise in `f64`, then rounded once where it is used.
+/// The L2 norm of the gradients `gs` together, as the rounding forms it. Under
+/// [`Rounding::Xla`] in the arithmetic type: a tensor of up to 32 elements adds its squares
+/// in turn, as XLA reduces it on CPU (larger ones it reduces in vector lanes, an order not
+/// reproduced here: their sum is taken in `f64` and rounded), the tensors' sums are added
+/// in turn (optax's `global_norm`), then the root. Otherwise in `f64`, rounded once where
+/// it is used.
 fn norm<'a, P: Param>(gs: impl Iterator<Item = &'a [P]>, rounding: Rounding) -> f64 {
+    let sum_f64 = |g: &[P]| g.iter().map(|v| v.load().to_f64().powi(2)).sum::<f64>();
     if rounding == Rounding::Xla {
-        let square = |v: &P| {
-            let v = v.load();
-            v * v
+        let in_turn = |g: &[P]| {
+            g.iter().fold(P::Acc::ZERO, |s, v| {
+                let v = v.load();
+                s + v * v
+            })
         };
-        let sum = gs.map(|g| g.iter().fold(P::Acc::ZERO, |s, v| s + square(v))).fold(P::Acc::ZERO, |s, t| s + t);
-        sum.sqrt().to_f64()
+        let tensor = |g: &[P]| if g.len() <= 32 { in_turn(g) } else { P::Acc::from_f64(sum_f64(g)) };
+        gs.map(tensor).fold(P::Acc::ZERO, |s, t| s + t).sqrt().to_f64()
     } else {
-        gs.map(|g| g.iter().map(|v| v.load().to_f64().powi(2)).sum::<f64>()).sum::<f64>().sqrt()
+        gs.map(sum_f64).sum::<f64>().sqrt()
     }
 }
 
