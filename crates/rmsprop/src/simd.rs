@@ -111,7 +111,18 @@ pub(crate) use with_prep;
 
 /// Evaluates `$e` with the const `$r: u8` set to `$rounding` as a loop takes it
 /// ([`common::round`](crate::common::round)), so a loop can take it as a const generic.
+/// `torch_only:` for a loop whose only rounding other than the written one is PyTorch's
+/// (MXNet's is then the written one, and gets no instance of its own).
 macro_rules! with_rounding {
+    (torch_only: $rounding:expr, $r:ident => $e:expr) => {
+        if $rounding == $crate::Rounding::Torch {
+            const $r: u8 = $crate::common::round::TORCH;
+            $e
+        } else {
+            const $r: u8 = $crate::common::round::AS_WRITTEN;
+            $e
+        }
+    };
     ($rounding:expr, $r:ident => $e:expr) => {
         match $rounding {
             $crate::Rounding::Torch => {

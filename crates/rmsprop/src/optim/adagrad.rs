@@ -154,7 +154,7 @@ impl<T: Float> Kernel<T> {
         let (k, prep) = (&self.k, &self.prep);
         let extras = k.w.any();
         let inside = self.inside;
-        with_rounding!(self.rounding, R => with_prep!(prep.is_identity(), extras, PREP, EXTRA => with_form!(self.form, F => if inside {
+        with_rounding!(torch_only: self.rounding, R => with_prep!(prep.is_identity(), extras, PREP, EXTRA => with_form!(self.form, F => if inside {
             simd::widest(#[inline(always)] || body::<T, P, true, PREP, EXTRA, F, R>(k, prep, x, g, s))
         } else {
             simd::widest(#[inline(always)] || body::<T, P, false, PREP, EXTRA, F, R>(k, prep, x, g, s))

@@ -200,7 +200,7 @@ impl<T: Float> Kernel<T> {
         let (k, prep) = (&self.k, &self.prep);
         let momentum = self.momentum;
         let extras = k.w.any() || (k.nesterov && momentum == TORCH);
-        with_rounding!(self.rounding, R => with_prep!(prep.is_identity(), extras, PREP, EXTRA => match momentum {
+        with_rounding!(torch_only: self.rounding, R => with_prep!(prep.is_identity(), extras, PREP, EXTRA => match momentum {
             NONE => simd::widest(#[inline(always)] || body::<T, P, NONE, PREP, EXTRA, R>(k, prep, x, g, b)),
             TORCH => simd::widest(#[inline(always)] || body::<T, P, TORCH, PREP, EXTRA, R>(k, prep, x, g, b)),
             _ => simd::widest(#[inline(always)] || body::<T, P, LR_INSIDE, PREP, EXTRA, R>(k, prep, x, g, b)),
