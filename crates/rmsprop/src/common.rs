@@ -270,7 +270,10 @@ impl Common {
         let wd = (self.weight_decay != 0.0 && self.weight_decay_mode == WeightDecayMode::Coupled)
             .then(|| T::from_f64(self.hp(self.weight_decay)));
         let norm_clip = match (self.clip_norm, norm) {
-            (Some(c), Some(n)) if n > c.max_norm => Some((T::from_f64(c.max_norm), T::from_f64(n))),
+            (Some(c), Some(n)) if n > c.max_norm => {
+                let n = T::from_f64(n);
+                Some((T::from_f64(c.max_norm), n, T::ONE / n))
+            }
             _ => None,
         };
         Prep {
@@ -428,7 +431,8 @@ impl<T: Float> Lerp<T> {
 pub(crate) struct Prep<T> {
     rescale: Option<T>,
     maximize: bool,
-    norm_clip: Option<(T, T)>,
+    /// The bound `c`, the norm, and its reciprocal (rounded in `T`).
+    norm_clip: Option<(T, T, T)>,
     wd: Option<T>,
     wd_clipped: bool,
     /// `fma(x, wd, g)` ([`Rounding::Torch`]) instead of `g + wd x`.
@@ -457,8 +461,8 @@ impl<T: Float> Prep<T> {
         if self.maximize {
             g = -g;
         }
-        if let Some((c, norm)) = self.norm_clip {
-            g = if self.norm_by_reciprocal { g * c * (T::ONE / norm) } else { g * c / norm };
+        if let Some((c, norm, reciprocal)) = self.norm_clip {
+            g = if self.norm_by_reciprocal { g * c * reciprocal } else { g * c / norm };
         }
         let decayed = |g: T, wd: T| if self.wd_fused { x.mul_add(wd, g) } else { g + wd * x };
         if let (Some(wd), true) = (self.wd, self.wd_clipped) {

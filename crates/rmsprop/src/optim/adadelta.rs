@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 /// a  = ρ a + (1-ρ) δ²
 /// x -= lr δ                                  (decoupled decay: x -= lr wd x, MXNet)
 /// ```
-/// Rounded as written, or as PyTorch's kernels round it under
-/// [`Rounding::Torch`](crate::Rounding) (the PyTorch preset's).
+/// Rounded as written, or as a framework rounds it ([`Rounding`](crate::Rounding); each
+/// preset carries its framework's).
 ///
 /// # Examples
 /// ```
@@ -160,7 +160,7 @@ impl<T: Float> Kernel<T> {
 }
 
 /// One pass over a chunk (see the type's doc): preprocessing, the extras (MXNet's decay,
-/// weight clipping) and the rounding (`R`: [`Rounding::Torch`]) are const generics, the
+/// weight clipping) and the rounding (`R`, see [`round`]) are const generics, the
 /// extras applied as loop-invariant selects.
 #[inline(always)]
 fn body<T: Float, P: Param<Acc = T>, const PREP: bool, const EXTRA: bool, const R: u8>(

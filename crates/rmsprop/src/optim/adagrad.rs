@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 /// x -= η_t g / (inside ? sqrt(s + ε) : sqrt(s) + ε)
 /// decoupled decay: x -= η_t wd x                 (MXNet AdaGrad's wd)
 /// ```
-/// Rounded as written, or as PyTorch's kernels round it under
-/// [`Rounding::Torch`](crate::Rounding) (the PyTorch preset's).
+/// Rounded as written, or as a framework rounds it ([`Rounding`](crate::Rounding); each
+/// preset carries its framework's).
 ///
 /// # Examples
 /// The chapter's Adagrad at η 0.4 crawls where RMSProp converges:

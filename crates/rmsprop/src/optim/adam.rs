@@ -32,8 +32,8 @@ pub enum BiasCorrection {
 /// then one of the three BiasCorrection rules; optax nesterov replaces m̂ by
 /// β1 m/(1-β1^(t+1)) + (1-β1) g/(1-β1^t)
 /// ```
-/// Rounded as written, or as PyTorch's kernels round it under
-/// [`Rounding::Torch`](crate::Rounding) (the PyTorch preset's).
+/// Rounded as written, or as a framework rounds it ([`Rounding`](crate::Rounding); each
+/// preset carries its framework's).
 ///
 /// # Examples
 /// ```
@@ -334,7 +334,7 @@ impl<T: Float> Kernel<T> {
 
 /// One pass over a chunk for one variant (see the type's doc): the bias-correction rule,
 /// AMSGrad, preprocessing, the extras (Nesterov, decoupled decay, weight clipping) and the
-/// rounding (`R`: [`Rounding::Torch`]) are const generics, the extras applied as
+/// rounding (`R`, see [`round`]) are const generics, the extras applied as
 /// loop-invariant selects.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]

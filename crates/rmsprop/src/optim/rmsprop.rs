@@ -51,8 +51,8 @@ pub enum MomentumStyle {
 /// lr inside:        b = μ b + η u; x -= nesterov ? η u + μ b : b
 /// decoupled decay:  x -= η wd x;   clip_weights: x = clip(x, -c, c)
 /// ```
-/// Each line is rounded as written, or as PyTorch's kernels round it under
-/// [`Rounding::Torch`](crate::Rounding) (the PyTorch preset's).
+/// Each line is rounded as written, or as a framework rounds it ([`Rounding`](crate::Rounding);
+/// each preset carries its framework's).
 ///
 /// # Examples
 /// The chapter's 2-D run, `f(x) = 0.1 x1² + 2 x2²` from (-5, -2) with η 0.4:
@@ -268,13 +268,13 @@ impl RmsProp {
         let momentum = self.uses_momentum().then_some(self.momentum_style);
         let clip_w = c.clip_weights_t::<T>();
         let torch = c.rounding == Rounding::Torch;
+        // MXNet's centred `rmspropalex_update`: `(1 - γ1) * g * g`, `lr * g / sqrt(…)`
+        let alex = c.rounding == Rounding::Mxnet && self.centered;
         for i in 0..x.len() {
             let x0 = x[i].load();
             let gi = ctx.prep.grad(g[i].load(), x0);
             // PyTorch: `s.mul_(γ).addcmul_(g, g, value=1-γ)`, `m.lerp_(g, 1-γ)`,
             // `s.addcmul(m, m, value=-1)`, each with one fused multiply-add
-            // MXNet's centred `rmspropalex_update`: `(1 - γ1) * g * g`, `lr * g / sqrt(…)`
-            let alex = c.rounding == Rounding::Mxnet && self.centered;
             s[i] = if torch {
                 (one_minus_gamma * gi).mul_add(gi, gamma * s[i])
             } else if alex {
@@ -700,11 +700,11 @@ mod fused {
         let b = if MOMENTUM != NONE { &mut b[..n] } else { &mut b[..0] };
         let Scalars { gamma, one_minus_gamma, eps, lr, mu, lerp, extras: e } = *k;
         let prep = *prep; // a local: nothing the loop stores to can alias it
+        // MXNet's centred kernel: `(1 - γ1) * g * g`, left to right; `lr * g / sqrt(…)`
+        let alex = R == round::MXNET && CENTERED;
         for i in 0..n {
             let (x0, g0) = (x[i].load(), g[i].load());
             let gi = if PREP { prep.grad(g0, x0) } else { g0 };
-            // MXNet's centred kernel: `(1 - γ1) * g * g`, left to right
-            let alex = R == round::MXNET && CENTERED;
             s[i] = if R == round::TORCH {
                 (one_minus_gamma * gi).mul_add(gi, gamma * s[i])
             } else if alex {
@@ -724,7 +724,6 @@ mod fused {
             }
             let den = if INSIDE { (v + eps).sqrt() } else { v.sqrt() + eps };
             let xd = if EXTRA { e.weights.decay(x0) } else { x0 };
-            // MXNet's centred kernel: `lr * g / sqrt(…)`
             let step = || if alex { lr * gi / den } else { scaled::<T, F>(lr, gi, den) };
             let xi = match MOMENTUM {
                 NONE => xd - step(),

@@ -28,8 +28,8 @@ pub enum SgdMomentum {
 /// Torch:           b = (t == 1) ? g : μ b + (1-τ) g;  x -= η (nesterov ? g + μ b : b)
 /// LrInsideBuffer:  b = μ b + η g;  x -= b
 /// ```
-/// Rounded as written, or as PyTorch's kernels round it under
-/// [`Rounding::Torch`](crate::Rounding) (the PyTorch preset's).
+/// Rounded as written, or as a framework rounds it ([`Rounding`](crate::Rounding); each
+/// preset carries its framework's).
 ///
 /// # Examples
 /// The chapter's momentum (leaky average, β 0.5) on `0.1 x1² + 2 x2²`:
