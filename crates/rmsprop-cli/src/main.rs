@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// The whole section in one go: figures, numbers and an HTML report.
     #[command(
-        after_help = "Examples:\n  rmsprop chapter\n  rmsprop chapter --out /tmp/ch --data ../shared/data/airfoil_self_noise.dat"
+        after_help = "Examples:\n  rmsprop chapter\n  rmsprop chapter --out /tmp/ch --data my/airfoil_self_noise.dat --rows 1500"
     )]
     Chapter(ChapterArgs),
     /// An optimizer's trajectory on a 2-D objective, with a contour plot.
@@ -49,8 +49,8 @@ enum Command {
                             rmsprop bench --quick"
     )]
     Bench(BenchArgs),
-    /// Replay golden-vector files (shared/golden format) and report per case.
-    #[command(after_help = "Example:\n  rmsprop replay ../shared/golden/torch.json ../shared/golden/mxnet.json")]
+    /// Replay golden-vector files (the format of testdata/golden/README.md) and report per case.
+    #[command(after_help = "Example:\n  rmsprop replay testdata/golden/torch.json testdata/golden/mxnet.json")]
     Replay {
         /// Golden files.
         #[arg(required = true)]
@@ -60,12 +60,9 @@ enum Command {
 
 #[derive(Args)]
 struct DataArgs {
-    /// The airfoil file (else $RMSPROP_DATA_DIR/airfoil_self_noise.dat, else the cache, else download).
-    #[arg(long)]
+    /// Another copy of the airfoil file (default: the copy embedded in the program).
+    #[arg(long, value_name = "PATH")]
     data: Option<PathBuf>,
-    /// Never download the data.
-    #[arg(long)]
-    offline: bool,
     /// Use only the first N rows (1500: the later edition's protocol).
     #[arg(long)]
     rows: Option<usize>,
@@ -265,12 +262,7 @@ fn spinner(hidden: bool) -> ProgressBar {
 }
 
 fn dataset(a: &DataArgs) -> Result<data::Dataset> {
-    let d = data::resolve(a.data.as_deref(), a.offline)?;
-    Ok(match a.rows {
-        Some(n) if n == 0 || n > d.rows => bail!("--rows {n}: expected 1 to {}", d.rows),
-        Some(n) => d.truncated(n),
-        None => d,
-    })
+    Ok(chapter::chapter_data(a.data.as_deref(), a.rows)?)
 }
 
 fn create(dir: &Path) -> Result<()> {
@@ -281,7 +273,6 @@ fn run_chapter(a: ChapterArgs) -> Result<ExitCode> {
     let opts = ChapterOptions {
         out: a.out.clone(),
         data: a.data.data.clone(),
-        offline: a.data.offline,
         seed: a.seed,
         rows: a.data.rows,
         ..ChapterOptions::default()
@@ -291,15 +282,13 @@ fn run_chapter(a: ChapterArgs) -> Result<ExitCode> {
     pb.finish_and_clear();
     if a.json {
         let j = serde_json::json!({
-            "report": out.report, "data_warning": out.data_warning, "sections": out.sections,
+            "report": out.report, "data": out.source.to_string(), "rows": out.rows, "sections": out.sections,
             "files": out.files,
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(w) = &out.data_warning {
-        eprintln!("warning: {w}\nwarning: going on with a SYNTHETIC stand-in of the same shape (labelled as such)");
-    }
+    println!("data: {}, {} rows used", out.source, out.rows);
     for s in &out.sections {
         println!("{}", s.title);
         for (book, ours) in s.book.iter().zip(s.ours.iter().chain(std::iter::repeat(&String::new()))) {

@@ -1,22 +1,16 @@
-//! The `rmsprop` command as a user runs it (offline: data from ../shared/data or none).
+//! The `rmsprop` command as a user runs it: offline, in an empty home, on the embedded data.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn shared(sub: &str, var: &str) -> PathBuf {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(sub))
+/// The repository's copy of the airfoil file (the one the program embeds).
+fn data_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rmsprop-lab/data/airfoil_self_noise.dat")
 }
 
-fn data_file() -> PathBuf {
-    let f = shared("data", "RMSPROP_DATA_DIR").join("airfoil_self_noise.dat");
-    assert!(
-        f.is_file(),
-        "{} not found: check out ../shared next to the repository or set RMSPROP_DATA_DIR",
-        f.display()
-    );
-    f
+/// The repository's golden vectors.
+fn golden(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/golden").join(file)
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -26,16 +20,9 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-/// Runs `rmsprop args` with no data directory, no cache and downloads off by `--offline`
-/// where the test says so.
+/// Runs `rmsprop args` in `home` (as the working directory and `$HOME`).
 fn rmsprop(args: &[&str], home: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rmsprop"))
-        .args(args)
-        .env_remove("RMSPROP_DATA_DIR")
-        .env("HOME", home)
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_rmsprop")).args(args).current_dir(home).env("HOME", home).output().unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -47,14 +34,18 @@ fn stderr(o: &Output) -> String {
 }
 
 #[test]
-fn chapter_without_data_goes_on_with_a_labelled_stand_in() {
-    let dir = tmp("chapter-offline");
+fn chapter_with_no_flag_runs_on_the_embedded_data() {
+    let dir = tmp("chapter-embedded");
     let out = dir.join("out");
-    let o = rmsprop(&["chapter", "--offline", "--out", out.to_str().unwrap()], &dir);
+    let o = rmsprop(&["chapter", "--out", out.to_str().unwrap()], &dir);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("not found") && stderr(&o).contains("SYNTHETIC"), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("data: the embedded airfoil data (UCI, 1503 rows), 1503 rows used\n"),
+        "{}",
+        stdout(&o)
+    );
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
-    assert!(html.contains("SYNTHETIC"));
+    assert!(html.contains("the embedded airfoil data"));
     for external in ["http://", "https://", "src=", "href=", "url("] {
         assert!(!html.contains(external), "the report refers outside itself: {external}");
     }
@@ -76,7 +67,6 @@ fn chapter_on_the_real_data_prints_the_books_results_next_to_ours() {
         "{s}"
     );
     assert!(s.contains("  ours: Adagrad: epoch 20, x1 -2.382563, x2 -0.158591"), "{s}");
-    assert!(!stderr(&o).contains("SYNTHETIC"));
     let numbers: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("numbers.json")).unwrap()).unwrap();
     assert!(numbers["data"].as_str().unwrap().contains("1503 rows"));
@@ -172,8 +162,8 @@ fn bad_input_gets_one_clear_line() {
     refused(&["trace2d", "--set", "gamma3=0.9"], "unknown hyperparameter \"gamma3\" for rmsprop");
     refused(&["trace2d", "--gamma", "1.5"], "rmsprop.decay = 1.5");
     refused(&["trace2d", "--objective", "moon"], "unknown objective \"moon\"");
-    refused(&["train", "--impl", "trainer", "--lr", "-1", "--offline"], "rmsprop.lr = -1");
-    refused(&["train", "--data", "/nonexistent/airfoil_self_noise.dat"], "not found");
+    refused(&["train", "--impl", "trainer", "--lr", "-1"], "rmsprop.lr = -1");
+    refused(&["train", "--data", "/nonexistent/airfoil_self_noise.dat"], "/nonexistent/airfoil_self_noise.dat: ");
     let dir = tmp("malformed");
     for (name, text, expected) in [
         ("cols.dat", "1\t2\t3\t4\t5\t6\r\n1\t2\t3\t4\t5\r\n", "cols.dat:2: 5 columns, expected 6"),
@@ -200,7 +190,7 @@ fn every_subcommand_has_help_with_examples() {
 #[test]
 fn replay_reports_golden_files() {
     let dir = tmp("replay");
-    let golden = shared("golden", "RMSPROP_GOLDEN_DIR").join("d2l_chapter.json");
+    let golden = golden("d2l_chapter.json");
     let o = rmsprop(&["replay", golden.to_str().unwrap()], &dir);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains(": 7 passed ("), "{}", stdout(&o));

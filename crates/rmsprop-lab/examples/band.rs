@@ -1,10 +1,11 @@
 //! Final losses of the chapter's two trainings over seeds:
-//! `cargo run --release -p rmsprop-lab --example band -- PATH/airfoil_self_noise.dat`
+//! `cargo run --release -p rmsprop-lab --example band [-- PATH/airfoil_self_noise.dat]`
+//! (the embedded copy when no path is given).
 use rmsprop_lab::{data, train};
 
 fn main() {
-    let path = std::env::args().nth(1).expect("usage: band PATH/airfoil_self_noise.dat");
-    let d = data::load(path.as_ref()).expect("readable data");
+    let path = std::env::args().nth(1).map(std::path::PathBuf::from);
+    let d = data::resolve(path.as_deref()).expect("readable data");
     let trainer = rmsprop::by_name::config("mxnet.rmsprop", [("learning_rate", 0.01), ("gamma1", 0.9)]).unwrap();
     for seed in 0..10 {
         let p = train::Protocol { seed, ..Default::default() };

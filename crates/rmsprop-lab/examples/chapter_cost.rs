@@ -56,7 +56,7 @@ fn main() {
         ratio(1)
     );
 
-    let (d, _) = chapter::chapter_data(None, true, None);
+    let d = rmsprop_lab::data::embedded();
     let protocol = train::Protocol::default();
     let ms = |update: train::Update| {
         1e3 * bench::best_time(

@@ -2,7 +2,7 @@
 //! from scratch and through the trainer, and the exercises, written to one folder with
 //! every figure, the numbers, and a self-contained HTML report.
 
-use crate::data::{self, DataError, Dataset, Source};
+use crate::data::{self, Dataset, Source};
 use crate::error::{LabError, write};
 use crate::plot::{self, ContourPlot, Figure, Heatmap, LossPlot};
 use crate::report::{self, Section};
@@ -17,10 +17,8 @@ use std::path::{Path, PathBuf};
 pub struct ChapterOptions {
     /// Output folder (created).
     pub out: PathBuf,
-    /// Data file, if given explicitly.
+    /// Data file (`--data`); the embedded copy when `None`.
     pub data: Option<PathBuf>,
-    /// Never download.
-    pub offline: bool,
     /// Seed of the two trainings.
     pub seed: u64,
     /// Use only the first rows (the later edition's 1500).
@@ -34,7 +32,6 @@ impl Default for ChapterOptions {
         ChapterOptions {
             out: PathBuf::from("rmsprop-chapter"),
             data: None,
-            offline: false,
             seed: 0,
             rows: None,
             sweep_seeds: vec![0, 1, 2],
@@ -49,8 +46,8 @@ pub struct ChapterOutput {
     pub sections: Vec<Section>,
     /// Where the data came from.
     pub source: Source,
-    /// Why the real data could not be used, if it could not.
-    pub data_warning: Option<String>,
+    /// Rows of the data used.
+    pub rows: usize,
     /// The HTML report.
     pub report: PathBuf,
     /// Every file written.
@@ -67,14 +64,15 @@ pub fn gluon_trainer() -> OptimizerConfig {
     by_name::config("mxnet.rmsprop", [("learning_rate", 0.01), ("gamma1", 0.9)]).expect("valid")
 }
 
-/// Reads the data as the chapter does, or falls back to the labelled synthetic set; the
-/// error, if any, comes back with it.
-pub fn chapter_data(path: Option<&Path>, offline: bool, rows: Option<usize>) -> (Dataset, Option<DataError>) {
-    let (d, error) = match data::resolve(path, offline) {
-        Ok(d) => (d, None),
-        Err(e) => (data::synthetic(1503, 0), Some(e)),
-    };
-    (rows.map_or(d.clone(), |n| d.truncated(n)), error)
+/// The chapter's data: `path` if given, else the embedded copy; the first `rows` rows if
+/// given (1 to all of them).
+pub fn chapter_data(path: Option<&Path>, rows: Option<usize>) -> Result<Dataset, LabError> {
+    let d = data::resolve(path)?;
+    match rows {
+        Some(n) if n == 0 || n > d.rows => Err(LabError::Rows { asked: n, available: d.rows }),
+        Some(n) => Ok(d.truncated(n)),
+        None => Ok(d),
+    }
 }
 
 /// Writes the run's files into the output folder and remembers them.
@@ -157,25 +155,9 @@ pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Ch
     });
 
     progress("data");
-    let (data, data_error) = chapter_data(opts.data.as_deref(), opts.offline, opts.rows);
-    let data_warning = data_error.as_ref().map(ToString::to_string);
-    // the report names the places looked at, but links nowhere (it is self-contained)
-    let report_warning = data_error.map(|e| match e {
-        DataError::NotFound { tried, .. } => {
-            format!("No copy of {} at {tried}, and none could be fetched.", data::FILE_NAME)
-        }
-        other => other.to_string(),
-    });
-    let data_label = match &data.source {
-        Source::File(p) => format!("airfoil self-noise, {} rows, from {}", data.rows, p.display()),
-        Source::Synthetic { seed } => {
-            format!("SYNTHETIC stand-in ({} rows, seed {seed}): the real airfoil data was not found", data.rows)
-        }
-    };
-    let short_label = match &data.source {
-        Source::File(_) => format!("airfoil, {} rows", data.rows),
-        Source::Synthetic { .. } => "SYNTHETIC data".to_string(),
-    };
+    let data = chapter_data(opts.data.as_deref(), opts.rows)?;
+    let data_label = format!("{}, {} rows used", data.source, data.rows);
+    let short_label = format!("airfoil, {} rows", data.rows);
     let band = "final loss about 0.243–0.248 (MXNet 1.9.1, this protocol, over seeds; least-squares floor 0.2421)";
     let protocol = Protocol { seed: opts.seed, ..Protocol::default() };
     let training = |out: &mut Out, name: &str, title: &str, update: Update| -> Result<(Curve, String), LabError> {
@@ -284,13 +266,10 @@ pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Ch
         ours: vec![rot.printed()],
     });
 
-    let preamble = match &report_warning {
-        Some(w) => format!("Data: {data_label}. {w}"),
-        None => format!("Data: {data_label}."),
-    };
-    let numbers = serde_json::json!({ "data": data_label, "data_warning": data_warning, "sections": sections });
+    let preamble = format!("Data: {data_label}.");
+    let numbers = serde_json::json!({ "data": data_label, "rows": data.rows, "sections": sections });
     out.text("numbers.json", serde_json::to_string_pretty(&numbers).expect("serialisable"))?;
     out.text("index.html", report::html("RMSProp (Dive into Deep Learning §12.8), reproduced", &preamble, &sections))?;
     let report = opts.out.join("index.html");
-    Ok(ChapterOutput { sections, source: data.source, data_warning, report, files: out.files })
+    Ok(ChapterOutput { sections, source: data.source, rows: data.rows, report, files: out.files })
 }

@@ -14,6 +14,14 @@ pub enum LabError {
     /// An optimizer configuration.
     #[error(transparent)]
     Optimizer(#[from] rmsprop::Error),
+    /// `--rows` outside the data.
+    #[error("--rows {asked}: expected 1 to {available} (the rows of the data)")]
+    Rows {
+        /// Rows asked for.
+        asked: usize,
+        /// Rows in the data.
+        available: usize,
+    },
     /// Writing an output file.
     #[error("{path}: {source}")]
     Io {

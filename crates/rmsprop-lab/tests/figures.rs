@@ -39,7 +39,7 @@ fn contour_loss_and_heatmap_figures() {
         (640, 480),
     );
 
-    let d = data::synthetic(200, 0);
+    let d = data::embedded().truncated(200);
     let c = train(&d, &Update::Scratch { lr: 0.01, gamma: 0.9 }, &Protocol::default()).unwrap();
     let curves = [("scratch".to_string(), c)];
     let fig = LossPlot { title: "loss title".into(), curves: &curves };

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[test]
 fn gamma_one_is_marked_diverged() {
-    let d = data::synthetic(300, 3);
+    let d = data::embedded().truncated(300);
     let spec = SweepSpec {
         optimizer: "mxnet.rmsprop".into(),
         lrs: vec![0.01, 0.1],
@@ -40,6 +40,6 @@ fn invalid_grid_values_are_refused_before_running() {
         seeds: vec![0],
         protocol: Protocol::default(),
     };
-    let e = sweep(&data::synthetic(50, 0), &spec, &|| {}).unwrap_err().to_string();
+    let e = sweep(&data::embedded().truncated(50), &spec, &|| {}).unwrap_err().to_string();
     assert!(e.contains("rmsprop.decay = 1.5"), "{e}");
 }

@@ -1,17 +1,12 @@
-//! The 2-D demonstration reproduces the chapter's traces (`../shared/golden/d2l_chapter.json`).
+//! The 2-D demonstration reproduces the chapter's traces (`testdata/golden/d2l_chapter.json`).
 
 use rmsprop::{Adagrad, EpsPlacement, OptimizerConfig, RmsProp};
 use rmsprop_lab::trace2d::{objective, objectives, run};
 use std::path::PathBuf;
 
 fn golden() -> serde_json::Value {
-    let dir = std::env::var_os("RMSPROP_GOLDEN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"));
-    let f = dir.join("d2l_chapter.json");
-    let text = std::fs::read_to_string(&f).unwrap_or_else(|e| {
-        panic!("{}: {e}; check out ../shared next to the repository or set RMSPROP_GOLDEN_DIR", f.display())
-    });
+    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/golden/d2l_chapter.json");
+    let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
     serde_json::from_str(&text).unwrap()
 }
 

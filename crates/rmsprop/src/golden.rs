@@ -1,4 +1,4 @@
-//! The golden-vector replayer: reads the JSON files of `shared/golden/` (format in
+//! The golden-vector replayer: reads the JSON files of `testdata/golden/` (format in
 //! that folder's README), builds each case's optimizer from its framework-neutral
 //! hyperparameters (`hyperparams.normalized`) on top of the framework's [`Flavor`],
 //! replays the recorded gradients in the case's dtype and checks every step against
@@ -9,7 +9,7 @@
 //! understand is a failure, never a silent skip.
 //!
 //! ```no_run
-//! let report = rmsprop::golden::replay_file("../shared/golden/torch.json".as_ref()).unwrap();
+//! let report = rmsprop::golden::replay_file("testdata/golden/torch.json".as_ref()).unwrap();
 //! println!("{}", report.summary());
 //! assert_eq!(report.failed(), 0);
 //! ```

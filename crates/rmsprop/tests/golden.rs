@@ -1,19 +1,11 @@
 //! Replays every golden case recorded from PyTorch, optax, Keras and MXNet, and the
-//! chapter's own 2-D traces (`../shared/golden/`, see its README).
+//! chapter's own 2-D traces (the repository's `testdata/golden/`, see its README).
 
 use std::path::PathBuf;
 
-/// `$RMSPROP_GOLDEN_DIR`, else `<repo root>/../shared/golden`.
+/// The repository's copy of the golden vectors.
 fn golden_dir() -> PathBuf {
-    let dir = std::env::var_os("RMSPROP_GOLDEN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"));
-    assert!(
-        dir.join("README.md").is_file(),
-        "golden vectors not found at {}: check out ../shared next to the repository or set RMSPROP_GOLDEN_DIR",
-        dir.display()
-    );
-    dir
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/golden")
 }
 
 fn replay(file: &str, at_least: usize) {
