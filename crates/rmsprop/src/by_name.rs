@@ -241,6 +241,14 @@ fn choice<T: Copy>(name: &str, v: &Value, options: &[(&str, T)]) -> Result<T> {
     })
 }
 
+/// The word of `value` in `options` (every variant has one).
+fn word_of<T: PartialEq>(options: &[(&'static str, T)], value: &T) -> Value {
+    let name = options.iter().find(|(_, t)| t == value).map(|(n, _)| *n).expect("every variant is named");
+    Value::Str(name.into())
+}
+
+// The words of every choice, used both to read (`--set eps_placement=outside_sqrt`) and to
+// describe a configuration (`hyperparameters`).
 const PLACEMENTS: &[(&str, EpsPlacement)] =
     &[("inside_sqrt", EpsPlacement::InsideSqrt), ("outside_sqrt", EpsPlacement::OutsideSqrt)];
 const STEP_FORMS: &[(&str, StepForm)] = &[
@@ -249,34 +257,39 @@ const STEP_FORMS: &[(&str, StepForm)] = &[
     ("scaled_product", StepForm::ScaledProduct),
     ("scaled_reciprocal", StepForm::ScaledReciprocal),
 ];
+const DECAY_MODES: &[(&str, WeightDecayMode)] =
+    &[("coupled", WeightDecayMode::Coupled), ("decoupled", WeightDecayMode::Decoupled)];
+const PRECISIONS: &[(&str, HyperPrecision)] = &[("native", HyperPrecision::Native), ("float32", HyperPrecision::F32)];
+const ROUNDINGS: &[(&str, Rounding)] = &[
+    ("as_written", Rounding::AsWritten),
+    ("torch", Rounding::Torch),
+    ("xla", Rounding::Xla),
+    ("mxnet", Rounding::Mxnet),
+];
+const MOMENTUM_STYLES: &[(&str, MomentumStyle)] =
+    &[("lr_outside_buffer", MomentumStyle::LrOutsideBuffer), ("lr_inside_buffer", MomentumStyle::LrInsideBuffer)];
+const SGD_MOMENTA: &[(&str, SgdMomentum)] =
+    &[("torch", SgdMomentum::Torch), ("lr_inside_buffer", SgdMomentum::LrInsideBuffer)];
+const BIAS_CORRECTIONS: &[(&str, BiasCorrection)] = &[
+    ("moments", BiasCorrection::Moments),
+    ("denominator", BiasCorrection::Denominator),
+    ("lr_only", BiasCorrection::LrOnly),
+];
 
 /// Sets a [`Common`] field; false if `k` is not one.
 fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
     match k {
         "lr" | "learning_rate" | "eta" => c.lr = num(k, v)?,
         "weight_decay" | "wd" => c.weight_decay = num(k, v)?,
-        "weight_decay_mode" => {
-            c.weight_decay_mode =
-                choice(k, v, &[("coupled", WeightDecayMode::Coupled), ("decoupled", WeightDecayMode::Decoupled)])?
-        }
+        "weight_decay_mode" => c.weight_decay_mode = choice(k, v, DECAY_MODES)?,
         "maximize" => c.maximize = flag(k, v)?,
         "rescale_grad" => c.rescale_grad = num(k, v)?,
         "clip_gradient" | "clipvalue" => c.clip_gradient = Some(num(k, v)?),
         "clip_norm" | "clipnorm" => c.clip_norm = Some(ClipNorm { max_norm: num(k, v)?, scope: NormScope::PerTensor }),
         "global_clipnorm" => c.clip_norm = Some(ClipNorm { max_norm: num(k, v)?, scope: NormScope::Global }),
         "clip_weights" => c.clip_weights = Some(num(k, v)?),
-        "precision" => {
-            c.precision = choice(k, v, &[("native", HyperPrecision::Native), ("float32", HyperPrecision::F32)])?
-        }
-        "rounding" => {
-            let names = [
-                ("as_written", Rounding::AsWritten),
-                ("torch", Rounding::Torch),
-                ("xla", Rounding::Xla),
-                ("mxnet", Rounding::Mxnet),
-            ];
-            c.rounding = choice(k, v, &names)?
-        }
+        "precision" => c.precision = choice(k, v, PRECISIONS)?,
+        "rounding" => c.rounding = choice(k, v, ROUNDINGS)?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -295,16 +308,7 @@ fn set_own(config: &mut OptimizerConfig, k: &str, v: &Value) -> Result<()> {
             "centered" => r.centered = flag(k, v)?,
             "clamp_variance" => r.clamp_variance = flag(k, v)?,
             "momentum" | "gamma2" => r.momentum = num(k, v)?,
-            "momentum_style" => {
-                r.momentum_style = choice(
-                    k,
-                    v,
-                    &[
-                        ("lr_outside_buffer", MomentumStyle::LrOutsideBuffer),
-                        ("lr_inside_buffer", MomentumStyle::LrInsideBuffer),
-                    ],
-                )?
-            }
+            "momentum_style" => r.momentum_style = choice(k, v, MOMENTUM_STYLES)?,
             "nesterov" => r.nesterov = flag(k, v)?,
             "bias_correction" => r.bias_correction = flag(k, v)?,
             _ => r.step_form = choice(k, v, STEP_FORMS)?,
@@ -320,10 +324,7 @@ fn set_own(config: &mut OptimizerConfig, k: &str, v: &Value) -> Result<()> {
             "momentum" => s.momentum = num(k, v)?,
             "dampening" => s.dampening = num(k, v)?,
             "nesterov" => s.nesterov = flag(k, v)?,
-            _ => {
-                s.momentum_style =
-                    choice(k, v, &[("torch", SgdMomentum::Torch), ("lr_inside_buffer", SgdMomentum::LrInsideBuffer)])?
-            }
+            _ => s.momentum_style = choice(k, v, SGD_MOMENTA)?,
         },
         OptimizerConfig::Adam(a) => match k {
             "beta1" | "b1" => a.beta1 = num(k, v)?,
@@ -332,17 +333,7 @@ fn set_own(config: &mut OptimizerConfig, k: &str, v: &Value) -> Result<()> {
             "eps_root" => a.eps_root = num(k, v)?,
             "amsgrad" => a.amsgrad = flag(k, v)?,
             "nesterov" => a.nesterov = flag(k, v)?,
-            _ => {
-                a.bias_correction = choice(
-                    k,
-                    v,
-                    &[
-                        ("moments", BiasCorrection::Moments),
-                        ("denominator", BiasCorrection::Denominator),
-                        ("lr_only", BiasCorrection::LrOnly),
-                    ],
-                )?
-            }
+            _ => a.bias_correction = choice(k, v, BIAS_CORRECTIONS)?,
         },
         OptimizerConfig::Adadelta(a) => match k {
             "rho" => a.rho = num(k, v)?,
@@ -350,4 +341,97 @@ fn set_own(config: &mut OptimizerConfig, k: &str, v: &Value) -> Result<()> {
         },
     }
     Ok(())
+}
+
+/// Every hyperparameter of `config` that has a name, under this module's own spelling (the
+/// first of each list: `decay`, not `alpha`), in a fixed order: the resolved configuration a
+/// run used, to print or store. [`config`] reads the list back: with the same optimizer name
+/// (the flavour supplies what has no name), it gives `config` again. Unset clips are left out.
+///
+/// ```
+/// use rmsprop::by_name::{self, Value};
+/// let c = by_name::config("pytorch.rmsprop", [("lr", 0.4)]).unwrap();
+/// let h = by_name::hyperparameters(&c);
+/// assert!(h.contains(&("decay", Value::Num(0.99))) && h.contains(&("eps_placement", "outside_sqrt".into())));
+/// assert_eq!(by_name::config("pytorch.rmsprop", h).unwrap(), c);
+/// ```
+pub fn hyperparameters(config: &OptimizerConfig) -> Vec<(&'static str, Value)> {
+    let c = config.common();
+    let mut h: Vec<(&'static str, Value)> = vec![("lr", c.lr.into())];
+    match config {
+        OptimizerConfig::RmsProp(r) => h.extend([
+            ("decay", r.decay.into()),
+            ("eps", r.eps.into()),
+            ("eps_placement", word_of(PLACEMENTS, &r.eps_placement)),
+            ("initial_accumulator", r.initial_accumulator.into()),
+            ("centered", r.centered.into()),
+            ("clamp_variance", r.clamp_variance.into()),
+            ("momentum", r.momentum.into()),
+            ("momentum_style", word_of(MOMENTUM_STYLES, &r.momentum_style)),
+            ("nesterov", r.nesterov.into()),
+            ("bias_correction", r.bias_correction.into()),
+            ("step_form", word_of(STEP_FORMS, &r.step_form)),
+        ]),
+        OptimizerConfig::Adagrad(a) => h.extend([
+            ("eps", a.eps.into()),
+            ("eps_placement", word_of(PLACEMENTS, &a.eps_placement)),
+            ("initial_accumulator", a.initial_accumulator.into()),
+            ("lr_decay", a.lr_decay.into()),
+            ("step_form", word_of(STEP_FORMS, &a.step_form)),
+        ]),
+        OptimizerConfig::Sgd(s) => h.extend([
+            ("momentum", s.momentum.into()),
+            ("dampening", s.dampening.into()),
+            ("nesterov", s.nesterov.into()),
+            ("momentum_style", word_of(SGD_MOMENTA, &s.momentum_style)),
+        ]),
+        OptimizerConfig::Adam(a) => h.extend([
+            ("beta1", a.beta1.into()),
+            ("beta2", a.beta2.into()),
+            ("eps", a.eps.into()),
+            ("eps_root", a.eps_root.into()),
+            ("amsgrad", a.amsgrad.into()),
+            ("nesterov", a.nesterov.into()),
+            ("bias_correction", word_of(BIAS_CORRECTIONS, &a.bias_correction)),
+        ]),
+        OptimizerConfig::Adadelta(a) => h.extend([("rho", a.rho.into()), ("eps", a.eps.into())]),
+    }
+    h.extend([
+        ("weight_decay", c.weight_decay.into()),
+        ("weight_decay_mode", word_of(DECAY_MODES, &c.weight_decay_mode)),
+        ("maximize", c.maximize.into()),
+        ("rescale_grad", c.rescale_grad.into()),
+    ]);
+    if let Some(v) = c.clip_gradient {
+        h.push(("clip_gradient", v.into()));
+    }
+    match c.clip_norm {
+        Some(ClipNorm { max_norm, scope: NormScope::PerTensor }) => h.push(("clip_norm", max_norm.into())),
+        Some(ClipNorm { max_norm, scope: NormScope::Global }) => h.push(("global_clipnorm", max_norm.into())),
+        None => {}
+    }
+    if let Some(v) = c.clip_weights {
+        h.push(("clip_weights", v.into()));
+    }
+    h.extend([("precision", word_of(PRECISIONS, &c.precision)), ("rounding", word_of(ROUNDINGS, &c.rounding))]);
+    h
+}
+
+/// The resolved hyperparameters as a JSON object (numbers, booleans, words).
+///
+/// ```
+/// let c = rmsprop::by_name::config("pytorch.rmsprop", [("lr", 0.4)]).unwrap();
+/// let j = rmsprop::by_name::hyperparameters_json(&c);
+/// assert_eq!((j["lr"].as_f64(), j["decay"].as_f64()), (Some(0.4), Some(0.99)));
+/// ```
+pub fn hyperparameters_json(config: &OptimizerConfig) -> serde_json::Value {
+    let map = hyperparameters(config).into_iter().map(|(k, v)| {
+        let v = match v {
+            Value::Num(x) => serde_json::json!(x),
+            Value::Bool(b) => serde_json::Value::Bool(b),
+            Value::Str(w) => serde_json::Value::String(w),
+        };
+        (k.to_string(), v)
+    });
+    serde_json::Value::Object(map.collect())
 }

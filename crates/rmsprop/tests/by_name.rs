@@ -1,0 +1,63 @@
+//! `by_name::hyperparameters` describes a configuration completely: reading the description
+//! back gives the same configuration, for every preset and with every kind of option set.
+
+use rmsprop::by_name::{self, Value};
+use rmsprop::{Flavor, OptimizerConfig};
+
+const OPTIMIZERS: [&str; 6] = ["rmsprop", "adagrad", "sgd", "adam", "adamw", "adadelta"];
+
+fn round_trip(name: &str, c: &OptimizerConfig) {
+    let h = by_name::hyperparameters(c);
+    let back = by_name::config(name, h.clone()).unwrap_or_else(|e| panic!("{name}: {h:?} refused: {e}"));
+    assert_eq!(&back, c, "{name}: {h:?}");
+    let json = by_name::hyperparameters_json(c);
+    assert_eq!(by_name::config_json(name, &json).unwrap(), *c, "{name}: {json}");
+}
+
+#[test]
+fn every_preset_reads_back_from_its_description() {
+    let mut seen = 0;
+    for flavor in Flavor::ALL {
+        for opt in OPTIMIZERS {
+            let name = format!("{}.{opt}", flavor.name());
+            let Ok(c) = by_name::config(&name, Vec::<(String, Value)>::new()) else {
+                assert_ne!(opt, "rmsprop", "every flavour has an RMSProp");
+                continue;
+            };
+            round_trip(&name, &c);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 23, "only {seen} presets");
+}
+
+#[test]
+fn options_read_back_too() {
+    let cases: [(&str, Vec<(&str, Value)>); 6] = [
+        ("pytorch.rmsprop", vec![("centered", true.into()), ("momentum", 0.9.into()), ("weight_decay", 0.01.into())]),
+        ("optax.rmsprop", vec![("nesterov", true.into()), ("momentum", 0.5.into()), ("bias_correction", true.into())]),
+        ("keras.rmsprop", vec![("clipnorm", 1.0.into()), ("maximize", true.into())]),
+        ("mxnet.rmsprop", vec![("clip_gradient", 5.0.into()), ("clip_weights", 2.0.into()), ("centered", true.into())]),
+        ("pytorch.adam", vec![("amsgrad", true.into()), ("global_clipnorm", 3.0.into()), ("rounding", "xla".into())]),
+        ("sgd", vec![("momentum", 0.9.into()), ("nesterov", true.into()), ("dampening", 0.0.into())]),
+    ];
+    for (name, sets) in cases {
+        let c = by_name::config(name, sets).unwrap();
+        round_trip(name, &c);
+    }
+}
+
+#[test]
+fn the_description_names_what_the_flavour_means() {
+    let c = by_name::config("pytorch.rmsprop", Vec::<(String, Value)>::new()).unwrap();
+    let h = by_name::hyperparameters(&c);
+    for (k, v) in [("lr", Value::Num(0.01)), ("decay", Value::Num(0.99)), ("eps", Value::Num(1e-8))] {
+        assert!(h.contains(&(k, v.clone())), "{k} = {v} missing from {h:?}");
+    }
+    assert!(h.contains(&("eps_placement", "outside_sqrt".into())));
+    let names: Vec<&str> = h.iter().map(|(k, _)| *k).collect();
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "no name twice in {names:?}");
+}
