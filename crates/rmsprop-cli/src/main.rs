@@ -1,16 +1,27 @@
 //! `rmsprop`: the RMSProp chapter of *Dive into Deep Learning*, runnable. Argument
 //! parsing and printing only; everything is computed by `rmsprop-lab` and `rmsprop`.
+//!
+//! Every subcommand prints text, or one JSON document with `--json`. Bad input of any kind
+//! (an argument, a hyperparameter, a data file) exits 1 with one line `error: ...` on
+//! stderr, or `{"error": "..."}` on stdout under `--json`.
+
+mod outdir;
+mod resolve;
 
 use anyhow::{Context, Result, bail};
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use resolve::Overrides;
 use rmsprop::OptimizerConfig;
-use rmsprop::by_name::{self, Value};
+use rmsprop::by_name;
 use rmsprop_lab::chapter::{self, ChapterOptions};
 use rmsprop_lab::plot::{self, ContourPlot, Heatmap, LossPlot};
 use rmsprop_lab::sweep::{self, SweepSpec};
 use rmsprop_lab::train::{self, Protocol, Update};
-use rmsprop_lab::{data, trace2d};
+use rmsprop_lab::{data, hyper, trace2d};
+use serde_json::json;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -32,8 +43,11 @@ enum Command {
     Chapter(ChapterArgs),
     /// An optimizer's trajectory on a 2-D objective, with a contour plot.
     #[command(
-        after_help = "Examples:\n  rmsprop trace2d\n  rmsprop trace2d --optimizer rmsprop --optimizer adagrad\n  \
-                            rmsprop trace2d --gamma 0 --set eps=1e-8\n  rmsprop trace2d --objective rosenbrock --optimizer pytorch.rmsprop --lr 0.01 --steps 500"
+        after_help = "Examples:\n  rmsprop trace2d                       # the chapter's demo: rmsprop, lr 0.4, gamma 0.9\n  \
+                            rmsprop trace2d --gamma 1             # the exercise: diverged at step 2\n  \
+                            rmsprop trace2d --lr 0.4 --optimizer rmsprop --optimizer adagrad\n  \
+                            rmsprop trace2d --optimizer rmsprop --optimizer sgd --optimizer adam --set sgd.momentum=0.9\n  \
+                            rmsprop trace2d --objective rosenbrock --optimizer pytorch.rmsprop --steps 500 --set centered=true"
     )]
     Trace2d(Trace2dArgs),
     /// Linear regression on the airfoil data, as the chapter trains it.
@@ -51,11 +65,7 @@ enum Command {
     Bench(BenchArgs),
     /// Replay golden-vector files (the format of testdata/golden/README.md) and report per case.
     #[command(after_help = "Example:\n  rmsprop replay testdata/golden/torch.json testdata/golden/mxnet.json")]
-    Replay {
-        /// Golden files.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
+    Replay(ReplayArgs),
 }
 
 #[derive(Args)]
@@ -83,32 +93,54 @@ struct ChapterArgs {
     json: bool,
 }
 
+/// A learning rate: a finite number ≥ 0.
+fn learning_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() && v >= 0.0 { Ok(v) } else { Err("expected a finite number >= 0".into()) }
+}
+
+/// RMSProp's γ: a number from 0 to 1 (both allowed: the chapter's exercise).
+fn decay(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err("expected a number from 0 to 1".into()) }
+}
+
+/// A point `X,Y`.
+fn point(s: &str) -> Result<[f64; 2], String> {
+    let bad = || format!("{s:?}: expected two finite numbers X,Y (e.g. -5,-2)");
+    let (x, y) = s.split_once(',').ok_or_else(bad)?;
+    let (x, y): (f64, f64) = (x.trim().parse().map_err(|_| bad())?, y.trim().parse().map_err(|_| bad())?);
+    if x.is_finite() && y.is_finite() { Ok([x, y]) } else { Err(bad()) }
+}
+
 #[derive(Args)]
 struct Trace2dArgs {
     /// Objective: chapter, rotated, rosenbrock, beale, saddle.
     #[arg(long, default_value = "chapter")]
     objective: String,
     /// Optimizer(s) by name, optionally with a flavour (`pytorch.rmsprop`); repeat to overlay.
-    #[arg(long = "optimizer", default_value = "rmsprop")]
+    /// Without one: the chapter's demo, `rmsprop` at lr 0.4.
+    #[arg(long = "optimizer", value_name = "NAME")]
     optimizers: Vec<String>,
-    /// Learning rate η.
-    #[arg(long, alias = "eta", default_value_t = 0.4, allow_negative_numbers = true)]
-    lr: f64,
-    /// Decay γ (optimizers that have one).
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
-    gamma: f64,
-    /// Any other hyperparameter, `name=value` (e.g. eps=1e-8, centered=true, eps_placement=outside_sqrt).
-    #[arg(long = "set", value_name = "NAME=VALUE")]
+    /// Learning rate η for every optimizer (default: each preset's own; the chapter's demo: 0.4).
+    #[arg(long, alias = "eta", value_parser = learning_rate, allow_negative_numbers = true)]
+    lr: Option<f64>,
+    /// RMSProp's decay γ (default: each preset's own: 0.9 for rmsprop, 0.99 for pytorch.rmsprop).
+    #[arg(long, value_parser = decay, allow_negative_numbers = true)]
+    gamma: Option<f64>,
+    /// Any hyperparameter: `KEY=VALUE` for every optimizer, `NAME.KEY=VALUE` for one
+    /// (e.g. eps=1e-8, sgd.momentum=0.9, pytorch.rmsprop.centered=true).
+    #[arg(long = "set", value_name = "[NAME.]KEY=VALUE")]
     set: Vec<String>,
-    /// Steps.
-    #[arg(long, default_value_t = 20)]
-    steps: usize,
-    /// Start point.
-    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [-5.0, -2.0], allow_hyphen_values = true)]
-    start: Vec<f64>,
-    /// Output folder for the figure.
-    #[arg(long, default_value = ".")]
-    out: PathBuf,
+    /// Steps (at most; a run that diverges stops there).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    steps: u64,
+    /// Start point X,Y.
+    #[arg(long, value_parser = point, default_value = "-5,-2", allow_hyphen_values = true)]
+    start: [f64; 2],
+    /// Output folder for the figure [default: rmsprop-out/trace2d].
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -127,32 +159,33 @@ struct TrainArgs {
     /// How the update is applied.
     #[arg(long = "impl", value_enum, default_value = "scratch")]
     implementation: Impl,
-    /// Optimizer for --impl trainer (the chapter's Trainer("rmsprop") is mxnet.rmsprop).
-    #[arg(long, default_value = "mxnet.rmsprop")]
-    optimizer: String,
-    /// Learning rate.
-    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
-    lr: f64,
-    /// Decay γ.
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
-    gamma: f64,
-    /// Any other hyperparameter of --impl trainer, `name=value`.
-    #[arg(long = "set", value_name = "NAME=VALUE")]
+    /// Optimizer for --impl trainer, with its own defaults. Without one: the chapter's
+    /// Trainer("rmsprop", {learning_rate: 0.01, gamma1: 0.9}), i.e. mxnet.rmsprop.
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// Learning rate (default: the preset's; the chapter's runs: 0.01).
+    #[arg(long, value_parser = learning_rate, allow_negative_numbers = true)]
+    lr: Option<f64>,
+    /// RMSProp's decay γ (default: the preset's; the chapter's runs: 0.9).
+    #[arg(long, value_parser = decay, allow_negative_numbers = true)]
+    gamma: Option<f64>,
+    /// Any other hyperparameter of --impl trainer, `KEY=VALUE`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Seed of the initial weights and the shuffles.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Epochs.
-    #[arg(long, default_value_t = 2)]
-    epochs: usize,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    epochs: u64,
     /// Minibatch size.
-    #[arg(long, default_value_t = 10)]
-    batch_size: usize,
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    batch_size: u64,
     #[command(flatten)]
     data: DataArgs,
-    /// Output folder for the curve (SVG, PNG, CSV, JSON).
-    #[arg(long, default_value = ".")]
-    out: PathBuf,
+    /// Output folder for the curve (SVG, PNG, CSV, JSON) [default: rmsprop-out/train].
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -164,19 +197,19 @@ struct SweepArgs {
     #[arg(long, default_value = "mxnet.rmsprop")]
     optimizer: String,
     /// Learning rates.
-    #[arg(long, value_delimiter = ',', default_values_t = chapter::GRID_LRS)]
+    #[arg(long, value_delimiter = ',', value_parser = learning_rate, default_values_t = chapter::GRID_LRS)]
     lrs: Vec<f64>,
-    /// Values of γ (0 and 1 are the chapter's exercise); none for optimizers without one.
-    #[arg(long, value_delimiter = ',', default_values_t = chapter::GRID_GAMMAS)]
+    /// Values of γ (0 and 1 are the chapter's exercise); ignored for optimizers without one.
+    #[arg(long, value_delimiter = ',', value_parser = decay, default_values_t = chapter::GRID_GAMMAS)]
     gammas: Vec<f64>,
     /// Seeds per cell.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
     seeds: u64,
     #[command(flatten)]
     data: DataArgs,
-    /// Output folder.
-    #[arg(long, default_value = ".")]
-    out: PathBuf,
+    /// Output folder [default: rmsprop-out/sweep].
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -210,45 +243,89 @@ struct BenchArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct ReplayArgs {
+    /// Golden files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a command prints: text, or one JSON document under `--json`; and its exit code.
+struct Printed {
+    text: String,
+    json: serde_json::Value,
+    success: bool,
+}
+
+impl Printed {
+    fn ok(text: String, json: serde_json::Value) -> Printed {
+        Printed { text, json, success: true }
+    }
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(code) => code,
+    let json = std::env::args_os().skip(1).any(|a| a == "--json");
+    let result = match Cli::try_parse() {
+        Ok(cli) => run(cli).map(|p| if json { Printed { text: pretty(&p.json), ..p } } else { p }),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            return emit(&e.render().to_string(), true);
+        }
+        Err(e) => Err(anyhow::anyhow!(clap_line(&e))),
+    };
+    match result {
+        Ok(p) => emit(&p.text, p.success),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // one line, whatever the cause chain holds
+            let line = format!("{e:#}").replace('\n', "; ");
+            if json {
+                emit(&pretty(&json!({ "error": line })), false)
+            } else {
+                eprintln!("error: {line}");
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+/// The first line of a clap error, without its `error: ` (every error is one line).
+fn clap_line(e: &clap::Error) -> String {
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand || e.kind() == ErrorKind::MissingSubcommand {
+        return "a subcommand is required: chapter, trace2d, train, sweep, bench or replay (see rmsprop --help)".into();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments").trim();
+    format!("{} (see --help)", first.strip_prefix("error: ").unwrap_or(first))
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).expect("a JSON value serialises") + "\n"
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) ends the program quietly.
+fn emit(text: &str, success: bool) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: writing the output: {e}");
+            ExitCode::FAILURE
+        }
+        _ if success => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn run(cli: Cli) -> Result<Printed> {
     match cli.command {
         Command::Chapter(a) => run_chapter(a),
         Command::Trace2d(a) => run_trace2d(a),
         Command::Train(a) => run_train(a),
         Command::Sweep(a) => run_sweep(a),
         Command::Bench(a) => run_bench(a),
-        Command::Replay { files } => run_replay(&files),
+        Command::Replay(a) => run_replay(&a.files),
     }
-}
-
-/// `name=value` pairs, values read as numbers, booleans or words.
-fn parse_sets(sets: &[String]) -> Result<Vec<(String, Value)>> {
-    sets.iter()
-        .map(|s| {
-            let (k, v) = s.split_once('=').with_context(|| format!("--set {s:?}: expected NAME=VALUE"))?;
-            Ok((k.trim().to_string(), Value::parse(v.trim())))
-        })
-        .collect()
-}
-
-/// An optimizer by name with `lr`, `gamma` (when it has a decay) and `--set` values.
-fn config(name: &str, lr: f64, gamma: f64, sets: &[String]) -> Result<OptimizerConfig> {
-    let mut h = vec![("lr".to_string(), Value::Num(lr))];
-    if name.rsplit('.').next() == Some("rmsprop") {
-        h.push(("decay".into(), Value::Num(gamma)));
-    }
-    h.extend(parse_sets(sets)?);
-    Ok(by_name::config(name, h)?)
 }
 
 fn spinner(hidden: bool) -> ProgressBar {
@@ -269,7 +346,15 @@ fn create(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
-fn run_chapter(a: ChapterArgs) -> Result<ExitCode> {
+/// Says on stderr which files a text-mode run wrote.
+fn wrote(json: bool, files: &[PathBuf]) {
+    if !json {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        eprintln!("wrote {}", names.join(", "));
+    }
+}
+
+fn run_chapter(a: ChapterArgs) -> Result<Printed> {
     let opts = ChapterOptions {
         out: a.out.clone(),
         data: a.data.data.clone(),
@@ -280,117 +365,139 @@ fn run_chapter(a: ChapterArgs) -> Result<ExitCode> {
     let pb = spinner(a.json);
     let out = chapter::run(&opts, &|part| pb.set_message(part.to_string()))?;
     pb.finish_and_clear();
-    if a.json {
-        let j = serde_json::json!({
-            "report": out.report, "data": out.source.to_string(), "rows": out.rows, "sections": out.sections,
-            "files": out.files,
-        });
-        println!("{}", serde_json::to_string_pretty(&j)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("data: {}, {} rows used", out.source, out.rows);
+    let mut text = format!("data: {}, {} rows used\n", out.source, out.rows);
     for s in &out.sections {
-        println!("{}", s.title);
-        for (book, ours) in s.book.iter().zip(s.ours.iter().chain(std::iter::repeat(&String::new()))) {
-            println!("  book: {book}");
-            println!("  ours: {ours}");
+        text += &format!("{}\n", s.title);
+        for line in &s.hyperparameters {
+            text += &format!("  with: {line}\n");
         }
-        for ours in s.ours.iter().skip(s.book.len()) {
-            println!("  ours: {ours}");
+        for line in &s.book {
+            text += &format!("  book: {line}\n");
+        }
+        for line in &s.ours {
+            text += &format!("  ours: {line}\n");
         }
     }
-    println!("report: {} ({} files in {})", out.report.display(), out.files.len(), opts.out.display());
-    Ok(ExitCode::SUCCESS)
+    text += &format!("report: {} ({} files in {})\n", out.report.display(), out.files.len(), opts.out.display());
+    let j = json!({
+        "report": out.report, "data": out.source.to_string(), "rows": out.rows, "sections": out.sections,
+        "files": out.files,
+    });
+    Ok(Printed::ok(text, j))
 }
 
-fn run_trace2d(a: Trace2dArgs) -> Result<ExitCode> {
+/// The run as JSON: its name, resolved hyperparameters and outcome.
+fn run_json(name: &str, config: &OptimizerConfig) -> serde_json::Value {
+    json!({"optimizer": name, "hyperparameters": by_name::hyperparameters_json(config), "summary": hyper::summary(config)})
+}
+
+fn run_trace2d(a: Trace2dArgs) -> Result<Printed> {
     let objective = trace2d::objective(&a.objective).with_context(|| {
         let names: Vec<_> = trace2d::objectives().iter().map(|o| o.name).collect();
         format!("unknown objective {:?}: expected one of {}", a.objective, names.join(", "))
     })?;
-    let start = [a.start[0], a.start[1]];
+    // no --optimizer: the chapter's demo, RMSProp at the demo's η = 0.4
+    let demo = a.optimizers.is_empty();
+    let names = if demo { vec!["rmsprop".to_string()] } else { a.optimizers.clone() };
+    let lr = a.lr.or(demo.then_some(0.4));
+    let configs = resolve::configs(&names, &Overrides { lr, gamma: a.gamma, sets: &a.set })?;
     let mut runs = Vec::new();
-    for name in &a.optimizers {
-        let t = trace2d::run(&objective, config(name, a.lr, a.gamma, &a.set)?, start, a.steps)?;
-        runs.push((name.clone(), t));
+    for (name, config) in names.iter().zip(&configs) {
+        let t = trace2d::run(&objective, config.clone(), a.start, a.steps as usize)?;
+        runs.push((hyper::label(name, config), t));
     }
-    create(&a.out)?;
-    let title = format!("{} (lr {}, gamma {})", objective.formula, a.lr, a.gamma);
+    let dir = outdir::dir(a.out.as_deref(), "trace2d");
+    create(&dir)?;
+    let stem = outdir::stem(&outdir::trace2d_parts(&a.objective, &names, a.lr, a.gamma, &a.set, a.steps, a.start));
     let files = plot::save(
-        &ContourPlot { title, objective: &objective, trajectories: &runs },
-        &a.out.join("trace2d"),
+        &ContourPlot { title: objective.formula.to_string(), objective: &objective, trajectories: &runs },
+        &dir.join(stem),
         (800, 560),
     )?;
-    if a.json {
-        let j: Vec<_> = runs
-            .iter()
-            .map(|(n, t)| serde_json::json!({"optimizer": n, "printed": t.printed(), "diverged": t.diverged(), "points": t.points}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"objective": objective.name, "runs": j, "files": files}))?
-        );
-    } else {
-        for (n, t) in &runs {
-            println!("{}{}", if runs.len() > 1 { format!("{n}: ") } else { String::new() }, t.printed());
-        }
-        eprintln!("wrote {} and {}", files[0].display(), files[1].display());
+    wrote(a.json, &files);
+    let mut text = String::new();
+    let mut j = Vec::new();
+    for ((name, config), (_, t)) in names.iter().zip(&configs).zip(&runs) {
+        text += &format!("{name}: {}\n  with {}\n", t.printed(), hyper::summary(config));
+        let mut r = run_json(name, config);
+        r["printed"] = json!(t.printed());
+        r["diverged"] = json!(t.diverged());
+        r["diverged_at"] = json!(t.diverged.as_ref().map(|d| d.step));
+        r["divergence"] = json!(t.diverged);
+        r["points"] = json!(t.points);
+        j.push(r);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Printed::ok(text, json!({"objective": objective.name, "start": a.start, "runs": j, "files": files})))
 }
 
-fn run_train(a: TrainArgs) -> Result<ExitCode> {
-    if a.batch_size == 0 || a.epochs == 0 {
-        bail!("--batch-size and --epochs must be at least 1");
-    }
-    let update = match a.implementation {
+fn run_train(a: TrainArgs) -> Result<Printed> {
+    let (name, update, config) = match a.implementation {
         Impl::Scratch => {
-            if !a.set.is_empty() || a.optimizer != "mxnet.rmsprop" {
+            if !a.set.is_empty() || a.optimizer.is_some() {
                 bail!("--optimizer and --set apply to --impl trainer; --impl scratch is the book's RMSProp");
             }
-            // the book's update has the domain of the core crate's D2L RMSProp
-            OptimizerConfig::from(rmsprop::RmsProp::default().with_lr(a.lr).with_decay(a.gamma)).validate()?;
-            Update::Scratch { lr: a.lr as f32, gamma: a.gamma as f32 }
+            // the book's update is the D2L RMSProp, with the book's hyperparameters by default
+            let (lr, gamma) = (a.lr.unwrap_or(0.01), a.gamma.unwrap_or(0.9));
+            let config: OptimizerConfig = rmsprop::RmsProp::default().with_lr(lr).with_decay(gamma).into();
+            config.validate()?;
+            ("scratch".to_string(), Update::Scratch { lr: lr as f32, gamma: gamma as f32 }, config)
         }
-        Impl::Trainer => Update::Trainer(config(&a.optimizer, a.lr, a.gamma, &a.set)?),
+        Impl::Trainer => {
+            let (name, lr, gamma) = match &a.optimizer {
+                Some(name) => (name.clone(), a.lr, a.gamma),
+                // the chapter's Trainer("rmsprop", {"learning_rate": 0.01, "gamma1": 0.9})
+                None => ("mxnet.rmsprop".to_string(), a.lr.or(Some(0.01)), a.gamma.or(Some(0.9))),
+            };
+            let config =
+                resolve::configs(std::slice::from_ref(&name), &Overrides { lr, gamma, sets: &a.set })?.remove(0);
+            (name, Update::Trainer(config.clone()), config)
+        }
     };
     let d = dataset(&a.data)?;
-    let protocol = Protocol { seed: a.seed, epochs: a.epochs, batch_size: a.batch_size, ..Protocol::default() };
+    let protocol =
+        Protocol { seed: a.seed, epochs: a.epochs as usize, batch_size: a.batch_size as usize, ..Protocol::default() };
     let curve = train::train(&d, &update, &protocol)?;
-    create(&a.out)?;
-    let stem = a.out.join("train");
-    std::fs::write(stem.with_extension("csv"), curve.to_csv()).context("writing the curve")?;
-    std::fs::write(stem.with_extension("json"), serde_json::to_string_pretty(&curve)?).context("writing the curve")?;
+    let dir = outdir::dir(a.out.as_deref(), "train");
+    create(&dir)?;
+    let stem = dir.join(outdir::stem(&outdir::train_parts(&name, a.lr, a.gamma, &a.set, a.seed, &a.data)));
+    let (csv, json_file) = (plot::with_suffix(&stem, "csv"), plot::with_suffix(&stem, "json"));
+    std::fs::write(&csv, curve.to_csv()).with_context(|| format!("writing {}", csv.display()))?;
+    std::fs::write(&json_file, serde_json::to_string_pretty(&curve)?)
+        .with_context(|| format!("writing {}", json_file.display()))?;
     let label = match a.implementation {
-        Impl::Scratch => "from scratch".to_string(),
-        Impl::Trainer => format!("Trainer({})", a.optimizer),
+        Impl::Scratch => format!("from scratch ({})", hyper::summary(&config)),
+        Impl::Trainer => hyper::label(&format!("Trainer({name})"), &config),
     };
     let curves = [(label, curve.clone())];
-    let files = plot::save(
-        &LossPlot { title: format!("loss, lr {}, gamma {}", a.lr, a.gamma), curves: &curves },
-        &stem,
-        (800, 480),
-    )?;
-    if a.json {
-        let j = serde_json::json!({"final_loss": curve.final_loss(), "seconds_per_epoch": curve.seconds_per_epoch,
-            "diverged": curve.diverged(), "curve": curve, "files": files});
-        println!("{}", serde_json::to_string_pretty(&j)?);
-    } else {
-        println!("{}", curve.printed());
-        eprintln!("wrote {}, {} and {}.csv/.json", files[0].display(), files[1].display(), stem.display());
-    }
-    Ok(ExitCode::SUCCESS)
+    let title = format!("loss, {} rows of the airfoil data", d.rows);
+    let mut files = plot::save(&LossPlot { title, curves: &curves }, &stem, (800, 480))?.to_vec();
+    files.extend([csv, json_file]);
+    wrote(a.json, &files);
+    let mut j = run_json(&name, &config);
+    j["data"] = json!(d.source.to_string());
+    j["rows"] = json!(d.rows);
+    j["printed"] = json!(curve.printed());
+    j["final_loss"] = json!((!curve.diverged()).then(|| curve.final_loss()));
+    j["seconds_per_epoch"] = json!(curve.seconds_per_epoch);
+    j["diverged"] = json!(curve.diverged());
+    j["diverged_at"] = json!(curve.diverged.as_ref().map(|d| d.step));
+    j["curve"] = json!(curve);
+    j["files"] = json!(files);
+    let text = format!("{name}: {}\n  with {}\n", curve.printed(), hyper::summary(&config));
+    Ok(Printed::ok(text, j))
 }
 
-fn run_sweep(a: SweepArgs) -> Result<ExitCode> {
-    if a.seeds == 0 || a.lrs.is_empty() {
-        bail!("--seeds must be at least 1 and --lrs not empty");
+fn run_sweep(a: SweepArgs) -> Result<Printed> {
+    if a.lrs.is_empty() {
+        bail!("--lrs: expected at least one learning rate");
     }
+    let base = by_name::config(&a.optimizer, Vec::<(String, by_name::Value)>::new())?;
+    let takes_gamma = matches!(base, OptimizerConfig::RmsProp(_));
     let d = dataset(&a.data)?;
     let spec = SweepSpec {
         optimizer: a.optimizer.clone(),
         lrs: a.lrs.clone(),
-        gammas: if a.optimizer.rsplit('.').next() == Some("rmsprop") { a.gammas.clone() } else { Vec::new() },
+        gammas: if takes_gamma { a.gammas.clone() } else { Vec::new() },
         seeds: (0..a.seeds).collect(),
         protocol: Protocol::default(),
     };
@@ -399,9 +506,12 @@ fn run_sweep(a: SweepArgs) -> Result<ExitCode> {
     pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} runs {elapsed}").expect("valid template"));
     let cells = sweep::sweep(&d, &spec, &|| pb.inc(1))?;
     pb.finish_and_clear();
-    create(&a.out)?;
-    std::fs::write(a.out.join("sweep.csv"), sweep::to_csv(&cells)).context("writing sweep.csv")?;
-    std::fs::write(a.out.join("sweep.md"), sweep::to_markdown(&cells)).context("writing sweep.md")?;
+    let dir = outdir::dir(a.out.as_deref(), "sweep");
+    create(&dir)?;
+    let stem = outdir::stem(&outdir::sweep_parts(&a.optimizer, &spec.lrs, &spec.gammas, a.seeds, &a.data));
+    let (csv, md) = (dir.join(format!("{stem}.csv")), dir.join(format!("{stem}.md")));
+    std::fs::write(&csv, sweep::to_csv(&cells)).with_context(|| format!("writing {}", csv.display()))?;
+    std::fs::write(&md, sweep::to_markdown(&cells)).with_context(|| format!("writing {}", md.display()))?;
     let gammas = if spec.gammas.is_empty() { vec![f64::NAN] } else { spec.gammas.clone() };
     let values: Vec<Vec<Option<f64>>> =
         cells.chunks(spec.lrs.len()).map(|r| r.iter().map(sweep::Cell::mean_final_loss).collect()).collect();
@@ -411,46 +521,59 @@ fn run_sweep(a: SweepArgs) -> Result<ExitCode> {
         gammas: &gammas,
         values: &values,
     };
-    let mut files = plot::save(&heat, &a.out.join("sweep_heatmap"), (800, 560))?.to_vec();
+    let mut files = vec![csv, md];
+    files.extend(plot::save(&heat, &dir.join(format!("{stem}_heatmap")), (800, 560))?);
     let curves: Vec<_> = cells
         .iter()
-        .filter(|c| !c.diverged())
-        .map(|c| (format!("lr {} gamma {}", c.lr, c.gamma.map_or("-".into(), |g| g.to_string())), c.curves[0].clone()))
+        .map(|c| (format!("lr {} gamma {}", c.lr, c.gamma.map_or("-".into(), hyper::number)), c.curves[0].clone()))
         .collect();
     files.extend(plot::save(
         &LossPlot { title: "loss curves (seed 0)".into(), curves: &curves },
-        &a.out.join("sweep_curves"),
+        &dir.join(format!("{stem}_curves")),
         (900, 560),
     )?);
-    if a.json {
-        let rows: Vec<_> = cells
-            .iter()
-            .map(|c| serde_json::json!({"lr": c.lr, "gamma": c.gamma, "diverged": c.diverged(),
-                "mean_final_loss": c.mean_final_loss(), "final_losses": c.curves.iter().map(|x| x.final_loss()).collect::<Vec<_>>()}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"optimizer": a.optimizer, "cells": rows, "files": files})
-            )?
-        );
-    } else {
-        print!("{}", sweep::to_markdown(&cells));
-    }
-    Ok(ExitCode::SUCCESS)
+    wrote(a.json, &files);
+    let rows: Vec<_> = cells
+        .iter()
+        .map(|c| {
+            let finals: Vec<Option<f64>> = c.curves.iter().map(|x| (!x.diverged()).then(|| x.final_loss())).collect();
+            json!({"lr": c.lr, "gamma": c.gamma, "diverged": c.diverged(), "diverged_seeds": c.diverged_seeds(),
+                "first_diverged_step": c.first_divergence(), "mean_final_loss": c.mean_final_loss(),
+                "spread": c.spread(), "final_losses": finals, "summary": c.summary()})
+        })
+        .collect();
+    let mut j = run_json(&a.optimizer, &base);
+    j["note"] = json!("hyperparameters: the preset's; lr and (for RMSProp) decay come from the grid");
+    j["data"] = json!(d.source.to_string());
+    j["cells"] = json!(rows);
+    j["files"] = json!(files);
+    let text = format!("{}with {} (lr and gamma from the grid)\n", sweep::to_markdown(&cells), hyper::summary(&base));
+    Ok(Printed::ok(text, j))
 }
 
-fn run_replay(files: &[PathBuf]) -> Result<ExitCode> {
+fn run_replay(files: &[PathBuf]) -> Result<Printed> {
     let mut ok = true;
+    let mut text = String::new();
+    let mut j = Vec::new();
     for f in files {
         let report = rmsprop::golden::replay_file(f)?;
-        println!("{}", report.summary());
+        text += &format!("{}\n", report.summary());
         for c in report.cases.iter().filter(|c| !c.passed) {
-            println!("  FAIL {}: worst {:.3}x tolerance at {}", c.name, c.worst, c.detail);
+            text += &format!("  FAIL {}: worst {:.3}x tolerance at {}\n", c.name, c.worst, c.detail);
         }
         ok &= report.failed() == 0 && !report.cases.is_empty();
+        let cases: Vec<_> = report
+            .cases
+            .iter()
+            .map(|c| {
+                json!({"name": c.name, "passed": c.passed, "bit_exact": c.passed && c.worst == 0.0,
+                    "worst": c.worst, "detail": c.detail})
+            })
+            .collect();
+        j.push(json!({"file": f, "passed": report.passed(), "failed": report.failed(), "bit_exact": report.exact(),
+            "cases": cases}));
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(Printed { text, json: json!({"files": j, "passed": ok}), success: ok })
 }
 
 fn count(s: &str) -> Result<usize> {
@@ -461,7 +584,7 @@ fn count(s: &str) -> Result<usize> {
     Ok(v as usize)
 }
 
-fn run_bench(a: BenchArgs) -> Result<ExitCode> {
+fn run_bench(a: BenchArgs) -> Result<Printed> {
     use rmsprop_lab::bench::{self, Layout, Row, Variant};
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads: Vec<usize> = a
@@ -505,28 +628,24 @@ fn run_bench(a: BenchArgs) -> Result<ExitCode> {
         }
     }
     pb.finish_and_clear();
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"results": rows}))?);
-    } else {
-        println!(
-            "{:<9} {:<7} {:>10} {:>3} {:>5} {:>12} {:>11} {:>8} {:>8} {:>6}",
-            "variant", "layout", "n", "thr", "huge", "s/step", "Gelem/s", "GB/s", "probe", "ratio"
+    let mut text = format!(
+        "{:<9} {:<7} {:>10} {:>3} {:>5} {:>12} {:>11} {:>8} {:>8} {:>6}\n",
+        "variant", "layout", "n", "thr", "huge", "s/step", "Gelem/s", "GB/s", "probe", "ratio"
+    );
+    for r in &rows {
+        text += &format!(
+            "{:<11} {:<7} {:>10} {:>3} {:>5} {:>12.3e} {:>11.3} {:>8.2} {:>8.2} {:>6.2}\n",
+            r.variant,
+            r.layout,
+            r.n,
+            r.threads,
+            r.huge_pages,
+            r.seconds_per_step,
+            r.elements_per_s / 1e9,
+            r.gb_per_s,
+            r.probe_gb_per_s,
+            r.ratio_to_probe
         );
-        for r in &rows {
-            println!(
-                "{:<11} {:<7} {:>10} {:>3} {:>5} {:>12.3e} {:>11.3} {:>8.2} {:>8.2} {:>6.2}",
-                r.variant,
-                r.layout,
-                r.n,
-                r.threads,
-                r.huge_pages,
-                r.seconds_per_step,
-                r.elements_per_s / 1e9,
-                r.gb_per_s,
-                r.probe_gb_per_s,
-                r.ratio_to_probe
-            );
-        }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Printed::ok(text, json!({"results": rows})))
 }

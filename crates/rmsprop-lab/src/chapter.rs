@@ -4,6 +4,7 @@
 
 use crate::data::{self, Dataset, Source};
 use crate::error::{LabError, write};
+use crate::hyper;
 use crate::plot::{self, ContourPlot, Figure, Heatmap, LossPlot};
 use crate::report::{self, Section};
 use crate::sweep::{self, SweepSpec};
@@ -110,6 +111,20 @@ impl Out {
     }
 }
 
+/// The book's exercises for this section (D2L §12.8.4), as it asks them.
+pub const EXERCISES: [&str; 4] = [
+    "What happens experimentally if we set γ = 1? Why?",
+    "Rotate the optimization problem to minimize f(x) = 0.1 (x1 + x2)² + 2 (x1 − x2)². What happens to the \
+     convergence?",
+    "Try out what happens to RMSProp on a real machine learning problem, such as training on Fashion-MNIST. \
+     Experiment with different choices for adjusting the learning rate.",
+    "Would you want to adjust γ as optimization progresses? How sensitive is RMSProp to this?",
+];
+
+/// The final loss of both trainings over seeds in MXNet 1.9.1 with this protocol, and the
+/// least-squares floor of the linear model on these rows.
+const BAND: &str = "0.243–0.248 in MXNet 1.9.1 over seeds (least-squares floor 0.2421)";
+
 /// Runs the chapter; `progress` hears the name of each part as it starts.
 pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<ChapterOutput, LabError> {
     std::fs::create_dir_all(&opts.out).map_err(|source| LabError::Io { path: opts.out.clone(), source })?;
@@ -117,11 +132,14 @@ pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Ch
     let mut sections = Vec::new();
     let start = [-5.0, -2.0];
     let chapter = trace2d::objective("chapter").expect("built in");
+    let rms = |lr: f64, gamma: f64| -> OptimizerConfig { RmsProp::default().with_lr(lr).with_decay(gamma).into() };
+    // a legend entry and the report's line: what each run really used
+    let named = |name: &str, c: &OptimizerConfig| (hyper::label(name, c), format!("{name}: {}", hyper::summary(c)));
 
     progress("2-D RMSProp");
-    let rms = |lr: f64, gamma: f64| -> OptimizerConfig { RmsProp::default().with_lr(lr).with_decay(gamma).into() };
-    let rms_traj = trace2d::run(&chapter, rms(0.4, 0.9), start, 20)?;
-    let lbl = |s: &str| s.to_string();
+    let rms_config = rms(0.4, 0.9);
+    let rms_traj = trace2d::run(&chapter, rms_config.clone(), start, 20)?;
+    let (rms_label, rms_line) = named("RMSProp", &rms_config);
     sections.push(Section {
         title: "RMSProp on f(x) = 0.1 x1² + 2 x2²".into(),
         text: "η = 0.4, γ = 0.9, ε = 1e-6 inside the square root, 20 steps from (-5, -2): the per-coordinate \
@@ -131,14 +149,17 @@ pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Ch
             "rmsprop_2d",
             "RMSProp, eta 0.4, gamma 0.9",
             &chapter,
-            &[(lbl("RMSProp (eta 0.4, gamma 0.9)"), rms_traj.clone())],
+            &[(rms_label.clone(), rms_traj.clone())],
         )?],
+        hyperparameters: vec![rms_line.clone()],
         book: vec!["epoch 20, x1 -0.010599, x2 0.000000".into()],
         ours: vec![rms_traj.printed()],
     });
 
     progress("Adagrad comparison");
-    let ada = trace2d::run(&chapter, Adagrad::default().with_lr(0.4).into(), start, 20)?;
+    let ada_config: OptimizerConfig = Adagrad::default().with_lr(0.4).into();
+    let ada = trace2d::run(&chapter, ada_config.clone(), start, 20)?;
+    let (ada_label, ada_line) = named("Adagrad", &ada_config);
     sections.push(Section {
         title: "Compared with Adagrad".into(),
         text: "At the same η = 0.4, Adagrad's ever-growing sum shrinks its steps and it crawls; RMSProp's leaky \
@@ -148,9 +169,10 @@ pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Ch
             "rmsprop_vs_adagrad",
             "RMSProp and Adagrad, eta 0.4",
             &chapter,
-            &[(lbl("RMSProp"), rms_traj.clone()), (lbl("Adagrad"), ada.clone())],
+            &[(rms_label, rms_traj.clone()), (ada_label, ada.clone())],
         )?],
-        book: vec!["Adagrad: epoch 20, x1 -2.382563, x2 -0.158591".into()],
+        hyperparameters: vec![rms_line, ada_line],
+        book: vec!["Adagrad (§12.7, η = 0.4): epoch 20, x1 -2.382563, x2 -0.158591".into()],
         ours: vec![format!("Adagrad: {}", ada.printed())],
     });
 
@@ -158,7 +180,6 @@ pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Ch
     let data = chapter_data(opts.data.as_deref(), opts.rows)?;
     let data_label = format!("{}, {} rows used", data.source, data.rows);
     let short_label = format!("airfoil, {} rows", data.rows);
-    let band = "final loss about 0.243–0.248 (MXNet 1.9.1, this protocol, over seeds; least-squares floor 0.2421)";
     let protocol = Protocol { seed: opts.seed, ..Protocol::default() };
     let training = |out: &mut Out, name: &str, title: &str, update: Update| -> Result<(Curve, String), LabError> {
         let curve = train::train(&data, &update, &protocol)?;
@@ -170,19 +191,31 @@ pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Ch
         Ok((curve, svg))
     };
     progress("training from scratch");
-    let (scratch, svg) = training(&mut out, "train_scratch", "from scratch", Update::Scratch { lr: 0.01, gamma: 0.9 })?;
+    let (scratch, svg) = training(
+        &mut out,
+        "train_scratch",
+        "from scratch (lr 0.01, gamma 0.9)",
+        Update::Scratch { lr: 0.01, gamma: 0.9 },
+    )?;
     sections.push(Section {
         title: "Linear regression from scratch".into(),
         text: format!(
-            "The book's rmsprop(params, states, hyperparams) on w (5x1) and b: lr 0.01, γ 0.9, minibatch 10, 2 epochs, \
-             loss on the whole set every 100 examples. Data: {data_label}."
+            "The book's rmsprop(params, states, hyperparams) on w (5x1) and b: lr 0.01, γ 0.9, ε 1e-6 inside the \
+             root, minibatch 10, 2 epochs, loss on the whole set every 100 examples. Data: {data_label}."
         ),
         figures: vec![svg],
-        book: vec![band.into()],
-        ours: vec![scratch.printed()],
+        hyperparameters: vec!["the book's update: lr=0.01 gamma=0.9 eps=1e-6 (inside the root), in float32".into()],
+        book: vec![
+            "d2l.train_ch11(rmsprop, init_rmsprop_states(feature_dim), {'lr': 0.01, 'gamma': 0.9}, data_iter, \
+             feature_dim)"
+                .into(),
+        ],
+        ours: vec![scratch.printed(), format!("(final loss {BAND})")],
     });
     progress("training through the trainer");
-    let (trainer, svg) = training(&mut out, "train_trainer", "Trainer(\"rmsprop\")", Update::Trainer(gluon_trainer()))?;
+    let trainer_config = gluon_trainer();
+    let (trainer, svg) =
+        training(&mut out, "train_trainer", "Trainer(\"rmsprop\")", Update::Trainer(trainer_config.clone()))?;
     sections.push(Section {
         title: "Through the trainer".into(),
         text: "Trainer(\"rmsprop\", {learning_rate: 0.01, gamma1: 0.9}) with MXNet 1.x semantics: ε 1e-8 inside the \
@@ -190,26 +223,29 @@ pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Ch
                too)."
             .into(),
         figures: vec![svg],
-        book: vec![band.into()],
-        ours: vec![trainer.printed()],
+        hyperparameters: vec![format!("mxnet.rmsprop: {}", hyper::summary(&trainer_config))],
+        book: vec!["d2l.train_concise_ch11('rmsprop', {'learning_rate': 0.01, 'gamma1': 0.9}, data_iter)".into()],
+        ours: vec![trainer.printed(), format!("(final loss {BAND})")],
     });
 
     progress("exercise: gamma 0 and 1");
     let g0 = trace2d::run(&chapter, rms(0.4, 0.0), start, 20)?;
     let g1 = trace2d::run(&chapter, rms(0.4, 1.0), start, 20)?;
+    let gamma_runs = [
+        (hyper::label("RMSProp", &rms(0.4, 0.9)), rms_traj),
+        (hyper::label("RMSProp", &rms(0.4, 0.0)), g0.clone()),
+        (hyper::label("RMSProp", &rms(0.4, 1.0)), g1.clone()),
+    ];
     sections.push(Section {
         title: "Exercise: γ = 0 and γ = 1".into(),
-        text: "γ = 0 keeps only the last squared gradient: each step is η·|g|/sqrt(g² + ε), a sign method. γ = 1 never \
-               updates s from 0, so the step is η·g/sqrt(ε) and the iterates explode (only the first points are in view)."
+        text: "γ = 0 keeps only the last squared gradient: each step is η·g/sqrt(g² + ε), nearly η·sign(g). γ = 1 \
+               never updates s from its start 0, so each step is η·g/sqrt(ε) = 400·g: the first step throws x2 from \
+               -2 to 3198, and the run diverges (the figure marks where it leaves the view)."
             .into(),
-        figures: vec![out.contour(
-            "rmsprop_gamma",
-            "RMSProp, eta 0.4, gamma 0.9 / 0 / 1",
-            &chapter,
-            &[(lbl("gamma 0.9"), rms_traj), (lbl("gamma 0"), g0.clone()), (lbl("gamma 1"), g1.clone())],
-        )?],
-        book: vec!["γ = 1: s stays 0, the run diverges".into()],
-        ours: vec![format!("gamma 0: {}", g0.printed()), format!("gamma 1: {}", g1.printed())],
+        figures: vec![out.contour("rmsprop_gamma", "RMSProp, eta 0.4, gamma 0.9 / 0 / 1", &chapter, &gamma_runs)?],
+        hyperparameters: gamma_runs.iter().map(|(l, _)| l.clone()).collect(),
+        book: vec![EXERCISES[0].into()],
+        ours: vec![format!("γ = 0: {}", g0.printed()), format!("γ = 1: {}", g1.printed())],
     });
 
     progress("exercise: learning rate x gamma");
@@ -234,18 +270,32 @@ pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Ch
     let heat_svg = out.figure(&heat, "sweep_heatmap", (800, 560))?;
     let at_lr: Vec<(String, Curve)> = cells
         .iter()
-        .filter(|c| c.lr == 0.01 && !c.diverged())
-        .map(|c| (format!("gamma {}", c.gamma.unwrap_or(f64::NAN)), c.curves[0].clone()))
+        .filter(|c| c.lr == 0.01)
+        .map(|c| (format!("gamma {}", c.gamma.map_or("-".into(), hyper::number)), c.curves[0].clone()))
         .collect();
     let curves_svg =
         out.figure(&LossPlot { title: "lr 0.01, by gamma".into(), curves: &at_lr }, "sweep_curves", (800, 480))?;
-    let diverged = cells.iter().filter(|c| c.diverged()).count();
+    let diverged: Vec<String> = cells
+        .iter()
+        .filter(|c| c.diverged())
+        .map(|c| format!("lr {} γ {}: {}", c.lr, hyper::number(c.gamma.unwrap_or(f64::NAN)), c.summary()))
+        .collect();
     sections.push(Section {
         title: "Exercise: other learning rates and γ".into(),
-        text: format!("Trainer RMSProp on {data_label}, every lr x γ, {} seeds each.", spec.seeds.len()),
+        text: format!(
+            "Trainer RMSProp (mxnet.rmsprop) on {data_label}, every lr x γ, {} seeds each; every γ = 1 cell is \
+             expected to diverge.",
+            spec.seeds.len()
+        ),
         figures: vec![heat_svg, curves_svg],
-        book: vec!["(exercise: try it)".into()],
-        ours: vec![format!("{} of {} cells diverged (every γ = 1 cell is expected to)", diverged, cells.len())],
+        hyperparameters: vec![format!(
+            "mxnet.rmsprop: {} (lr and decay from the grid)",
+            hyper::summary(&by_name::config("mxnet.rmsprop", Vec::<(String, by_name::Value)>::new())?)
+        )],
+        book: vec![EXERCISES[3].into()],
+        ours: std::iter::once(format!("{} of {} cells diverged", diverged.len(), cells.len()))
+            .chain(diverged)
+            .collect(),
     });
 
     progress("exercise: rotated quadratic");
@@ -260,9 +310,10 @@ pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Ch
             "rmsprop_rotated",
             rotated.formula,
             &rotated,
-            &[(lbl("RMSProp (eta 0.4, gamma 0.9)"), rot.clone())],
+            &[(hyper::label("RMSProp", &rms(0.4, 0.9)), rot.clone())],
         )?],
-        book: vec!["(exercise: try it)".into()],
+        hyperparameters: vec![format!("RMSProp: {}", hyper::summary(&rms(0.4, 0.9)))],
+        book: vec![EXERCISES[1].into()],
         ours: vec![rot.printed()],
     });
 

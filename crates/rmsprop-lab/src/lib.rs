@@ -8,7 +8,9 @@
 pub mod bench;
 pub mod chapter;
 pub mod data;
+pub mod divergence;
 mod error;
+pub mod hyper;
 pub mod plot;
 pub mod report;
 pub mod sweep;

@@ -29,11 +29,19 @@ pub trait Figure {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
 }
 
+/// `stem` with `.ext` appended (a stem may hold dots: `chapter_lr=0.4`).
+pub fn with_suffix(stem: &Path, ext: &str) -> PathBuf {
+    let mut s = stem.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
 /// Writes `figure` to `stem.svg` and `stem.png` at `size` pixels and returns both paths.
 pub fn save(figure: &impl Figure, stem: &Path, size: (u32, u32)) -> Result<[PathBuf; 2], PlotError> {
     register_font();
-    let svg = stem.with_extension("svg");
-    let png = stem.with_extension("png");
+    let svg = with_suffix(stem, "svg");
+    let png = with_suffix(stem, "png");
     let fail = |path: &Path, reason: String| PlotError { path: path.to_path_buf(), reason };
     {
         let root = SVGBackend::new(&svg, size).into_drawing_area();
@@ -94,19 +102,75 @@ pub struct ContourPlot<'a> {
 }
 
 impl ContourPlot<'_> {
-    /// The plotted region: the chapter's (-5.5, 1) x (-3, 1), widened to the points of
-    /// the trajectories that stay within ±1000 (a diverging run is drawn while in view
-    /// rather than flattening the picture).
+    /// The chapter's view, (-5.5, 1) x (-3, 1).
+    const BASE: ([f64; 2], [f64; 2]) = ([-5.5, 1.0], [-3.0, 1.0]);
+
+    /// How far from the origin a point may be and still widen the view: 10 × the largest
+    /// coordinate of the chapter's view and of the starts. Points beyond it are outside the
+    /// figure, and each trajectory that leaves is marked where it does.
+    pub fn fit_limit(&self) -> f64 {
+        let base = [Self::BASE.0, Self::BASE.1].into_iter().flatten().map(f64::abs).fold(0.0, f64::max);
+        let starts = self.trajectories.iter().filter_map(|(_, t)| t.points.first()).flatten().map(|v| v.abs());
+        10.0 * starts.filter(|v| v.is_finite()).fold(base, f64::max)
+    }
+
+    /// The plotted region: the chapter's view widened to every point within
+    /// [`fit_limit`](Self::fit_limit), padded by 5 %.
     pub fn bounds(&self) -> ([f64; 2], [f64; 2]) {
-        let (mut x, mut y) = ([-5.5f64, 1.0], [-3.0f64, 1.0]);
-        let bounded = |t: &Trajectory| t.points.iter().flatten().all(|v| v.abs() <= 1e3);
-        for p in self.trajectories.iter().filter(|(_, t)| bounded(t)).flat_map(|(_, t)| &t.points) {
+        let (mut x, mut y) = Self::BASE;
+        let limit = self.fit_limit();
+        let fits = |p: &&[f64; 2]| p.iter().all(|v| v.abs() <= limit);
+        for p in self.trajectories.iter().flat_map(|(_, t)| &t.points).filter(fits) {
             x = [x[0].min(p[0]), x[1].max(p[0])];
             y = [y[0].min(p[1]), y[1].max(p[1])];
         }
         let pad = |[a, b]: [f64; 2]| [a - 0.05 * (b - a), b + 0.05 * (b - a)];
         (pad(x), pad(y))
     }
+
+    /// Where each trajectory first leaves the view: `(index, step, exit point on the border)`.
+    pub fn exits(&self) -> Vec<(usize, usize, (f64, f64))> {
+        let (xr, yr) = self.bounds();
+        let mut out = Vec::new();
+        for (i, (_, t)) in self.trajectories.iter().enumerate() {
+            for (k, w) in t.points.windows(2).enumerate() {
+                let (a, b) = ((w[0][0], w[0][1]), (w[1][0], w[1][1]));
+                if inside(b, xr, yr) {
+                    continue;
+                }
+                if let Some((_, exit)) = clip(a, b, xr, yr) {
+                    out.push((i, k + 1, exit));
+                }
+                break;
+            }
+        }
+        out
+    }
+}
+
+fn inside((x, y): (f64, f64), xr: [f64; 2], yr: [f64; 2]) -> bool {
+    (xr[0]..=xr[1]).contains(&x) && (yr[0]..=yr[1]).contains(&y)
+}
+
+/// The part of the segment `a`–`b` inside the box (Liang–Barsky), if any.
+fn clip(a: (f64, f64), b: (f64, f64), xr: [f64; 2], yr: [f64; 2]) -> Option<((f64, f64), (f64, f64))> {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let (mut t0, mut t1) = (0.0f64, 1.0f64);
+    for (p, q) in [(-dx, a.0 - xr[0]), (dx, xr[1] - a.0), (-dy, a.1 - yr[0]), (dy, yr[1] - a.1)] {
+        if p == 0.0 {
+            if q < 0.0 {
+                return None;
+            }
+        } else {
+            let r = q / p;
+            if p < 0.0 {
+                t0 = t0.max(r);
+            } else {
+                t1 = t1.min(r);
+            }
+        }
+    }
+    (t0 <= t1).then_some(((a.0 + t0 * dx, a.1 + t0 * dy), (a.0 + t1 * dx, a.1 + t1 * dy)))
 }
 
 impl Figure for ContourPlot<'_> {
@@ -155,22 +219,42 @@ impl Figure for ContourPlot<'_> {
         }
         for (i, (label, t)) in self.trajectories.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            let pts: Vec<(f64, f64)> =
-                t.points.iter().filter(|p| p[0].is_finite() && p[1].is_finite()).map(|p| (p[0], p[1])).collect();
-            let inside: Vec<(f64, f64)> = pts
-                .iter()
-                .cloned()
-                .filter(|(a, b)| (xr[0]..=xr[1]).contains(a) && (yr[0]..=yr[1]).contains(b))
-                .collect();
+            let pts: Vec<(f64, f64)> = t.points.iter().map(|p| (p[0], p[1])).collect();
+            // every step's segment, clipped to the view: a run that leaves is drawn up to the border
+            let segments: Vec<_> = pts.windows(2).filter_map(|w| clip(w[0], w[1], xr, yr)).collect();
+            let label = match &t.diverged {
+                Some(d) => format!("{label}, diverged at step {}", d.step),
+                None => label.clone(),
+            };
             chart
-                .draw_series(LineSeries::new(inside.clone(), color.stroke_width(2)))
+                .draw_series(segments.iter().map(|&(a, b)| PathElement::new(vec![a, b], color.stroke_width(2))))
                 .map_err(err)?
-                .label(label.as_str())
+                .label(label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-            chart.draw_series(inside.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+            let inside_points = pts.iter().filter(|&&p| inside(p, xr, yr));
+            chart.draw_series(inside_points.map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+        }
+        // where a run leaves the view: a marker on the border and the step, never a silent clip
+        for (i, step, exit) in self.exits() {
+            let color = PALETTE[i % PALETTE.len()];
+            let to = self.trajectories[i].1.points[step];
+            let text = format!("step {step} leaves the view (to {}, {})", short(to[0]), short(to[1]));
+            chart.draw_series(std::iter::once(TriangleMarker::new(exit, 9, color.filled()))).map_err(err)?;
+            let (right, top) = (exit.0 > (xr[0] + xr[1]) / 2.0, exit.1 > (yr[0] + yr[1]) / 2.0);
+            let pos =
+                Pos::new(if right { HPos::Right } else { HPos::Left }, if top { VPos::Top } else { VPos::Bottom });
+            let style = ("sans-serif", 13).into_font().color(&color).pos(pos);
+            let (fx, fy) = ((xr[1] - xr[0]) * 0.01, (yr[1] - yr[0]) * 0.03);
+            let nudge = |(x, y): (f64, f64)| (x + if right { -fx } else { fx }, y + if top { -fy } else { fy });
+            chart.draw_series(std::iter::once(Text::new(text, nudge(exit), style))).map_err(err)?;
         }
         legend(&mut chart)
     }
+}
+
+/// A coordinate for an annotation: 4 significant digits.
+fn short(v: f64) -> String {
+    if v.is_finite() && (1e-3..1e4).contains(&v.abs()) { format!("{v:.3}") } else { format!("{v:.2e}") }
 }
 
 /// Loss against epochs, one line per labelled curve (the chapter's loss plot).
@@ -181,19 +265,39 @@ pub struct LossPlot<'a> {
     pub curves: &'a [(String, Curve)],
 }
 
+impl LossPlot<'_> {
+    /// The y range: from the smallest loss to the largest that fits, i.e. at most 10 × the
+    /// largest initial loss (up to that cap when a curve goes higher). Points above it are
+    /// marked at the top edge, not dropped.
+    pub fn y_range(&self) -> (f64, f64) {
+        let finite = || self.curves.iter().flat_map(|(_, c)| c.loss.iter().copied()).filter(|l| l.is_finite());
+        let initial = self.curves.iter().filter_map(|(_, c)| c.loss.first().copied()).fold(0.0, f64::max);
+        let cap = 10.0 * initial.max(f64::MIN_POSITIVE);
+        let lo = finite().fold(f64::INFINITY, f64::min);
+        // a run that leaves the view upwards is shown rising to the cap before it leaves
+        let above = finite().any(|l| l > cap);
+        let hi = finite().filter(|&l| l <= cap).chain(above.then_some(cap)).fold(f64::NEG_INFINITY, f64::max);
+        if !(lo.is_finite() && hi.is_finite()) {
+            return (0.0, 1.0);
+        }
+        let pad = ((hi - lo) * 0.05).max(hi.abs() * 1e-3).max(1e-12);
+        (lo - pad, hi + pad)
+    }
+}
+
 impl Figure for LossPlot<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         root.fill(&WHITE).map_err(err)?;
-        let finite = || self.curves.iter().flat_map(|(_, c)| c.loss.iter().cloned()).filter(|l| l.is_finite());
-        let lo = finite().fold(f64::INFINITY, f64::min).min(0.2);
-        let hi = finite().fold(f64::NEG_INFINITY, f64::max).max(lo + 0.1).min(10.0 * lo.max(0.1));
+        let (lo, hi) = self.y_range();
         let x_max = self.curves.iter().filter_map(|(_, c)| c.epochs.last().cloned()).fold(1.0, f64::max);
+        // a little room left of 0 so that the first point (epoch 0) is drawn whole
+        let x0 = -0.02 * x_max;
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..x_max, lo..hi)
+            .build_cartesian_2d(x0..x_max * 1.02, lo..hi)
             .map_err(err)?;
         chart
             .configure_mesh()
@@ -203,20 +307,41 @@ impl Figure for LossPlot<'_> {
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(err)?;
+        let (xr, yr) = ([x0, x_max * 1.02], [lo, hi]);
         for (i, (label, c)) in self.curves.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            let pts: Vec<(f64, f64)> = c
-                .epochs
-                .iter()
-                .zip(&c.loss)
-                .filter(|(_, l)| l.is_finite())
-                .map(|(&e, &l)| (e, l.clamp(lo, hi)))
-                .collect();
+            let pts: Vec<(f64, f64)> = c.epochs.iter().copied().zip(c.loss.iter().copied()).collect();
+            let segments: Vec<_> = pts.windows(2).filter_map(|w| clip(w[0], w[1], xr, yr)).collect();
+            let label = match (&c.diverged, c.diverged_epoch) {
+                (Some(d), Some(e)) => format!("{label}, diverged at step {} (epoch {e:.2})", d.step),
+                _ => label.clone(),
+            };
             chart
-                .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                .draw_series(segments.iter().map(|&(a, b)| PathElement::new(vec![a, b], color.stroke_width(2))))
                 .map_err(err)?
-                .label(label.as_str())
+                .label(label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            // the points themselves, so that a run with a single finite point still shows it
+            let shown = pts.iter().filter(|&&p| inside(p, xr, yr));
+            chart.draw_series(shown.map(|&p| Circle::new(p, 2, color.filled()))).map_err(err)?;
+            // the first point above the view: a marker on the top edge with its value
+            if let Some(&(e, l)) = pts.iter().find(|(_, l)| *l > hi) {
+                let at = (e, hi);
+                chart.draw_series(std::iter::once(TriangleMarker::new(at, 8, color.filled()))).map_err(err)?;
+                let style = ("sans-serif", 13).into_font().color(&color).pos(Pos::new(HPos::Left, VPos::Top));
+                let text = format!("loss {} at epoch {e:.2}, above the view", short(l));
+                chart
+                    .draw_series(std::iter::once(Text::new(text, (e + 0.01 * x_max, hi - 0.03 * (hi - lo)), style)))
+                    .map_err(err)?;
+            }
+            // where it diverged: a dashed vertical line at its epoch
+            if let Some(e) = c.diverged_epoch {
+                let dashes = (0..20).map(|k| {
+                    let y = |k: f64| lo + (hi - lo) * k / 20.0;
+                    PathElement::new(vec![(e, y(k as f64)), (e, y(k as f64 + 0.5))], color.stroke_width(1))
+                });
+                chart.draw_series(dashes).map_err(err)?;
+            }
         }
         legend(&mut chart)
     }

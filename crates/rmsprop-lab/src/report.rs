@@ -13,7 +13,9 @@ pub struct Section {
     /// SVG documents to show, in order.
     #[serde(skip)]
     pub figures: Vec<String>,
-    /// What the book prints (or states), line by line.
+    /// The resolved hyperparameters of every optimizer in the section, one line each.
+    pub hyperparameters: Vec<String>,
+    /// What the book prints, runs or asks, line by line (nothing of ours).
     pub book: Vec<String>,
     /// What we print, line by line.
     pub ours: Vec<String>,
@@ -39,7 +41,7 @@ pub fn html(title: &str, preamble: &str, sections: &[Section]) -> String {
          body{{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}}\
          section{{margin-bottom:2.5em}} svg{{max-width:100%;height:auto;display:block;margin:1em 0}}\
          table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;font-family:monospace}}\
-         .note{{background:#fff6d5;padding:.5em 1em;border-left:4px solid #e0b000}}</style></head><body>\n<h1>{t}</h1>\n<p class=\"note\">{p}</p>\n",
+         .note{{background:#fff6d5;padding:.5em 1em;border-left:4px solid #e0b000}}.hp{{font-family:monospace;font-size:90%;color:#444}}</style></head><body>\n<h1>{t}</h1>\n<p class=\"note\">{p}</p>\n",
         t = escape(title),
         p = escape(preamble)
     );
@@ -50,6 +52,9 @@ pub fn html(title: &str, preamble: &str, sections: &[Section]) -> String {
             out += "\n";
         }
         let lines = |v: &[String]| v.iter().map(|l| escape(l)).collect::<Vec<_>>().join("<br>");
+        if !s.hyperparameters.is_empty() {
+            let _ = writeln!(out, "<p class=\"hp\">Hyperparameters used: {}</p>", lines(&s.hyperparameters));
+        }
         let _ = write!(
             out,
             "<table><tr><th>the book</th><th>this run</th></tr><tr><td>{}</td><td>{}</td></tr></table>\n</section>\n",

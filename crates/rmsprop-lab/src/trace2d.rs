@@ -1,6 +1,7 @@
 //! The chapter's 2-D demonstration: an optimizer's trajectory on a two-variable
 //! objective (D2L §12.8: `f(x) = 0.1 x1² + 2 x2²`, η 0.4, γ 0.9, 20 steps from (-5, -2)).
 
+use crate::divergence::{Divergence, Watch, number};
 use rmsprop::golden::{Objective2d, objective_2d};
 use rmsprop::{NonFinitePolicy, Optimizer, OptimizerConfig};
 
@@ -54,40 +55,62 @@ pub fn objective(name: &str) -> Option<Objective> {
     objectives().into_iter().find(|o| o.name == name)
 }
 
-/// A trajectory: the start point and the point after every step.
+/// A trajectory: the start point and the point after every step, up to the step where it
+/// diverged, if it did (see [`crate::divergence`]).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Trajectory {
-    /// `steps + 1` points.
+    /// The start and the point after each step taken (`steps + 1` points for a run that did
+    /// not diverge; up to the last finite point for one that did).
     pub points: Vec<[f64; 2]>,
+    /// Where and why it diverged.
+    pub diverged: Option<Divergence>,
 }
 
 impl Trajectory {
-    /// The chapter's printed line, `epoch 20, x1 -0.010599, x2 0.000000`.
+    /// The chapter's printed line, `epoch 20, x1 -0.010599, x2 0.000000`, or
+    /// `diverged at step k: ...` for a run that diverged.
     pub fn printed(&self) -> String {
+        if let Some(d) = &self.diverged {
+            return d.to_string();
+        }
         let [x1, x2] = *self.points.last().expect("the start point is always there");
-        format!("epoch {}, x1 {x1:.6}, x2 {x2:.6}", self.points.len() - 1)
+        format!("epoch {}, x1 {}, x2 {}", self.points.len() - 1, number(x1), number(x2))
     }
-    /// True when a coordinate left the finite numbers.
+    /// True when the run diverged.
     pub fn diverged(&self) -> bool {
-        self.points.iter().flatten().any(|v| !v.is_finite())
+        self.diverged.is_some()
     }
 }
 
-/// Runs `steps` steps of `config` on `objective` from `start`, in `f64`. Non-finite
-/// gradients propagate (the γ = 1 exercise diverges, and that is the point).
+/// Runs up to `steps` steps of `config` on `objective` from `start`, in `f64`, and stops
+/// early where the run diverges (the γ = 1 exercise does: that is its point).
 pub fn run(
     objective: &Objective,
     config: OptimizerConfig,
     start: [f64; 2],
     steps: usize,
 ) -> rmsprop::Result<Trajectory> {
+    let states = config.state_names();
     let mut opt = Optimizer::<f64>::new(config, &[("x", &[2][..])])?.with_nonfinite_policy(NonFinitePolicy::Propagate);
+    let watch = Watch::new(&start, (objective.eval)(start).0);
     let mut x = [start.to_vec()];
     let mut points = vec![start];
-    for _ in 0..steps {
+    for step in 1..=steps as u64 {
         let (_, g) = (objective.eval)([x[0][0], x[0][1]]);
         opt.step(&mut x, &[g])?;
-        points.push([x[0][0], x[0][1]]);
+        let p = [x[0][0], x[0][1]];
+        if p.iter().all(|v| v.is_finite()) {
+            points.push(p);
+        }
+        let diverged = watch
+            .params(step, "x", x[0].iter().copied())
+            .or_else(|| {
+                states.iter().find_map(|s| watch.state(step, &format!("{s} of x"), opt.state("x", s)?.iter().copied()))
+            })
+            .or_else(|| watch.loss(step, (objective.eval)(p).0));
+        if diverged.is_some() {
+            return Ok(Trajectory { points, diverged });
+        }
     }
-    Ok(Trajectory { points })
+    Ok(Trajectory { points, diverged: None })
 }

@@ -4,6 +4,7 @@
 //! examples.
 
 use crate::data::{Dataset, FEATURES};
+use crate::divergence::{Divergence, Watch};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
@@ -51,16 +52,22 @@ pub enum Update {
 /// The loss curve of one run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Curve {
-    /// Epoch of each logged point (`0, 2/30, ..., 2`).
+    /// Epoch of each logged point (`0, 2/30, ..., 2`); a run that diverged ends with the
+    /// point where it did, if its loss there was finite.
     pub epochs: Vec<f64>,
-    /// Whole-set loss at each point.
+    /// Whole-set loss at each point (finite).
     pub loss: Vec<f64>,
-    /// Wall time of the last epoch, seconds.
+    /// Wall time of the last full epoch, seconds (of the partial one for a run that
+    /// diverged in its first).
     pub seconds_per_epoch: f64,
+    /// Where and why the run diverged (see [`crate::divergence`]).
+    pub diverged: Option<Divergence>,
+    /// The epoch (fractional) at which it diverged.
+    pub diverged_epoch: Option<f64>,
 }
 
 impl Curve {
-    /// The last logged loss.
+    /// The last logged loss (of a run that diverged: the last finite one).
     pub fn final_loss(&self) -> f64 {
         *self.loss.last().expect("the initial loss is always logged")
     }
@@ -69,13 +76,20 @@ impl Curve {
         let rows: String = self.epochs.iter().zip(&self.loss).map(|(e, l)| format!("{e},{l}\n")).collect();
         format!("epoch,loss\n{rows}")
     }
-    /// The chapter's line, `loss: 0.245398, 0.000057 sec per epoch`.
+    /// The chapter's line, `loss: 0.245398, 0.000057 sec per epoch`, or
+    /// `diverged at step k (epoch e): ...`.
     pub fn printed(&self) -> String {
-        format!("loss: {:.6}, {:.6} sec per epoch", self.final_loss(), self.seconds_per_epoch)
+        match (&self.diverged, self.diverged_epoch) {
+            (Some(d), Some(e)) => {
+                format!("diverged at step {} (epoch {e:.3}): {}", d.step, d.reason)
+            }
+            (Some(d), None) => d.to_string(),
+            _ => format!("loss: {:.6}, {:.6} sec per epoch", self.final_loss(), self.seconds_per_epoch),
+        }
     }
-    /// True when the loss went to NaN or infinity.
+    /// True when the run diverged.
     pub fn diverged(&self) -> bool {
-        self.loss.iter().any(|l| !l.is_finite())
+        self.diverged.is_some()
     }
 }
 
@@ -90,11 +104,36 @@ fn residual(data: &Dataset, i: usize, w: &[f32], b: f32) -> f32 {
 
 /// An [`Update`] with its running state.
 enum Stepper {
-    Scratch { lr: f32, gamma: f32, s: Vec<Vec<f32>> },
-    Trainer(Box<Optimizer<f32>>),
+    Scratch {
+        lr: f32,
+        gamma: f32,
+        s: Vec<Vec<f32>>,
+    },
+    /// The optimizer and the names of its state arrays.
+    Trainer(Box<Optimizer<f32>>, Vec<&'static str>),
 }
 
-/// Trains the chapter's linear regression and returns its loss curve.
+/// The parameters as `f64`, with the names the optimizer knows them by.
+const NAMES: [&str; 2] = ["w", "b"];
+
+/// The first divergence after `step`: a parameter, a state value or (on logged steps) the loss.
+fn check(watch: &Watch, step: u64, params: &[Vec<f32>], stepper: &Stepper) -> Option<Divergence> {
+    let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+    let found = NAMES.iter().zip(params).find_map(|(n, p)| watch.params(step, n, p.iter().map(|&x| f64::from(x))));
+    found.or_else(|| match stepper {
+        Stepper::Scratch { s, .. } => {
+            NAMES.iter().zip(s).find_map(|(n, s)| watch.state(step, &format!("s of {n}"), widen(s)))
+        }
+        Stepper::Trainer(opt, states) => NAMES.iter().find_map(|n| {
+            states
+                .iter()
+                .find_map(|k| watch.state(step, &format!("{k} of {n}"), opt.state(n, k)?.iter().map(|&x| f64::from(x))))
+        }),
+    })
+}
+
+/// Trains the chapter's linear regression and returns its loss curve; a run that diverges
+/// (see [`crate::divergence`]) stops there and says so in the curve.
 ///
 /// Errors only when the optimizer configuration is invalid.
 pub fn train(data: &Dataset, update: &Update, protocol: &Protocol) -> rmsprop::Result<Curve> {
@@ -108,15 +147,24 @@ pub fn train(data: &Dataset, update: &Update, protocol: &Protocol) -> rmsprop::R
         }
         Update::Trainer(config) => {
             // a diverging run (the γ = 1 exercise) is an outcome to show, not an error
-            let opt = Optimizer::new(config.clone(), &[("w", &[FEATURES, 1][..]), ("b", &[1][..])])?;
-            Stepper::Trainer(Box::new(opt.with_nonfinite_policy(NonFinitePolicy::Propagate)))
+            let opt = Optimizer::new(config.clone(), &[(NAMES[0], &[FEATURES, 1][..]), (NAMES[1], &[1][..])])?;
+            Stepper::Trainer(Box::new(opt.with_nonfinite_policy(NonFinitePolicy::Propagate)), config.state_names())
         }
     };
-    let mut losses = vec![loss(data, &params[0], params[1][0])];
-    let mut seconds_per_epoch = 0.0;
+    let initial = loss(data, &params[0], params[1][0]);
+    let start: Vec<f64> = params.iter().flatten().map(|&v| f64::from(v)).collect();
+    let watch = Watch::new(&start, initial);
+    let batches = data.rows.div_ceil(protocol.batch_size);
+    let logged = |batch_i: usize| ((batch_i + 1) * protocol.batch_size).is_multiple_of(protocol.log_every);
+    // the logged points are evenly spaced over the run, as the chapter plots them
+    let logs_per_epoch = (0..batches).filter(|&b| logged(b)).count();
+    let total_logs = (logs_per_epoch * protocol.epochs).max(1) as f64;
+    let mut curve =
+        Curve { epochs: vec![0.0], loss: vec![initial], seconds_per_epoch: 0.0, diverged: None, diverged_epoch: None };
     let mut order: Vec<usize> = (0..data.rows).collect();
-    for _ in 0..protocol.epochs {
-        let start = Instant::now();
+    let mut step = 0u64;
+    for epoch in 0..protocol.epochs {
+        let started = Instant::now();
         order.shuffle(&mut rng);
         for (batch_i, batch) in order.chunks(protocol.batch_size).enumerate() {
             // gradient of the summed loss over the batch
@@ -141,18 +189,35 @@ pub fn train(data: &Dataset, update: &Update, protocol: &Protocol) -> rmsprop::R
                         }
                     }
                 }
-                Stepper::Trainer(opt) => {
+                Stepper::Trainer(opt, _) => {
                     opt.step(&mut params, &grads)?;
                 }
             }
-            if ((batch_i + 1) * protocol.batch_size).is_multiple_of(protocol.log_every) {
-                losses.push(loss(data, &params[0], params[1][0]));
+            step += 1;
+            let at_log = logged(batch_i);
+            let mut diverged = check(&watch, step, &params, &stepper);
+            if at_log || diverged.is_some() {
+                let l = loss(data, &params[0], params[1][0]);
+                diverged = diverged.or_else(|| watch.loss(step, l));
+                if l.is_finite() {
+                    curve.loss.push(l);
+                    curve.epochs.push(if at_log {
+                        protocol.epochs as f64 * (curve.loss.len() - 1) as f64 / total_logs
+                    } else {
+                        epoch as f64 + (batch_i + 1) as f64 / batches as f64
+                    });
+                }
+            }
+            if let Some(d) = diverged {
+                curve.diverged_epoch = Some(epoch as f64 + (batch_i + 1) as f64 / batches as f64);
+                curve.diverged = Some(d);
+                if epoch == 0 {
+                    curve.seconds_per_epoch = started.elapsed().as_secs_f64();
+                }
+                return Ok(curve);
             }
         }
-        seconds_per_epoch = start.elapsed().as_secs_f64();
+        curve.seconds_per_epoch = started.elapsed().as_secs_f64();
     }
-    let last = (losses.len() - 1).max(1) as f64;
-    let epochs = (0..losses.len()).map(|k| protocol.epochs as f64 * k as f64 / last).collect();
-    let curve = Curve { epochs, loss: losses, seconds_per_epoch };
     Ok(curve)
 }

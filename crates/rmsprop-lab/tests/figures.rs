@@ -61,3 +61,49 @@ fn unwritable_destination_is_an_error() {
     let e = plot::save(&fig, Path::new("/nonexistent-dir/fig"), (100, 100)).unwrap_err();
     assert!(e.to_string().contains("/nonexistent-dir/fig"), "{e}");
 }
+
+/// A run that leaves the view is drawn to the border and marked there with its step; the
+/// view widens to what fits instead of clipping silently.
+#[test]
+fn a_run_that_leaves_the_view_is_marked_where_it_does() {
+    let o = trace2d::objective("chapter").unwrap();
+    let rms = |gamma| rmsprop::RmsProp::default().with_lr(0.4).with_decay(gamma).into();
+    let g1 = trace2d::run(&o, rms(1.0), [-5.0, -2.0], 20).unwrap();
+    let g0 = trace2d::run(&o, rms(0.0), [-5.0, -2.0], 20).unwrap();
+    assert_eq!(g1.diverged.as_ref().map(|d| d.step), Some(1));
+    let trajs = [("gamma 0".to_string(), g0), ("gamma 1".to_string(), g1)];
+    let fig = ContourPlot { title: "t".into(), objective: &o, trajectories: &trajs };
+    let (x, y) = fig.bounds();
+    assert!(x[0] < -5.0 && x[1] > 0.0 && y[0] < -2.0 && y[1] < 5.0, "{x:?} {y:?}: widened by the point at 3198");
+    assert_eq!(fig.exits().iter().map(|&(i, step, _)| (i, step)).collect::<Vec<_>>(), [(1, 1)]);
+    let paths = plot::save(&fig, &out("leaves"), (640, 480)).unwrap();
+    check(&paths, &["gamma 0", "gamma 1, diverged at step 1"], (640, 480));
+    let svg = std::fs::read_to_string(&paths[0]).unwrap();
+    assert!(svg.contains("step 1 leaves the view (to 395.000, 3198.000)"), "no exit marker");
+    // a wide but finite run widens the view instead
+    let far = rmsprop::RmsProp::default().with_lr(3.0).into();
+    let t = trace2d::run(&o, far, [-5.0, -2.0], 5).unwrap();
+    assert!(!t.diverged() && t.points.iter().any(|p| p[0].abs() > 6.0 || p[1].abs() > 3.0), "{:?}", t.points);
+    let far = [("far".to_string(), t)];
+    let fig = ContourPlot { title: "t".into(), objective: &o, trajectories: &far };
+    assert!(fig.exits().is_empty());
+}
+
+/// A curve with one finite point still shows it; a loss far above the view is marked.
+#[test]
+fn a_diverged_loss_curve_shows_its_first_point_and_where_it_went() {
+    let d = data::embedded().truncated(300);
+    let c = train(&d, &Update::Scratch { lr: 0.01, gamma: 1.0 }, &Protocol::default()).unwrap();
+    assert!(c.diverged(), "{}", c.printed());
+    let curves = [("gamma 1".to_string(), c.clone())];
+    let fig = LossPlot { title: "diverged".into(), curves: &curves };
+    let (lo, hi) = fig.y_range();
+    assert!(lo <= c.loss[0] && c.loss[0] <= hi, "the first point {} is outside {lo}..{hi}", c.loss[0]);
+    let paths = plot::save(&fig, &out("diverged-loss"), (500, 350)).unwrap();
+    let svg = std::fs::read_to_string(&paths[0]).unwrap();
+    assert!(svg.contains("<circle"), "no point drawn");
+    assert!(svg.contains("above the view") || c.loss.iter().all(|&l| l <= hi), "no mark for the point above the view");
+    let step = c.diverged.as_ref().unwrap().step;
+    let label = format!("gamma 1, diverged at step {step} (epoch {:.2})", c.diverged_epoch.unwrap());
+    check(&paths, &[&label[..]], (500, 350));
+}

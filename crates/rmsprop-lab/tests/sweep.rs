@@ -27,8 +27,17 @@ fn gamma_one_is_marked_diverged() {
         assert_eq!(c.curves.len(), 2);
     }
     let csv = to_csv(&cells);
-    assert_eq!(csv.lines().filter(|l| l.ends_with(",diverged")).count(), 2, "{csv}");
-    assert!(to_markdown(&cells).contains("| diverged |"));
+    assert_eq!(csv.lines().filter(|l| l.contains(",diverged,2,")).count(), 2, "{csv}");
+    assert!(to_markdown(&cells).contains("| diverged (2 of 2 seeds, from step "), "{}", to_markdown(&cells));
+    for c in cells.iter().filter(|c| !c.diverged()) {
+        let s = c.spread().unwrap();
+        let finals: Vec<f64> = c.curves.iter().map(|x| x.final_loss()).collect();
+        assert_eq!((s.min, s.max), (finals[0].min(finals[1]), finals[0].max(finals[1])));
+        assert!(
+            (s.mean - (finals[0] + finals[1]) / 2.0).abs() < 1e-15
+                && (s.std - (finals[0] - finals[1]).abs() / 2.0).abs() < 1e-12
+        );
+    }
 }
 
 #[test]

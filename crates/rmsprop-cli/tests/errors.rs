@@ -1,0 +1,65 @@
+//! Bad input exits 1 with one line that says what is wrong, or `{"error": ...}` under `--json`.
+
+mod common;
+use common::{refused, rmsprop, stderr, stdout, tmp};
+
+#[test]
+fn bad_input_gets_one_clear_line() {
+    refused(&["trace2d", "--optimizer", "rmsprops"], "unknown optimizer \"rmsprops\"");
+    refused(&["trace2d", "--set", "gamma3=0.9"], "unknown hyperparameter \"gamma3\" for rmsprop");
+    refused(&["trace2d", "--gamma", "2"], "invalid value '2' for '--gamma <GAMMA>': expected a number from 0 to 1");
+    refused(&["trace2d", "--gamma", "1.5"], "--gamma");
+    refused(&["trace2d", "--lr", "-1"], "invalid value '-1' for '--lr <LR>'");
+    refused(&["trace2d", "--objective", "moon"], "unknown objective \"moon\"");
+    refused(&["trace2d", "--optimizer", "adam", "--gamma", "0.9"], "--gamma sets RMSProp's decay");
+    refused(&["trace2d", "--bogus"], "unexpected argument '--bogus'");
+    refused(&["trace2d", "--steps", "many"], "--steps");
+    refused(&["train", "--impl", "trainer", "--lr", "-1"], "--lr");
+    refused(&["train", "--impl", "scratch", "--set", "eps=1"], "--impl scratch is the book's RMSProp");
+    refused(&["train", "--data", "/nonexistent/airfoil_self_noise.dat"], "/nonexistent/airfoil_self_noise.dat: ");
+    refused(&["train", "--rows", "0"], "--rows 0: expected 1 to 1503");
+    refused(&["sweep", "--seeds", "0"], "--seeds");
+    refused(&["bench", "--sizes", "ten"], "\"ten\" is not a number");
+    refused(&[], "a subcommand is required");
+    let dir = tmp("malformed");
+    for (name, text, expected) in [
+        ("cols.dat", "1\t2\t3\t4\t5\t6\r\n1\t2\t3\t4\t5\r\n", "cols.dat:2: 5 columns, expected 6"),
+        ("nan.dat", "1\t2\t3\t4\t5\t6\r\n1\t2\tx\t4\t5\t6\r\n", "nan.dat:2: column 3 is \"x\""),
+        ("empty.dat", "", "empty.dat: the file is empty"),
+        ("const.dat", "1\t2\t3\t4\t5\t6\n2\t2\t4\t5\t6\t7\n", "const.dat: column 2 has the same value 2"),
+    ] {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        refused(&["train", "--data", f.to_str().unwrap()], expected);
+    }
+}
+
+#[test]
+fn json_errors_are_json_on_stdout() {
+    let dir = tmp("json-error");
+    for (args, expected) in [
+        (&["trace2d", "--gamma", "2", "--json"][..], "--gamma"),
+        (&["trace2d", "--optimizer", "nope", "--json"][..], "unknown optimizer \"nope\""),
+        (&["train", "--json", "--data", "/nonexistent/x.dat"][..], "/nonexistent/x.dat"),
+        (&["replay", "/nonexistent/golden.json", "--json"][..], "/nonexistent/golden.json"),
+    ] {
+        let o = rmsprop(args, &dir);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let msg = j["error"].as_str().unwrap_or_else(|| panic!("{args:?}: {j}"));
+        assert!(msg.contains(expected), "{args:?}: {msg}");
+        assert!(stderr(&o).is_empty(), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let dir = tmp("help");
+    for sub in ["chapter", "trace2d", "train", "sweep", "bench", "replay"] {
+        let o = rmsprop(&[sub, "--help"], &dir);
+        assert!(o.status.success());
+        assert!(stdout(&o).contains("Example"), "{sub} --help has no examples");
+    }
+    let o = rmsprop(&["--version"], &dir);
+    assert!(o.status.success() && stdout(&o).starts_with("rmsprop "));
+}

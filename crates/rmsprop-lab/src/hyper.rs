@@ -1,0 +1,49 @@
+//! A run's resolved hyperparameters, in words: what text output, figure legends and the
+//! report show. The complete list (every named field) is [`rmsprop::by_name::hyperparameters`];
+//! the summary leaves out what is off (no weight decay, no momentum, ...) and the rounding
+//! details a preset carries.
+//!
+//! ```
+//! let c = rmsprop::by_name::config("pytorch.rmsprop", [("lr", 0.4)]).unwrap();
+//! assert_eq!(rmsprop_lab::hyper::summary(&c), "lr=0.4 decay=0.99 eps=1e-8 eps_placement=outside_sqrt");
+//! ```
+
+use rmsprop::OptimizerConfig;
+use rmsprop::by_name::{self, Value};
+
+/// A number as people write hyperparameters: `0.4`, `0.99`, `1e-8`.
+pub fn number(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && (v.abs() < 1e-3 || v.abs() >= 1e5) { format!("{v:e}") } else { format!("{v}") }
+}
+
+fn value(v: &Value) -> String {
+    match v {
+        Value::Num(x) => number(*x),
+        Value::Bool(b) => b.to_string(),
+        Value::Str(w) => w.clone(),
+    }
+}
+
+/// `name=value` for every hyperparameter that is on, in [`by_name::hyperparameters`] order.
+pub fn summary(config: &OptimizerConfig) -> String {
+    let h = by_name::hyperparameters(config);
+    let get = |k: &str| h.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    let momentum_on = matches!(get("momentum"), Some(Value::Num(m)) if m != 0.0);
+    let decay_on = matches!(get("weight_decay"), Some(Value::Num(w)) if w != 0.0);
+    let shown = |k: &str, v: &Value| match (k, v) {
+        // how the preset rounds and orders its arithmetic: in the JSON, not in a legend
+        ("rounding" | "step_form" | "precision", _) => false,
+        ("momentum_style", _) => momentum_on,
+        ("weight_decay_mode", _) => decay_on,
+        ("rescale_grad", Value::Num(x)) => *x != 1.0,
+        (_, Value::Num(x)) => *x != 0.0 || matches!(k, "lr" | "decay" | "beta1" | "beta2" | "rho"),
+        (_, Value::Bool(b)) => *b,
+        (_, Value::Str(_)) => !matches!(k, "bias_correction"),
+    };
+    h.iter().filter(|(k, v)| shown(k, v)).map(|(k, v)| format!("{k}={}", value(v))).collect::<Vec<_>>().join(" ")
+}
+
+/// `name (lr=0.4 decay=0.9 ...)`: a legend entry.
+pub fn label(name: &str, config: &OptimizerConfig) -> String {
+    format!("{name} ({})", summary(config))
+}
