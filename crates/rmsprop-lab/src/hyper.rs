@@ -4,8 +4,13 @@
 //! details a preset carries.
 //!
 //! ```
-//! let c = rmsprop::by_name::config("pytorch.rmsprop", [("lr", 0.4)]).unwrap();
-//! assert_eq!(rmsprop_lab::hyper::summary(&c), "lr=0.4 decay=0.99 eps=1e-8 eps_placement=outside_sqrt");
+//! use rmsprop::by_name::config;
+//! use rmsprop_lab::hyper::summary;
+//! let c = config("pytorch.rmsprop", [("lr", 0.4)]).unwrap();
+//! assert_eq!(summary(&c), "lr=0.4 decay=0.99 eps=1e-8 eps_placement=outside_sqrt");
+//! // MXNet's gamma2 acts only in the centred update
+//! assert!(!summary(&config("mxnet.rmsprop", [("lr", 0.01)]).unwrap()).contains("momentum"));
+//! assert!(summary(&config("mxnet.rmsprop", [("centered", true)]).unwrap()).contains("centered=true momentum=0.9"));
 //! ```
 
 use rmsprop::OptimizerConfig;
@@ -28,12 +33,14 @@ fn value(v: &Value) -> String {
 pub fn summary(config: &OptimizerConfig) -> String {
     let h = by_name::hyperparameters(config);
     let get = |k: &str| h.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
-    let momentum_on = matches!(get("momentum"), Some(Value::Num(m)) if m != 0.0);
+    // MXNet's plain RMSProp keeps gamma2 but has no momentum buffer unless centred
+    let inert = matches!(config, OptimizerConfig::RmsProp(r) if r.momentum_with_centered && !r.centered);
+    let momentum_on = matches!(get("momentum"), Some(Value::Num(m)) if m != 0.0) && !inert;
     let decay_on = matches!(get("weight_decay"), Some(Value::Num(w)) if w != 0.0);
     let shown = |k: &str, v: &Value| match (k, v) {
         // how the preset rounds and orders its arithmetic: in the JSON, not in a legend
         ("rounding" | "step_form" | "precision", _) => false,
-        ("momentum_style", _) => momentum_on,
+        ("momentum" | "momentum_style", _) if !momentum_on => false,
         ("weight_decay_mode", _) => decay_on,
         ("rescale_grad", Value::Num(x)) => *x != 1.0,
         (_, Value::Num(x)) => *x != 0.0 || matches!(k, "lr" | "decay" | "beta1" | "beta2" | "rho"),

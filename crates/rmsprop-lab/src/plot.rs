@@ -81,9 +81,11 @@ fn err(e: impl std::fmt::Display) -> String {
 /// The legend box every line figure uses.
 fn legend<'a, DB: DrawingBackend + 'a>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    position: SeriesLabelPosition,
 ) -> Result<(), String> {
     chart
         .configure_series_labels()
+        .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
@@ -248,7 +250,8 @@ impl Figure for ContourPlot<'_> {
             let nudge = |(x, y): (f64, f64)| (x + if right { -fx } else { fx }, y + if top { -fy } else { fy });
             chart.draw_series(std::iter::once(Text::new(text, nudge(exit), style))).map_err(err)?;
         }
-        legend(&mut chart)
+        // the chapter's runs start lower left and end near the origin: the lower right is free
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
     }
 }
 
@@ -267,21 +270,20 @@ pub struct LossPlot<'a> {
 
 impl LossPlot<'_> {
     /// The y range: from the smallest loss to the largest that fits, i.e. at most 10 × the
-    /// largest initial loss (up to that cap when a curve goes higher). Points above it are
-    /// marked at the top edge, not dropped.
+    /// largest initial loss; a curve that goes higher leaves through the top edge, marked
+    /// there with its value, and does not flatten the others.
     pub fn y_range(&self) -> (f64, f64) {
         let finite = || self.curves.iter().flat_map(|(_, c)| c.loss.iter().copied()).filter(|l| l.is_finite());
         let initial = self.curves.iter().filter_map(|(_, c)| c.loss.first().copied()).fold(0.0, f64::max);
         let cap = 10.0 * initial.max(f64::MIN_POSITIVE);
         let lo = finite().fold(f64::INFINITY, f64::min);
-        // a run that leaves the view upwards is shown rising to the cap before it leaves
-        let above = finite().any(|l| l > cap);
-        let hi = finite().filter(|&l| l <= cap).chain(above.then_some(cap)).fold(f64::NEG_INFINITY, f64::max);
+        let hi = finite().filter(|&l| l <= cap).fold(f64::NEG_INFINITY, f64::max);
         if !(lo.is_finite() && hi.is_finite()) {
             return (0.0, 1.0);
         }
-        let pad = ((hi - lo) * 0.05).max(hi.abs() * 1e-3).max(1e-12);
-        (lo - pad, hi + pad)
+        // at least 20 % of the values' size, so that a lone point is not the whole axis
+        let span = (hi - lo).max(0.2 * hi.abs()).max(1e-12);
+        (lo - 0.05 * span, lo + 1.05 * span)
     }
 }
 
@@ -331,7 +333,7 @@ impl Figure for LossPlot<'_> {
                 let style = ("sans-serif", 13).into_font().color(&color).pos(Pos::new(HPos::Left, VPos::Top));
                 let text = format!("loss {} at epoch {e:.2}, above the view", short(l));
                 chart
-                    .draw_series(std::iter::once(Text::new(text, (e + 0.01 * x_max, hi - 0.03 * (hi - lo)), style)))
+                    .draw_series(std::iter::once(Text::new(text, (e + 0.01 * x_max, hi - 0.15 * (hi - lo)), style)))
                     .map_err(err)?;
             }
             // where it diverged: a dashed vertical line at its epoch
@@ -343,7 +345,7 @@ impl Figure for LossPlot<'_> {
                 chart.draw_series(dashes).map_err(err)?;
             }
         }
-        legend(&mut chart)
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     }
 }
 
