@@ -125,7 +125,8 @@ struct Trace2dArgs {
     /// Learning rate η for every optimizer (default: each preset's own; the chapter's demo: 0.4).
     #[arg(long, alias = "eta", value_parser = learning_rate, allow_negative_numbers = true)]
     lr: Option<f64>,
-    /// RMSProp's decay γ (default: each preset's own: 0.9 for rmsprop, 0.99 for pytorch.rmsprop).
+    /// RMSProp's decay γ, `decay` in the printed hyperparameters (default: each preset's own:
+    /// 0.9 for rmsprop, 0.99 for pytorch.rmsprop).
     #[arg(long, value_parser = decay, allow_negative_numbers = true)]
     gamma: Option<f64>,
     /// Any hyperparameter: `KEY=VALUE` for every optimizer, `NAME.KEY=VALUE` for one

@@ -8,18 +8,6 @@ fn trainer() -> Update {
 }
 
 #[test]
-fn loads_and_standardises_the_real_file() {
-    let d = data::embedded();
-    assert_eq!(d.rows, 1503);
-    for j in 0..data::FEATURES {
-        let col: Vec<f64> = (0..d.rows).map(|i| d.row(i)[j] as f64).collect();
-        let mean = col.iter().sum::<f64>() / d.rows as f64;
-        let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d.rows as f64;
-        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "column {j}: mean {mean}, var {var}");
-    }
-}
-
-#[test]
 fn scratch_and_trainer_land_where_mxnet_does() {
     let d = data::embedded();
     for seed in [0, 1, 2, 3] {
@@ -43,4 +31,26 @@ fn the_same_seed_gives_the_same_curve() {
     assert_eq!(a.loss, b.loss);
     let c = train(&d, &trainer(), &Protocol { seed: 8, ..p }).unwrap();
     assert_ne!(a.loss, c.loss);
+}
+
+/// γ = 1 leaves s at 0: every step is η g / sqrt(ε), the weights explode, and the run stops
+/// where it does, saying so, with only finite losses in its curve.
+#[test]
+fn a_diverging_run_stops_and_says_where() {
+    let d = data::embedded();
+    let gamma1 = rmsprop::by_name::config("mxnet.rmsprop", [("learning_rate", 0.01), ("gamma1", 1.0)]).unwrap();
+    for update in [Update::Scratch { lr: 0.01, gamma: 1.0 }, Update::Trainer(gamma1)] {
+        let c = train(&d, &update, &Protocol::default()).unwrap();
+        let div = c.diverged.as_ref().unwrap_or_else(|| panic!("{update:?} did not diverge: {}", c.printed()));
+        assert!(div.step >= 1 && div.step < 151, "{div:?}");
+        assert!(c.loss.iter().all(|l| l.is_finite()) && c.loss.len() == c.epochs.len(), "{c:?}");
+        let e = c.diverged_epoch.unwrap();
+        assert!((e - div.step as f64 / 151.0).abs() < 1e-12, "epoch {e} of step {}", div.step);
+        assert!(c.printed().starts_with(&format!("diverged at step {} (epoch ", div.step)), "{}", c.printed());
+        assert!(!c.printed().contains("NaN"));
+    }
+    // the same rule does not fire on the chapter's own runs
+    for update in [Update::Scratch { lr: 0.01, gamma: 0.9 }, trainer()] {
+        assert!(!train(&d, &update, &Protocol::default()).unwrap().diverged());
+    }
 }
