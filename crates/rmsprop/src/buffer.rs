@@ -66,6 +66,24 @@ impl<T: Float> Buffer<T> {
         b
     }
 
+    /// `len` copies of `value`, or `None` when the memory cannot be had (instead of
+    /// aborting the process as [`filled`](Self::filled) does).
+    ///
+    /// ```
+    /// assert!(rmsprop::Buffer::<f32>::try_filled(1 << 60, 0.0).is_none());
+    /// assert_eq!(&rmsprop::Buffer::<f32>::try_filled(2, 1.0).unwrap()[..], &[1.0, 1.0]);
+    /// ```
+    pub fn try_filled(len: usize, value: T) -> Option<Self> {
+        let b = Self::try_uninit(len)?;
+        // SAFETY: `try_uninit` allocated `len` elements; `T: Copy` has no drop glue.
+        unsafe {
+            for i in 0..len {
+                b.ptr.as_ptr().add(i).write(value);
+            }
+        }
+        Some(b)
+    }
+
     /// A copy of `values`.
     pub fn from_slice(values: &[T]) -> Self {
         let b = Self::uninit(values.len());
@@ -75,15 +93,26 @@ impl<T: Float> Buffer<T> {
     }
 
     fn uninit(len: usize) -> Self {
+        Self::try_uninit(len).unwrap_or_else(|| {
+            let bytes = len.saturating_mul(size_of::<T>());
+            panic!("cannot allocate a buffer of {len} elements ({bytes} bytes)")
+        })
+    }
+
+    /// An allocation for `len` elements, or `None` when its size overflows or the
+    /// allocator has no memory for it.
+    fn try_uninit(len: usize) -> Option<Self> {
         let huge = len.saturating_mul(size_of::<T>()) >= HUGE_PAGE;
         let offset = if huge { NEXT_COLOR.fetch_add(1, Ordering::Relaxed) % COLORS * STAGGER } else { 0 };
-        let Some(layout) = Self::layout(len, offset) else {
-            return Buffer { ptr: NonNull::dangling(), len, offset };
+        let layout = match Self::layout(len, offset) {
+            Ok(Some(layout)) => layout,
+            Ok(None) => return Some(Buffer { ptr: NonNull::dangling(), len, offset }),
+            Err(()) => return None,
         };
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc(layout) };
         if raw.is_null() {
-            std::alloc::handle_alloc_error(layout);
+            return None;
         }
         if huge {
             advise_huge_pages(raw, layout.size());
@@ -91,7 +120,7 @@ impl<T: Float> Buffer<T> {
         // SAFETY: `offset + len * size_of::<T>()` bytes fit in the allocation (see `layout`),
         // and `offset` is a multiple of 64, so the data stays aligned for `T`.
         let ptr = unsafe { NonNull::new_unchecked(raw.add(offset) as *mut T) };
-        Buffer { ptr, len, offset }
+        Some(Buffer { ptr, len, offset })
     }
 }
 
@@ -109,16 +138,17 @@ fn advise_huge_pages(_: *mut u8, _: usize) {}
 
 impl<T> Buffer<T> {
     /// The allocation of `len` elements starting `offset` bytes in: 2 MiB-aligned from one
-    /// huge page of data up, 64-byte aligned below, none when empty.
-    fn layout(len: usize, offset: usize) -> Option<Layout> {
+    /// huge page of data up, 64-byte aligned below, none when empty; `Err` when the size
+    /// overflows what a layout can describe.
+    fn layout(len: usize, offset: usize) -> Result<Option<Layout>, ()> {
         assert!(align_of::<T>() <= 64, "Buffer holds types aligned to at most 64 bytes");
-        let bytes = len.checked_mul(size_of::<T>()).expect("buffer size overflows usize");
+        let bytes = len.checked_mul(size_of::<T>()).ok_or(())?;
         if bytes == 0 {
-            return None;
+            return Ok(None);
         }
         let align = if bytes >= HUGE_PAGE { HUGE_PAGE } else { 64 };
-        let total = bytes.checked_add(offset).expect("buffer size overflows usize");
-        Some(Layout::from_size_align(total.next_multiple_of(align), align).expect("valid layout"))
+        let total = bytes.checked_add(offset).and_then(|t| t.checked_next_multiple_of(align)).ok_or(())?;
+        Layout::from_size_align(total, align).map(Some).map_err(|_| ())
     }
 }
 
@@ -151,7 +181,7 @@ impl<T> AsMut<[T]> for Buffer<T> {
 
 impl<T> Drop for Buffer<T> {
     fn drop(&mut self) {
-        if let Some(layout) = Self::layout(self.len, self.offset) {
+        if let Ok(Some(layout)) = Self::layout(self.len, self.offset) {
             // SAFETY: allocated in `uninit` with this same layout, `offset` bytes before the data.
             unsafe { dealloc((self.ptr.as_ptr() as *mut u8).sub(self.offset), layout) }
         }

@@ -74,7 +74,7 @@ impl<P: Param> Optimizer<P> {
         let io = |source| Error::Io { path: path.to_path_buf(), source };
         let mut arrays: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = Vec::new();
         for (t, tr) in self.tracked().iter().enumerate() {
-            for (k, slot) in self.group(tr.group).slots().iter().enumerate() {
+            for (k, slot) in self.groups()[tr.group].slots().iter().enumerate() {
                 if let Some(buf) = self.buffer(t, k) {
                     let mut bytes = Vec::with_capacity(size_of_val(buf));
                     buf.iter().for_each(|v| v.write_le(&mut bytes));
@@ -88,7 +88,7 @@ impl<P: Param> Optimizer<P> {
             }
         }
         arrays.push(("step".into(), StDtype::I64, vec![], (self.step_count() as i64).to_le_bytes().to_vec()));
-        let groups: Vec<&OptimizerConfig> = (0..self.num_groups()).map(|i| self.group(i)).collect();
+        let groups: Vec<&OptimizerConfig> = self.groups().iter().collect();
         let tensors: Vec<(&str, &[usize], usize)> =
             self.tracked().iter().map(|t| (t.spec.name.as_str(), &t.spec.shape[..], t.group)).collect();
         let meta = HashMap::from([
@@ -158,7 +158,7 @@ impl<P: Param> Optimizer<P> {
         let mut restored = Vec::new();
         for tr in self.tracked() {
             let mut bufs = Vec::new();
-            for slot in self.group(tr.group).slots() {
+            for slot in self.groups()[tr.group].slots() {
                 if !slot.used {
                     bufs.push(Vec::new());
                     continue;

@@ -271,8 +271,8 @@ impl Common {
             .then(|| T::from_f64(self.hp(self.weight_decay)));
         let norm_clip = match (self.clip_norm, norm) {
             (Some(c), Some(n)) if n > c.max_norm => {
-                let n = T::from_f64(n);
-                Some((T::from_f64(c.max_norm), n, T::ONE / n))
+                let (c, n) = (T::from_f64(c.max_norm), T::from_f64(n));
+                Some((c, c / n, T::ONE / n))
             }
             _ => None,
         };
@@ -431,7 +431,7 @@ impl<T: Float> Lerp<T> {
 pub(crate) struct Prep<T> {
     rescale: Option<T>,
     maximize: bool,
-    /// The bound `c`, the norm, and its reciprocal (rounded in `T`).
+    /// The bound `c`, the factor `c / norm`, and the norm's reciprocal (rounded in `T`).
     norm_clip: Option<(T, T, T)>,
     wd: Option<T>,
     wd_clipped: bool,
@@ -461,8 +461,10 @@ impl<T: Float> Prep<T> {
         if self.maximize {
             g = -g;
         }
-        if let Some((c, norm, reciprocal)) = self.norm_clip {
-            g = if self.norm_by_reciprocal { g * c * reciprocal } else { g * c / norm };
+        if let Some((c, scale, reciprocal)) = self.norm_clip {
+            // the factor c / norm (< 1) first, as torch's clip_grad_norm_ forms its coefficient,
+            // so that a large bound cannot overflow g * c; Keras on XLA multiplies g * c first
+            g = if self.norm_by_reciprocal { g * c * reciprocal } else { g * scale };
         }
         let decayed = |g: T, wd: T| if self.wd_fused { x.mul_add(wd, g) } else { g + wd * x };
         if let (Some(wd), true) = (self.wd, self.wd_clipped) {

@@ -84,6 +84,37 @@ pub enum Error {
         /// The tensor names in order.
         names: String,
     },
+    /// A tensor whose element count overflows, or whose state cannot be allocated.
+    #[error("tensor {tensor:?} of shape {shape:?}: {reason}")]
+    TooLarge {
+        /// Tensor name.
+        tensor: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// What does not fit.
+        reason: String,
+    },
+    /// A parameter group index past the last group.
+    #[error("no parameter group {index}: the optimizer has {groups} (0 to {last})", last = groups.saturating_sub(1))]
+    NoGroup {
+        /// The index asked for.
+        index: usize,
+        /// How many groups there are.
+        groups: usize,
+    },
+    /// A learning-rate schedule that gives a rate outside `[0, ∞)`.
+    #[error(
+        "the schedule gives group {group} a learning rate of {lr} at step {step}: expected a finite number >= 0; \
+         nothing was updated"
+    )]
+    InvalidSchedule {
+        /// The group.
+        group: usize,
+        /// The step (1-based).
+        step: u64,
+        /// The rate it gave.
+        lr: f64,
+    },
     /// A tensor name registered twice.
     #[error("tensor name {0:?} is used twice")]
     DuplicateTensor(String),

@@ -528,7 +528,7 @@ impl Case {
                 StateRef::LearningRate => {
                     let e = value.as_f64().ok_or_else(|| format!("state.{key} is not a number"))?;
                     // Keras holds it as a variable of the case's dtype
-                    let lr = T::from_f64(opt.current_lr(0)).to_f64();
+                    let lr = T::from_f64(opt.current_lr(0).map_err(|e| e.to_string())?).to_f64();
                     worst.see(lr, e, rtol * e.abs(), || format!("state.{key}"));
                 }
                 StateRef::Buffer(ours, sign) => {

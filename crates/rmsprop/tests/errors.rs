@@ -145,7 +145,7 @@ fn skip_policy_counts_and_propagate_applies() {
 #[test]
 fn invalid_change_after_construction_is_caught_at_step() {
     let mut opt = new(RmsProp::default()).unwrap();
-    opt.group_mut(0).common_mut().lr = f64::INFINITY;
+    opt.group_mut(0).unwrap().common_mut().lr = f64::INFINITY;
     let mut p = vec![vec![0.5; 5], vec![0.25]];
     let e = msg(opt.step(&mut p, &[vec![1.0; 5], vec![1.0]]).unwrap_err());
     assert!(e.contains("rmsprop.lr = inf"), "{e}");
@@ -183,18 +183,18 @@ fn a_change_that_needs_other_state_is_refused() {
     let mut p = vec![vec![0.5; 5], vec![0.25]];
     let g = [vec![1.0; 5], vec![1.0]];
     let mut opt = new(RmsProp::default()).unwrap();
-    let OptimizerConfig::RmsProp(r) = opt.group_mut(0) else { unreachable!() };
+    let OptimizerConfig::RmsProp(r) = opt.group_mut(0).unwrap() else { unreachable!() };
     r.centered = true;
     let e = msg(opt.step(&mut p, &g).unwrap_err());
     assert!(e.contains("registered as rmsprop with state [square_avg]"), "{e}");
     assert!(e.contains("state [square_avg, grad_avg]"), "{e}");
-    *opt.group_mut(0) = Adam::default().into();
+    *opt.group_mut(0).unwrap() = Adam::default().into();
     let e = msg(opt.step(&mut p, &g).unwrap_err());
     assert!(e.contains("cannot become adam"), "{e}");
     assert_eq!(p, vec![vec![0.5; 5], vec![0.25]]);
     assert_eq!(opt.step_count(), 0);
     // a change that keeps the state is fine
-    *opt.group_mut(0) = RmsProp::default().with_decay(0.5).with_lr(0.1).into();
+    *opt.group_mut(0).unwrap() = RmsProp::default().with_decay(0.5).with_lr(0.1).into();
     opt.step(&mut p, &g).unwrap();
     assert_eq!(opt.step_count(), 1);
 }

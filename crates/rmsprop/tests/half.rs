@@ -21,7 +21,7 @@ fn matches_rounded_f32<H: Param<Acc = f32> + PartialEq>(config: OptimizerConfig)
         let rounded: Vec<H> = xf[0].iter().map(|&v| H::store(v)).collect();
         assert!(xh[0] == rounded, "{}: parameters differ", H::NAME);
         xf[0] = rounded.iter().map(|v| v.load()).collect();
-        for name in half_opt.group(0).state_names() {
+        for name in half_opt.group(0).unwrap().state_names() {
             assert_eq!(half_opt.state("w", name), wide_opt.state("w", name), "{} {name}", H::NAME);
         }
     }

@@ -67,7 +67,7 @@ fn schedules_set_each_steps_rate() {
         opt.step(&mut x, &[vec![-1.0]]).unwrap();
     }
     assert_eq!(x[0][0], 1.0 + 0.5 + 0.25);
-    assert_eq!(opt.current_lr(0), 0.125);
+    assert_eq!(opt.current_lr(0).unwrap(), 0.125);
     let cosine = Schedule::Cosine { t_max: 10, eta_min: 0.0 };
     assert_eq!(cosine.lr(1.0, 1), 1.0);
     assert!((cosine.lr(1.0, 6) - 0.5).abs() < 1e-15);
@@ -76,12 +76,14 @@ fn schedules_set_each_steps_rate() {
 
 #[test]
 fn global_norm_clipping_scales_every_tensor_alike() {
-    // ||(3, 4)|| = 5, clipped to 1: SGD moves by g/5
+    // ||(3, 4)|| = 5, clipped to 1: SGD moves by g·(1/5), the coefficient formed first as
+    // torch's clip_grad_norm_ does (so a large bound cannot overflow g·c)
     let config = Sgd::default().with_lr(1.0).with_clip_norm(1.0, NormScope::Global);
     let mut opt = Optimizer::<f64>::new(config, &[("a", &[1][..]), ("b", &[1][..])]).unwrap();
     let mut p = vec![vec![0.0], vec![0.0]];
     opt.step(&mut p, &[vec![3.0], vec![4.0]]).unwrap();
-    assert_eq!(p, vec![vec![-0.6], vec![-0.8]]);
+    assert_eq!(p, vec![vec![-(3.0 * (1.0 / 5.0))], vec![-(4.0 * (1.0 / 5.0))]]);
+    assert_eq!(p[0][0], -0.6000000000000001);
     let per_tensor = Sgd::default().with_lr(1.0).with_clip_norm(1.0, NormScope::PerTensor);
     let mut opt = Optimizer::<f64>::new(per_tensor, &[("a", &[1][..]), ("b", &[1][..])]).unwrap();
     let mut p = vec![vec![0.0], vec![0.0]];
@@ -114,6 +116,7 @@ fn parallel_and_serial_steps_are_bit_identical() {
             }
             let state: Vec<u32> = opt
                 .group(0)
+                .unwrap()
                 .state_names()
                 .iter()
                 .flat_map(|s| opt.state("t0", s).unwrap().to_vec())
@@ -145,9 +148,9 @@ fn every_change_reaches_the_next_step() {
     for _ in 0..2 {
         step(&mut opt, d2l(0.01, 0.9), "unchanged");
     }
-    opt.group_mut(0).common_mut().lr = 0.1;
+    opt.group_mut(0).unwrap().common_mut().lr = 0.1;
     step(&mut opt, d2l(0.1, 0.9), "learning rate");
-    let OptimizerConfig::RmsProp(r) = opt.group_mut(0) else { unreachable!() };
+    let OptimizerConfig::RmsProp(r) = opt.group_mut(0).unwrap() else { unreachable!() };
     r.decay = 0.5;
     step(&mut opt, d2l(0.1, 0.5), "decay");
     let mut opt = opt.with_schedule(Schedule::Exponential { gamma: 0.5 }); // steps 5 and 6

@@ -13,7 +13,7 @@ fn optimizer(config: OptimizerConfig) -> Optimizer<f32> {
 fn snapshot(opt: &Optimizer<f32>) -> Vec<u32> {
     let mut out = vec![opt.step_count() as u32];
     for (name, _) in SHAPES {
-        for slot in opt.group(0).state_names() {
+        for slot in opt.group(0).unwrap().state_names() {
             out.extend(opt.state(name, slot).unwrap().iter().map(|v| v.to_bits()));
         }
     }

@@ -5,7 +5,7 @@
 
 use super::{Ctx, Slot};
 use crate::common::{Common, Prep, Rounding, WeightOps, check_nonneg, check_unit, common_setters, round};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use crate::simd::{self, select, with_prep, with_rounding};
 use serde::{Deserialize, Serialize};
@@ -66,7 +66,14 @@ impl Adadelta {
         const N: &str = "adadelta";
         self.common.validate(N)?;
         check_unit(N, "rho", self.rho)?;
-        check_nonneg(N, "eps", self.eps)
+        check_nonneg(N, "eps", self.eps)?;
+        if self.eps == 0.0 {
+            return Err(Error::InvalidCombination {
+                optimizer: N,
+                reason: "eps = 0 divides 0 by 0 at the first zero gradient (sqrt(0 + eps) / sqrt(0 + eps))".into(),
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn slots(&self) -> Vec<Slot> {

@@ -4,7 +4,7 @@
 
 use super::{Ctx, EpsPlacement, Slot};
 use crate::common::{Common, Prep, Rounding, StepForm, WeightOps, check_nonneg, common_setters, round, scaled};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use crate::simd::{self, select, with_form, with_prep, with_rounding};
 use serde::{Deserialize, Serialize};
@@ -87,7 +87,16 @@ impl Adagrad {
         self.common.validate(N)?;
         check_nonneg(N, "eps", self.eps)?;
         check_nonneg(N, "initial_accumulator", self.initial_accumulator)?;
-        check_nonneg(N, "lr_decay", self.lr_decay)
+        check_nonneg(N, "lr_decay", self.lr_decay)?;
+        if self.eps == 0.0 && self.initial_accumulator == 0.0 {
+            return Err(Error::InvalidCombination {
+                optimizer: N,
+                reason: "eps = 0 with initial_accumulator = 0 divides 0 by 0 wherever a gradient is 0; \
+                         give eps > 0 or a positive initial_accumulator"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn slots(&self) -> Vec<Slot> {

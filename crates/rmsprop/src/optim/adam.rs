@@ -5,7 +5,7 @@ use super::{Ctx, Slot};
 use crate::common::{
     Common, Debias, Lerp, Prep, Rounding, WeightDecayMode, WeightOps, check_nonneg, common_setters, invalid, round,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use crate::simd::{self, select, with_prep, with_rounding};
 use serde::{Deserialize, Serialize};
@@ -130,7 +130,14 @@ impl Adam {
             }
         }
         check_nonneg(N, "eps", self.eps)?;
-        check_nonneg(N, "eps_root", self.eps_root)
+        check_nonneg(N, "eps_root", self.eps_root)?;
+        if self.eps == 0.0 && self.eps_root == 0.0 {
+            return Err(Error::InvalidCombination {
+                optimizer: N,
+                reason: "eps = 0 with eps_root = 0 divides 0 by 0 wherever a gradient is 0".into(),
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn slots(&self) -> Vec<Slot> {

@@ -8,7 +8,7 @@ pub mod rmsprop;
 pub mod sgd;
 
 use crate::buffer::Buffer;
-use crate::common::{Common, NormScope, Prep, Rounding};
+use crate::common::{Common, HyperPrecision, NormScope, Prep, Rounding};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use crate::schedule::Schedule;
@@ -187,11 +187,33 @@ pub enum StepOutcome {
     Skipped,
 }
 
+/// Every numeric hyperparameter of `config` stays finite where the step computes with it:
+/// in `T`, the state's type, and in `f32` under [`HyperPrecision::F32`]. (`lr = 1e300` is a
+/// valid `f64` but becomes infinite in an `f32` step.)
+fn check_representable<T: Float>(config: &OptimizerConfig) -> Result<()> {
+    let held_in_f32 = config.common().precision == HyperPrecision::F32;
+    for (name, value) in crate::by_name::hyperparameters(config) {
+        let crate::by_name::Value::Num(x) = value else { continue };
+        let lost = !T::from_f64(x).to_f64().is_finite() || (held_in_f32 && !(x as f32).is_finite());
+        if x.is_finite() && lost {
+            return Err(Error::InvalidHyperparameter {
+                optimizer: config.name(),
+                name,
+                value: x.to_string(),
+                expected: "a value within float32's range (|x| <= 3.4e38), the type the step computes in",
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A named parameter tensor: its name and shape (row-major).
 ///
 /// ```
 /// let t = rmsprop::TensorSpec::new("w", &[5, 1]);
-/// assert_eq!(t.len(), 5);
+/// assert_eq!((t.len(), t.checked_len()), (5, Some(5)));
+/// let absurd = rmsprop::TensorSpec::new("w", &[usize::MAX, 2]);
+/// assert_eq!((absurd.checked_len(), absurd.len()), (None, usize::MAX));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TensorSpec {
@@ -206,9 +228,14 @@ impl TensorSpec {
     pub fn new(name: impl Into<String>, shape: &[usize]) -> Self {
         TensorSpec { name: name.into(), shape: shape.to_vec() }
     }
-    /// Number of elements.
+    /// Number of elements; `usize::MAX` when the product of the shape overflows (an
+    /// optimizer refuses such a tensor: see [`checked_len`](Self::checked_len)).
     pub fn len(&self) -> usize {
-        self.shape.iter().product()
+        self.checked_len().unwrap_or(usize::MAX)
+    }
+    /// Number of elements, or `None` when the product of the shape overflows `usize`.
+    pub fn checked_len(&self) -> Option<usize> {
+        self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
     }
     /// True for a tensor with no elements.
     pub fn is_empty(&self) -> bool {
@@ -498,6 +525,7 @@ impl<P: Param> Optimizer<P> {
     ) -> Result<()> {
         let config = config.into();
         config.validate()?;
+        check_representable::<P::Acc>(&config)?;
         let specs: Vec<TensorSpec> = tensors.iter().cloned().map(Into::into).collect();
         for (i, s) in specs.iter().enumerate() {
             if self.tensors.iter().any(|t| t.spec.name == s.name) || specs[..i].iter().any(|t| t.name == s.name) {
@@ -506,8 +534,31 @@ impl<P: Param> Optimizer<P> {
         }
         let group = self.groups.len();
         let slots = config.slots();
+        // sizes first, with checked arithmetic, and every allocation tried before anything
+        // changes: a tensor too large is an error, never an abort or a wrapped count
         let mut len: [usize; MAX_SLOTS] = std::array::from_fn(|k| self.arena[k].len());
         let old = len;
+        let mut chunks = 0usize;
+        let too_large =
+            |s: &TensorSpec, reason: String| Error::TooLarge { tensor: s.name.clone(), shape: s.shape.clone(), reason };
+        for spec in &specs {
+            let n = spec.checked_len().ok_or_else(|| too_large(spec, "its element count overflows usize".into()))?;
+            for (k, _) in slots.iter().enumerate().filter(|(_, s)| s.used) {
+                len[k] = len[k]
+                    .checked_add(n)
+                    .filter(|&l| l.checked_mul(size_of::<P::Acc>()).is_some_and(|b| b <= isize::MAX as usize))
+                    .ok_or_else(|| too_large(spec, "the optimizer state would exceed the address space".into()))?;
+            }
+            chunks = chunks.saturating_add(n.div_ceil(CHUNK));
+        }
+        let mut grown: [Option<Buffer<P::Acc>>; MAX_SLOTS] = std::array::from_fn(|_| None);
+        for k in (0..MAX_SLOTS).filter(|&k| len[k] != old[k]) {
+            let bytes = len[k] * size_of::<P::Acc>();
+            let fail = || too_large(&specs[0], format!("cannot allocate {bytes} bytes of optimizer state"));
+            grown[k] = Some(Buffer::try_filled(len[k], P::Acc::ZERO).ok_or_else(fail)?);
+        }
+        self.chunks.try_reserve(chunks).map_err(|_| too_large(&specs[0], format!("cannot index {chunks} chunks")))?;
+        let mut len = old;
         let mut fills = Vec::new();
         for spec in specs {
             let n = spec.len();
@@ -523,11 +574,10 @@ impl<P: Param> Optimizer<P> {
             self.total += n;
         }
         // grow the arenas: keep what is there, initialise the new tensors' state
-        for k in 0..MAX_SLOTS {
-            if len[k] != old[k] {
-                let mut grown = Buffer::filled(len[k], P::Acc::ZERO);
-                grown[..old[k]].copy_from_slice(&self.arena[k]);
-                self.arena[k] = grown;
+        for (k, buffer) in grown.into_iter().enumerate() {
+            if let Some(mut buffer) = buffer {
+                buffer[..old[k]].copy_from_slice(&self.arena[k]);
+                self.arena[k] = buffer;
             }
         }
         for (k, start, n, init) in fills {
@@ -560,9 +610,9 @@ impl<P: Param> Optimizer<P> {
         self
     }
 
-    /// The configuration of group `i`.
-    pub fn group(&self, i: usize) -> &OptimizerConfig {
-        &self.groups[i]
+    /// The configuration of group `i` ([`Error::NoGroup`] past the last).
+    pub fn group(&self, i: usize) -> Result<&OptimizerConfig> {
+        self.groups.get(i).ok_or(Error::NoGroup { index: i, groups: self.groups.len() })
     }
 
     /// The configuration of group `i`, mutably; a change is validated at the next step.
@@ -574,16 +624,25 @@ impl<P: Param> Optimizer<P> {
     /// ```
     /// use rmsprop::{Optimizer, OptimizerConfig, RmsProp};
     /// let mut opt = Optimizer::<f32>::new(RmsProp::default(), &[("w", &[2][..])]).unwrap();
-    /// opt.group_mut(0).common_mut().lr = 0.1; // takes effect at the next step
-    /// if let OptimizerConfig::RmsProp(r) = opt.group_mut(0) {
+    /// opt.group_mut(0)?.common_mut().lr = 0.1; // takes effect at the next step
+    /// if let OptimizerConfig::RmsProp(r) = opt.group_mut(0)? {
     ///     r.centered = true; // would need a `grad_avg` the group does not have
     /// }
     /// assert!(opt.step(&mut [vec![1.0f32; 2]], &[vec![0.5f32; 2]]).is_err());
+    /// assert_eq!(opt.group_mut(5).unwrap_err().to_string(), "no parameter group 5: the optimizer has 1 (0 to 0)");
+    /// # Ok::<(), rmsprop::Error>(())
     /// ```
-    pub fn group_mut(&mut self, i: usize) -> &mut OptimizerConfig {
+    pub fn group_mut(&mut self, i: usize) -> Result<&mut OptimizerConfig> {
+        let groups = self.groups.len();
+        let config = self.groups.get_mut(i).ok_or(Error::NoGroup { index: i, groups })?;
         self.unvalidated = true;
         self.plan.steady[i] = false;
-        &mut self.groups[i]
+        Ok(config)
+    }
+
+    /// Every group's configuration, in order.
+    pub(crate) fn groups(&self) -> &[OptimizerConfig] {
+        &self.groups
     }
 
     /// Number of parameter groups.
@@ -607,8 +666,8 @@ impl<P: Param> Optimizer<P> {
     }
 
     /// The learning rate the next step will use in group `i` (schedule applied).
-    pub fn current_lr(&self, i: usize) -> f64 {
-        self.schedule.lr(self.groups[i].common().lr, self.step + 1)
+    pub fn current_lr(&self, i: usize) -> Result<f64> {
+        Ok(self.schedule.lr(self.group(i)?.common().lr, self.step + 1))
     }
 
     /// State tensor `name` (e.g. `"square_avg"`) of parameter `tensor`.
@@ -664,6 +723,7 @@ impl<P: Param> Optimizer<P> {
         if self.unvalidated {
             for (config, registered) in self.groups.iter().zip(&self.registered) {
                 config.validate()?;
+                check_representable::<P::Acc>(config)?;
                 registered.check(config)?;
             }
             self.unvalidated = false;
@@ -677,6 +737,9 @@ impl<P: Param> Optimizer<P> {
             return Err(Error::NonFiniteGradient { tensor: self.tensors[i].spec.name.clone(), index, value });
         }
         let t = self.step + 1;
+        if !matches!(self.schedule, Schedule::Constant) {
+            self.check_schedule(t)?;
+        }
         self.plan(t, grads);
         self.run();
         self.step = t;
@@ -727,6 +790,18 @@ impl<P: Param> Optimizer<P> {
         } else {
             ptrs.iter().enumerate().find_map(|(t, p)| first_nonfinite(grad(p.arrays)).map(|i| (t, i)))
         }
+    }
+
+    /// Every group's scheduled rate for step `t` is a finite number >= 0 (a constant rate
+    /// is the validated `lr`; a schedule, a closure above all, can give anything).
+    fn check_schedule(&self, t: u64) -> Result<()> {
+        for (group, config) in self.groups.iter().enumerate() {
+            let lr = self.schedule.lr(config.common().lr, t);
+            if !(lr.is_finite() && lr >= 0.0) {
+                return Err(Error::InvalidSchedule { group, step: t, lr });
+            }
+        }
+        Ok(())
     }
 
     #[cold]

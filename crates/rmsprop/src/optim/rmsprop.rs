@@ -203,6 +203,21 @@ impl RmsProp {
                 reason: "nesterov = true needs momentum > 0".into(),
             });
         }
+        // what is certain to give NaN: 1 - decay^t = 0, and 0 / 0 on the first zero gradient
+        if self.bias_correction && self.decay == 1.0 {
+            return Err(Error::InvalidCombination {
+                optimizer: N,
+                reason: "bias_correction = true with decay = 1 divides by 1 - decay^t = 0".into(),
+            });
+        }
+        if self.eps == 0.0 && self.initial_accumulator == 0.0 {
+            return Err(Error::InvalidCombination {
+                optimizer: N,
+                reason: "eps = 0 with initial_accumulator = 0 divides 0 by 0 wherever a gradient is 0; \
+                         give eps > 0 or a positive initial_accumulator"
+                    .into(),
+            });
+        }
         Ok(())
     }
 
