@@ -86,7 +86,7 @@ impl Out {
     /// Saves `fig` as `name.svg` and `name.png`; returns the SVG text for the report.
     fn figure(&mut self, fig: &impl Figure, name: &str, size: (u32, u32)) -> Result<String, LabError> {
         let [svg, png] = plot::save(fig, &self.dir.join(name), size)?;
-        let text = std::fs::read_to_string(&svg).map_err(|source| LabError::Io { path: svg.clone(), source })?;
+        let text = std::fs::read_to_string(&svg).map_err(|error| LabError::Io { path: svg.clone(), error })?;
         self.files.extend([svg, png]);
         Ok(text)
     }
@@ -127,7 +127,7 @@ const BAND: &str = "MXNet 1.9.1 ends this protocol at 0.243–0.248 over seeds; 
 
 /// Runs the chapter; `progress` hears the name of each part as it starts.
 pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<ChapterOutput, LabError> {
-    std::fs::create_dir_all(&opts.out).map_err(|source| LabError::Io { path: opts.out.clone(), source })?;
+    std::fs::create_dir_all(&opts.out).map_err(|error| LabError::Io { path: opts.out.clone(), error })?;
     let mut out = Out { dir: opts.out.clone(), files: Vec::new() };
     let mut sections = Vec::new();
     let start = [-5.0, -2.0];

@@ -30,21 +30,27 @@ pub const EMBEDDED: &[u8] = include_bytes!("../data/airfoil_self_noise.dat");
 /// What went wrong reading the data, with the file and line.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
+    /// The file could not be read (the message is the system's, said once).
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not UTF-8 text.
-    #[error("{path}: not a text file ({source}), expected {COLUMNS} tab-separated numbers per line")]
+    #[error(
+        "{path}:{line}: byte {byte:#04x} at column {column} is not text, expected {COLUMNS} tab-separated numbers per line"
+    )]
     NotText {
         /// The file.
         path: PathBuf,
-        /// Where the bytes stop being UTF-8.
-        source: std::str::Utf8Error,
+        /// 1-based line of the first byte that is not UTF-8.
+        line: u64,
+        /// 1-based byte column in that line.
+        column: usize,
+        /// The byte.
+        byte: u8,
     },
     /// The file has no rows.
     #[error("{path}: the file is empty, expected {COLUMNS} tab-separated numbers per line")]
@@ -53,7 +59,7 @@ pub enum DataError {
         path: PathBuf,
     },
     /// A line with the wrong number of columns.
-    #[error("{path}:{line}: {got} columns, expected {COLUMNS} tab-separated numbers")]
+    #[error("{path}:{line}: {got} columns, expected {COLUMNS} tab-separated numbers{hint}")]
     Columns {
         /// The file.
         path: PathBuf,
@@ -61,6 +67,8 @@ pub enum DataError {
         line: u64,
         /// Columns found.
         got: usize,
+        /// What probably happened (`; the last column is empty: a trailing tab?`), or empty.
+        hint: &'static str,
     },
     /// A field that is not a finite number.
     #[error("{path}:{line}: column {column} is {text:?}, expected a finite number")]
@@ -75,7 +83,7 @@ pub enum DataError {
         text: String,
     },
     /// A column with a single value cannot be standardised.
-    #[error("{path}: column {column} has the same value {value} on every line; it cannot be standardised")]
+    #[error("{path}: column {column} has the same value {} on every line; it cannot be standardised", crate::divergence::number_short(*.value))]
     Constant {
         /// The file.
         path: PathBuf,
@@ -83,6 +91,16 @@ pub enum DataError {
         column: usize,
         /// Its value.
         value: f64,
+    },
+    /// A column whose values are too large for its mean and spread to be finite in `f64`.
+    #[error("{path}: column {column} holds values up to {largest:e}, too large to standardise in float64")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// 1-based column.
+        column: usize,
+        /// Its largest magnitude.
+        largest: f64,
     },
 }
 
@@ -135,19 +153,24 @@ impl Dataset {
     }
 }
 
-/// Parses the raw numbers of an airfoil file, in file order (tab-separated, LF or CRLF
-/// line ends, blank lines ignored).
+/// Parses the raw numbers of an airfoil file, in file order (tab-separated, LF, CRLF or
+/// CR-only line ends, a leading byte-order mark skipped, blank lines ignored).
 pub fn parse(text: &str, path: &Path) -> Result<Vec<[f64; COLUMNS]>, DataError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut rows = Vec::new();
-    // `lines` strips both `\n` and `\r\n`
-    for (index, line) in text.lines().enumerate() {
+    // `lines` strips both `\n` and `\r\n`; a file of old Mac line ends has only `\r`
+    let lines: Box<dyn Iterator<Item = &str>> =
+        if text.contains('\r') && !text.contains('\n') { Box::new(text.split('\r')) } else { Box::new(text.lines()) };
+    for (index, line) in lines.enumerate() {
         let line_no = index as u64 + 1;
         if line.trim().is_empty() {
             continue;
         }
         let fields: Vec<&str> = line.split('\t').collect();
         if fields.len() != COLUMNS {
-            return Err(DataError::Columns { path: path.into(), line: line_no, got: fields.len() });
+            let trailing = fields.len() == COLUMNS + 1 && fields[COLUMNS].trim().is_empty();
+            let hint = if trailing { "; the last column is empty: a trailing tab?" } else { "" };
+            return Err(DataError::Columns { path: path.into(), line: line_no, got: fields.len(), hint });
         }
         let mut row = [0.0; COLUMNS];
         for (column, (field, value)) in fields.iter().zip(&mut row).enumerate() {
@@ -164,19 +187,30 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<[f64; COLUMNS]>, DataError> 
 }
 
 /// Standardises every column (label too) with its mean and population std, in `f64`,
-/// then rounds to `f32` (D2L `get_data_ch7`).
+/// then rounds to `f32` (D2L `get_data_ch7`). A column of one value, or of values so large
+/// that its mean or spread overflows even when scaled, is an error (never a column of
+/// zeros or NaN).
 pub fn standardise(rows: &[[f64; COLUMNS]], path: &Path, source: Source) -> Result<Dataset, DataError> {
-    let n = rows.len() as f64;
     let mut mean = [0.0; COLUMNS];
     let mut std = [0.0; COLUMNS];
     for j in 0..COLUMNS {
-        mean[j] = rows.iter().map(|r| r[j]).sum::<f64>() / n;
-        std[j] = (rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n).sqrt();
-        if std[j] == 0.0 {
-            return Err(DataError::Constant { path: path.into(), column: j + 1, value: rows[0][j] });
+        let column = || rows.iter().map(|r| r[j]);
+        let first = rows.first().map_or(0.0, |r| r[j]);
+        if column().all(|v| v == first) {
+            return Err(DataError::Constant { path: path.into(), column: j + 1, value: first });
+        }
+        (mean[j], std[j]) = moments(column);
+        if !(mean[j].is_finite() && std[j].is_finite() && std[j] > 0.0) {
+            let largest = column().map(f64::abs).fold(0.0, f64::max);
+            return Err(DataError::TooLarge { path: path.into(), column: j + 1, largest });
         }
     }
     let z = |r: &[f64; COLUMNS], j: usize| ((r[j] - mean[j]) / std[j]) as f32;
+    // x - mean overflows only for spreads near f64's limit
+    if let Some(j) = (0..COLUMNS).find(|&j| rows.iter().any(|r| !z(r, j).is_finite())) {
+        let largest = rows.iter().map(|r| r[j].abs()).fold(0.0, f64::max);
+        return Err(DataError::TooLarge { path: path.into(), column: j + 1, largest });
+    }
     Ok(Dataset {
         features: rows.iter().flat_map(|r| (0..FEATURES).map(move |j| z(r, j))).collect(),
         labels: rows.iter().map(|r| z(r, FEATURES)).collect(),
@@ -185,10 +219,32 @@ pub fn standardise(rows: &[[f64; COLUMNS]], path: &Path, source: Source) -> Resu
     })
 }
 
+/// Mean and population standard deviation of a column: as the chapter computes them, or,
+/// where that overflows (values beyond about 1e154), of the column scaled by its largest
+/// magnitude, scaled back.
+fn moments<I: Iterator<Item = f64>>(column: impl Fn() -> I) -> (f64, f64) {
+    let plain = |scale: f64| {
+        let n = column().count() as f64;
+        let mean = column().map(|v| v / scale).sum::<f64>() / n;
+        let var = column().map(|v| (v / scale - mean).powi(2)).sum::<f64>() / n;
+        (mean * scale, var.sqrt() * scale)
+    };
+    let (mean, std) = plain(1.0);
+    if mean.is_finite() && std.is_finite() {
+        return (mean, std);
+    }
+    plain(column().map(f64::abs).fold(0.0, f64::max))
+}
+
 /// Reads and standardises an airfoil file.
 pub fn load(path: &Path) -> Result<Dataset, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.into(), source })?;
-    let text = std::str::from_utf8(&bytes).map_err(|source| DataError::NotText { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|error| DataError::Io { path: path.into(), error })?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        let (good, bad) = bytes.split_at(e.valid_up_to());
+        let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let line = good.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        DataError::NotText { path: path.into(), line, column: good.len() - line_start + 1, byte: bad[0] }
+    })?;
     standardise(&parse(text, path)?, path, Source::File(path.into()))
 }
 

@@ -23,16 +23,16 @@ pub enum LabError {
         available: usize,
     },
     /// Writing an output file.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (said once: it is not a `source` for error chains).
+        error: std::io::Error,
     },
 }
 
 /// Writes `contents` to `path`, naming the file on failure.
 pub fn write(path: &std::path::Path, contents: impl AsRef<[u8]>) -> Result<(), LabError> {
-    std::fs::write(path, contents).map_err(|source| LabError::Io { path: path.to_path_buf(), source })
+    std::fs::write(path, contents).map_err(|error| LabError::Io { path: path.to_path_buf(), error })
 }

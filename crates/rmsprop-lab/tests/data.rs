@@ -92,6 +92,111 @@ fn a_missing_or_binary_file_is_an_error_naming_it() {
     std::fs::write(&bin, [0x31, 0x09, 0xff, 0xfe, 0x0a]).unwrap();
     let e = data::load(&bin).unwrap_err();
     assert!(matches!(e, DataError::NotText { .. }), "{e}");
-    assert!(e.to_string().contains("binary.dat: not a text file"), "{e}");
+    assert!(
+        e.to_string()
+            .ends_with("binary.dat:1: byte 0xff at column 3 is not text, expected 6 tab-separated numbers per line"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The airfoil rows with column `j` of row `i` replaced by `v` (each call a fresh copy).
+fn with_value(cells: &[(usize, usize, f64)]) -> Vec<[f64; data::COLUMNS]> {
+    let text = std::str::from_utf8(data::EMBEDDED).unwrap();
+    let mut rows = data::parse(text, Path::new("airfoil")).unwrap();
+    for &(i, j, v) in cells {
+        rows[i][j] = v;
+    }
+    rows
+}
+
+/// Large values are standardised, not turned into a column of zeros or NaN; a column that
+/// cannot be is an error naming it.
+#[test]
+fn huge_values_are_standardised_or_refused_never_silently_zero() {
+    let p = Path::new("big.dat");
+    let file = || Source::File(p.into());
+    // one value of 1e155: the squares overflow; the column is scaled, and that row stands out
+    let d = data::standardise(&with_value(&[(7, 2, 1e155)]), p, file()).unwrap();
+    let col: Vec<f32> = (0..d.rows).map(|i| d.row(i)[2]).collect();
+    assert!(col.iter().all(|v| v.is_finite()));
+    assert!(
+        (col[7] - (d.rows as f32 - 1.0).sqrt()).abs() < 1e-3,
+        "the outlier is sqrt(n - 1) deviations out: {}",
+        col[7]
+    );
+    assert!(col.iter().enumerate().all(|(i, v)| i == 7 || v.abs() < 0.1), "the rest sit together, not at 0 exactly");
+    // two values of 1e308: the sum overflows, the scaled column does not
+    let d = data::standardise(&with_value(&[(0, 0, 1e308), (1, 0, 1e308)]), p, file()).unwrap();
+    assert!(d.features.iter().chain(&d.labels).all(|v| v.is_finite()));
+    // a column of ±1e200
+    let rows: Vec<_> = (0..10)
+        .map(|i| {
+            [
+                1.0 + i as f64,
+                2.0 * i as f64,
+                if i % 2 == 0 { 1e200 } else { -1e200 },
+                3.0 - i as f64,
+                i as f64 * i as f64,
+                i as f64,
+            ]
+        })
+        .collect();
+    let d = data::standardise(&rows, p, file()).unwrap();
+    assert!((0..10).all(|i| (d.row(i)[2].abs() - 1.0).abs() < 1e-6), "{:?}", d.features);
+    // a constant column of 1e308 (its mean is infinite) is still constant
+    let rows = vec![[1e308, 1.0, 2.0, 3.0, 4.0, 5.0], [1e308, 2.0, 3.0, 4.0, 5.0, 6.0]];
+    let e = data::standardise(&rows, p, file()).unwrap_err();
+    assert_eq!(e.to_string(), "big.dat: column 1 has the same value 1e308 on every line; it cannot be standardised");
+    // a spread at f64's limit: x - mean overflows
+    let rows: Vec<_> = (0..100)
+        .map(|i| {
+            [
+                if i == 0 { 1.7e308 } else { -1.7e308 },
+                i as f64,
+                1.0 + i as f64,
+                2.0 * i as f64,
+                3.0 * i as f64,
+                4.0 + i as f64,
+            ]
+        })
+        .collect();
+    let e = data::standardise(&rows, p, file()).unwrap_err();
+    assert!(matches!(e, DataError::TooLarge { column: 1, .. }), "{e}");
+    assert!(e.to_string().contains("too large to standardise"), "{e}");
+}
+
+#[test]
+fn odd_files_read_as_a_person_would_expect_or_say_where_they_are_wrong() {
+    let dir = std::env::temp_dir().join(format!("rmsprop-odd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let f = dir.join(name);
+        std::fs::write(&f, bytes).unwrap();
+        f
+    };
+    let rows = "1\t2\t3\t4\t5\t6\n2\t3\t4\t5\t6\t7\n4\t1\t0\t2\t2\t9\n";
+    // a byte-order mark is not part of the first number
+    let bom = [b"\xef\xbb\xbf".as_slice(), rows.as_bytes()].concat();
+    assert_eq!(data::load(&write("bom.dat", &bom)).unwrap().rows, 3);
+    // old Mac line ends
+    assert_eq!(data::load(&write("cr.dat", rows.replace('\n', "\r").as_bytes())).unwrap().rows, 3);
+    // a trailing tab: said, not "7 columns" alone
+    let e = data::load(&write("tab.dat", b"1\t2\t3\t4\t5\t6\t\n")).unwrap_err().to_string();
+    assert!(
+        e.ends_with(
+            "tab.dat:1: 7 columns, expected 6 tab-separated numbers; the last column is empty: a trailing tab?"
+        ),
+        "{e}"
+    );
+    // a binary file: the line and column of the first byte that is not text
+    let e = data::load(&write("bin.dat", b"1\t2\t3\t4\t5\t6\n7\t\xff\t9\n")).unwrap_err().to_string();
+    assert!(
+        e.ends_with("bin.dat:2: byte 0xff at column 3 is not text, expected 6 tab-separated numbers per line"),
+        "{e}"
+    );
+    // a folder: the system's word, once
+    let e = data::load(&dir).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("{}: ", dir.display())) && e.matches("os error").count() == 1, "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -61,7 +61,7 @@ fn read_metadata(bytes: &[u8], path: &Path) -> Result<HashMap<String, String>> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })
 }
 
 fn corrupt(path: &Path, reason: String) -> Error {
@@ -71,7 +71,7 @@ fn corrupt(path: &Path, reason: String) -> Error {
 impl<P: Param> Optimizer<P> {
     /// Writes the optimizer state to `path` (safetensors), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let io = |error| Error::Io { path: path.to_path_buf(), error };
         let mut arrays: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = Vec::new();
         for (t, tr) in self.tracked().iter().enumerate() {
             for (k, slot) in self.groups()[tr.group].slots().iter().enumerate() {

@@ -137,12 +137,12 @@ pub enum Error {
         reason: String,
     },
     /// An I/O error, with the file it concerns.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, so not also a `source`: said once).
+        error: std::io::Error,
     },
     /// A golden-vector file that cannot be read.
     #[error("golden file {path}: {reason}")]

@@ -85,7 +85,7 @@ pub type Adjust<'a> = &'a dyn Fn(&mut OptimizerConfig, &str);
 /// [`replay_file`] with every case's configuration passed through `adjust` first.
 pub fn replay_file_with(path: &Path, adjust: Adjust) -> Result<FileReport> {
     let bad = |reason: String| Error::Golden { path: path.to_path_buf(), reason };
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
     let root: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let version = root.get("format_version").and_then(Value::as_u64);
     if version != Some(1) {
