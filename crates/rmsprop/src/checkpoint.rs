@@ -3,9 +3,12 @@
 //! with the format version, dtype and hyperparameters in its metadata (hyperparameters
 //! as JSON, `f64` printed shortest-round-trip, never `f32` printed).
 //!
-//! Files are written atomically (temporary file in the same folder, then rename).
-//! Loading checks the version, every name, shape and dtype, and changes nothing unless
-//! all of them fit: save, load and continue is bit-identical to never stopping.
+//! Files are written atomically (a temporary file of a name no other save uses, in the same
+//! folder, then renamed; a symbolic link is followed, not replaced) and byte for byte the
+//! same for the same state (metadata in sorted order). Loading checks the version, the
+//! optimizer, the tensors, every name, shape and dtype, the counters, and every state value
+//! (finite; squares not negative), and changes nothing unless all of them fit: save, load
+//! and continue is bit-identical to never stopping.
 //!
 //! ```
 //! use rmsprop::{Optimizer, RmsProp};
@@ -26,9 +29,10 @@ use crate::error::{Error, Result};
 use crate::float::{Dtype, Float, Param};
 use crate::optim::{Optimizer, OptimizerConfig};
 use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The checkpoint format version this build writes and reads.
 pub const FORMAT_VERSION: &str = "1";
@@ -68,6 +72,57 @@ fn corrupt(path: &Path, reason: String) -> Error {
     Error::Checkpoint { path: path.to_path_buf(), reason }
 }
 
+/// The safetensors file `bytes` with its header's `__metadata__` in sorted key order
+/// (safetensors writes it from a `HashMap`, in a different order each time).
+fn sorted_header(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
+    let bad = |e: String| corrupt(path, format!("cannot serialise: {e}"));
+    let n = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
+    let (header, data) = match n {
+        Some(n) if bytes.len() >= 8 + n => (&bytes[8..8 + n], &bytes[8 + n..]),
+        _ => return Err(bad("a header shorter than its length".into())),
+    };
+    let mut top: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| bad(e.to_string()))?;
+    if let Some(meta) = top.get_mut("__metadata__") {
+        let sorted: BTreeMap<String, String> = serde_json::from_value(meta.take()).map_err(|e| bad(e.to_string()))?;
+        *meta = serde_json::to_value(sorted).map_err(|e| bad(e.to_string()))?;
+    }
+    let mut header = serde_json::to_vec(&top).map_err(|e| bad(e.to_string()))?;
+    header.resize(header.len().next_multiple_of(8), b' ');
+    Ok([&(header.len() as u64).to_le_bytes()[..], &header, data].concat())
+}
+
+/// Where a save to `path` writes: the file a symbolic link points to (the link stays), or
+/// `path` itself.
+fn write_target(path: &Path) -> PathBuf {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// A temporary name beside `target` that no other save of this process uses.
+fn temporary(target: &Path) -> Result<PathBuf> {
+    static SAVES: AtomicU64 = AtomicU64::new(0);
+    let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = target.file_name().ok_or_else(|| corrupt(target, "not a file path".into()))?;
+    let n = SAVES.fetch_add(1, Ordering::Relaxed);
+    Ok(dir.join(format!(".{}.tmp-{}-{n}", name.to_string_lossy(), std::process::id())))
+}
+
+/// The first value of a state array that cannot be: not finite, or a negative square.
+fn bad_value<T: Float>(values: &[T], squares: bool) -> Option<(usize, f64, &'static str)> {
+    values.iter().map(|v| v.to_f64()).enumerate().find_map(|(i, v)| {
+        if !v.is_finite() {
+            Some((i, v, "state must be finite"))
+        } else if squares && v < 0.0 {
+            Some((i, v, "a sum of squares is never negative"))
+        } else {
+            None
+        }
+    })
+}
+
 impl<P: Param> Optimizer<P> {
     /// Writes the optimizer state to `path` (safetensors), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -87,7 +142,13 @@ impl<P: Param> Optimizer<P> {
                 }
             }
         }
-        arrays.push(("step".into(), StDtype::I64, vec![], (self.step_count() as i64).to_le_bytes().to_vec()));
+        let counter = |what: &str, v: u64| {
+            i64::try_from(v)
+                .map_err(|_| corrupt(path, format!("{what} {v} does not fit the format's 64-bit signed integer")))
+        };
+        let step = counter("step count", self.step_count())?;
+        counter("skipped step count", self.skipped_steps())?;
+        arrays.push(("step".into(), StDtype::I64, vec![], step.to_le_bytes().to_vec()));
         let groups: Vec<&OptimizerConfig> = self.groups().iter().collect();
         let tensors: Vec<(&str, &[usize], usize)> =
             self.tracked().iter().map(|t| (t.spec.name.as_str(), &t.spec.shape[..], t.group)).collect();
@@ -108,14 +169,14 @@ impl<P: Param> Optimizer<P> {
             .map_err(|e| corrupt(path, format!("cannot serialise: {e}")))?;
         let bytes =
             safetensors::serialize(views, Some(meta)).map_err(|e| corrupt(path, format!("cannot serialise: {e}")))?;
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let file_name = path.file_name().ok_or_else(|| corrupt(path, "not a file path".into()))?;
-        let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+        let bytes = sorted_header(bytes, path)?;
+        let target = write_target(path);
+        let tmp = temporary(&target)?;
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = std::fs::File::options().write(true).create_new(true).open(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
-            std::fs::rename(&tmp, path)
+            std::fs::rename(&tmp, &target)
         };
         write().map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
@@ -142,7 +203,26 @@ impl<P: Param> Optimizer<P> {
                 format!("format version {:?}, this build reads version {FORMAT_VERSION}", get("format_version")),
             ));
         }
-        let skipped = get("skipped_steps").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        if get("param_dtype") != Some(P::NAME) || get("dtype") != Some(P::Acc::DTYPE.name()) {
+            return Err(corrupt(
+                path,
+                format!(
+                    "written for {} parameters with {} state, this optimizer has {} parameters with {} state",
+                    get("param_dtype").unwrap_or("unknown"),
+                    get("dtype").unwrap_or("unknown"),
+                    P::NAME,
+                    P::Acc::DTYPE.name()
+                ),
+            ));
+        }
+        self.check_written_for(get("hyperparameters"), get("tensors"), path)?;
+        let counter = |key: &str| {
+            let text = get(key).ok_or_else(|| corrupt(path, format!("missing metadata {key:?}")))?;
+            text.parse::<u64>().ok().filter(|&v| i64::try_from(v).is_ok()).ok_or_else(|| {
+                corrupt(path, format!("metadata {key} = {text:?}, expected a whole number from 0 to 2^63 - 1"))
+            })
+        };
+        let skipped = counter("skipped_steps")?;
         let step = {
             let v = st.tensor("step").map_err(|_| corrupt(path, "missing tensor \"step\"".into()))?;
             if v.dtype() != StDtype::I64 || !v.shape().is_empty() {
@@ -154,6 +234,12 @@ impl<P: Param> Optimizer<P> {
             let raw = i64::from_le_bytes(v.data().try_into().expect("8 bytes checked by safetensors"));
             u64::try_from(raw).map_err(|_| corrupt(path, format!("negative step {raw}")))?
         };
+        if counter("step")? != step {
+            return Err(corrupt(
+                path,
+                format!("metadata step {:?} disagrees with tensor \"step\" = {step}", get("step")),
+            ));
+        }
         let mut expected = vec!["step".to_string()];
         let mut restored = Vec::new();
         for tr in self.tracked() {
@@ -177,7 +263,11 @@ impl<P: Param> Optimizer<P> {
                         format!("tensor {name:?} has shape {:?}, expected {:?}", v.shape(), tr.spec.shape),
                     ));
                 }
-                bufs.push(v.data().chunks_exact(size_of::<P::Acc>()).map(P::Acc::read_le).collect());
+                let values: Vec<P::Acc> = v.data().chunks_exact(size_of::<P::Acc>()).map(P::Acc::read_le).collect();
+                if let Some((i, value, why)) = bad_value(&values, slot.nonneg) {
+                    return Err(corrupt(path, format!("tensor {name:?} element {i} is {value}: {why}")));
+                }
+                bufs.push(values);
                 expected.push(name);
             }
             restored.push(bufs);
@@ -191,6 +281,48 @@ impl<P: Param> Optimizer<P> {
             ));
         }
         self.restore(step, skipped, restored);
+        Ok(())
+    }
+
+    /// The optimizers and tensors a checkpoint names in its metadata are this optimizer's;
+    /// otherwise the error names both (rather than the first missing array).
+    fn check_written_for(&self, hyperparameters: Option<&str>, tensors: Option<&str>, path: &Path) -> Result<()> {
+        let json = |key: &str, text: Option<&str>| -> Result<serde_json::Value> {
+            let text = text.ok_or_else(|| corrupt(path, format!("missing metadata {key:?}")))?;
+            serde_json::from_str(text).map_err(|e| corrupt(path, format!("metadata {key} is not JSON: {e}")))
+        };
+        let theirs: Vec<String> = json("hyperparameters", hyperparameters)?
+            .as_array()
+            .map(|groups| groups.iter().map(|g| g["optimizer"].as_str().unwrap_or("unknown").to_string()).collect())
+            .ok_or_else(|| corrupt(path, "metadata hyperparameters is not a list of groups".into()))?;
+        let ours: Vec<String> = self
+            .groups()
+            .iter()
+            .map(|g| serde_json::to_value(g).ok().and_then(|v| v["optimizer"].as_str().map(String::from)))
+            .map(|name| name.unwrap_or_default())
+            .collect();
+        if theirs != ours {
+            return Err(corrupt(
+                path,
+                format!("written for {}, this optimizer is {}", theirs.join(" + "), ours.join(" + ")),
+            ));
+        }
+        let theirs: Vec<(String, Vec<usize>)> =
+            serde_json::from_value::<Vec<(String, Vec<usize>, usize)>>(json("tensors", tensors)?)
+                .map_err(|e| corrupt(path, format!("metadata tensors is not a list of (name, shape, group): {e}")))?
+                .into_iter()
+                .map(|(name, shape, _)| (name, shape))
+                .collect();
+        let ours: Vec<(String, Vec<usize>)> =
+            self.tracked().iter().map(|t| (t.spec.name.clone(), t.spec.shape.clone())).collect();
+        if theirs != ours {
+            let list =
+                |v: &[(String, Vec<usize>)]| v.iter().map(|(n, s)| format!("{n}{s:?}")).collect::<Vec<_>>().join(", ");
+            return Err(corrupt(
+                path,
+                format!("written for tensors {}, this optimizer has {}", list(&theirs), list(&ours)),
+            ));
+        }
         Ok(())
     }
 }

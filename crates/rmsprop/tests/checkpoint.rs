@@ -125,7 +125,22 @@ fn wrong_dtype() {
     let mut p = vec![vec![0.1f64; 5], vec![0.0]];
     opt.step(&mut p, &[vec![1.0; 5], vec![1.0]]).unwrap();
     opt.save(&path).unwrap();
+    refused(&path, "written for float64 parameters with float64 state, this optimizer has float32 parameters");
+    // metadata that lies about the arrays: the arrays' own dtype is checked too
+    rewrite(&path, |_, m| {
+        m.insert("dtype".into(), "float32".into());
+        m.insert("param_dtype".into(), "float32".into());
+    });
     refused(&path, "has dtype F64, expected F32");
+}
+
+/// A bf16 optimizer keeps f32 state like an f32 one, but it is not the same optimizer.
+#[test]
+fn half_precision_parameters_do_not_load_an_f32_checkpoint() {
+    let path = saved("bf16");
+    let mut opt = Optimizer::<half::bf16>::new(config(), &[("w", &[5, 1][..]), ("b", &[1][..])]).unwrap();
+    let e = opt.load(&path).unwrap_err().to_string();
+    assert!(e.contains("written for float32 parameters with float32 state, this optimizer has bfloat16"), "{e}");
 }
 
 #[test]
@@ -170,4 +185,119 @@ fn not_our_file() {
         m.remove("format");
     });
     refused(&path, "format None");
+}
+
+#[test]
+fn another_optimizer_or_tensor_set_is_named() {
+    let path = tmp("adam");
+    let mut adam = Optimizer::<f32>::new(rmsprop::Adam::default(), &[("w", &[5, 1][..]), ("b", &[1][..])]).unwrap();
+    adam.step(&mut [vec![0.1f32; 5], vec![0.0]], &grads(0)).unwrap();
+    adam.save(&path).unwrap();
+    refused(&path, "written for adam, this optimizer is rmsprop");
+    let path = tmp("tensors");
+    let mut other = Optimizer::<f32>::new(config(), &[("v", &[5, 1][..]), ("b", &[2][..])]).unwrap();
+    other.step(&mut [vec![0.1f32; 5], vec![0.0; 2]], &[vec![1.0; 5], vec![1.0; 2]]).unwrap();
+    other.save(&path).unwrap();
+    refused(&path, "written for tensors v[5, 1], b[2], this optimizer has w[5, 1], b[1]");
+}
+
+/// State values that no optimizer can produce are refused, naming the array and element.
+#[test]
+fn impossible_state_values_are_refused() {
+    let set = |name: &'static str, i: usize, v: f32| {
+        move |t: &mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>, _: &mut HashMap<String, String>| {
+            let x = t.iter_mut().find(|x| x.0 == name).unwrap();
+            x.3[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+    };
+    for (name, i, v, says) in [
+        ("w.square_avg", 0, f32::NAN, "tensor \"w.square_avg\" element 0 is NaN: state must be finite"),
+        ("w.square_avg", 1, -1.0, "tensor \"w.square_avg\" element 1 is -1: a sum of squares is never negative"),
+        ("b.square_avg", 0, f32::INFINITY, "tensor \"b.square_avg\" element 0 is inf: state must be finite"),
+        ("w.momentum_buffer", 4, f32::NEG_INFINITY, "element 4 is -inf: state must be finite"),
+    ] {
+        let path = saved("values");
+        rewrite(&path, set(name, i, v));
+        refused(&path, says);
+    }
+    // a negative momentum or mean gradient is ordinary
+    let path = saved("negative-momentum");
+    rewrite(&path, set("w.grad_avg", 0, -3.0));
+    optimizer().load(&path).unwrap();
+}
+
+#[test]
+fn inconsistent_counters_are_refused() {
+    for (key, value, says) in [
+        ("step", "999", "metadata step Some(\"999\") disagrees with tensor \"step\" = 1"),
+        ("skipped_steps", "abc", "metadata skipped_steps = \"abc\", expected a whole number from 0 to 2^63 - 1"),
+        ("skipped_steps", "18446744073709551615", "metadata skipped_steps = \"18446744073709551615\""),
+        ("step", "-1", "metadata step = \"-1\""),
+    ] {
+        let path = saved("counters");
+        rewrite(&path, |_, m| {
+            m.insert(key.into(), value.into());
+        });
+        refused(&path, says);
+    }
+    let path = saved("no-skipped");
+    rewrite(&path, |_, m| {
+        m.remove("skipped_steps");
+    });
+    refused(&path, "missing metadata \"skipped_steps\"");
+}
+
+#[test]
+fn the_same_state_saves_to_the_same_bytes() {
+    let (a, b) = (tmp("bytes-a"), tmp("bytes-b"));
+    let mut opt = optimizer();
+    opt.step(&mut [vec![0.1f32; 5], vec![0.0]], &grads(0)).unwrap();
+    opt.save(&a).unwrap();
+    for _ in 0..5 {
+        opt.save(&b).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    }
+    let mut back = optimizer();
+    back.load(&b).unwrap();
+    assert_eq!(back.state("w", "grad_avg"), opt.state("w", "grad_avg"));
+}
+
+/// Saves from several threads to one path never collide on their temporary file, and the
+/// file left is one whole checkpoint.
+#[test]
+fn concurrent_saves_to_one_path_all_succeed() {
+    let path = tmp("concurrent");
+    let mut opt = optimizer();
+    opt.step(&mut [vec![0.1f32; 5], vec![0.0]], &grads(0)).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    opt.save(&path).unwrap();
+                }
+            });
+        }
+    });
+    optimizer().load(&path).unwrap();
+    assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "temporary files left");
+}
+
+#[cfg(unix)]
+#[test]
+fn saving_through_a_symlink_keeps_the_link() {
+    let path = tmp("symlink");
+    let dir = path.parent().unwrap();
+    let real = dir.join("real.safetensors");
+    let link = dir.join("link.safetensors");
+    let _ = std::fs::remove_file(&link);
+    let mut opt = optimizer();
+    opt.step(&mut [vec![0.1f32; 5], vec![0.0]], &grads(0)).unwrap();
+    opt.save(&real).unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    opt.step(&mut [vec![0.1f32; 5], vec![0.0]], &grads(1)).unwrap();
+    opt.save(&link).unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    let mut back = optimizer();
+    back.load(&real).unwrap();
+    assert_eq!(back.step_count(), 2, "the save went to the link's target");
 }

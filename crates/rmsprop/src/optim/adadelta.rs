@@ -77,7 +77,7 @@ impl Adadelta {
     }
 
     pub(crate) fn slots(&self) -> Vec<Slot> {
-        vec![Slot::new("square_avg", 0.0, true), Slot::new("acc_delta", 0.0, true)]
+        vec![Slot::squares("square_avg", 0.0, true), Slot::squares("acc_delta", 0.0, true)]
     }
 
     /// The step of one group: its scalars, formed once per step, and what selects its loop.

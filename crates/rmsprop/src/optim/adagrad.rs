@@ -100,7 +100,7 @@ impl Adagrad {
     }
 
     pub(crate) fn slots(&self) -> Vec<Slot> {
-        vec![Slot::new("sum", self.initial_accumulator, true)]
+        vec![Slot::squares("sum", self.initial_accumulator, true)]
     }
 
     /// The step of one group: its scalars, formed once per step, and what selects its loop.

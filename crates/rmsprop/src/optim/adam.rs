@@ -143,8 +143,8 @@ impl Adam {
     pub(crate) fn slots(&self) -> Vec<Slot> {
         vec![
             Slot::new("exp_avg", 0.0, true),
-            Slot::new("exp_avg_sq", 0.0, true),
-            Slot::new("max_exp_avg_sq", 0.0, self.amsgrad),
+            Slot::squares("exp_avg_sq", 0.0, true),
+            Slot::squares("max_exp_avg_sq", 0.0, self.amsgrad),
         ]
     }
 

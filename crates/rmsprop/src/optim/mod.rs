@@ -139,18 +139,24 @@ impl_from!(Sgd, Sgd);
 impl_from!(Adam, Adam);
 impl_from!(Adadelta, Adadelta);
 
-/// One state tensor of an optimizer: its PyTorch name, initial value, and whether
-/// this configuration uses it.
+/// One state tensor of an optimizer: its PyTorch name, initial value, whether this
+/// configuration uses it, and whether it holds squares (never negative).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Slot {
     pub name: &'static str,
     pub init: f64,
     pub used: bool,
+    pub nonneg: bool,
 }
 
 impl Slot {
+    /// A state tensor of any sign (a momentum, a mean gradient).
     pub(crate) fn new(name: &'static str, init: f64, used: bool) -> Self {
-        Slot { name, init, used }
+        Slot { name, init, used, nonneg: false }
+    }
+    /// A state tensor of squares, never negative (a checkpoint saying otherwise is corrupt).
+    pub(crate) fn squares(name: &'static str, init: f64, used: bool) -> Self {
+        Slot { name, init, used, nonneg: true }
     }
 }
 
@@ -730,7 +736,7 @@ impl<P: Param> Optimizer<P> {
         }
         if let Some((i, index)) = nonfinite {
             if self.policy == NonFinitePolicy::Skip {
-                self.skipped += 1;
+                self.skipped = self.skipped.saturating_add(1);
                 return Ok(StepOutcome::Skipped);
             }
             let value = format!("{:?}", grads[i].as_ref()[index]);

@@ -223,7 +223,7 @@ impl RmsProp {
 
     pub(crate) fn slots(&self) -> Vec<Slot> {
         vec![
-            Slot::new("square_avg", self.initial_accumulator, true),
+            Slot::squares("square_avg", self.initial_accumulator, true),
             Slot::new("grad_avg", 0.0, self.centered),
             Slot::new("momentum_buffer", 0.0, self.uses_momentum()),
         ]
