@@ -433,6 +433,15 @@ fn static_name(k: &str) -> &'static str {
 impl Case {
     fn check_shape(&self) -> Res<usize> {
         let n = self.x0.len();
+        // a case that cannot fail is no check: no steps, no elements, no valid tolerance
+        if self.steps == 0 || n == 0 {
+            return Err(format!("{} steps of {n} elements: nothing to replay", self.steps));
+        }
+        for (name, tol) in [("x_rtol", self.tolerance.x_rtol), ("state_rtol", self.tolerance.state_rtol)] {
+            if !(tol.is_finite() && tol >= 0.0) {
+                return Err(format!("tolerance {name} = {tol}: expected a finite number >= 0"));
+            }
+        }
         if !matches!(self.grad_kind.as_str(), "mixed" | "normal" | "objective") {
             return Err(format!("unknown grad_kind {:?}", self.grad_kind));
         }
@@ -516,6 +525,7 @@ impl Case {
                 });
             }
         }
+        let mut compared = Vec::new();
         for (key, value) in &self.state {
             let rtol = self.tolerance.state_rtol;
             match state_ref(&self.framework, &self.optimizer, key)? {
@@ -541,8 +551,14 @@ impl Case {
                     for (i, (a, e)) in a.iter().zip(&e).enumerate() {
                         worst.see(sign * a.to_f64(), *e, rtol * e.abs(), || format!("state.{key}[{i}]"));
                     }
+                    compared.push(ours);
                 }
             }
+        }
+        // the recorded state must cover every array the optimizer keeps
+        let kept = opt.group(0).map_err(|e| e.to_string())?.state_names();
+        if let Some(missing) = kept.iter().find(|k| !compared.contains(k)) {
+            return Err(format!("the recorded state has no {missing}, which this optimizer keeps"));
         }
         Ok(worst)
     }
@@ -637,10 +653,12 @@ impl Trace {
                 .into(),
             other => return Err(format!("unknown algorithm {other:?}")),
         };
-        let (slot, n) = match self.algorithm.as_str() {
-            "rmsprop" => ("square_avg", self.steps + 1),
-            _ => ("sum", self.steps + 1),
-        };
+        let n = self
+            .steps
+            .checked_add(1)
+            .filter(|_| self.steps > 0)
+            .ok_or_else(|| format!("{} steps: expected at least 1 (and one more point than steps)", self.steps))?;
+        let slot = if self.algorithm == "rmsprop" { "square_avg" } else { "sum" };
         if self.points.len() != n || self.s.len() != n || self.f.len() != n {
             return Err(format!("expected {n} points, accumulators and values"));
         }

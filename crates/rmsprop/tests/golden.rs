@@ -153,3 +153,71 @@ fn fast_rsqrt_keeps_every_f32_case_in_tolerance() {
         assert!(bad.is_empty(), "{file}:\n{}", bad.join("\n"));
     }
 }
+
+/// A replayer is only as good as its failures: a case that cannot fail is itself a failure.
+#[test]
+fn cases_that_cannot_fail_are_failures() {
+    let text = std::fs::read_to_string(golden_dir().join("torch.json")).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let case = file["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["optimizer"] == "rmsprop" && c["state"].as_object().unwrap().len() > 1)
+        .unwrap()
+        .clone();
+    assert!(rmsprop::golden::replay_case(&case).passed, "the untouched case passes");
+    let failed = |edit: &dyn Fn(&mut serde_json::Value), says: &str| {
+        let mut c = case.clone();
+        edit(&mut c);
+        let r = rmsprop::golden::replay_case(&c);
+        assert!(!r.passed, "{says}: passed");
+        assert!(r.detail.contains(says), "{}", r.detail);
+    };
+    // every value wrong, hidden behind a negative tolerance
+    let wrong = |c: &mut serde_json::Value| {
+        for row in c["x"].as_array_mut().unwrap() {
+            for v in row.as_array_mut().unwrap() {
+                *v = serde_json::json!(v.as_f64().unwrap() + 1.0);
+            }
+        }
+    };
+    failed(
+        &|c| {
+            wrong(c);
+            c["tolerance"]["x_rtol"] = serde_json::json!(-1.0)
+        },
+        "tolerance x_rtol = -1",
+    );
+    failed(&|c| c["tolerance"]["state_rtol"] = serde_json::json!(-0.5), "tolerance state_rtol = -0.5");
+    failed(&wrong, "x[1]");
+    // nothing to replay
+    failed(
+        &|c| {
+            c["steps"] = serde_json::json!(0);
+            c["grads"] = serde_json::json!([]);
+            c["x"] = serde_json::json!([]);
+        },
+        "0 steps",
+    );
+    // no recorded state: the state would never be checked
+    failed(&|c| c["state"] = serde_json::json!({}), "the recorded state has no square_avg");
+    failed(
+        &|c| {
+            c["state"].as_object_mut().unwrap().remove("square_avg");
+        },
+        "has no square_avg",
+    );
+}
+
+#[test]
+fn a_trace_with_an_absurd_step_count_fails_without_overflow() {
+    let text = std::fs::read_to_string(golden_dir().join("d2l_chapter.json")).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for steps in [u64::MAX, 0] {
+        let mut t = file["traces"][0].clone();
+        t["steps"] = serde_json::json!(steps);
+        let r = rmsprop::golden::replay_trace(&t);
+        assert!(!r.passed && r.detail.contains(&format!("{steps} steps")), "{}", r.detail);
+    }
+}
