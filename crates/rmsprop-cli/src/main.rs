@@ -134,7 +134,7 @@ struct Trace2dArgs {
     #[arg(long = "set", value_name = "[NAME.]KEY=VALUE")]
     set: Vec<String>,
     /// Steps (at most; a run that diverges stops there).
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     steps: u64,
     /// Start point X,Y.
     #[arg(long, value_parser = point, default_value = "-5,-2", allow_hyphen_values = true)]
@@ -402,13 +402,13 @@ fn run_trace2d(a: Trace2dArgs) -> Result<Printed> {
     let names = if demo { vec!["rmsprop".to_string()] } else { a.optimizers.clone() };
     let lr = a.lr.or(demo.then_some(0.4));
     let configs = resolve::configs(&names, &Overrides { lr, gamma: a.gamma, sets: &a.set })?;
+    let dir = outdir::dir(a.out.as_deref(), "trace2d");
+    create(&dir)?;
     let mut runs = Vec::new();
     for (name, config) in names.iter().zip(&configs) {
         let t = trace2d::run(&objective, config.clone(), a.start, a.steps as usize)?;
         runs.push((hyper::label(name, config), t));
     }
-    let dir = outdir::dir(a.out.as_deref(), "trace2d");
-    create(&dir)?;
     let stem = outdir::stem(&outdir::trace2d_parts(&a.objective, &names, a.lr, a.gamma, &a.set, a.steps, a.start));
     let files = plot::save(
         &ContourPlot { title: objective.formula.to_string(), objective: &objective, trajectories: &runs },
@@ -455,11 +455,11 @@ fn run_train(a: TrainArgs) -> Result<Printed> {
         }
     };
     let d = dataset(&a.data)?;
+    let dir = outdir::dir(a.out.as_deref(), "train");
+    create(&dir)?;
     let protocol =
         Protocol { seed: a.seed, epochs: a.epochs as usize, batch_size: a.batch_size as usize, ..Protocol::default() };
     let curve = train::train(&d, &update, &protocol)?;
-    let dir = outdir::dir(a.out.as_deref(), "train");
-    create(&dir)?;
     let stem = dir.join(outdir::stem(&outdir::train_parts(&name, a.lr, a.gamma, &a.set, a.seed, &a.data)));
     let (csv, json_file) = (plot::with_suffix(&stem, "csv"), plot::with_suffix(&stem, "json"));
     std::fs::write(&csv, curve.to_csv()).with_context(|| format!("writing {}", csv.display()))?;
@@ -494,7 +494,14 @@ fn run_sweep(a: SweepArgs) -> Result<Printed> {
     }
     let base = by_name::config(&a.optimizer, Vec::<(String, by_name::Value)>::new())?;
     let takes_gamma = matches!(base, OptimizerConfig::RmsProp(_));
+    let runs = a.lrs.len() as u64 * if takes_gamma { a.gammas.len().max(1) as u64 } else { 1 } * a.seeds;
+    if runs > MAX_RUNS {
+        bail!("the grid is {runs} runs (lrs x gammas x seeds); at most {MAX_RUNS}");
+    }
     let d = dataset(&a.data)?;
+    // the output folder first: a bad --out is said before the grid runs, not after
+    let dir = outdir::dir(a.out.as_deref(), "sweep");
+    create(&dir)?;
     let spec = SweepSpec {
         optimizer: a.optimizer.clone(),
         lrs: a.lrs.clone(),
@@ -507,8 +514,6 @@ fn run_sweep(a: SweepArgs) -> Result<Printed> {
     pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} runs {elapsed}").expect("valid template"));
     let cells = sweep::sweep(&d, &spec, &|| pb.inc(1))?;
     pb.finish_and_clear();
-    let dir = outdir::dir(a.out.as_deref(), "sweep");
-    create(&dir)?;
     let stem = outdir::stem(&outdir::sweep_parts(&a.optimizer, &spec.lrs, &spec.gammas, a.seeds, &a.data));
     let (csv, md) = (dir.join(format!("{stem}.csv")), dir.join(format!("{stem}.md")));
     std::fs::write(&csv, sweep::to_csv(&cells)).with_context(|| format!("writing {}", csv.display()))?;
@@ -552,6 +557,9 @@ fn run_sweep(a: SweepArgs) -> Result<Printed> {
     Ok(Printed::ok(text, j))
 }
 
+/// The most runs one sweep takes (each is a 2-epoch training, about 0.2 ms).
+const MAX_RUNS: u64 = 100_000;
+
 fn run_replay(files: &[PathBuf]) -> Result<Printed> {
     let mut ok = true;
     let mut text = String::new();
@@ -580,7 +588,7 @@ fn run_replay(files: &[PathBuf]) -> Result<Printed> {
 fn count(s: &str) -> Result<usize> {
     let v: f64 = s.trim().parse().with_context(|| format!("{s:?} is not a number"))?;
     if !((1.0..=1e10).contains(&v) && v.fract() == 0.0) {
-        bail!("{s:?}: expected a whole number of elements from 1 to 1e10");
+        bail!("{s:?}: expected a whole number of elements from 1 to 1e10 (and what the memory holds)");
     }
     Ok(v as usize)
 }
@@ -588,6 +596,8 @@ fn count(s: &str) -> Result<usize> {
 fn run_bench(a: BenchArgs) -> Result<Printed> {
     use rmsprop_lab::bench::{self, Layout, Row, Variant};
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // more threads than a few per core measure the scheduler, not the memory
+    let most = 4 * cores;
     let threads: Vec<usize> = a
         .threads
         .iter()
@@ -595,10 +605,9 @@ fn run_bench(a: BenchArgs) -> Result<Printed> {
             if t == "all" {
                 Ok(cores)
             } else {
-                t.parse::<usize>()
-                    .ok()
-                    .filter(|&n| n >= 1)
-                    .with_context(|| format!("--threads {t:?}: expected a number >= 1 or `all`"))
+                t.trim().parse::<usize>().ok().filter(|n| (1..=most).contains(n)).with_context(|| {
+                    format!("--threads {t:?}: expected `all` or 1 to {most} (4 x the {cores} cores here)")
+                })
             }
         })
         .collect::<Result<_>>()?;
@@ -615,6 +624,19 @@ fn run_bench(a: BenchArgs) -> Result<Printed> {
     let counts = |v: &[String]| v.iter().filter(|s| !s.trim().is_empty()).map(|s| count(s)).collect::<Result<Vec<_>>>();
     let mut jobs: Vec<(Layout, usize)> = counts(&a.sizes)?.into_iter().map(|n| (Layout::Single, n)).collect();
     jobs.extend(counts(&a.model_sizes)?.into_iter().map(|n| (Layout::Model, n)));
+    // a size the machine cannot hold is refused before anything is allocated
+    if let (Some(&(_, n)), Some(available)) = (jobs.iter().max_by_key(|j| j.1), bench::memory_available()) {
+        let needed = bench::memory_needed(n, &variants);
+        if needed > available {
+            let gb = |b: u64| b as f64 / 1e9;
+            bail!(
+                "{n} elements need {:.1} GB for the probes and {} variant(s); this machine has {:.1} GB available",
+                gb(needed),
+                variants.len(),
+                gb(available)
+            );
+        }
+    }
     let min_batch = if a.quick { 0.02 } else { 0.1 };
     let pb = if a.json { ProgressBar::hidden() } else { ProgressBar::new((jobs.len() * threads.len()) as u64) };
     pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("valid template"));

@@ -112,7 +112,18 @@ fn a_reader_that_stops_early_ends_it_quietly() {
     use std::process::{Command, Stdio};
     let dir = tmp("trace2d-pipe");
     let mut child = Command::new(env!("CARGO_BIN_EXE_rmsprop"))
-        .args(["trace2d", "--steps", "20000", "--optimizer", "sgd", "--optimizer", "adam", "--json"])
+        .args([
+            "trace2d",
+            "--steps",
+            "10000",
+            "--optimizer",
+            "sgd",
+            "--optimizer",
+            "adam",
+            "--optimizer",
+            "adagrad",
+            "--json",
+        ])
         .current_dir(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -210,6 +210,28 @@ fn probe_pass(x: &mut [f32], g: &[f32], s: &mut [f32]) {
     }
 }
 
+/// The memory [`measure`] holds at once for `n` elements: the probes' six arrays, and per
+/// variant its parameters, gradients and state (4 bytes each).
+///
+/// ```
+/// use rmsprop_lab::bench::{memory_needed, Variant};
+/// assert_eq!(memory_needed(1000, &[Variant::Plain]), 24_000 + 12_000);
+/// ```
+pub fn memory_needed(n: usize, variants: &[Variant]) -> u64 {
+    let state = |v: &Variant| v.config().state_names().len() as u64;
+    let per_element: u64 = 24 + variants.iter().map(|v| 4 * (2 + state(v))).sum::<u64>();
+    per_element.saturating_mul(n as u64)
+}
+
+/// The memory this machine has available now, in bytes (`MemAvailable` of `/proc/meminfo`),
+/// where the system says.
+pub fn memory_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
 /// Measures `variants` over `layout` with about `n` elements on the current rayon pool
 /// (`threads` is recorded in the rows): the probe on ordinary and on huge pages and each
 /// variant's step (f32, parameters, gradients and state on huge pages, non-finite

@@ -125,10 +125,60 @@ pub const EXERCISES: [&str; 4] = [
 /// least-squares floor of the linear model on these rows.
 const BAND: &str = "MXNet 1.9.1 ends this protocol at 0.243–0.248 over seeds; the least-squares floor is 0.2421";
 
-/// Runs the chapter; `progress` hears the name of each part as it starts.
+/// Runs the chapter into `opts.out`; `progress` hears the name of each part as it starts.
+///
+/// Everything is written into a folder beside `opts.out` first and takes its place only
+/// when complete, so an interrupted run never leaves new figures next to an old report. An
+/// existing `opts.out` is replaced only if it is empty or an earlier chapter folder (it has
+/// a `numbers.json`); any other folder or file there is an error, before anything runs.
 pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<ChapterOutput, LabError> {
-    std::fs::create_dir_all(&opts.out).map_err(|error| LabError::Io { path: opts.out.clone(), error })?;
-    let mut out = Out { dir: opts.out.clone(), files: Vec::new() };
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+        move |error| LabError::Io { path: path.to_path_buf(), error }
+    }
+    let earlier = match std::fs::read_dir(&opts.out).map(|mut entries| entries.next().is_none()) {
+        Ok(true) => true,
+        Ok(false) if opts.out.join("numbers.json").is_file() => true,
+        Ok(false) => return Err(LabError::NotChapterFolder { path: opts.out.clone() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(io(&opts.out)(e)),
+    };
+    let partial = sibling(&opts.out, "partial");
+    std::fs::create_dir_all(&partial).map_err(io(&partial))?;
+    let result = write_chapter(opts, &partial, progress);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+        return result;
+    }
+    // the finished folder takes the old one's place; the old one goes only after that
+    let old = sibling(&opts.out, "old");
+    if earlier {
+        std::fs::rename(&opts.out, &old).map_err(io(&opts.out))?;
+    }
+    std::fs::rename(&partial, &opts.out).map_err(io(&opts.out))?;
+    if earlier {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    result.map(|mut o| {
+        o.files = o.files.iter().map(|f| opts.out.join(f.strip_prefix(&partial).unwrap_or(f))).collect();
+        o.report = opts.out.join("index.html");
+        o
+    })
+}
+
+/// `.NAME.WHAT-PID` beside `dir`.
+fn sibling(dir: &Path, what: &str) -> PathBuf {
+    let name = dir.file_name().map_or("rmsprop-chapter".into(), |n| n.to_string_lossy().into_owned());
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    parent.join(format!(".{name}.{what}-{}", std::process::id()))
+}
+
+/// The chapter, written into `dir`.
+fn write_chapter(
+    opts: &ChapterOptions,
+    dir: &Path,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<ChapterOutput, LabError> {
+    let mut out = Out { dir: dir.to_path_buf(), files: Vec::new() };
     let mut sections = Vec::new();
     let start = [-5.0, -2.0];
     let chapter = trace2d::objective("chapter").expect("built in");
@@ -321,6 +371,6 @@ pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Ch
     let numbers = serde_json::json!({ "data": data_label, "rows": data.rows, "sections": sections });
     out.text("numbers.json", serde_json::to_string_pretty(&numbers).expect("serialisable"))?;
     out.text("index.html", report::html("RMSProp (Dive into Deep Learning §12.8), reproduced", &preamble, &sections))?;
-    let report = opts.out.join("index.html");
+    let report = dir.join("index.html");
     Ok(ChapterOutput { sections, source: data.source, rows: data.rows, report, files: out.files })
 }

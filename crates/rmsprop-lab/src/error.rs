@@ -22,6 +22,12 @@ pub enum LabError {
         /// Rows in the data.
         available: usize,
     },
+    /// An output folder that holds something other than an earlier chapter run.
+    #[error("{path} exists and is not a chapter folder (no numbers.json): choose a new or empty folder with --out")]
+    NotChapterFolder {
+        /// The folder.
+        path: PathBuf,
+    },
     /// Writing an output file.
     #[error("{path}: {error}")]
     Io {
