@@ -239,7 +239,17 @@ fn moments<I: Iterator<Item = f64>>(column: impl Fn() -> I) -> (f64, f64) {
 /// Reads and standardises an airfoil file.
 pub fn load(path: &Path) -> Result<Dataset, DataError> {
     let bytes = std::fs::read(path).map_err(|error| DataError::Io { path: path.into(), error })?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
+    from_bytes(&bytes, path)
+}
+
+/// Parses and standardises the bytes of an airfoil file (`path` names it in messages).
+///
+/// ```
+/// let e = rmsprop_lab::data::from_bytes(b"1\t2\n", "x.dat".as_ref()).unwrap_err();
+/// assert_eq!(e.to_string(), "x.dat:1: 2 columns, expected 6 tab-separated numbers");
+/// ```
+pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Dataset, DataError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
         let (good, bad) = bytes.split_at(e.valid_up_to());
         let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let line = good.iter().filter(|&&b| b == b'\n').count() as u64 + 1;

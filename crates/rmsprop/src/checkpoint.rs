@@ -190,9 +190,20 @@ impl<P: Param> Optimizer<P> {
     /// differs. Hyperparameters are not taken from the file: the optimizer keeps its own
     /// (as after [`metadata`] inspection, a caller may compare them).
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let bytes = read(path)?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
-        let meta = read_metadata(&bytes, path)?;
+        self.load_bytes(&read(path)?, path)
+    }
+
+    /// [`load`](Self::load) from the bytes of a checkpoint; `path` names it in messages.
+    ///
+    /// ```
+    /// use rmsprop::{Optimizer, RmsProp};
+    /// let mut opt = Optimizer::<f32>::new(RmsProp::default(), &[("w", &[2][..])]).unwrap();
+    /// let e = opt.load_bytes(b"not a checkpoint", "mem".as_ref()).unwrap_err();
+    /// assert!(e.to_string().starts_with("checkpoint mem: not a safetensors file"));
+    /// ```
+    pub fn load_bytes(&mut self, bytes: &[u8], path: &Path) -> Result<()> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
+        let meta = read_metadata(bytes, path)?;
         let get = |k: &str| meta.get(k).map(String::as_str);
         if get("format") != Some(FORMAT_NAME) {
             return Err(corrupt(path, format!("format {:?}, expected {FORMAT_NAME:?}", get("format"))));
