@@ -3,8 +3,10 @@
 //! D2L §12.7: `s <- s + g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::{Ctx, EpsPlacement, Slot};
-use crate::common::{Common, Prep, Rounding, StepForm, WeightOps, check_nonneg, common_setters, round, scaled};
-use crate::error::{Error, Result};
+use crate::common::{
+    Common, Prep, Rounding, StepForm, WeightOps, check_denominator, check_nonneg, common_setters, round, scaled,
+};
+use crate::error::Result;
 use crate::float::{Float, Param};
 use crate::simd::{self, select, with_form, with_prep, with_rounding};
 use serde::{Deserialize, Serialize};
@@ -88,15 +90,7 @@ impl Adagrad {
         check_nonneg(N, "eps", self.eps)?;
         check_nonneg(N, "initial_accumulator", self.initial_accumulator)?;
         check_nonneg(N, "lr_decay", self.lr_decay)?;
-        if self.eps == 0.0 && self.initial_accumulator == 0.0 {
-            return Err(Error::InvalidCombination {
-                optimizer: N,
-                reason: "eps = 0 with initial_accumulator = 0 divides 0 by 0 wherever a gradient is 0; \
-                         give eps > 0 or a positive initial_accumulator"
-                    .into(),
-            });
-        }
-        Ok(())
+        check_denominator(N, self.eps, self.initial_accumulator)
     }
 
     pub(crate) fn slots(&self) -> Vec<Slot> {

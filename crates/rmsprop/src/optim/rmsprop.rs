@@ -5,7 +5,8 @@
 
 use super::{Arrays, Ctx, Slot};
 use crate::common::{
-    Common, Debias, Lerp, Prep, Rounding, StepForm, WeightOps, check_nonneg, check_unit, common_setters,
+    Common, Debias, Lerp, Prep, Rounding, StepForm, WeightOps, check_denominator, check_nonneg, check_unit,
+    common_setters,
 };
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
@@ -210,15 +211,7 @@ impl RmsProp {
                 reason: "bias_correction = true with decay = 1 divides by 1 - decay^t = 0".into(),
             });
         }
-        if self.eps == 0.0 && self.initial_accumulator == 0.0 {
-            return Err(Error::InvalidCombination {
-                optimizer: N,
-                reason: "eps = 0 with initial_accumulator = 0 divides 0 by 0 wherever a gradient is 0; \
-                         give eps > 0 or a positive initial_accumulator"
-                    .into(),
-            });
-        }
-        Ok(())
+        check_denominator(N, self.eps, self.initial_accumulator)
     }
 
     pub(crate) fn slots(&self) -> Vec<Slot> {
