@@ -86,16 +86,17 @@ impl Watch {
         Some(self.escaped(step, format!("{name}[{i}]"), v, self.param_bound, "the start's scale"))
     }
 
-    /// The first non-finite value of a state array (`name`, e.g. `square_avg of w`).
-    pub fn state(&self, step: u64, name: &str, values: impl IntoIterator<Item = f64>) -> Option<Divergence> {
+    /// The first non-finite value of state array `slot` of tensor `tensor` (`square_avg` of `w`).
+    pub fn state(
+        &self,
+        step: u64,
+        slot: &str,
+        tensor: &str,
+        values: impl IntoIterator<Item = f64>,
+    ) -> Option<Divergence> {
         let (i, v) = values.into_iter().enumerate().find(|(_, v)| !v.is_finite())?;
-        Some(Divergence {
-            step,
-            what: format!("state {name}[{i}]"),
-            value: v,
-            bound: None,
-            reason: format!("state {name}[{i}] = {}", number(v)),
-        })
+        let what = format!("state {slot} of {tensor}[{i}]");
+        Some(Divergence { step, reason: format!("{what} = {}", number(v)), what, value: v, bound: None })
     }
 
     /// The loss, if it is not finite or beyond the loss bound.

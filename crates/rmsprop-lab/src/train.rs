@@ -118,17 +118,16 @@ const NAMES: [&str; 2] = ["w", "b"];
 
 /// The first divergence after `step`: a parameter, a state value or (on logged steps) the loss.
 fn check(watch: &Watch, step: u64, params: &[Vec<f32>], stepper: &Stepper) -> Option<Divergence> {
-    let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
-    let found = NAMES.iter().zip(params).find_map(|(n, p)| watch.params(step, n, p.iter().map(|&x| f64::from(x))));
+    // no allocation per step: the values are widened as they are read
+    fn wide(v: &[f32]) -> impl Iterator<Item = f64> + '_ {
+        v.iter().map(|&x| f64::from(x))
+    }
+    let found = NAMES.iter().zip(params).find_map(|(n, p)| watch.params(step, n, wide(p)));
     found.or_else(|| match stepper {
-        Stepper::Scratch { s, .. } => {
-            NAMES.iter().zip(s).find_map(|(n, s)| watch.state(step, &format!("s of {n}"), widen(s)))
+        Stepper::Scratch { s, .. } => NAMES.iter().zip(s).find_map(|(n, s)| watch.state(step, "s", n, wide(s))),
+        Stepper::Trainer(opt, states) => {
+            NAMES.iter().find_map(|n| states.iter().find_map(|k| watch.state(step, k, n, wide(opt.state(n, k)?))))
         }
-        Stepper::Trainer(opt, states) => NAMES.iter().find_map(|n| {
-            states
-                .iter()
-                .find_map(|k| watch.state(step, &format!("{k} of {n}"), opt.state(n, k)?.iter().map(|&x| f64::from(x))))
-        }),
     })
 }
 
