@@ -83,7 +83,7 @@ pub enum DataError {
         text: String,
     },
     /// A column with a single value cannot be standardised.
-    #[error("{path}: column {column} has the same value {} on every line; it cannot be standardised", crate::divergence::number_short(*.value))]
+    #[error("{path}: column {column} has the same value {} on every line; it cannot be standardised", crate::hyper::number(*.value))]
     Constant {
         /// The file.
         path: PathBuf,

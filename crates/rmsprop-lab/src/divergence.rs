@@ -58,13 +58,6 @@ fn within(v: f64, bound: f64) -> bool {
     v.abs() <= bound
 }
 
-/// A value as written in a message: as Rust prints it while that is short (`2`, `0.5`),
-/// else in scientific notation (`1e308`).
-pub fn number_short(v: f64) -> String {
-    let plain = v.to_string();
-    if plain.len() <= 12 { plain } else { format!("{v:e}") }
-}
-
 /// The bounds of one run, fixed at its start.
 #[derive(Clone, Copy, Debug)]
 pub struct Watch {
