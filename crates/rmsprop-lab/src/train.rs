@@ -113,7 +113,7 @@ enum Stepper {
     Trainer(Box<Optimizer<f32>>, Vec<&'static str>),
 }
 
-/// The parameters as `f64`, with the names the optimizer knows them by.
+/// The names the optimizer knows the two parameters by: the weights and the bias.
 const NAMES: [&str; 2] = ["w", "b"];
 
 /// The first divergence after `step`: a parameter, a state value or (on logged steps) the loss.

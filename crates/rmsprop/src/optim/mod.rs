@@ -557,13 +557,15 @@ impl<P: Param> Optimizer<P> {
             }
             chunks = chunks.saturating_add(n.div_ceil(CHUNK));
         }
+        // an allocation that fails names the group's largest tensor
+        let largest = || specs.iter().max_by_key(|s| s.len()).expect("a group that grows has tensors");
         let mut grown: [Option<Buffer<P::Acc>>; MAX_SLOTS] = std::array::from_fn(|_| None);
         for k in (0..MAX_SLOTS).filter(|&k| len[k] != old[k]) {
             let bytes = len[k] * size_of::<P::Acc>();
-            let fail = || too_large(&specs[0], format!("cannot allocate {bytes} bytes of optimizer state"));
+            let fail = || too_large(largest(), format!("cannot allocate {bytes} bytes of optimizer state"));
             grown[k] = Some(Buffer::try_filled(len[k], P::Acc::ZERO).ok_or_else(fail)?);
         }
-        self.chunks.try_reserve(chunks).map_err(|_| too_large(&specs[0], format!("cannot index {chunks} chunks")))?;
+        self.chunks.try_reserve(chunks).map_err(|_| too_large(largest(), format!("cannot index {chunks} chunks")))?;
         let mut len = old;
         let mut fills = Vec::new();
         for spec in specs {
