@@ -22,14 +22,24 @@ pub enum Variant {
     PlainChecked,
     /// Centred: 28 bytes per element.
     Centered,
+    /// Centred under [`NonFinitePolicy::Error`]: unclamped, `ŝ - m̂²` can round below 0,
+    /// which no bound rules out, so each step is first tried on a copy, chunk by chunk
+    /// (32 bytes per element counted: the step's and the gradient scan's).
+    CenteredChecked,
     /// PyTorch-style momentum (η outside the buffer): 28 bytes per element.
     Momentum,
 }
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Variant; 5] =
-        [Variant::Plain, Variant::PlainRsqrt, Variant::PlainChecked, Variant::Centered, Variant::Momentum];
+    pub const ALL: [Variant; 6] = [
+        Variant::Plain,
+        Variant::PlainRsqrt,
+        Variant::PlainChecked,
+        Variant::Centered,
+        Variant::CenteredChecked,
+        Variant::Momentum,
+    ];
 
     /// The name used in tables and JSON.
     pub fn name(self) -> &'static str {
@@ -38,6 +48,7 @@ impl Variant {
             Variant::PlainRsqrt => "plain_rsqrt",
             Variant::PlainChecked => "plain_checked",
             Variant::Centered => "centered",
+            Variant::CenteredChecked => "centered_checked",
             Variant::Momentum => "momentum",
         }
     }
@@ -47,15 +58,15 @@ impl Variant {
         match self {
             Variant::Plain | Variant::PlainChecked => RmsProp::default().into(),
             Variant::PlainRsqrt => RmsProp::default().with_fast_rsqrt(true).into(),
-            Variant::Centered => RmsProp::default().with_centered(true).into(),
+            Variant::Centered | Variant::CenteredChecked => RmsProp::default().with_centered(true).into(),
             Variant::Momentum => RmsProp::default().with_momentum(0.9, MomentumStyle::LrOutsideBuffer).into(),
         }
     }
 
-    /// What a non-finite gradient does: checked only in [`Variant::PlainChecked`].
+    /// What a non-finite gradient or result does: checked only in the `*_checked` variants.
     pub fn policy(self) -> NonFinitePolicy {
         match self {
-            Variant::PlainChecked => NonFinitePolicy::Error,
+            Variant::PlainChecked | Variant::CenteredChecked => NonFinitePolicy::Error,
             _ => NonFinitePolicy::Propagate,
         }
     }
@@ -66,6 +77,7 @@ impl Variant {
             Variant::Plain | Variant::PlainRsqrt => 20,
             Variant::PlainChecked => 24,
             Variant::Centered | Variant::Momentum => 28,
+            Variant::CenteredChecked => 32,
         }
     }
 }
@@ -96,7 +108,7 @@ pub fn sizes(layout: Layout, n: usize) -> Vec<usize> {
 /// One measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
-    /// `plain`, `plain_rsqrt`, `centered`, `momentum`, or `probe`.
+    /// A [`Variant`]'s name, or `probe`.
     pub variant: String,
     /// `single` or `model`.
     pub layout: String,
@@ -370,7 +382,9 @@ mod tests {
     fn measure_returns_a_row_per_contender() {
         let rows = measure(Layout::Single, 1000, &Variant::ALL, 1, 2, 0.0);
         let names: Vec<&str> = rows.iter().map(|r| r.variant.as_str()).collect();
-        assert_eq!(names, ["probe", "probe", "plain", "plain_rsqrt", "plain_checked", "centered", "momentum"]);
+        let all =
+            ["probe", "probe", "plain", "plain_rsqrt", "plain_checked", "centered", "centered_checked", "momentum"];
+        assert_eq!(names, all);
         assert!(rows.iter().all(|r| r.rounds == 2 && r.ratio_to_probe > 0.0 && r.ratio_to_probe.is_finite()));
         let model = measure(Layout::Model, 5000, &[Variant::Plain], 1, 1, 0.0);
         assert_eq!(model.len(), 1, "no probe rows for the model layout");

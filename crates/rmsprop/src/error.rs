@@ -128,6 +128,23 @@ pub enum Error {
         /// Its value, printed.
         value: String,
     },
+    /// A step would have made a parameter or a state value NaN or infinite from finite
+    /// inputs (with [`NonFinitePolicy::Error`](crate::NonFinitePolicy)): an overflow of the
+    /// arithmetic type, or a denominator of 0.
+    #[error(
+        "step {step} would make {quantity} of tensor {tensor:?} non-finite at element {index} (a value beyond the \
+         arithmetic type's range, or 0 / 0); nothing was updated"
+    )]
+    NonFiniteResult {
+        /// The step (1-based) that was refused.
+        step: u64,
+        /// Tensor name.
+        tensor: String,
+        /// Flat index of the first bad element.
+        index: usize,
+        /// `"the parameter"` or the state's name (`"square_avg"`, ...).
+        quantity: String,
+    },
     /// A checkpoint that cannot be read or does not fit this optimizer.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint {

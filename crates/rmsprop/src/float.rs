@@ -152,6 +152,9 @@ pub trait Param: Copy + Debug + Default + Send + Sync + 'static {
     fn load(self) -> Self::Acc;
     /// Rounds to nearest (ties to even) from the arithmetic type.
     fn store(v: Self::Acc) -> Self;
+    /// Half the gap between the two largest finite values: a finite value moved by less
+    /// than this stays finite once rounded (2^103 for `f32`, 16 for `float16`).
+    const HALF_GAP_AT_MAX: f64;
 }
 
 macro_rules! impl_param_self {
@@ -159,6 +162,7 @@ macro_rules! impl_param_self {
         impl Param for $t {
             type Acc = $t;
             const NAME: &'static str = <$t as Float>::DTYPE.name_const();
+            const HALF_GAP_AT_MAX: f64 = (<$t>::MAX as f64) * (<$t>::EPSILON as f64) / 4.0;
             #[inline(always)]
             fn load(self) -> $t {
                 self
@@ -178,6 +182,7 @@ macro_rules! impl_param_half {
         impl Param for $t {
             type Acc = f32;
             const NAME: &'static str = $name;
+            const HALF_GAP_AT_MAX: f64 = <$t>::MAX.to_f64_const() * <$t>::EPSILON.to_f64_const() / 4.0;
             #[inline(always)]
             fn load(self) -> f32 {
                 self.to_f32()

@@ -3,6 +3,7 @@
 //! D2L §12.9: `s <- ρ s + (1-ρ) g²`, `g' = sqrt(Δx + ε) / sqrt(s + ε) ⊙ g`,
 //! `x <- x - g'`, `Δx <- ρ Δx + (1-ρ) g'²`.
 
+use super::guard::{Bounds, Inputs, Reach};
 use super::{Ctx, Slot};
 use crate::common::{Common, Prep, Rounding, WeightOps, check_nonneg, check_unit, common_setters, round};
 use crate::error::{Error, Result};
@@ -78,6 +79,28 @@ impl Adadelta {
 
     pub(crate) fn slots(&self) -> Vec<Slot> {
         vec![Slot::squares("square_avg", 0.0, true), Slot::squares("acc_delta", 0.0, true)]
+    }
+
+    /// Bounds on what one step can reach (see [`guard`](super::guard)): the formula of the
+    /// type's doc, carried through on magnitudes.
+    pub(crate) fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
+        let b = Bounds::new::<T>(&self.common, inputs);
+        let g = b.grad()?;
+        let rho = self.common.hp(self.rho);
+        let (rho, one_minus_rho) = (b.scalar(rho), b.scalar(1.0 - rho));
+        let s = b.sum(&[(rho, b.state(0)), (one_minus_rho, b.ok(g * g)?)])?;
+        b.sum(&[(1.0, s), (1.0, b.hp(self.eps))])?;
+        // Δ = sqrt(a + ε) / sqrt(s + ε) g, where s >= (1-ρ) g², so that |g| / sqrt(s + ε)
+        // is at most 1 / sqrt(1-ρ) (or, where (1-ρ) g² is below the normal range and
+        // rounds without a relative bound, that g over sqrt(ε))
+        let floor = b.denominator_floor(self.eps, true);
+        let tiny = b.div((4.0 * b.smallest_normal()).sqrt(), one_minus_rho.sqrt() * floor).unwrap_or(f64::INFINITY);
+        let ratio = (1.0 / (one_minus_rho * 0.999).sqrt()).max(tiny).min(b.div(g, floor)?);
+        let root = b.sum(&[(1.0, b.state(1)), (1.0, b.hp(self.eps))])?.sqrt() * 1.001;
+        let delta = b.ok(root * ratio * 1.001)?;
+        let a = b.sum(&[(rho, b.state(1)), (one_minus_rho, b.ok(delta * delta)?)])?;
+        let step = b.sum(&[(b.lr(), delta)])?;
+        b.reach([s, a, 0.0], step)
     }
 
     /// The step of one group: its scalars, formed once per step, and what selects its loop.

@@ -2,6 +2,7 @@
 //!
 //! D2L §12.7: `s <- s + g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
+use super::guard::{Bounds, Inputs, Reach};
 use super::{Ctx, EpsPlacement, Slot};
 use crate::common::{
     Common, Prep, Rounding, StepForm, WeightOps, check_denominator, check_nonneg, common_setters, round, scaled,
@@ -95,6 +96,22 @@ impl Adagrad {
 
     pub(crate) fn slots(&self) -> Vec<Slot> {
         vec![Slot::squares("sum", self.initial_accumulator, true)]
+    }
+
+    /// Bounds on what one step can reach (see [`guard`](super::guard)): the formula of the
+    /// type's doc, carried through on magnitudes.
+    pub(crate) fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
+        let b = Bounds::new::<T>(&self.common, inputs);
+        let g = b.grad()?;
+        let s = b.sum(&[(1.0, b.state(0)), (1.0, b.ok(g * g)?)])?;
+        b.sum(&[(1.0, s), (1.0, b.hp(self.eps))])?;
+        let floor = b.denominator_floor(self.eps, self.eps_placement == EpsPlacement::InsideSqrt);
+        // the decayed rate η / (1 + (t-1) lr_decay) is at most η
+        let lr = b.lr();
+        b.ok(lr * g)?;
+        b.div(lr.max(1.0), floor)?;
+        let step = b.sum(&[(lr, b.div(g, floor)?)])?;
+        b.reach([s, 0.0, 0.0], step)
     }
 
     /// The step of one group: its scalars, formed once per step, and what selects its loop.

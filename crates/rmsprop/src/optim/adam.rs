@@ -1,6 +1,7 @@
 //! Adam (Kingma & Ba 2015) and AdamW (Loshchilov & Hutter 2019): RMSProp's scaling
 //! plus momentum, with bias correction (D2L §12.10).
 
+use super::guard::{Bounds, Inputs, Reach};
 use super::{Ctx, Slot};
 use crate::common::{
     Common, Debias, Lerp, Prep, Rounding, WeightDecayMode, WeightOps, check_nonneg, common_setters, invalid, round,
@@ -146,6 +147,32 @@ impl Adam {
             Slot::squares("exp_avg_sq", 0.0, true),
             Slot::squares("max_exp_avg_sq", 0.0, self.amsgrad),
         ]
+    }
+
+    /// Bounds on what one step can reach (see [`guard`](super::guard)): the formula of the
+    /// type's doc, carried through on magnitudes.
+    pub(crate) fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
+        let c = &self.common;
+        let b = Bounds::new::<T>(c, inputs);
+        let g = b.grad()?;
+        let (b1, b2) = (c.hp(self.beta1), c.hp(self.beta2));
+        let m = b.sum(&[(b.scalar(b1), b.state(0)), (b.scalar(1.0 - b1), g)])?;
+        let v = b.sum(&[(b.scalar(b2), b.state(1)), (b.scalar(1.0 - b2), b.ok(g * g)?)])?;
+        let v_max = if self.amsgrad { v.max(b.state(2)) } else { 0.0 };
+        // every rule divides m (or, with Nesterov, m and g) by 1 - β1^t or 1 - β1^(t+1),
+        // v by 1 - β2^t, and adds ε (and ε_root inside the root) to the root
+        let pow = |base: f64, t: u64| c.rounding.power(base, t);
+        let c1 = (1.0 - pow(b1, inputs.t)).min(1.0 - pow(b1, inputs.t + 1)) * 0.999;
+        let c2 = (1.0 - pow(b2, inputs.t)) * 0.999;
+        let m_hat = b.div(b.sum(&[(1.0, m), (1.0, g)])?, c1)?;
+        let v_hat = b.div(v.max(v_max), c2)?;
+        b.sum(&[(1.0, v_hat), (1.0, b.scalar(self.eps_root)), (1.0, b.hp(self.eps))])?;
+        let floor = (b.hp(self.eps) + b.scalar(self.eps_root).sqrt()) * 0.999;
+        let lr = b.lr();
+        b.div(lr, c1)?;
+        b.div(m_hat * lr.max(1.0), floor)?;
+        let step = b.sum(&[(lr, b.div(m_hat, floor)?)])?;
+        b.reach([m, v, v_max], step)
     }
 
     /// The step of one group: its scalars, formed once per step, and what selects its loop.

@@ -4,6 +4,7 @@
 pub mod adadelta;
 pub mod adagrad;
 pub mod adam;
+mod guard;
 pub mod rmsprop;
 pub mod sgd;
 
@@ -100,6 +101,12 @@ impl OptimizerConfig {
         self.common().clip_norm.is_none() && matches!(self, OptimizerConfig::RmsProp(r) if r.kernel_is_steady())
     }
 
+    /// Bounds on what a step of this group can reach (see [`guard`]); `None` when they
+    /// cannot exclude a non-finite result.
+    fn reach<T: Float>(&self, inputs: &guard::Inputs) -> Option<guard::Reach> {
+        dispatch!(self, c => c.reach::<T>(inputs))
+    }
+
     /// What a group runs at this step: its optimizer's scalars, formed once, and what
     /// selects the loop (for RMSProp, the loop itself).
     fn kernel<P: Param>(&self, ctx: Ctx<P::Acc>) -> Kernel<P> {
@@ -122,6 +129,30 @@ enum Kernel<P: Param> {
     Sgd(sgd::Kernel<P::Acc>),
     Adam(adam::Kernel<P::Acc>),
     Adadelta(adadelta::Kernel<P::Acc>),
+}
+
+impl<P: Param> Kernel<P> {
+    /// The step on arrays `a`, whose first `slots` state slots the optimizer has.
+    ///
+    /// # Safety
+    /// As [`Arrays::slices`].
+    #[inline(always)]
+    unsafe fn run_on(&self, a: Arrays<P::Acc, P>, slots: usize) {
+        // SAFETY (every arm): the caller's.
+        macro_rules! on_slices {
+            ($k:expr) => {{
+                let (x, g, mut bufs) = unsafe { a.slices() };
+                $k.run(x, g, &mut bufs[..slots])
+            }};
+        }
+        match self {
+            Kernel::RmsProp(k) => unsafe { k.run_arrays(a) },
+            Kernel::Adagrad(k) => on_slices!(k),
+            Kernel::Sgd(k) => on_slices!(k),
+            Kernel::Adam(k) => on_slices!(k),
+            Kernel::Adadelta(k) => on_slices!(k),
+        }
+    }
 }
 
 macro_rules! impl_from {
@@ -171,11 +202,20 @@ pub(crate) struct Ctx<T> {
     pub prep: Prep<T>,
 }
 
-/// What to do when a gradient holds NaN or an infinity.
+/// What to do when a gradient holds NaN or an infinity, or when a step would turn finite
+/// parameters or state into NaN or an infinity (an overflow of the arithmetic type, or
+/// `0 / 0`: `g = 1e20` squared in `f32`, an `eps = 0` denominator whose accumulator
+/// decayed to 0, a `float16` parameter pushed past 65504).
+///
+/// The second case is settled before the step writes anything: by bounds carried through
+/// the update formula from the gradient's largest magnitude (taken in the same scan as
+/// the non-finite check), and where they cannot rule it out, by a trial of the step on a
+/// copy, chunk by chunk. A parameter that is already non-finite is the caller's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NonFinitePolicy {
-    /// Refuse the step with [`Error::NonFiniteGradient`]; nothing changes.
+    /// Refuse the step with [`Error::NonFiniteGradient`] or [`Error::NonFiniteResult`];
+    /// nothing changes.
     #[default]
     Error,
     /// Count it ([`Optimizer::skipped_steps`]) and leave everything unchanged.
@@ -364,6 +404,10 @@ pub struct Optimizer<P: Param> {
     registered: Vec<Registered>,
     /// Elements in all tensors.
     total: usize,
+    /// Per group and state slot: an upper bound of every `|value|` (see [`guard`]).
+    bounds: Vec<[f64; MAX_SLOTS]>,
+    /// Per thread, a chunk's copy for a trial step (see [`guard`]).
+    trials: Vec<Trial<P>>,
 }
 
 /// Elements per unit of work: 64 KiB of `f32` per array, so a chunk's arrays stay in L2.
@@ -463,15 +507,45 @@ unsafe impl<P: Param> Sync for Ptrs<P> {}
 /// The largest number of state slots of any optimizer.
 const MAX_SLOTS: usize = 3;
 
-/// Each tensor's pointers for the step under way.
+/// Each tensor's pointers for the step under way, and what the gradient scan found.
 struct Scratch<P: Param> {
     ptrs: Vec<Ptrs<P>>,
+    /// Per chunk (in parallel) or per tensor: the largest `|g|` and `|x|` (0 where not
+    /// scanned), or the index of a non-finite gradient element.
+    largest: Vec<std::result::Result<[f64; 2], usize>>,
+    /// Per group: the largest `|g|` and `|x|` of the step.
+    group_largest: Vec<[f64; 2]>,
+    /// Per group: the state bounds after the step under way.
+    next_bounds: Vec<[f64; MAX_SLOTS]>,
+    /// Per group: the bounds could not clear the step, it is tried first.
+    tried: Vec<bool>,
 }
 
 impl<P: Param> Clone for Scratch<P> {
     /// Scratch holds nothing between steps: a clone starts empty.
     fn clone(&self) -> Self {
-        Scratch { ptrs: Vec::with_capacity(self.ptrs.capacity()) }
+        Scratch {
+            ptrs: Vec::with_capacity(self.ptrs.capacity()),
+            largest: Vec::with_capacity(self.largest.capacity()),
+            group_largest: Vec::with_capacity(self.group_largest.capacity()),
+            next_bounds: Vec::with_capacity(self.next_bounds.capacity()),
+            tried: Vec::with_capacity(self.tried.capacity()),
+        }
+    }
+}
+
+/// One thread's copy of a chunk's parameters and state for a trial step, and the largest
+/// state magnitudes per group it found.
+#[derive(Clone, Default)]
+struct Trial<P: Param> {
+    x: Vec<P>,
+    bufs: [Vec<P::Acc>; MAX_SLOTS],
+    measured: Vec<[f64; MAX_SLOTS]>,
+}
+
+impl<P: Param> std::fmt::Debug for Trial<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trial")
     }
 }
 
@@ -510,12 +584,20 @@ impl<P: Param> Optimizer<P> {
             policy: NonFinitePolicy::Error,
             chunks: Vec::new(),
             arena: std::array::from_fn(|_| Buffer::filled(0, P::Acc::ZERO)),
-            scratch: Scratch { ptrs: Vec::new() },
+            scratch: Scratch {
+                ptrs: Vec::new(),
+                largest: Vec::new(),
+                group_largest: Vec::new(),
+                next_bounds: Vec::new(),
+                tried: Vec::new(),
+            },
             plan: Plan { kernels: Vec::new(), steady: Vec::new() },
             parallel: Parallelism::Auto,
             unvalidated: false,
             registered: Vec::new(),
             total: 0,
+            bounds: Vec::new(),
+            trials: Vec::new(),
         };
         opt.add_group(config, tensors)?;
         Ok(opt)
@@ -592,10 +674,27 @@ impl<P: Param> Optimizer<P> {
             self.arena[k][start..start + n].fill(init);
         }
         self.registered.push(Registered::of(&config));
+        self.bounds.push(std::array::from_fn(|k| slots.get(k).map_or(0.0, |s| s.init.abs())));
         self.groups.push(config);
         self.plan.steady.push(false);
         self.plan.kernels.reserve(self.groups.len() + self.tensors.len());
         self.scratch.ptrs.reserve(self.tensors.len());
+        self.scratch.largest.reserve(self.chunks.len().max(self.tensors.len()));
+        self.scratch.group_largest.reserve(self.groups.len());
+        self.scratch.next_bounds.reserve(self.groups.len());
+        self.scratch.tried.reserve(self.groups.len());
+        // a chunk's copy for trial steps per thread, allocated now so that a step never
+        // allocates
+        let widest = self.tensors.iter().map(|t| t.numel).max().unwrap_or(0).min(CHUNK);
+        let threads = rayon::current_num_threads().max(1);
+        self.trials.resize_with(threads, Trial::default);
+        for trial in &mut self.trials {
+            if trial.x.len() < widest {
+                trial.x = vec![P::default(); widest];
+                trial.bufs = std::array::from_fn(|_| vec![P::Acc::ZERO; widest]);
+            }
+            trial.measured.reserve(self.groups.len());
+        }
         Ok(())
     }
 
@@ -711,10 +810,13 @@ impl<P: Param> Optimizer<P> {
     pub(crate) fn restore(&mut self, step: u64, skipped: u64, bufs: Vec<Vec<Vec<P::Acc>>>) {
         self.step = step;
         self.skipped = skipped;
+        self.bounds.iter_mut().for_each(|b| *b = [0.0; MAX_SLOTS]);
         for (tr, b) in self.tensors.iter().zip(bufs) {
             for (k, v) in b.iter().enumerate() {
                 if let Some(o) = tr.offset[k] {
                     self.arena[k][o..o + tr.numel].copy_from_slice(v);
+                    let bound = &mut self.bounds[tr.group][k];
+                    *bound = v.iter().fold(*bound, |m, v| m.max(v.to_f64().abs()));
                 }
             }
         }
@@ -724,10 +826,23 @@ impl<P: Param> Optimizer<P> {
     ///
     /// Errors (nothing is changed): a wrong number of tensors, a length that does not
     /// match its tensor, an invalid hyperparameter (after [`group_mut`](Self::group_mut)),
-    /// a non-finite gradient under [`NonFinitePolicy::Error`].
+    /// and under [`NonFinitePolicy::Error`] a non-finite gradient
+    /// ([`Error::NonFiniteGradient`]) or a step that would make a finite parameter or state
+    /// value non-finite ([`Error::NonFiniteResult`]: an overflow, or `0 / 0`).
+    ///
+    /// ```
+    /// use rmsprop::{Error, Optimizer, RmsProp};
+    /// // g² = 1e40 is beyond f32's range: the average of squares would be infinite
+    /// let mut opt = Optimizer::<f32>::new(RmsProp::default(), &[("w", &[2][..])]).unwrap();
+    /// let mut x = [vec![1.0f32, 2.0]];
+    /// let e = opt.step(&mut x, &[vec![1e20f32, 0.5]]).unwrap_err();
+    /// assert!(matches!(e, Error::NonFiniteResult { index: 0, .. }), "{e}");
+    /// assert_eq!((x[0].as_slice(), opt.state("w", "square_avg").unwrap()), (&[1.0, 2.0][..], &[0.0, 0.0][..]));
+    /// ```
     pub fn step<X: AsMut<[P]>, G: AsRef<[P]>>(&mut self, params: &mut [X], grads: &[G]) -> Result<StepOutcome> {
         self.take(params, grads)?;
-        let nonfinite = if self.policy == NonFinitePolicy::Propagate { None } else { self.scan_gradients() };
+        let checked = self.policy != NonFinitePolicy::Propagate;
+        let nonfinite = if checked { self.scan() } else { None };
         if self.unvalidated {
             for (config, registered) in self.groups.iter().zip(&self.registered) {
                 config.validate()?;
@@ -749,7 +864,17 @@ impl<P: Param> Optimizer<P> {
             self.check_schedule(t)?;
         }
         self.plan(t, grads);
+        if checked && let Err(e) = self.check_results(t) {
+            if self.policy == NonFinitePolicy::Skip {
+                self.skipped = self.skipped.saturating_add(1);
+                return Ok(StepOutcome::Skipped);
+            }
+            return Err(e);
+        }
         self.run();
+        if checked {
+            self.bounds.copy_from_slice(&self.scratch.next_bounds);
+        }
         self.step = t;
         Ok(StepOutcome::Applied)
     }
@@ -780,24 +905,142 @@ impl<P: Param> Optimizer<P> {
         Ok(())
     }
 
-    /// The first non-finite gradient element (tensor, index) of the step `take` prepared:
-    /// chunk by chunk across threads like the step itself, or tensor by tensor.
-    fn scan_gradients(&self) -> Option<(usize, usize)> {
-        let grad = |a: Arrays<P::Acc, P>| {
-            // SAFETY: `take` checked the gradient has `n` elements; it is only read.
-            unsafe { std::slice::from_raw_parts(a.g, a.n) }
+    /// The gradient scan of a checked step: the first non-finite gradient element (tensor,
+    /// index) of the step `take` prepared, else each group's largest `|g|` (and `|x|` in a
+    /// group with weight decay, which the bounds need) into `scratch.group_largest`. Chunk
+    /// by chunk across threads like the step itself, or tensor by tensor.
+    fn scan(&mut self) -> Option<(usize, usize)> {
+        let per_chunk = self.parallel();
+        let Scratch { ptrs, largest, group_largest, .. } = &mut self.scratch;
+        let (tensors, groups) = (&self.tensors, &self.groups);
+        let scan = |tensor: usize, a: Arrays<P::Acc, P>| {
+            // SAFETY: `take` checked the gradient and the parameter have `n` elements; both
+            // are only read here.
+            let g = largest_magnitude(unsafe { std::slice::from_raw_parts(a.g, a.n) })?;
+            let decays = groups[tensors[tensor].group].common().weight_decay != 0.0;
+            // a non-finite parameter is the caller's: it bounds nothing, and the trial
+            // step then finds what it leads to
+            let x = if decays {
+                largest_magnitude(unsafe { std::slice::from_raw_parts(a.x.cast_const(), a.n) }).unwrap_or(f64::INFINITY)
+            } else {
+                0.0
+            };
+            Ok([g, x])
         };
-        let ptrs = &self.scratch.ptrs;
-        if self.parallel() {
+        if per_chunk {
             use rayon::prelude::*;
-            self.chunks.par_iter().find_map_first(|c| {
-                // SAFETY: a chunk lies within its tensor.
-                let a = unsafe { ptrs[c.tensor].arrays.range(c.start, c.end) };
-                first_nonfinite(grad(a)).map(|i| (c.tensor, c.start + i))
-            })
+            let ptrs = &*ptrs;
+            self.chunks
+                .par_iter()
+                .map(|c| {
+                    // SAFETY: a chunk lies within its tensor.
+                    let a = unsafe { ptrs[c.tensor].arrays.range(c.start, c.end) };
+                    scan(c.tensor, a).map_err(|i| c.start + i)
+                })
+                .collect_into_vec(largest);
         } else {
-            ptrs.iter().enumerate().find_map(|(t, p)| first_nonfinite(grad(p.arrays)).map(|i| (t, i)))
+            largest.clear();
+            largest.extend(ptrs.iter().enumerate().map(|(t, p)| scan(t, p.arrays)));
         }
+        group_largest.clear();
+        group_largest.resize(groups.len(), [0.0; 2]);
+        for (i, found) in largest.iter().enumerate() {
+            let tensor = if per_chunk { self.chunks[i].tensor } else { i };
+            match found {
+                Err(index) => return Some((tensor, *index)),
+                Ok([g, x]) => {
+                    let group = &mut group_largest[tensors[tensor].group];
+                    *group = [group[0].max(*g), group[1].max(*x)];
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether the planned step `t` keeps every result finite (see [`guard`]): by the
+    /// bounds, else by a trial of the groups they cannot clear. On success
+    /// `scratch.next_bounds` holds the state bounds after the step.
+    fn check_results(&mut self, t: u64) -> Result<()> {
+        let Scratch { next_bounds, group_largest, tried, .. } = &mut self.scratch;
+        next_bounds.clear();
+        tried.clear();
+        for (i, config) in self.groups.iter().enumerate() {
+            let [grad, param] = group_largest[i];
+            let param = if config.common().weight_decay != 0.0 { param } else { f64::INFINITY };
+            let lr = self.schedule.lr(config.common().lr, t);
+            let inputs = guard::Inputs { grad, param, state: self.bounds[i], t, lr };
+            let reach = config.reach::<P::Acc>(&inputs).filter(|r| r.step < P::HALF_GAP_AT_MAX / 2.0);
+            tried.push(reach.is_none());
+            next_bounds.push(reach.map_or([f64::INFINITY; MAX_SLOTS], |r| r.state));
+        }
+        if tried.contains(&true) { self.trial_step(t) } else { Ok(()) }
+    }
+
+    /// Runs each chunk of the groups the bounds could not clear through its kernel on a
+    /// copy of its parameters and state, and checks every result; measures the state of
+    /// those groups into `scratch.next_bounds`. Across threads like the step itself, each
+    /// with its own copy; the failure reported is the first in chunk order.
+    #[cold]
+    fn trial_step(&mut self, t: u64) -> Result<()> {
+        let workers = if self.parallel() { self.trials.len() } else { 1 };
+        let Optimizer { trials, chunks, tensors, groups, scratch, plan, .. } = self;
+        let Scratch { next_bounds, tried, ptrs, .. } = scratch;
+        let (tried, ptrs, kernels) = (&*tried, &*ptrs, &plan.kernels);
+        let work = |w: usize, trial: &mut Trial<P>| -> std::result::Result<(), (usize, Error)> {
+            let Trial { x, bufs, measured } = trial;
+            measured.clear();
+            measured.resize(groups.len(), [0.0; MAX_SLOTS]);
+            for (i, c) in chunks.iter().enumerate().skip(w).step_by(workers) {
+                let (p, group) = (ptrs[c.tensor], tensors[c.tensor].group);
+                if !tried[group] {
+                    continue;
+                }
+                // SAFETY: a chunk lies within its tensor.
+                let a = unsafe { p.arrays.range(c.start, c.end) };
+                let n = a.n;
+                // SAFETY: `take` checked the lengths; the originals are only read.
+                unsafe {
+                    x[..n].copy_from_slice(std::slice::from_raw_parts(a.x.cast_const(), n));
+                    for (k, b) in bufs.iter_mut().enumerate().filter(|(k, _)| !a.bufs[*k].is_null()) {
+                        b[..n].copy_from_slice(std::slice::from_raw_parts(a.bufs[k].cast_const(), n));
+                    }
+                }
+                let copy = Arrays {
+                    x: x.as_mut_ptr(),
+                    g: a.g,
+                    bufs: std::array::from_fn(|k| if a.bufs[k].is_null() { a.bufs[k] } else { bufs[k].as_mut_ptr() }),
+                    n,
+                };
+                // SAFETY: the copy's arrays hold at least `n` elements (sized in
+                // `add_group` for the widest chunk), owned here; `g` is only read.
+                unsafe { kernels[p.kernel].run_on(copy, p.slots) };
+                let refuse = |index: usize, quantity: &str| {
+                    let tensor = tensors[c.tensor].spec.name.clone();
+                    (i, Error::NonFiniteResult { step: t, tensor, index: c.start + index, quantity: quantity.into() })
+                };
+                largest_magnitude(&x[..n]).map_err(|i| refuse(i, "the parameter"))?;
+                for (k, b) in bufs.iter().enumerate().filter(|(k, _)| !a.bufs[*k].is_null()) {
+                    let largest =
+                        largest_of(&b[..n], |v| v.to_f64()).map_err(|i| refuse(i, groups[group].slots()[k].name))?;
+                    measured[group][k] = measured[group][k].max(largest);
+                }
+            }
+            Ok(())
+        };
+        let trials = &mut trials[..workers];
+        let failed = if workers > 1 {
+            use rayon::prelude::*;
+            trials.par_iter_mut().enumerate().filter_map(|(w, trial)| work(w, trial).err()).min_by_key(|(i, _)| *i)
+        } else {
+            work(0, &mut trials[0]).err()
+        };
+        if let Some((_, e)) = failed {
+            return Err(e);
+        }
+        for (group, bound) in next_bounds.iter_mut().enumerate().filter(|(g, _)| tried[*g]) {
+            *bound = std::array::from_fn(|k| trials.iter().map(|t| t.measured[group][k]).fold(0.0, f64::max));
+        }
+        Ok(())
     }
 
     /// Every group's scheduled rate for step `t` is a finite number >= 0 (a constant rate
@@ -882,24 +1125,11 @@ impl<P: Param> Optimizer<P> {
     #[inline(always)]
     fn run_chunk(&self, c: &Chunk) {
         let p = &self.scratch.ptrs[c.tensor];
-        // SAFETY: a chunk lies within its tensor.
-        let a = unsafe { p.arrays.range(c.start, c.end) };
-        // SAFETY (every arm): `take` checked every parameter and gradient has its tensor's
-        // length, state is allocated at that length (null when unused), chunks of one
-        // tensor never overlap, and the borrows behind the pointers outlive `step`.
-        macro_rules! on_slices {
-            ($k:expr) => {{
-                let (x, g, mut bufs) = unsafe { a.slices() };
-                $k.run(x, g, &mut bufs[..p.slots])
-            }};
-        }
-        match &self.plan.kernels[p.kernel] {
-            Kernel::RmsProp(k) => unsafe { k.run_arrays(a) },
-            Kernel::Adagrad(k) => on_slices!(k),
-            Kernel::Sgd(k) => on_slices!(k),
-            Kernel::Adam(k) => on_slices!(k),
-            Kernel::Adadelta(k) => on_slices!(k),
-        }
+        // SAFETY: a chunk lies within its tensor; `take` checked every parameter and
+        // gradient has its tensor's length, state is allocated at that length (null when
+        // unused), chunks of one tensor never overlap, and the borrows behind the pointers
+        // outlive `step`.
+        unsafe { self.plan.kernels[p.kernel].run_on(p.arrays.range(c.start, c.end), p.slots) }
     }
 
     /// Whether this step runs across threads.
@@ -912,23 +1142,65 @@ impl<P: Param> Optimizer<P> {
     }
 }
 
-/// Index of the first NaN or infinity in `g`. Blocks are tested without a branch per
-/// element, so the test vectorises; only a block that fails is searched.
+/// The largest `|v|` of `v`, or the index of its first NaN or infinity. For `f32` and
+/// `f64` on the bits: with the sign cleared, the order of the magnitudes is that of the
+/// integers and every NaN or infinity is at least the infinity's, so one integer maximum
+/// per block (which vectorises, where a float maximum does not) finds both; only a block
+/// holding a non-finite value is searched.
 #[inline]
-fn first_nonfinite<P: Param>(g: &[P]) -> Option<usize> {
-    const BLOCK: usize = 256;
-    let bad = |v: &P| !v.load().is_finite();
-    if g.len() < BLOCK {
-        return if g.iter().fold(false, |any, v| any | bad(v)) { g.iter().position(bad) } else { None };
-    }
-    crate::simd::widest(
-        #[inline(always)]
-        || {
-            let block = g.chunks(BLOCK).position(|b| b.iter().fold(false, |any, v| any | bad(v)))?;
-            g[block * BLOCK..].iter().position(bad).map(|i| block * BLOCK + i)
-        },
-    )
+fn largest_magnitude<P: Param>(v: &[P]) -> std::result::Result<f64, usize> {
+    largest_of(v, |v| v.load().to_f64())
 }
+
+/// [`largest_magnitude`] of any element type, `widen` giving each value in `f64` (used for
+/// types other than `f32` and `f64`).
+#[inline]
+fn largest_of<V: Copy + 'static>(v: &[V], widen: impl Fn(V) -> f64) -> std::result::Result<f64, usize> {
+    use std::any::TypeId;
+    macro_rules! by_bits {
+        ($float:ty, $bits:ty) => {{
+            // SAFETY: `V` is `$float`, which has the size and alignment of `$bits`, and
+            // every bit pattern is a valid `$bits`.
+            let bits = unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<$bits>(), v.len()) };
+            let (magnitude, infinity) = (<$bits>::MAX >> 1, <$float>::INFINITY.to_bits());
+            let largest = crate::simd::widest(
+                #[inline(always)]
+                || {
+                    let mut largest = 0;
+                    for (b, block) in bits.chunks(SCAN_BLOCK).enumerate() {
+                        let m = block.iter().fold(0, |m: $bits, &x| m.max(x & magnitude));
+                        if m >= infinity {
+                            let i = block.iter().position(|&x| x & magnitude >= infinity);
+                            return Err(b * SCAN_BLOCK + i.expect("a block with a non-finite value"));
+                        }
+                        largest = largest.max(m);
+                    }
+                    Ok(largest)
+                },
+            )?;
+            return Ok(<$float>::from_bits(largest) as f64);
+        }};
+    }
+    if TypeId::of::<V>() == TypeId::of::<f32>() {
+        by_bits!(f32, u32)
+    }
+    if TypeId::of::<V>() == TypeId::of::<f64>() {
+        by_bits!(f64, u64)
+    }
+    // half precision: widened, one value at a time
+    let mut largest = 0.0f64;
+    for (i, &v) in v.iter().enumerate() {
+        let v = widen(v);
+        if !v.is_finite() {
+            return Err(i);
+        }
+        largest = largest.max(v.abs());
+    }
+    Ok(largest)
+}
+
+/// Elements per block of the gradient scan.
+const SCAN_BLOCK: usize = 256;
 
 /// The L2 norm of the gradients `gs` together, as the rounding forms it. Under
 /// [`Rounding::Xla`] in the arithmetic type: a tensor of up to 32 elements adds its squares

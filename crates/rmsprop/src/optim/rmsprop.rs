@@ -3,6 +3,7 @@
 //! The chapter's update (D2L §12.8, eq. 12.8.1):
 //! `s <- γ s + (1-γ) g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
+use super::guard::{Bounds, Inputs, Reach};
 use super::{Arrays, Ctx, Slot};
 use crate::common::{
     Common, Debias, Lerp, Prep, Rounding, StepForm, WeightOps, check_denominator, check_nonneg, check_unit,
@@ -220,6 +221,46 @@ impl RmsProp {
             Slot::new("grad_avg", 0.0, self.centered),
             Slot::new("momentum_buffer", 0.0, self.uses_momentum()),
         ]
+    }
+
+    /// Bounds on what one step can reach (see [`guard`](super::guard)): the formula of the
+    /// type's doc, carried through on magnitudes.
+    pub(crate) fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
+        let b = Bounds::new::<T>(&self.common, inputs);
+        let g = b.grad()?;
+        let decay = self.common.hp(self.decay);
+        let (gamma, one_minus_gamma) = (b.scalar(decay), b.scalar(1.0 - decay));
+        let s = b.sum(&[(gamma, b.state(0)), (one_minus_gamma, b.ok(g * g)?)])?;
+        let m = if self.centered { b.sum(&[(gamma, b.state(1)), (one_minus_gamma, g)])? } else { 0.0 };
+        let correction =
+            if self.bias_correction { b.scalar(1.0 - self.common.rounding.power(decay, inputs.t)) } else { 1.0 };
+        let (s_hat, m_hat) = (b.div(s, correction * 0.999)?, b.div(m, correction * 0.999)?);
+        b.sum(&[(1.0, s_hat), (m_hat, m_hat), (1.0, b.hp(self.eps))])?;
+        // `ŝ - m̂²` can round below zero unless clamped: no floor for its root then
+        let nonneg = !self.centered || self.clamp_variance;
+        let floor =
+            if nonneg { b.denominator_floor(self.eps, self.eps_placement == EpsPlacement::InsideSqrt) } else { 0.0 };
+        // the reciprocal-square-root estimate is within 2^-12 of the root
+        let floor = if self.fast_rsqrt { floor * (1.0 - 1.0 / 1024.0) } else { floor };
+        let lr = b.lr();
+        // each step form's products: `η g`, `η / d`, `1 / d`, `g / d`
+        b.ok(lr * g)?;
+        b.div(lr.max(1.0), floor)?;
+        let u = b.div(g, floor)?;
+        let mu = b.hp(self.momentum);
+        let (buffer, step) = match self.uses_momentum().then_some(self.momentum_style) {
+            None => (0.0, b.sum(&[(lr, u)])?),
+            Some(MomentumStyle::LrOutsideBuffer) => {
+                let buffer = b.sum(&[(mu, b.state(2)), (1.0, u)])?;
+                let d = if self.nesterov { b.sum(&[(1.0, u), (mu, buffer)])? } else { buffer };
+                (buffer, b.sum(&[(lr, d)])?)
+            }
+            Some(MomentumStyle::LrInsideBuffer) => {
+                let buffer = b.sum(&[(mu, b.state(2)), (lr, u)])?;
+                (buffer, if self.nesterov { b.sum(&[(lr, u), (mu, buffer)])? } else { buffer })
+            }
+        };
+        b.reach([s, m, buffer], step)
     }
 
     /// The step's loop for this configuration, chosen once (variant and instruction set)

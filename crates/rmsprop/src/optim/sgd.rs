@@ -2,6 +2,7 @@
 //!
 //! D2L §12.6 (eq. 12.6.4): `v <- β v + g`, `x <- x - η v`.
 
+use super::guard::{Bounds, Inputs, Reach};
 use super::{Ctx, Slot};
 use crate::common::{Common, Prep, Rounding, WeightOps, check_nonneg, common_setters, round};
 use crate::error::{Error, Result};
@@ -109,6 +110,29 @@ impl Sgd {
 
     pub(crate) fn slots(&self) -> Vec<Slot> {
         vec![Slot::new("momentum_buffer", 0.0, self.momentum != 0.0)]
+    }
+
+    /// Bounds on what one step can reach (see [`guard`](super::guard)): the formula of the
+    /// type's doc, carried through on magnitudes.
+    pub(crate) fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
+        let b = Bounds::new::<T>(&self.common, inputs);
+        let g = b.grad()?;
+        let (lr, mu) = (b.lr(), b.hp(self.momentum));
+        let (buffer, step) = match (self.momentum != 0.0).then_some(self.momentum_style) {
+            None => (0.0, b.sum(&[(lr, g)])?),
+            Some(SgdMomentum::Torch) => {
+                // `b = g` on the first step, `μ b + (1 - dampening) g` after
+                let damped = b.scalar(1.0 - self.dampening).max(1.0);
+                let buffer = b.sum(&[(mu, b.state(0)), (damped, g)])?;
+                let d = if self.nesterov { b.sum(&[(1.0, g), (mu, buffer)])? } else { buffer };
+                (buffer, b.sum(&[(lr, d)])?)
+            }
+            Some(SgdMomentum::LrInsideBuffer) => {
+                let buffer = b.sum(&[(mu, b.state(0)), (lr, g)])?;
+                (buffer, buffer)
+            }
+        };
+        b.reach([buffer, 0.0, 0.0], step)
     }
 
     /// The step of one group: its scalars, formed once per step, and what selects its loop.
