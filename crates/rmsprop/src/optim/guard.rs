@@ -9,7 +9,7 @@
 //!    `|g|` (and `|x|` in a group with weight decay); the optimizer keeps an upper bound of
 //!    each state slot's magnitude. Each optimizer's `reach` carries them through its update
 //!    formula in `f64` interval arithmetic (magnitudes only, every rounding of `T` covered
-//!    by a slack factor): when every intermediate stays below [`Bounds::limit`] and the
+//!    by a slack factor): when every intermediate stays below `T`'s range by 2^16 and the
 //!    parameter moves by less than half the spacing of its type's largest values, no
 //!    result can overflow or be NaN, and the step runs as usual; the state bounds move on.
 //! 2. **Trial.** Otherwise (a denominator that can be 0, a centred variance that rounding
