@@ -185,6 +185,12 @@ pub fn config<K: AsRef<str>, V: Into<Value>>(
 /// let json = serde_json::json!({"learning_rate": 0.01, "gamma1": 0.9});
 /// let c = rmsprop::by_name::config_json("mxnet.rmsprop", &json).unwrap();
 /// assert_eq!(c.common().lr, 0.01);
+/// // PyTorch's tuple of betas, and Python's None for an option that is off
+/// let json = serde_json::json!({"lr": 0.001, "betas": [0.8, 0.99]});
+/// let c = rmsprop::by_name::config_json("torch.adam", &json).unwrap();
+/// assert!(matches!(c, rmsprop::OptimizerConfig::Adam(a) if (a.beta1, a.beta2) == (0.8, 0.99)));
+/// let json = serde_json::json!({"learning_rate": 0.01, "momentum": null});
+/// assert!(rmsprop::by_name::config_json("optax.rmsprop", &json).is_ok());
 /// ```
 pub fn config_json(name: &str, hyper: &serde_json::Value) -> Result<OptimizerConfig> {
     let map = hyper.as_object().ok_or_else(|| Error::WrongType {
@@ -198,6 +204,20 @@ pub fn config_json(name: &str, hyper: &serde_json::Value) -> Result<OptimizerCon
             serde_json::Value::Number(n) => Value::Num(n.as_f64().unwrap_or(f64::NAN)),
             serde_json::Value::Bool(b) => Value::Bool(*b),
             serde_json::Value::String(s) => Value::Str(s.clone()),
+            // Python's None (optax `momentum=None`): the option is off, its default
+            serde_json::Value::Null => continue,
+            // PyTorch's `betas=(beta1, beta2)`
+            serde_json::Value::Array(items) if k == "betas" && items.len() == 2 => {
+                for (name, item) in ["beta1", "beta2"].into_iter().zip(items) {
+                    let x = item.as_f64().ok_or_else(|| Error::WrongType {
+                        name: "betas".into(),
+                        expected: "two numbers",
+                        got: hyper["betas"].to_string(),
+                    })?;
+                    pairs.push((name.to_string(), Value::Num(x)));
+                }
+                continue;
+            }
             other => {
                 return Err(Error::WrongType {
                     name: k.clone(),

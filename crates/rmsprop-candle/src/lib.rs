@@ -1,0 +1,297 @@
+//! Every optimizer and framework flavour of the [`rmsprop`] crate as a candle optimizer.
+//!
+//! A [`Trainer`] steps the variables of a [`VarMap`] (keyed by their names, in name order)
+//! or named [`Var`]s with the core's fused loops, in place in candle's CPU storage: no
+//! copy of a parameter or gradient per step. `f32` and `f64` variables have state of
+//! their own type; `bf16` and `f16` variables have `f32` state.
+//!
+//! ```
+//! use candle_core::{Device, Tensor, DType};
+//! use candle_nn::{VarMap, VarBuilder, Module};
+//! use rmsprop_candle::Trainer;
+//!
+//! let varmap = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let net = candle_nn::linear(2, 1, vb.pp("out")).unwrap();
+//! // the chapter's trainer, the Gluon way: an optimizer by name, hyperparameters by name
+//! let mut trainer = Trainer::by_name(&varmap, "mxnet.rmsprop", [("learning_rate", 0.01), ("gamma1", 0.9)]).unwrap();
+//! let x = Tensor::new(&[[1.0f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap();
+//! let loss = net.forward(&x).unwrap().sqr().unwrap().mean_all().unwrap();
+//! trainer.backward_step(&loss).unwrap();
+//! assert_eq!(trainer.names(), ["out.bias", "out.weight"]);
+//! assert_eq!(trainer.step_count(), 1);
+//! ```
+
+mod in_place;
+
+pub use in_place::Element;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+use candle_nn::VarMap;
+use half::{bf16, f16};
+use rmsprop::{NonFinitePolicy, Optimizer, OptimizerConfig, Schedule, StepOutcome, TensorSpec};
+
+/// What can go wrong: the core's errors (invalid hyperparameters, a refused step, ...),
+/// candle's, and a model the adapter cannot step.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// From the optimizer.
+    #[error(transparent)]
+    Optimizer(#[from] rmsprop::Error),
+    /// From candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// Variables of different dtypes in one trainer.
+    #[error("variable {name:?} is {dtype:?}, but {first:?} is {first_dtype:?}: one trainer steps one dtype")]
+    MixedDtypes {
+        /// The variable that differs.
+        name: String,
+        /// Its dtype.
+        dtype: DType,
+        /// The first variable.
+        first: String,
+        /// Its dtype.
+        first_dtype: DType,
+    },
+    /// A dtype the optimizer does not step.
+    #[error("variable {name:?} is {dtype:?}: the optimizer steps f32, f64, bf16 and f16")]
+    UnsupportedDtype {
+        /// The variable.
+        name: String,
+        /// Its dtype.
+        dtype: DType,
+    },
+    /// A variable outside the CPU.
+    #[error("variable {name:?} is on {device}: the optimizer steps CPU tensors in place")]
+    NotOnCpu {
+        /// The variable.
+        name: String,
+        /// Its device, printed.
+        device: String,
+    },
+    /// The gradient store has no gradient for a variable.
+    #[error("no gradient for variable {name:?} (is it used in the loss?); nothing was updated")]
+    NoGradient {
+        /// The variable.
+        name: String,
+    },
+    /// A trainer with no variables.
+    #[error("no variables to train")]
+    Empty,
+}
+
+impl From<Error> for candle_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Candle(e) => e,
+            other => candle_core::Error::wrap(other),
+        }
+    }
+}
+
+/// The adapter's result.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The core optimizer, in the dtype of the variables.
+#[derive(Debug)]
+enum Inner {
+    F32(Optimizer<f32>),
+    F64(Optimizer<f64>),
+    Bf16(Optimizer<bf16>),
+    F16(Optimizer<f16>),
+}
+
+macro_rules! on_inner {
+    ($inner:expr, $o:ident => $e:expr) => {
+        match $inner {
+            Inner::F32($o) => $e,
+            Inner::F64($o) => $e,
+            Inner::Bf16($o) => $e,
+            Inner::F16($o) => $e,
+        }
+    };
+}
+
+/// The same variant, its optimizer changed by `$e`.
+macro_rules! map_inner {
+    ($inner:expr, $o:ident => $e:expr) => {
+        match $inner {
+            Inner::F32($o) => Inner::F32($e),
+            Inner::F64($o) => Inner::F64($e),
+            Inner::Bf16($o) => Inner::Bf16($e),
+            Inner::F16($o) => Inner::F16($e),
+        }
+    };
+}
+
+/// An optimizer of the `rmsprop` crate over candle variables.
+#[derive(Debug)]
+pub struct Trainer {
+    /// The variables, by name, in the optimizer's registration order.
+    vars: Vec<(String, Var)>,
+    inner: Inner,
+}
+
+impl Trainer {
+    /// Every variable of `varmap`, in name order, keyed by its name.
+    ///
+    /// ```
+    /// use candle_core::{Device, DType};
+    /// use candle_nn::{VarMap, VarBuilder};
+    /// use rmsprop::Flavor;
+    /// let varmap = VarMap::new();
+    /// let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+    /// candle_nn::linear(5, 16, vb.pp("0")).unwrap();
+    /// let trainer = rmsprop_candle::Trainer::new(&varmap, Flavor::PyTorch.rmsprop()).unwrap();
+    /// assert_eq!(trainer.names(), ["0.bias", "0.weight"]);
+    /// ```
+    pub fn new(varmap: &VarMap, config: impl Into<OptimizerConfig>) -> Result<Self> {
+        Self::from_named(named(varmap), config)
+    }
+
+    /// The optimizer `name` (`"rmsprop"`, `"pytorch.rmsprop"`, `"optax.adam"`, ...) with
+    /// hyperparameters by their framework's names, as Gluon's
+    /// `Trainer(net.collect_params(), "rmsprop", {"learning_rate": 0.01, "gamma1": 0.9})`;
+    /// an unknown name is an error (see [`rmsprop::by_name`]).
+    pub fn by_name<K: AsRef<str>, V: Into<rmsprop::by_name::Value>>(
+        varmap: &VarMap,
+        name: &str,
+        hyper: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self> {
+        Self::new(varmap, rmsprop::by_name::config(name, hyper)?)
+    }
+
+    /// Named variables, stepped in the order given.
+    pub fn from_named(
+        vars: impl IntoIterator<Item = (String, Var)>,
+        config: impl Into<OptimizerConfig>,
+    ) -> Result<Self> {
+        let vars: Vec<(String, Var)> = vars.into_iter().collect();
+        let (first, first_var) = vars.first().ok_or(Error::Empty)?;
+        let first_dtype = first_var.dtype();
+        for (name, var) in &vars {
+            if !var.device().is_cpu() {
+                return Err(Error::NotOnCpu { name: name.clone(), device: format!("{:?}", var.device()) });
+            }
+            if var.dtype() != first_dtype {
+                let (first, dtype) = (first.clone(), var.dtype());
+                return Err(Error::MixedDtypes { name: name.clone(), dtype, first, first_dtype });
+            }
+        }
+        let specs: Vec<TensorSpec> = vars.iter().map(|(n, v)| TensorSpec::new(n.clone(), v.dims())).collect();
+        let config = config.into();
+        let inner = match first_dtype {
+            DType::F32 => Inner::F32(Optimizer::new(config, &specs)?),
+            DType::F64 => Inner::F64(Optimizer::new(config, &specs)?),
+            DType::BF16 => Inner::Bf16(Optimizer::new(config, &specs)?),
+            DType::F16 => Inner::F16(Optimizer::new(config, &specs)?),
+            dtype => return Err(Error::UnsupportedDtype { name: first.clone(), dtype }),
+        };
+        Ok(Trainer { vars, inner })
+    }
+
+    /// What a non-finite gradient or result does (default: refuse the step, change nothing).
+    pub fn with_nonfinite_policy(mut self, policy: NonFinitePolicy) -> Self {
+        self.inner = map_inner!(self.inner, o => o.with_nonfinite_policy(policy));
+        self
+    }
+
+    /// A learning-rate schedule.
+    pub fn with_schedule(mut self, schedule: Schedule) -> Self {
+        self.inner = map_inner!(self.inner, o => o.with_schedule(schedule));
+        self
+    }
+
+    /// The variables' names, in the order they are stepped.
+    pub fn names(&self) -> Vec<&str> {
+        self.vars.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// Steps taken.
+    pub fn step_count(&self) -> u64 {
+        on_inner!(&self.inner, o => o.step_count())
+    }
+
+    /// Steps skipped under [`NonFinitePolicy::Skip`].
+    pub fn skipped_steps(&self) -> u64 {
+        on_inner!(&self.inner, o => o.skipped_steps())
+    }
+
+    /// State `slot` (e.g. `"square_avg"`) of variable `name`, widened to `f64`.
+    pub fn state(&self, name: &str, slot: &str) -> Option<Vec<f64>> {
+        use rmsprop::Float;
+        on_inner!(&self.inner, o => o.state(name, slot).map(|s| s.iter().map(|v| v.to_f64()).collect()))
+    }
+
+    /// One step with the gradients of `grads`: every variable is updated in place, or,
+    /// on an error, none is and the optimizer's state is unchanged.
+    pub fn step(&mut self, grads: &GradStore) -> Result<StepOutcome> {
+        let mut pairs = Vec::with_capacity(self.vars.len());
+        for (name, var) in &self.vars {
+            let g = grads.get(var.as_tensor()).ok_or_else(|| Error::NoGradient { name: name.clone() })?;
+            pairs.push((var.as_tensor(), g));
+        }
+        on_inner!(&mut self.inner, o => step_in_place(o, &pairs))
+    }
+
+    /// The gradients of `loss`, then [`step`](Self::step).
+    pub fn backward_step(&mut self, loss: &Tensor) -> Result<StepOutcome> {
+        self.step(&loss.backward()?)
+    }
+
+    /// The learning rate of the first group (before any schedule).
+    pub fn learning_rate(&self) -> f64 {
+        on_inner!(&self.inner, o => o.group(0).map(|g| g.common().lr).unwrap_or(f64::NAN))
+    }
+
+    /// Sets every group's learning rate (checked at the next step).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        on_inner!(&mut self.inner, o => {
+            for i in 0..o.num_groups() {
+                if let Ok(g) = o.group_mut(i) {
+                    g.common_mut().lr = lr;
+                }
+            }
+        })
+    }
+}
+
+/// One core step on the variables' own storage.
+fn step_in_place<P: Element>(opt: &mut Optimizer<P>, pairs: &[(&Tensor, &Tensor)]) -> Result<StepOutcome> {
+    let mut outcome = None;
+    in_place::with_storages::<P>(pairs, &mut Vec::new(), &mut |xs, gs| outcome = Some(opt.step(xs, gs)))?;
+    Ok(outcome.expect("the step ran")?)
+}
+
+/// The variables of `varmap` with their names, in name order.
+fn named(varmap: &VarMap) -> Vec<(String, Var)> {
+    let data = varmap.data().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut vars: Vec<(String, Var)> = data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+impl candle_nn::Optimizer for Trainer {
+    type Config = OptimizerConfig;
+
+    /// Unnamed variables are keyed `"0"`, `"1"`, ... in the order given (prefer
+    /// [`Trainer::new`] with a `VarMap`: checkpoints then carry the model's names).
+    fn new(vars: Vec<Var>, config: OptimizerConfig) -> candle_core::Result<Self> {
+        let named = vars.into_iter().enumerate().map(|(i, v)| (i.to_string(), v));
+        Ok(Trainer::from_named(named, config)?)
+    }
+
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        Trainer::step(self, grads)?;
+        Ok(())
+    }
+
+    fn learning_rate(&self) -> f64 {
+        Trainer::learning_rate(self)
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        Trainer::set_learning_rate(self, lr)
+    }
+}

@@ -1,0 +1,108 @@
+//! The `Trainer`: construction by name, in-place steps, refused steps, dtypes and devices.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{Module, VarBuilder, VarMap};
+use rmsprop::{Flavor, NonFinitePolicy, StepOutcome};
+use rmsprop_candle::{Error, Trainer};
+
+fn model(dtype: DType) -> (VarMap, candle_nn::Linear) {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
+    let net = candle_nn::linear(3, 1, vb.pp("fc")).unwrap();
+    (varmap, net)
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1().unwrap()
+}
+
+/// One step of PyTorch's RMSprop by hand, rounded as its CPU kernels round it:
+/// `s = fma((1-α) g, g, α·0)`, `x += (-lr g) / (sqrt(s) + eps)`.
+#[test]
+fn a_step_updates_the_variables_in_place_as_torch_rmsprop_would() {
+    let x = Var::new(&[1.0f64, -2.0, 3.0], &Device::Cpu).unwrap();
+    let mut trainer = Trainer::from_named([("x".to_string(), x.clone())], Flavor::PyTorch.rmsprop()).unwrap();
+    let loss = x.as_tensor().sqr().unwrap().sum_all().unwrap(); // g = 2x
+    assert_eq!(trainer.backward_step(&loss).unwrap(), StepOutcome::Applied);
+    let one_minus_alpha = 1.0 - 0.99;
+    let square = |g: f64| (one_minus_alpha * g) * g;
+    let expected: Vec<f64> = [1.0f64, -2.0, 3.0]
+        .iter()
+        .map(|&x0| {
+            let g = 2.0 * x0;
+            x0 + (-0.01 * g) / (square(g).sqrt() + 1e-8)
+        })
+        .collect();
+    assert_eq!(values(x.as_tensor()), expected);
+    assert_eq!(trainer.state("x", "square_avg").unwrap(), [2.0, -4.0, 6.0].map(square));
+}
+
+#[test]
+fn each_frameworks_names_build_the_same_optimizer() {
+    let (varmap, _) = model(DType::F32);
+    for (name, hyper) in [
+        ("mxnet.rmsprop", vec![("learning_rate", 0.01), ("gamma1", 0.9)]),
+        ("pytorch.rmsprop", vec![("lr", 0.01), ("alpha", 0.9)]),
+        ("optax.rmsprop", vec![("learning_rate", 0.01), ("decay", 0.9)]),
+        ("keras.rmsprop", vec![("learning_rate", 0.01), ("rho", 0.9)]),
+    ] {
+        let t = Trainer::by_name(&varmap, name, hyper).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(t.learning_rate(), 0.01, "{name}");
+    }
+    let unknown = Trainer::by_name(&varmap, "pytorch.rmsprop", [("gamma9", 0.9)]).unwrap_err();
+    assert!(unknown.to_string().contains("gamma9"), "{unknown}");
+    assert!(Trainer::by_name(&varmap, "nesterov.rmsprop", [("lr", 0.1)]).is_err());
+}
+
+#[test]
+fn a_refused_step_changes_no_variable_and_no_state() {
+    let (varmap, net) = model(DType::F32);
+    let mut trainer = Trainer::new(&varmap, Flavor::PyTorch.rmsprop()).unwrap();
+    let x = Tensor::new(&[[1.0f32, 2.0, 3.0]], &Device::Cpu).unwrap();
+    trainer.backward_step(&net.forward(&x).unwrap().sum_all().unwrap()).unwrap();
+    let before: Vec<Vec<f64>> = varmap.all_vars().iter().map(|v| values(v.as_tensor())).collect();
+    let state = trainer.state("fc.weight", "square_avg").unwrap();
+    // a gradient whose square overflows f32
+    let huge = Tensor::new(&[[1e25f32, 0.0, 0.0]], &Device::Cpu).unwrap();
+    let e = trainer.backward_step(&net.forward(&huge).unwrap().sum_all().unwrap()).unwrap_err();
+    assert!(matches!(e, Error::Optimizer(rmsprop::Error::NonFiniteResult { .. })), "{e}");
+    let after: Vec<Vec<f64>> = varmap.all_vars().iter().map(|v| values(v.as_tensor())).collect();
+    assert_eq!(before, after);
+    assert_eq!(trainer.state("fc.weight", "square_avg").unwrap(), state);
+    assert_eq!(trainer.step_count(), 1);
+    // a NaN gradient, skipped
+    let mut trainer = trainer.with_nonfinite_policy(NonFinitePolicy::Skip);
+    let nan = Tensor::new(&[[f32::NAN, 0.0, 0.0]], &Device::Cpu).unwrap();
+    let outcome = trainer.backward_step(&net.forward(&nan).unwrap().sum_all().unwrap()).unwrap();
+    assert_eq!((outcome, trainer.skipped_steps()), (StepOutcome::Skipped, 1));
+}
+
+#[test]
+fn half_precision_variables_step_with_f32_state() {
+    let (varmap, net) = model(DType::BF16);
+    let mut trainer = Trainer::new(&varmap, Flavor::D2l.rmsprop()).unwrap();
+    let before = values(varmap.data().lock().unwrap()["fc.weight"].as_tensor());
+    let x = Tensor::new(&[[1.0f32, 2.0, 3.0]], &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap();
+    trainer.backward_step(&net.forward(&x).unwrap().sum_all().unwrap()).unwrap();
+    let after = values(varmap.data().lock().unwrap()["fc.weight"].as_tensor());
+    assert!(before.iter().zip(&after).all(|(b, a)| a < b), "every weight moves against its gradient");
+    assert_eq!(trainer.state("fc.weight", "square_avg").unwrap().len(), 3);
+}
+
+#[test]
+fn a_model_the_trainer_cannot_step_is_an_error() {
+    let a = Var::new(&[1.0f32], &Device::Cpu).unwrap();
+    let b = Var::new(&[1.0f64], &Device::Cpu).unwrap();
+    let mixed = Trainer::from_named([("a".into(), a.clone()), ("b".into(), b)], Flavor::D2l.rmsprop()).unwrap_err();
+    assert!(matches!(mixed, Error::MixedDtypes { .. }), "{mixed}");
+    let ints = Var::new(&[1u32], &Device::Cpu).unwrap();
+    let e = Trainer::from_named([("i".into(), ints)], Flavor::D2l.rmsprop()).unwrap_err();
+    assert!(matches!(e, Error::UnsupportedDtype { .. }), "{e}");
+    assert!(matches!(Trainer::from_named([], Flavor::D2l.rmsprop()), Err(Error::Empty)));
+    // a variable the loss does not use has no gradient: nothing is updated
+    let unused = Var::new(&[2.0f32], &Device::Cpu).unwrap();
+    let mut t = Trainer::from_named([("a".into(), a.clone()), ("u".into(), unused)], Flavor::D2l.rmsprop()).unwrap();
+    let e = t.backward_step(&a.as_tensor().sqr().unwrap().sum_all().unwrap()).unwrap_err();
+    assert!(matches!(&e, Error::NoGradient { name } if name == "u"), "{e}");
+    assert_eq!(values(a.as_tensor()), [1.0]);
+}
