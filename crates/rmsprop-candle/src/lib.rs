@@ -240,6 +240,21 @@ impl Trainer {
         self.step(&loss.backward()?)
     }
 
+    /// Writes the optimizer state to `path` (safetensors, atomically): each state array
+    /// keyed by its variable's name (`fc.weight.square_avg`, ...), the step count, the
+    /// optimizer and its hyperparameters (see [`rmsprop::checkpoint`]). The model's weights
+    /// are the `VarMap`'s: [`VarMap::save`].
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        Ok(on_inner!(&self.inner, o => o.save(path.as_ref()))?)
+    }
+
+    /// Restores the optimizer state saved by [`save`](Self::save). A checkpoint of another
+    /// model (variable names, shapes), optimizer or dtype is refused with a message naming
+    /// both, and nothing changes.
+    pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        Ok(on_inner!(&mut self.inner, o => o.load(path.as_ref()))?)
+    }
+
     /// The learning rate of the first group (before any schedule).
     pub fn learning_rate(&self) -> f64 {
         on_inner!(&self.inner, o => o.group(0).map(|g| g.common().lr).unwrap_or(f64::NAN))
@@ -295,3 +310,8 @@ impl candle_nn::Optimizer for Trainer {
         Trainer::set_learning_rate(self, lr)
     }
 }
+
+/// The README's Rust examples (the core's and this crate's), compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -80,8 +80,3 @@ pub use optim::{
     OptimizerConfig, PARALLEL_THRESHOLD, Parallelism, RmsProp, Sgd, SgdMomentum, StepOutcome, TensorSpec,
 };
 pub use schedule::Schedule;
-
-/// The README's Rust example, compiled and run as a doctest.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;
