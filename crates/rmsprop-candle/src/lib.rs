@@ -79,6 +79,14 @@ pub enum Error {
     /// A trainer with no variables.
     #[error("no variables to train")]
     Empty,
+    /// A group's name pattern is not a glob, or matches no variable.
+    #[error("parameter group {pattern:?}: {reason}")]
+    Group {
+        /// The pattern.
+        pattern: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl From<Error> for candle_core::Error {
@@ -162,12 +170,64 @@ impl Trainer {
         Self::new(varmap, rmsprop::by_name::config(name, hyper)?)
     }
 
+    /// Parameter groups by name pattern, PyTorch's `param_groups` by glob: every variable
+    /// of `varmap` goes to the first group whose pattern matches its name (`*` any run of
+    /// characters, `?` one), the others to `default`.
+    ///
+    /// ```
+    /// use candle_core::{Device, DType};
+    /// use candle_nn::{VarMap, VarBuilder};
+    /// use rmsprop::{Flavor, WeightDecayMode::Coupled};
+    /// let varmap = VarMap::new();
+    /// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// candle_nn::linear(5, 16, vb.pp("hidden")).unwrap();
+    /// candle_nn::linear(16, 1, vb.pp("out")).unwrap();
+    /// let base = Flavor::PyTorch.rmsprop().with_weight_decay(1e-4, Coupled);
+    /// let trainer = rmsprop_candle::Trainer::grouped(&varmap, base.clone(), [
+    ///     ("*.bias", base.clone().with_weight_decay(0.0, Coupled)), // no decay on biases
+    ///     ("out.*", base.clone().with_lr(1e-3)),                      // a slower last layer
+    /// ]).unwrap();
+    /// assert_eq!(trainer.names(), ["hidden.bias", "out.bias", "out.weight", "hidden.weight"]);
+    /// ```
+    pub fn grouped<S: AsRef<str>, C: Into<OptimizerConfig>>(
+        varmap: &VarMap,
+        default: impl Into<OptimizerConfig>,
+        groups: impl IntoIterator<Item = (S, C)>,
+    ) -> Result<Self> {
+        type Group = (Option<glob::Pattern>, String, OptimizerConfig, Vec<(String, Var)>);
+        let mut groups: Vec<Group> = groups
+            .into_iter()
+            .map(|(pattern, config)| {
+                let text = pattern.as_ref().to_string();
+                let glob = glob::Pattern::new(&text)
+                    .map_err(|e| Error::Group { pattern: text.clone(), reason: format!("not a glob: {e}") })?;
+                Ok((Some(glob), text, config.into(), Vec::new()))
+            })
+            .collect::<Result<_>>()?;
+        groups.push((None, "(default)".into(), default.into(), Vec::new()));
+        for (name, var) in named(varmap) {
+            let g = groups.iter().position(|(glob, ..)| glob.as_ref().is_none_or(|p| p.matches(&name)));
+            groups[g.expect("the default group matches")].3.push((name, var));
+        }
+        if let Some((_, pattern, ..)) = groups.iter().find(|(glob, _, _, vars)| glob.is_some() && vars.is_empty()) {
+            let names: Vec<&str> = groups.iter().flat_map(|g| g.3.iter().map(|(n, _)| n.as_str())).collect();
+            let reason = format!("matches no variable (the variables: {})", names.join(", "));
+            return Err(Error::Group { pattern: pattern.clone(), reason });
+        }
+        Self::from_groups(groups.into_iter().filter(|g| !g.3.is_empty()).map(|(_, _, c, vars)| (c, vars)).collect())
+    }
+
     /// Named variables, stepped in the order given.
     pub fn from_named(
         vars: impl IntoIterator<Item = (String, Var)>,
         config: impl Into<OptimizerConfig>,
     ) -> Result<Self> {
-        let vars: Vec<(String, Var)> = vars.into_iter().collect();
+        Self::from_groups(vec![(config.into(), vars.into_iter().collect())])
+    }
+
+    /// Groups of named variables, each with its configuration, stepped group after group.
+    fn from_groups(groups: Vec<(OptimizerConfig, Vec<(String, Var)>)>) -> Result<Self> {
+        let vars: Vec<(String, Var)> = groups.iter().flat_map(|(_, v)| v.iter().cloned()).collect();
         let (first, first_var) = vars.first().ok_or(Error::Empty)?;
         let first_dtype = first_var.dtype();
         for (name, var) in &vars {
@@ -179,13 +239,21 @@ impl Trainer {
                 return Err(Error::MixedDtypes { name: name.clone(), dtype, first, first_dtype });
             }
         }
-        let specs: Vec<TensorSpec> = vars.iter().map(|(n, v)| TensorSpec::new(n.clone(), v.dims())).collect();
-        let config = config.into();
+        fn build<P: Element>(groups: &[(OptimizerConfig, Vec<(String, Var)>)]) -> Result<Optimizer<P>> {
+            let specs = |vars: &[(String, Var)]| -> Vec<TensorSpec> {
+                vars.iter().map(|(n, v)| TensorSpec::new(n.clone(), v.dims())).collect()
+            };
+            let mut opt = Optimizer::new(groups[0].0.clone(), &specs(&groups[0].1))?;
+            for (config, vars) in &groups[1..] {
+                opt.add_group(config.clone(), &specs(vars))?;
+            }
+            Ok(opt)
+        }
         let inner = match first_dtype {
-            DType::F32 => Inner::F32(Optimizer::new(config, &specs)?),
-            DType::F64 => Inner::F64(Optimizer::new(config, &specs)?),
-            DType::BF16 => Inner::Bf16(Optimizer::new(config, &specs)?),
-            DType::F16 => Inner::F16(Optimizer::new(config, &specs)?),
+            DType::F32 => Inner::F32(build(&groups)?),
+            DType::F64 => Inner::F64(build(&groups)?),
+            DType::BF16 => Inner::Bf16(build(&groups)?),
+            DType::F16 => Inner::F16(build(&groups)?),
             dtype => return Err(Error::UnsupportedDtype { name: first.clone(), dtype }),
         };
         Ok(Trainer { vars, inner })

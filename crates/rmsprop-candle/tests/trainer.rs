@@ -106,3 +106,22 @@ fn a_model_the_trainer_cannot_step_is_an_error() {
     assert!(matches!(&e, Error::NoGradient { name } if name == "u"), "{e}");
     assert_eq!(values(a.as_tensor()), [1.0]);
 }
+
+#[test]
+fn groups_by_pattern_have_their_own_hyperparameters() {
+    let (varmap, net) = model(DType::F64);
+    let base = Flavor::PyTorch.rmsprop();
+    let mut trainer = Trainer::grouped(&varmap, base.clone(), [("*.bias", base.clone().with_lr(0.0))]).unwrap();
+    let get = |name: &str| values(varmap.data().lock().unwrap()[name].as_tensor());
+    let (bias, weight) = (get("fc.bias"), get("fc.weight"));
+    let x = Tensor::new(&[[1.0f64, 2.0, 3.0]], &Device::Cpu).unwrap();
+    trainer.backward_step(&net.forward(&x).unwrap().sum_all().unwrap()).unwrap();
+    assert_eq!(get("fc.bias"), bias, "lr 0 in the bias group");
+    assert!(get("fc.weight").iter().zip(&weight).all(|(a, b)| a != b));
+    assert!(trainer.state("fc.bias", "square_avg").unwrap()[0] > 0.0, "the bias group still accumulates");
+
+    let typo = Trainer::grouped(&varmap, base.clone(), [("*.bais", base.clone())]).unwrap_err();
+    assert!(typo.to_string().contains("matches no variable") && typo.to_string().contains("fc.bias"), "{typo}");
+    let bad = Trainer::grouped(&varmap, base.clone(), [("[", base.clone())]).unwrap_err();
+    assert!(bad.to_string().contains("not a glob"), "{bad}");
+}
