@@ -4,7 +4,8 @@
 //! and the core's fused step runs on them directly.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Tensor};
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Var};
 use std::cell::RefCell;
 
 /// A parameter element type candle stores and the core steps: `f32`, `f64`, `bf16`, `f16`.
@@ -41,46 +42,94 @@ element!(f64, F64);
 element!(half::bf16, BF16);
 element!(half::f16, F16);
 
-/// One variable's parameter and gradient elements, as pointers kept while its locks are held.
-type Pointers<P> = (*mut P, *const P, usize);
+/// A variable's elements (or its gradient's) in an open storage: a pointer and a length,
+/// valid only while the storage's lock is held (inside [`with_storages`]'s body), so that
+/// the lists of them can be kept between steps without holding any borrow.
+pub(crate) struct Open<P> {
+    ptr: *mut P,
+    len: usize,
+}
+
+impl<P> AsRef<[P]> for Open<P> {
+    fn as_ref(&self) -> &[P] {
+        // SAFETY: an `Open` is only read inside the body of `with_storages`, while the
+        // lock of the storage it points into is held (see `descend`).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl<P> AsMut<[P]> for Open<P> {
+    fn as_mut(&mut self) -> &mut [P] {
+        // SAFETY: as `as_ref`; only parameters are opened mutably (under their write lock),
+        // distinct variables have distinct storages, and no gradient aliases its variable
+        // (`inplace_op2` refuses one that does), so the slices are disjoint.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+/// The open parameters and gradients of one step, kept between steps so that a step
+/// allocates nothing once they have grown to the model's size.
+pub(crate) struct Opened<P> {
+    xs: Vec<Open<P>>,
+    gs: Vec<Open<P>>,
+}
+
+impl<P> Default for Opened<P> {
+    fn default() -> Self {
+        Opened { xs: Vec::new(), gs: Vec::new() }
+    }
+}
+
+impl<P> std::fmt::Debug for Opened<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Opened")
+    }
+}
+
+// SAFETY: the pointers are only dereferenced inside `with_storages`, on its caller's thread;
+// between steps they are stale and never read (each step clears them first).
+unsafe impl<P: Send> Send for Opened<P> {}
+unsafe impl<P: Sync> Sync for Opened<P> {}
 
 /// What runs once every storage is open: the parameters (mutably) and the gradients.
-pub(crate) type Body<'a, P> = dyn FnMut(&mut [&mut [P]], &[&[P]]) + 'a;
+pub(crate) type Body<'a, P> = dyn FnMut(&mut [Open<P>], &[Open<P>]) + 'a;
 
-/// Runs `body` on the elements of every `(variable, gradient)` pair, in place.
+/// Runs `body` on the elements of every variable of `vars` and its gradient in `grads`
+/// (each present: the caller checked), in place.
 ///
 /// Errors: a storage of another type than `P`, a layout that is not contiguous.
 pub(crate) fn with_storages<P: Element>(
-    pairs: &[(&Tensor, &Tensor)],
-    scratch: &mut Vec<Pointers<P>>,
+    vars: &[(String, Var)],
+    grads: &GradStore,
+    opened: &mut Opened<P>,
     body: &mut Body<'_, P>,
 ) -> candle_core::Result<()> {
-    scratch.clear();
-    let pointers = RefCell::new(std::mem::take(scratch));
+    opened.xs.clear();
+    opened.gs.clear();
+    let open = RefCell::new(std::mem::take(opened));
     let body = RefCell::new(body);
-    let result = descend(pairs, &pointers, &body);
-    *scratch = pointers.into_inner();
+    let result = descend(vars, grads, &open, &body);
+    *opened = open.into_inner();
+    // stale from here on: never read before the next step clears them
     result
 }
 
 fn descend<P: Element>(
-    pairs: &[(&Tensor, &Tensor)],
-    pointers: &RefCell<Vec<Pointers<P>>>,
+    vars: &[(String, Var)],
+    grads: &GradStore,
+    open: &RefCell<Opened<P>>,
     body: &RefCell<&mut Body<'_, P>>,
 ) -> candle_core::Result<()> {
-    match pairs.split_first() {
-        Some(((x, g), rest)) => x.inplace_op2(g, &Level { rest, pointers, body }),
+    match vars.split_first() {
+        Some(((name, x), rest)) => {
+            let g = grads.get(x).ok_or_else(|| candle_core::Error::Msg(format!("no gradient for {name:?}")))?;
+            x.inplace_op2(g, &Level { rest, grads, open, body })
+        }
         None => {
-            let pointers = pointers.borrow();
-            // SAFETY: each pointer was taken from a storage whose lock is held by an
-            // enclosing `inplace_op2` call still on the stack (write locks for the
-            // parameters, read locks for the gradients), for its `n` contiguous elements;
-            // distinct variables have distinct storages, so the mutable slices are disjoint
-            // and alias no gradient (`Level::cpu_fwd` refuses a gradient aliasing its variable).
-            let mut xs: Vec<&mut [P]> =
-                pointers.iter().map(|&(x, _, n)| unsafe { std::slice::from_raw_parts_mut(x, n) }).collect();
-            let gs: Vec<&[P]> = pointers.iter().map(|&(_, g, n)| unsafe { std::slice::from_raw_parts(g, n) }).collect();
-            (body.borrow_mut())(&mut xs, &gs);
+            // every enclosing `inplace_op2` call is still on the stack: every lock is held
+            let mut open = open.borrow_mut();
+            let Opened { xs, gs } = &mut *open;
+            (body.borrow_mut())(xs, gs);
             Ok(())
         }
     }
@@ -88,8 +137,9 @@ fn descend<P: Element>(
 
 /// One level of the nesting: opens its variable's storage and descends.
 struct Level<'a, 'b, 'c, P: Element> {
-    rest: &'a [(&'a Tensor, &'a Tensor)],
-    pointers: &'a RefCell<Vec<Pointers<P>>>,
+    rest: &'a [(String, Var)],
+    grads: &'a GradStore,
+    open: &'a RefCell<Opened<P>>,
     body: &'a RefCell<&'b mut Body<'c, P>>,
 }
 
@@ -121,7 +171,11 @@ impl<P: Element> InplaceOp2 for Level<'_, '_, '_, P> {
                 x.len()
             )));
         }
-        self.pointers.borrow_mut().push((x.as_mut_ptr(), g.as_ptr(), x.len()));
-        descend(self.rest, self.pointers, self.body)
+        {
+            let mut open = self.open.borrow_mut();
+            open.xs.push(Open { ptr: x.as_mut_ptr(), len: x.len() });
+            open.gs.push(Open { ptr: g.as_ptr().cast_mut(), len: g.len() });
+        }
+        descend(self.rest, self.grads, self.open, self.body)
     }
 }

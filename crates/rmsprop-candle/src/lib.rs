@@ -101,13 +101,31 @@ impl From<Error> for candle_core::Error {
 /// The adapter's result.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// The core optimizer, in the dtype of the variables.
+/// The core optimizer, in the dtype of the variables, and the storages a step opens.
 #[derive(Debug)]
 enum Inner {
-    F32(Optimizer<f32>),
-    F64(Optimizer<f64>),
-    Bf16(Optimizer<bf16>),
-    F16(Optimizer<f16>),
+    F32(Stepper<f32>),
+    F64(Stepper<f64>),
+    Bf16(Stepper<bf16>),
+    F16(Stepper<f16>),
+}
+
+/// An optimizer with the lists of open storages its steps reuse.
+#[derive(Debug)]
+struct Stepper<P: Element> {
+    opt: Optimizer<P>,
+    opened: in_place::Opened<P>,
+}
+
+impl<P: Element> Stepper<P> {
+    /// One core step on the variables' own storage.
+    fn step(&mut self, vars: &[(String, Var)], grads: &GradStore) -> Result<StepOutcome> {
+        let mut outcome = None;
+        let opt = &mut self.opt;
+        let body = &mut |xs: &mut [in_place::Open<P>], gs: &[in_place::Open<P>]| outcome = Some(opt.step(xs, gs));
+        in_place::with_storages::<P>(vars, grads, &mut self.opened, body)?;
+        Ok(outcome.expect("the step ran")?)
+    }
 }
 
 macro_rules! on_inner {
@@ -239,7 +257,7 @@ impl Trainer {
                 return Err(Error::MixedDtypes { name: name.clone(), dtype, first, first_dtype });
             }
         }
-        fn build<P: Element>(groups: &[(OptimizerConfig, Vec<(String, Var)>)]) -> Result<Optimizer<P>> {
+        fn build<P: Element>(groups: &[(OptimizerConfig, Vec<(String, Var)>)]) -> Result<Stepper<P>> {
             let specs = |vars: &[(String, Var)]| -> Vec<TensorSpec> {
                 vars.iter().map(|(n, v)| TensorSpec::new(n.clone(), v.dims())).collect()
             };
@@ -247,7 +265,7 @@ impl Trainer {
             for (config, vars) in &groups[1..] {
                 opt.add_group(config.clone(), &specs(vars))?;
             }
-            Ok(opt)
+            Ok(Stepper { opt, opened: Default::default() })
         }
         let inner = match first_dtype {
             DType::F32 => Inner::F32(build(&groups)?),
@@ -261,13 +279,13 @@ impl Trainer {
 
     /// What a non-finite gradient or result does (default: refuse the step, change nothing).
     pub fn with_nonfinite_policy(mut self, policy: NonFinitePolicy) -> Self {
-        self.inner = map_inner!(self.inner, o => o.with_nonfinite_policy(policy));
+        self.inner = map_inner!(self.inner, o => Stepper { opt: o.opt.with_nonfinite_policy(policy), ..o });
         self
     }
 
     /// A learning-rate schedule.
     pub fn with_schedule(mut self, schedule: Schedule) -> Self {
-        self.inner = map_inner!(self.inner, o => o.with_schedule(schedule));
+        self.inner = map_inner!(self.inner, o => Stepper { opt: o.opt.with_schedule(schedule), ..o });
         self
     }
 
@@ -278,29 +296,27 @@ impl Trainer {
 
     /// Steps taken.
     pub fn step_count(&self) -> u64 {
-        on_inner!(&self.inner, o => o.step_count())
+        on_inner!(&self.inner, o => o.opt.step_count())
     }
 
     /// Steps skipped under [`NonFinitePolicy::Skip`].
     pub fn skipped_steps(&self) -> u64 {
-        on_inner!(&self.inner, o => o.skipped_steps())
+        on_inner!(&self.inner, o => o.opt.skipped_steps())
     }
 
     /// State `slot` (e.g. `"square_avg"`) of variable `name`, widened to `f64`.
     pub fn state(&self, name: &str, slot: &str) -> Option<Vec<f64>> {
         use rmsprop::Float;
-        on_inner!(&self.inner, o => o.state(name, slot).map(|s| s.iter().map(|v| v.to_f64()).collect()))
+        on_inner!(&self.inner, o => o.opt.state(name, slot).map(|s| s.iter().map(|v| v.to_f64()).collect()))
     }
 
     /// One step with the gradients of `grads`: every variable is updated in place, or,
     /// on an error, none is and the optimizer's state is unchanged.
     pub fn step(&mut self, grads: &GradStore) -> Result<StepOutcome> {
-        let mut pairs = Vec::with_capacity(self.vars.len());
-        for (name, var) in &self.vars {
-            let g = grads.get(var.as_tensor()).ok_or_else(|| Error::NoGradient { name: name.clone() })?;
-            pairs.push((var.as_tensor(), g));
+        if let Some((name, _)) = self.vars.iter().find(|(_, var)| grads.get(var).is_none()) {
+            return Err(Error::NoGradient { name: name.clone() });
         }
-        on_inner!(&mut self.inner, o => step_in_place(o, &pairs))
+        on_inner!(&mut self.inner, o => o.step(&self.vars, grads))
     }
 
     /// The gradients of `loss`, then [`step`](Self::step).
@@ -313,38 +329,31 @@ impl Trainer {
     /// optimizer and its hyperparameters (see [`rmsprop::checkpoint`]). The model's weights
     /// are the `VarMap`'s: [`VarMap::save`].
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        Ok(on_inner!(&self.inner, o => o.save(path.as_ref()))?)
+        Ok(on_inner!(&self.inner, o => o.opt.save(path.as_ref()))?)
     }
 
     /// Restores the optimizer state saved by [`save`](Self::save). A checkpoint of another
     /// model (variable names, shapes), optimizer or dtype is refused with a message naming
     /// both, and nothing changes.
     pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        Ok(on_inner!(&mut self.inner, o => o.load(path.as_ref()))?)
+        Ok(on_inner!(&mut self.inner, o => o.opt.load(path.as_ref()))?)
     }
 
     /// The learning rate of the first group (before any schedule).
     pub fn learning_rate(&self) -> f64 {
-        on_inner!(&self.inner, o => o.group(0).map(|g| g.common().lr).unwrap_or(f64::NAN))
+        on_inner!(&self.inner, o => o.opt.group(0).map(|g| g.common().lr).unwrap_or(f64::NAN))
     }
 
     /// Sets every group's learning rate (checked at the next step).
     pub fn set_learning_rate(&mut self, lr: f64) {
         on_inner!(&mut self.inner, o => {
-            for i in 0..o.num_groups() {
-                if let Ok(g) = o.group_mut(i) {
+            for i in 0..o.opt.num_groups() {
+                if let Ok(g) = o.opt.group_mut(i) {
                     g.common_mut().lr = lr;
                 }
             }
         })
     }
-}
-
-/// One core step on the variables' own storage.
-fn step_in_place<P: Element>(opt: &mut Optimizer<P>, pairs: &[(&Tensor, &Tensor)]) -> Result<StepOutcome> {
-    let mut outcome = None;
-    in_place::with_storages::<P>(pairs, &mut Vec::new(), &mut |xs, gs| outcome = Some(opt.step(xs, gs)))?;
-    Ok(outcome.expect("the step ran")?)
 }
 
 /// The variables of `varmap` with their names, in name order.
