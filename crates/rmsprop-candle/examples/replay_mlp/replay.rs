@@ -80,12 +80,17 @@ fn known(v: &Value, fields: &[&str], what: &str) -> Result<(), String> {
     }
 }
 
-/// Column-wise `(v - mean) / std` in `f64`, population std (the README's *Data*).
-fn standardise(rows: &[[f64; 6]]) -> Rows {
+/// Per column, the mean and the population std (ddof 0) in `f64` (the README's *Data*).
+fn moments(rows: &[[f64; 6]]) -> ([f64; 6], [f64; 6]) {
     let n = rows.len() as f64;
     let mean: [f64; 6] = std::array::from_fn(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n);
-    let std: [f64; 6] =
-        std::array::from_fn(|j| (rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n).sqrt());
+    let std = std::array::from_fn(|j| (rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n).sqrt());
+    (mean, std)
+}
+
+/// Column-wise `(v - mean) / std`.
+fn standardise(rows: &[[f64; 6]]) -> Rows {
+    let (mean, std) = moments(rows);
     rows.iter().map(|r| std::array::from_fn(|j| (r[j] - mean[j]) / std[j])).collect()
 }
 
@@ -117,7 +122,8 @@ fn check_data(data: &Value, rows: &[[f64; 6]], z: &[[f64; 6]]) -> Result<(), Str
             }
         }
     }
-    for (name, row) in [("first_row", &z[0]), ("last_row", &z[n - 1])] {
+    let (mean, std) = moments(rows);
+    for (name, row) in [("raw_mean", &mean), ("raw_std", &std), ("first_row", &z[0]), ("last_row", &z[n - 1])] {
         for (j, e) in numbers(&data[name], name)?.iter().enumerate() {
             if !close(row[j], *e, 1e-12 * e.abs()) {
                 return Err(format!("data {name}[{j}]: {} here, {e} recorded", row[j]));
