@@ -510,7 +510,7 @@ const MAX_SLOTS: usize = 3;
 /// Each tensor's pointers for the step under way, and what the gradient scan found.
 struct Scratch<P: Param> {
     ptrs: Vec<Ptrs<P>>,
-    /// Per chunk (in parallel) or per tensor: the largest `|g|` and `|x|` (0 where not
+    /// Per chunk (in parallel) or per tensor: the largest `|g|` and `|x|` (∞ where not
     /// scanned), or the index of a non-finite gradient element.
     largest: Vec<std::result::Result<[f64; 2], usize>>,
     /// Per group: the largest `|g|` and `|x|` of the step.
@@ -917,13 +917,13 @@ impl<P: Param> Optimizer<P> {
             // SAFETY: `take` checked the gradient and the parameter have `n` elements; both
             // are only read here.
             let g = largest_magnitude(unsafe { std::slice::from_raw_parts(a.g, a.n) })?;
+            // |x| only where weight decay uses it; unscanned, or a non-finite parameter (the
+            // caller's: the trial step then finds what it leads to), it bounds nothing: ∞
             let decays = groups[tensors[tensor].group].common().weight_decay != 0.0;
-            // a non-finite parameter is the caller's: it bounds nothing, and the trial
-            // step then finds what it leads to
             let x = if decays {
                 largest_magnitude(unsafe { std::slice::from_raw_parts(a.x.cast_const(), a.n) }).unwrap_or(f64::INFINITY)
             } else {
-                0.0
+                f64::INFINITY
             };
             Ok([g, x])
         };
@@ -966,7 +966,6 @@ impl<P: Param> Optimizer<P> {
         tried.clear();
         for (i, config) in self.groups.iter().enumerate() {
             let [grad, param] = group_largest[i];
-            let param = if config.common().weight_decay != 0.0 { param } else { f64::INFINITY };
             let lr = self.schedule.lr(config.common().lr, t);
             let inputs = guard::Inputs { grad, param, state: self.bounds[i], t, lr };
             let reach = config.reach::<P::Acc>(&inputs).filter(|r| r.step < P::HALF_GAP_AT_MAX / 2.0);
