@@ -97,7 +97,8 @@ pub(crate) type Body<'a, P> = dyn FnMut(&mut [Open<P>], &[Open<P>]) + 'a;
 /// Runs `body` on the elements of every variable of `vars` and its gradient in `grads`
 /// (each present: the caller checked), in place.
 ///
-/// Errors: a storage of another type than `P`, a layout that is not contiguous.
+/// Errors: a storage of another type than `P`, a gradient of another shape than its
+/// variable, a variable that is not contiguous (a `Var` always is).
 pub(crate) fn with_storages<P: Element>(
     vars: &[(String, Var)],
     grads: &GradStore,
@@ -123,6 +124,19 @@ fn descend<P: Element>(
     match vars.split_first() {
         Some(((name, x), rest)) => {
             let g = grads.get(x).ok_or_else(|| candle_core::Error::Msg(format!("no gradient for {name:?}")))?;
+            if g.dims() != x.dims() {
+                let msg = format!("the gradient of {name:?} has shape {:?}, the variable {:?}", g.dims(), x.dims());
+                return Err(candle_core::Error::Msg(msg));
+            }
+            // the one copying path: a strided gradient (a transposed or broadcast tensor put in
+            // the store by hand) is made contiguous; backward's own gradients always are
+            let copy;
+            let g = if g.is_contiguous() {
+                g
+            } else {
+                copy = g.contiguous()?;
+                &copy
+            };
             x.inplace_op2(g, &Level { rest, grads, open, body })
         }
         None => {

@@ -157,6 +157,8 @@ pub struct Trainer {
     /// The variables, by name, in the optimizer's registration order.
     vars: Vec<(String, Var)>,
     inner: Inner,
+    /// Each group's learning rate as built, the reference of `set_learning_rate`.
+    base_lrs: Vec<f64>,
 }
 
 impl Trainer {
@@ -274,7 +276,8 @@ impl Trainer {
             DType::F16 => Inner::F16(build(&groups)?),
             dtype => return Err(Error::UnsupportedDtype { name: first.clone(), dtype }),
         };
-        Ok(Trainer { vars, inner })
+        let base_lrs = groups.iter().map(|(config, _)| config.common().lr).collect();
+        Ok(Trainer { vars, inner, base_lrs })
     }
 
     /// What a non-finite gradient or result does (default: refuse the step, change nothing).
@@ -312,6 +315,13 @@ impl Trainer {
 
     /// One step with the gradients of `grads`: every variable is updated in place, or,
     /// on an error, none is and the optimizer's state is unchanged.
+    ///
+    /// Every variable needs a gradient of its own shape. PyTorch and candle-nn's optimizers
+    /// skip a variable without one; here the state of all variables advances together
+    /// (one step count, one schedule), so a missing gradient is an error
+    /// ([`Error::NoGradient`]): freeze a variable by leaving it out of the trainer
+    /// ([`from_named`](Self::from_named)). A strided gradient (put in the store by hand)
+    /// is copied to a contiguous one; backward's own gradients are used where they are.
     pub fn step(&mut self, grads: &GradStore) -> Result<StepOutcome> {
         if let Some((name, _)) = self.vars.iter().find(|(_, var)| grads.get(var).is_none()) {
             return Err(Error::NoGradient { name: name.clone() });
@@ -341,15 +351,42 @@ impl Trainer {
 
     /// The learning rate of the first group (before any schedule).
     pub fn learning_rate(&self) -> f64 {
-        on_inner!(&self.inner, o => o.opt.group(0).map(|g| g.common().lr).unwrap_or(f64::NAN))
+        self.learning_rates()[0]
     }
 
-    /// Sets every group's learning rate (checked at the next step).
+    /// Every group's learning rate (before any schedule), in group order: the groups of
+    /// [`grouped`](Self::grouped) in the order given, the default group last.
+    pub fn learning_rates(&self) -> Vec<f64> {
+        on_inner!(&self.inner, o => (0..o.opt.num_groups())
+            .map(|i| o.opt.group(i).map(|g| g.common().lr).unwrap_or(f64::NAN))
+            .collect())
+    }
+
+    /// Sets the first group's learning rate to `lr` and scales every other group's by the
+    /// same factor, so that their ratios stay as built, as PyTorch's schedulers scale each
+    /// group's rate (if the first group was built with rate 0, every group gets `lr`).
+    /// Checked at the next step: an invalid rate refuses that step.
+    ///
+    /// ```
+    /// use candle_core::{Device, DType};
+    /// use candle_nn::{VarMap, VarBuilder};
+    /// use rmsprop::Flavor;
+    /// let varmap = VarMap::new();
+    /// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// candle_nn::linear(2, 1, vb.pp("fc")).unwrap();
+    /// let base = Flavor::PyTorch.rmsprop().with_lr(0.01);
+    /// let mut trainer =
+    ///     rmsprop_candle::Trainer::grouped(&varmap, base.clone(), [("*.bias", base.with_lr(0.001))]).unwrap();
+    /// trainer.set_learning_rate(0.005);
+    /// assert_eq!(trainer.learning_rates(), [0.005, 0.05]); // the bias group first, the default group last
+    /// ```
     pub fn set_learning_rate(&mut self, lr: f64) {
+        let base = &self.base_lrs;
+        let scaled = |i: usize| if base[0] == 0.0 { lr } else { base[i] * (lr / base[0]) };
         on_inner!(&mut self.inner, o => {
             for i in 0..o.opt.num_groups() {
                 if let Ok(g) = o.opt.group_mut(i) {
-                    g.common_mut().lr = lr;
+                    g.common_mut().lr = if i == 0 { lr } else { scaled(i) };
                 }
             }
         })

@@ -126,6 +126,51 @@ fn groups_by_pattern_have_their_own_hyperparameters() {
     assert!(bad.to_string().contains("not a glob"), "{bad}");
 }
 
+/// A gradient put in the store by hand may be strided (here a transposed tensor): the step
+/// is the one of its contiguous copy. A gradient of another shape is refused.
+#[test]
+fn a_strided_gradient_steps_as_its_contiguous_copy_and_a_misshapen_one_is_refused() {
+    let start = [[1.0f32, -2.0, 3.0], [0.5, 4.0, -1.0]];
+    let grad = Tensor::new(&[[0.1f32, 0.3], [-0.2, 0.4], [0.7, -0.5]], &Device::Cpu).unwrap().t().unwrap();
+    assert!(!grad.is_contiguous());
+    let run = |g: &Tensor| {
+        let w = Var::new(&start, &Device::Cpu).unwrap();
+        let mut trainer = Trainer::from_named([("w".to_string(), w.clone())], Flavor::PyTorch.rmsprop()).unwrap();
+        let mut grads = w.as_tensor().sum_all().unwrap().backward().unwrap();
+        grads.insert(&w, g.clone());
+        trainer.step(&grads).map(|_| (values(w.as_tensor()), trainer.state("w", "square_avg").unwrap()))
+    };
+    let strided = run(&grad).unwrap();
+    assert_eq!(strided, run(&grad.contiguous().unwrap()).unwrap());
+    assert_ne!(strided.0, values(&Tensor::new(&start, &Device::Cpu).unwrap()));
+
+    let flat = Tensor::new(&[0.1f32, 0.3, -0.2, 0.4, 0.7, -0.5], &Device::Cpu).unwrap();
+    let e = run(&flat).unwrap_err();
+    assert!(e.to_string().contains("shape [6]") && e.to_string().contains("[2, 3]"), "{e}");
+}
+
+#[test]
+fn set_learning_rate_keeps_the_groups_ratios() {
+    let (varmap, net) = model(DType::F64);
+    let base = Flavor::PyTorch.rmsprop().with_lr(0.01);
+    let mut trainer = Trainer::grouped(&varmap, base.clone(), [("*.bias", base.clone().with_lr(0.1))]).unwrap();
+    assert_eq!((trainer.learning_rate(), trainer.learning_rates()), (0.1, vec![0.1, 0.01]));
+    trainer.set_learning_rate(0.05);
+    assert_eq!(trainer.learning_rates(), [0.05, 0.005]);
+    // through candle's trait, as a training loop with a schedule would call it
+    candle_nn::Optimizer::set_learning_rate(&mut trainer, 0.2);
+    assert_eq!(candle_nn::Optimizer::learning_rate(&trainer), 0.2);
+    assert_eq!(trainer.learning_rates(), [0.2, 0.02]);
+    // an invalid rate refuses the next step, and changes nothing
+    trainer.set_learning_rate(-1.0);
+    let get = |name: &str| values(varmap.data().lock().unwrap()[name].as_tensor());
+    let weight = get("fc.weight");
+    let x = Tensor::new(&[[1.0f64, 2.0, 3.0]], &Device::Cpu).unwrap();
+    let e = trainer.backward_step(&net.forward(&x).unwrap().sum_all().unwrap()).unwrap_err();
+    assert!(e.to_string().contains("lr"), "{e}");
+    assert_eq!((get("fc.weight"), trainer.step_count()), (weight, 0));
+}
+
 mod allocations {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
