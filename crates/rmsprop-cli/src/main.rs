@@ -50,9 +50,10 @@ enum Command {
                             rmsprop trace2d --objective rosenbrock --optimizer pytorch.rmsprop --steps 500 --set centered=true"
     )]
     Trace2d(Trace2dArgs),
-    /// Linear regression on the airfoil data, as the chapter trains it.
+    /// Linear regression on the airfoil data, as the chapter trains it (or an MLP: --model mlp).
     #[command(after_help = "Examples:\n  rmsprop train --impl scratch\n  rmsprop train --impl trainer --seed 3\n  \
-                            rmsprop train --impl trainer --optimizer pytorch.rmsprop --set centered=true --json")]
+                            rmsprop train --impl trainer --optimizer pytorch.rmsprop --set centered=true --json\n  \
+                            rmsprop train --model mlp --optimizer pytorch.adam --lr 0.001   (built with --features candle)")]
     Train(TrainArgs),
     /// The exercises: a grid of learning rates x gamma, several seeds each, in parallel.
     #[command(after_help = "Examples:\n  rmsprop sweep\n  rmsprop sweep --lrs 0.01,0.1 --gammas 0,0.9,1 --seeds 5")]
@@ -155,11 +156,23 @@ enum Impl {
     Trainer,
 }
 
+/// The model `train` trains.
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Model {
+    /// The chapter's linear regression, gradients written out.
+    Linear,
+    /// A 5-16-1 tanh MLP, gradients by candle (needs the `candle` feature).
+    Mlp,
+}
+
 #[derive(Args)]
 struct TrainArgs {
-    /// How the update is applied.
-    #[arg(long = "impl", value_enum, default_value = "scratch")]
-    implementation: Impl,
+    /// The model.
+    #[arg(long, value_enum, default_value = "linear")]
+    model: Model,
+    /// How the update is applied [default: scratch for the linear model, trainer for the MLP].
+    #[arg(long = "impl", value_enum)]
+    implementation: Option<Impl>,
     /// Optimizer for --impl trainer, with its own defaults. Without one: the chapter's
     /// Trainer("rmsprop", {learning_rate: 0.01, gamma1: 0.9}), i.e. mxnet.rmsprop.
     #[arg(long)]
@@ -432,7 +445,18 @@ fn run_trace2d(a: Trace2dArgs) -> Result<Printed> {
 }
 
 fn run_train(a: TrainArgs) -> Result<Printed> {
-    let (name, update, config) = match a.implementation {
+    let implementation = a.implementation.unwrap_or(match a.model {
+        Model::Linear => Impl::Scratch,
+        Model::Mlp => Impl::Trainer,
+    });
+    let train_mlp = match (a.model, implementation) {
+        (Model::Linear, _) => None,
+        (Model::Mlp, Impl::Scratch) => {
+            bail!("--model mlp trains with --impl trainer: the book's scratch update is written for the linear model")
+        }
+        (Model::Mlp, Impl::Trainer) => Some(mlp_training()?),
+    };
+    let (name, update, config) = match implementation {
         Impl::Scratch => {
             if !a.set.is_empty() || a.optimizer.is_some() {
                 bail!("--optimizer and --set apply to --impl trainer; --impl scratch is the book's RMSProp");
@@ -459,22 +483,33 @@ fn run_train(a: TrainArgs) -> Result<Printed> {
     create(&dir)?;
     let protocol =
         Protocol { seed: a.seed, epochs: a.epochs as usize, batch_size: a.batch_size as usize, ..Protocol::default() };
-    let curve = train::train(&d, &update, &protocol)?;
-    let stem = dir.join(outdir::stem(&outdir::train_parts(&name, a.lr, a.gamma, &a.set, a.seed, &a.data)));
+    let (curve, mut parts) = match train_mlp {
+        None => (train::train(&d, &update, &protocol)?, vec![]),
+        Some(train_mlp) => (train_mlp(&d, &config, &protocol)?, vec!["mlp".to_string()]),
+    };
+    parts.extend(outdir::train_parts(&name, a.lr, a.gamma, &a.set, a.seed, &a.data));
+    let stem = dir.join(outdir::stem(&parts));
     let (csv, json_file) = (plot::with_suffix(&stem, "csv"), plot::with_suffix(&stem, "json"));
     std::fs::write(&csv, curve.to_csv()).with_context(|| format!("writing {}", csv.display()))?;
     std::fs::write(&json_file, serde_json::to_string_pretty(&curve)?)
         .with_context(|| format!("writing {}", json_file.display()))?;
-    let label = match a.implementation {
+    let label = match implementation {
         Impl::Scratch => format!("from scratch ({})", hyper::summary(&config)),
         Impl::Trainer => hyper::label(&format!("Trainer({name})"), &config),
     };
     let curves = [(label, curve.clone())];
-    let title = format!("loss, {} rows of the airfoil data", d.rows);
+    let title = match a.model {
+        Model::Linear => format!("loss, {} rows of the airfoil data", d.rows),
+        Model::Mlp => format!("5-16-1 MLP through candle, {} rows of the airfoil data", d.rows),
+    };
     let mut files = plot::save(&LossPlot { title, curves: &curves }, &stem, (800, 480))?.to_vec();
     files.extend([csv, json_file]);
     wrote(a.json, &files);
     let mut j = run_json(&name, &config);
+    j["model"] = json!(match a.model {
+        Model::Linear => "linear",
+        Model::Mlp => "mlp",
+    });
     j["data"] = json!(d.source.to_string());
     j["rows"] = json!(d.rows);
     j["printed"] = json!(curve.printed());
@@ -486,6 +521,24 @@ fn run_train(a: TrainArgs) -> Result<Printed> {
     j["files"] = json!(files);
     let text = format!("{name}: {}\n  with {}\n", curve.printed(), hyper::summary(&config));
     Ok(Printed::ok(text, j))
+}
+
+/// How `train --model mlp` trains: the MLP through candle (`rmsprop_lab::mlp`).
+type MlpTraining = fn(&data::Dataset, &OptimizerConfig, &Protocol) -> Result<train::Curve>;
+
+/// The MLP's training, in a build with the `candle` feature.
+#[cfg(feature = "candle")]
+fn mlp_training() -> Result<MlpTraining> {
+    Ok(|d, config, protocol| Ok(rmsprop_lab::mlp::train(d, config, protocol)?))
+}
+
+/// Without the `candle` feature: an error saying how to build it.
+#[cfg(not(feature = "candle"))]
+fn mlp_training() -> Result<MlpTraining> {
+    bail!(
+        "--model mlp needs candle, and this rmsprop was built without it (the default build stays light); \
+         build it with the candle feature: cargo run --release -p rmsprop-cli --features candle -- train --model mlp"
+    )
 }
 
 fn run_sweep(a: SweepArgs) -> Result<Printed> {

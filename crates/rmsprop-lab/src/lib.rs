@@ -11,6 +11,8 @@ pub mod data;
 pub mod divergence;
 mod error;
 pub mod hyper;
+#[cfg(feature = "candle")]
+pub mod mlp;
 pub mod plot;
 pub mod report;
 pub mod sweep;

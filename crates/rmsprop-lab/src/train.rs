@@ -116,19 +116,84 @@ enum Stepper {
 /// The names the optimizer knows the two parameters by: the weights and the bias.
 const NAMES: [&str; 2] = ["w", "b"];
 
-/// The first divergence after `step`: a parameter, a state value or (on logged steps) the loss.
-fn check(watch: &Watch, step: u64, params: &[Vec<f32>], stepper: &Stepper) -> Option<Divergence> {
-    // no allocation per step: the values are widened as they are read
-    fn wide(v: &[f32]) -> impl Iterator<Item = f64> + '_ {
-        v.iter().map(|&x| f64::from(x))
+/// A model with its update, as the training loop drives it: the chapter's linear
+/// regression here, the MLP through candle in [`crate::mlp`].
+pub(crate) trait Learner {
+    /// What a step can fail with (a diverging run is an outcome, not an error).
+    type Error;
+    /// Every parameter's value, for the divergence watch's scale.
+    fn values(&self) -> Result<Vec<f64>, Self::Error>;
+    /// One update with the gradient of the rows `batch`.
+    fn step(&mut self, data: &Dataset, batch: &[usize]) -> Result<(), Self::Error>;
+    /// The mean loss over the whole set.
+    fn loss(&self, data: &Dataset) -> Result<f64, Self::Error>;
+    /// The first parameter or state value that diverged after `step`.
+    fn diverged(&self, watch: &Watch, step: u64) -> Result<Option<Divergence>, Self::Error>;
+}
+
+/// The linear regression with its update.
+struct Linear {
+    /// `[w, b]`.
+    params: Vec<Vec<f32>>,
+    grads: Vec<Vec<f32>>,
+    stepper: Stepper,
+}
+
+impl Learner for Linear {
+    type Error = rmsprop::Error;
+
+    fn values(&self) -> rmsprop::Result<Vec<f64>> {
+        Ok(self.params.iter().flatten().map(|&v| f64::from(v)).collect())
     }
-    let found = NAMES.iter().zip(params).find_map(|(n, p)| watch.params(step, n, wide(p)));
-    found.or_else(|| match stepper {
-        Stepper::Scratch { s, .. } => NAMES.iter().zip(s).find_map(|(n, s)| watch.state(step, "s", n, wide(s))),
-        Stepper::Trainer(opt, states) => {
-            NAMES.iter().find_map(|n| states.iter().find_map(|k| watch.state(step, k, n, wide(opt.state(n, k)?))))
+
+    fn step(&mut self, data: &Dataset, batch: &[usize]) -> rmsprop::Result<()> {
+        let Linear { params, grads, stepper } = self;
+        // gradient of the summed loss over the batch
+        grads.iter_mut().for_each(|g| g.fill(0.0));
+        for &i in batch {
+            let r = residual(data, i, &params[0], params[1][0]);
+            for (g, x) in grads[0].iter_mut().zip(data.row(i)) {
+                *g += r * x;
+            }
+            grads[1][0] += r;
         }
-    })
+        match stepper {
+            // D2L §12.8.3 `rmsprop`: s[:] = gamma*s + (1-gamma)*square(g); p[:] -= lr*g / sqrt(s + eps),
+            // with g the gradient of the batch-mean loss
+            Stepper::Scratch { lr, gamma, s } => {
+                let n = batch.len() as f32;
+                for ((p, g), s) in params.iter_mut().zip(grads.iter()).zip(s.iter_mut()) {
+                    for ((p, g), s) in p.iter_mut().zip(g).zip(s.iter_mut()) {
+                        let g = g / n;
+                        *s = *gamma * *s + (1.0 - *gamma) * (g * g);
+                        *p -= *lr * g / (*s + 1e-6).sqrt();
+                    }
+                }
+            }
+            Stepper::Trainer(opt, _) => {
+                opt.step(params, grads)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn loss(&self, data: &Dataset) -> rmsprop::Result<f64> {
+        Ok(loss(data, &self.params[0], self.params[1][0]))
+    }
+
+    fn diverged(&self, watch: &Watch, step: u64) -> rmsprop::Result<Option<Divergence>> {
+        // no allocation per step: the values are widened as they are read
+        fn wide(v: &[f32]) -> impl Iterator<Item = f64> + '_ {
+            v.iter().map(|&x| f64::from(x))
+        }
+        let found = NAMES.iter().zip(&self.params).find_map(|(n, p)| watch.params(step, n, wide(p)));
+        Ok(found.or_else(|| match &self.stepper {
+            Stepper::Scratch { s, .. } => NAMES.iter().zip(s).find_map(|(n, s)| watch.state(step, "s", n, wide(s))),
+            Stepper::Trainer(opt, states) => {
+                NAMES.iter().find_map(|n| states.iter().find_map(|k| watch.state(step, k, n, wide(opt.state(n, k)?))))
+            }
+        }))
+    }
 }
 
 /// Trains the chapter's linear regression and returns its loss curve; a run that diverges
@@ -138,9 +203,9 @@ fn check(watch: &Watch, step: u64, params: &[Vec<f32>], stepper: &Stepper) -> Op
 pub fn train(data: &Dataset, update: &Update, protocol: &Protocol) -> rmsprop::Result<Curve> {
     let mut rng = ChaCha8Rng::seed_from_u64(protocol.seed);
     let init = Normal::new(0.0f32, 0.01).expect("valid");
-    let mut params = vec![(0..FEATURES).map(|_| init.sample(&mut rng)).collect::<Vec<f32>>(), vec![0.0f32]];
-    let mut grads = vec![vec![0.0f32; FEATURES], vec![0.0f32]];
-    let mut stepper = match update {
+    let params = vec![(0..FEATURES).map(|_| init.sample(&mut rng)).collect::<Vec<f32>>(), vec![0.0f32]];
+    let grads = vec![vec![0.0f32; FEATURES], vec![0.0f32]];
+    let stepper = match update {
         Update::Scratch { lr, gamma } => {
             Stepper::Scratch { lr: *lr, gamma: *gamma, s: vec![vec![0.0f32; FEATURES], vec![0.0f32]] }
         }
@@ -150,9 +215,20 @@ pub fn train(data: &Dataset, update: &Update, protocol: &Protocol) -> rmsprop::R
             Stepper::Trainer(Box::new(opt.with_nonfinite_policy(NonFinitePolicy::Propagate)), config.state_names())
         }
     };
-    let initial = loss(data, &params[0], params[1][0]);
-    let start: Vec<f64> = params.iter().flatten().map(|&v| f64::from(v)).collect();
-    let watch = Watch::new(&start, initial);
+    run(&mut Linear { params, grads, stepper }, data, protocol, &mut rng)
+}
+
+/// The chapter's loop (`d2l.train_ch7`): minibatches of a fresh shuffle (drawn from `rng`)
+/// every epoch, the whole-set loss logged every `log_every` examples, the run stopped where
+/// it diverges.
+pub(crate) fn run<L: Learner>(
+    learner: &mut L,
+    data: &Dataset,
+    protocol: &Protocol,
+    rng: &mut ChaCha8Rng,
+) -> Result<Curve, L::Error> {
+    let initial = learner.loss(data)?;
+    let watch = Watch::new(&learner.values()?, initial);
     let batches = data.rows.div_ceil(protocol.batch_size);
     let logged = |batch_i: usize| ((batch_i + 1) * protocol.batch_size).is_multiple_of(protocol.log_every);
     // the logged points are evenly spaced over the run, as the chapter plots them
@@ -164,39 +240,14 @@ pub fn train(data: &Dataset, update: &Update, protocol: &Protocol) -> rmsprop::R
     let mut step = 0u64;
     for epoch in 0..protocol.epochs {
         let started = Instant::now();
-        order.shuffle(&mut rng);
+        order.shuffle(rng);
         for (batch_i, batch) in order.chunks(protocol.batch_size).enumerate() {
-            // gradient of the summed loss over the batch
-            grads.iter_mut().for_each(|g| g.fill(0.0));
-            for &i in batch {
-                let r = residual(data, i, &params[0], params[1][0]);
-                for (g, x) in grads[0].iter_mut().zip(data.row(i)) {
-                    *g += r * x;
-                }
-                grads[1][0] += r;
-            }
-            match &mut stepper {
-                // D2L §12.8.3 `rmsprop`: s[:] = gamma*s + (1-gamma)*square(g); p[:] -= lr*g / sqrt(s + eps),
-                // with g the gradient of the batch-mean loss
-                Stepper::Scratch { lr, gamma, s } => {
-                    let n = batch.len() as f32;
-                    for ((p, g), s) in params.iter_mut().zip(&grads).zip(s.iter_mut()) {
-                        for ((p, g), s) in p.iter_mut().zip(g).zip(s.iter_mut()) {
-                            let g = g / n;
-                            *s = *gamma * *s + (1.0 - *gamma) * (g * g);
-                            *p -= *lr * g / (*s + 1e-6).sqrt();
-                        }
-                    }
-                }
-                Stepper::Trainer(opt, _) => {
-                    opt.step(&mut params, &grads)?;
-                }
-            }
+            learner.step(data, batch)?;
             step += 1;
             let at_log = logged(batch_i);
-            let mut diverged = check(&watch, step, &params, &stepper);
+            let mut diverged = learner.diverged(&watch, step)?;
             if at_log || diverged.is_some() {
-                let l = loss(data, &params[0], params[1][0]);
+                let l = learner.loss(data)?;
                 diverged = diverged.or_else(|| watch.loss(step, l));
                 if l.is_finite() {
                     curve.loss.push(l);
