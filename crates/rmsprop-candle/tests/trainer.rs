@@ -171,6 +171,26 @@ fn set_learning_rate_keeps_the_groups_ratios() {
     assert_eq!((get("fc.weight"), trainer.step_count()), (weight, 0));
 }
 
+/// A schedule scales the rate of each step from the base rate, PyTorch's way (epoch
+/// `t - 1`); `set_learning_rate` changes the base. Plain SGD on `loss = x` (g = 1) shows the
+/// rate of every step.
+#[test]
+fn a_schedule_sets_each_steps_rate_from_the_base_rate() {
+    let x = Var::new(&[1.0f64], &Device::Cpu).unwrap();
+    let sgd = rmsprop::by_name::config("pytorch.sgd", [("lr", 0.1)]).unwrap();
+    let mut trainer = Trainer::from_named([("x".to_string(), x.clone())], sgd)
+        .unwrap()
+        .with_schedule(rmsprop::Schedule::Exponential { gamma: 0.5 });
+    let mut step = |trainer: &mut Trainer| {
+        trainer.backward_step(&x.as_tensor().sum_all().unwrap()).unwrap();
+        values(x.as_tensor())[0]
+    };
+    assert_eq!(step(&mut trainer), 1.0 - 0.1);
+    assert_eq!(step(&mut trainer), 1.0 - 0.1 - 0.05);
+    trainer.set_learning_rate(0.2);
+    assert_eq!(step(&mut trainer), 1.0 - 0.1 - 0.05 - 0.2 * 0.25);
+}
+
 mod allocations {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
