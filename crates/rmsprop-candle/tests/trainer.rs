@@ -181,7 +181,7 @@ fn a_schedule_sets_each_steps_rate_from_the_base_rate() {
     let mut trainer = Trainer::from_named([("x".to_string(), x.clone())], sgd)
         .unwrap()
         .with_schedule(rmsprop::Schedule::Exponential { gamma: 0.5 });
-    let mut step = |trainer: &mut Trainer| {
+    let step = |trainer: &mut Trainer| {
         trainer.backward_step(&x.as_tensor().sum_all().unwrap()).unwrap();
         values(x.as_tensor())[0]
     };
