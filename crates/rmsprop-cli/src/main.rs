@@ -439,6 +439,7 @@ fn run_trace2d(a: Trace2dArgs) -> Result<Printed> {
         r["diverged_at"] = json!(t.diverged.as_ref().map(|d| d.step));
         r["divergence"] = json!(t.diverged);
         r["points"] = json!(t.points);
+        r["steps"] = json!(t.steps);
         j.push(r);
     }
     Ok(Printed::ok(text, json!({"objective": objective.name, "start": a.start, "runs": j, "files": files})))

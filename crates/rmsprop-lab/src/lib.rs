@@ -9,6 +9,7 @@ pub mod bench;
 pub mod chapter;
 pub mod data;
 pub mod divergence;
+pub mod effective;
 mod error;
 pub mod hyper;
 #[cfg(feature = "candle")]

@@ -18,6 +18,7 @@
 
 use crate::data::{Dataset, FEATURES};
 use crate::divergence::{Divergence, Watch};
+use crate::effective;
 use crate::train::{self, Curve, Learner, Protocol};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use rand::rngs::ChaCha8Rng;
@@ -35,6 +36,7 @@ struct Mlp {
     hidden: candle_nn::Linear,
     out: candle_nn::Linear,
     trainer: Trainer,
+    config: OptimizerConfig,
     states: Vec<&'static str>,
     features: Tensor,
     labels: Tensor,
@@ -55,6 +57,15 @@ fn values(t: &Tensor) -> candle_core::Result<Vec<f64>> {
 
 impl Learner for Mlp {
     type Error = rmsprop_candle::Error;
+
+    fn rates(&self, step: u64) -> Option<Vec<f64>> {
+        let mut all = Vec::new();
+        for (name, v) in &self.vars {
+            let slot = |k: &str| self.trainer.state(name, k);
+            all.extend(effective::rates(&self.config, step, v.elem_count(), &slot, None)?);
+        }
+        Some(all)
+    }
 
     fn values(&self) -> rmsprop_candle::Result<Vec<f64>> {
         let mut all = Vec::new();
@@ -114,6 +125,7 @@ pub fn train(data: &Dataset, config: &OptimizerConfig, protocol: &Protocol) -> r
     let features = Tensor::from_slice(&data.features, (data.rows, FEATURES), &cpu)?;
     let labels = Tensor::from_slice(&data.labels, data.rows, &cpu)?;
     let states = config.state_names();
-    let mut mlp = Mlp { vars, hidden, out, trainer, states, features, labels, batch_size: protocol.batch_size };
+    let config = config.clone();
+    let mut mlp = Mlp { vars, hidden, out, trainer, config, states, features, labels, batch_size: protocol.batch_size };
     train::run(&mut mlp, data, protocol, &mut rng)
 }

@@ -2,8 +2,10 @@
 //! objective (D2L §12.8: `f(x) = 0.1 x1² + 2 x2²`, η 0.4, γ 0.9, 20 steps from (-5, -2)).
 
 use crate::divergence::{Divergence, Watch, number};
+use crate::effective;
 use rmsprop::golden::{Objective2d, objective_2d};
 use rmsprop::{NonFinitePolicy, Optimizer, OptimizerConfig};
+use std::collections::BTreeMap;
 
 /// A named 2-D objective: value and gradient.
 #[derive(Clone, Copy, Debug)]
@@ -64,6 +66,20 @@ pub struct Trajectory {
     pub points: Vec<[f64; 2]>,
     /// Where and why it diverged.
     pub diverged: Option<Divergence>,
+    /// What the optimizer held after each step taken (one entry per step, the diverging
+    /// one included).
+    pub steps: Vec<StepState>,
+}
+
+/// The optimizer after one step of a 2-D run.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StepState {
+    /// Each state array's two values, by slot name (`square_avg`, `grad_avg`,
+    /// `momentum_buffer`, `sum`, `exp_avg`, ...).
+    pub state: BTreeMap<&'static str, [f64; 2]>,
+    /// The per-coordinate rate the step applied (see [`crate::effective`]): `η/√(s + ε)`
+    /// for the chapter's RMSProp.
+    pub effective_lr: [f64; 2],
 }
 
 impl Trajectory {
@@ -91,13 +107,24 @@ pub fn run(
     steps: usize,
 ) -> rmsprop::Result<Trajectory> {
     let states = config.state_names();
-    let mut opt = Optimizer::<f64>::new(config, &[("x", &[2][..])])?.with_nonfinite_policy(NonFinitePolicy::Propagate);
+    let mut opt =
+        Optimizer::<f64>::new(config.clone(), &[("x", &[2][..])])?.with_nonfinite_policy(NonFinitePolicy::Propagate);
     let watch = Watch::new(&start, (objective.eval)(start).0);
     let mut x = [start.to_vec()];
     let mut points = vec![start];
+    let mut records = Vec::with_capacity(steps);
+    let pair = |v: &[f64]| [v[0], v[1]];
+    let mut held: BTreeMap<&'static str, [f64; 2]> =
+        states.iter().filter_map(|&k| Some((k, pair(opt.state("x", k)?)))).collect();
     for step in 1..=steps as u64 {
         let (_, g) = (objective.eval)([x[0][0], x[0][1]]);
         opt.step(&mut x, &[g])?;
+        let before = std::mem::take(&mut held);
+        held = states.iter().filter_map(|&k| Some((k, pair(opt.state("x", k)?)))).collect();
+        let slot = |m: &BTreeMap<&'static str, [f64; 2]>, k: &str| m.get(k).map(|v| v.to_vec());
+        let rate = effective::rates(&config, step, 2, &|k| slot(&held, k), Some(&|k| slot(&before, k)));
+        let effective_lr = rate.map_or([f64::NAN; 2], |r| [r[0], r[1]]);
+        records.push(StepState { state: held.clone(), effective_lr });
         let p = [x[0][0], x[0][1]];
         if p.iter().all(|v| v.is_finite()) {
             points.push(p);
@@ -107,8 +134,8 @@ pub fn run(
             .or_else(|| states.iter().find_map(|s| watch.state(step, s, "x", opt.state("x", s)?.iter().copied())))
             .or_else(|| watch.loss(step, (objective.eval)(p).0));
         if diverged.is_some() {
-            return Ok(Trajectory { points, diverged });
+            return Ok(Trajectory { points, diverged, steps: records });
         }
     }
-    Ok(Trajectory { points, diverged: None })
+    Ok(Trajectory { points, diverged: None, steps: records })
 }

@@ -5,6 +5,7 @@
 
 use crate::data::{Dataset, FEATURES};
 use crate::divergence::{Divergence, Watch};
+use crate::effective::{self, Spread};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
@@ -64,6 +65,9 @@ pub struct Curve {
     pub diverged: Option<Divergence>,
     /// The epoch (fractional) at which it diverged.
     pub diverged_epoch: Option<f64>,
+    /// The effective learning rates over the parameters (see [`crate::effective`]) at each
+    /// logged point after the start, where the update's state gives them.
+    pub effective_lr: Vec<Spread>,
 }
 
 impl Curve {
@@ -129,6 +133,9 @@ pub(crate) trait Learner {
     fn loss(&self, data: &Dataset) -> Result<f64, Self::Error>;
     /// The first parameter or state value that diverged after `step`.
     fn diverged(&self, watch: &Watch, step: u64) -> Result<Option<Divergence>, Self::Error>;
+    /// Every parameter's effective learning rate at step `step` (none where the update's state
+    /// does not give it).
+    fn rates(&self, step: u64) -> Option<Vec<f64>>;
 }
 
 /// The linear regression with its update.
@@ -141,6 +148,24 @@ struct Linear {
 
 impl Learner for Linear {
     type Error = rmsprop::Error;
+
+    fn rates(&self, step: u64) -> Option<Vec<f64>> {
+        match &self.stepper {
+            // the book's update: η/√(s + 1e-6)
+            Stepper::Scratch { lr, s, .. } => {
+                Some(s.iter().flatten().map(|&s| f64::from(lr / (s + 1e-6).sqrt())).collect())
+            }
+            Stepper::Trainer(opt, _) => {
+                let config = opt.group(0).ok()?;
+                let slot = |name: &str, k: &str| opt.state(name, k).map(|v| v.iter().map(|&x| f64::from(x)).collect());
+                let mut all = Vec::new();
+                for (name, n) in NAMES.iter().zip([FEATURES, 1]) {
+                    all.extend(effective::rates(config, step, n, &|k| slot(name, k), None)?);
+                }
+                Some(all)
+            }
+        }
+    }
 
     fn values(&self) -> rmsprop::Result<Vec<f64>> {
         Ok(self.params.iter().flatten().map(|&v| f64::from(v)).collect())
@@ -234,8 +259,14 @@ pub(crate) fn run<L: Learner>(
     // the logged points are evenly spaced over the run, as the chapter plots them
     let logs_per_epoch = (0..batches).filter(|&b| logged(b)).count();
     let total_logs = (logs_per_epoch * protocol.epochs).max(1) as f64;
-    let mut curve =
-        Curve { epochs: vec![0.0], loss: vec![initial], seconds_per_epoch: 0.0, diverged: None, diverged_epoch: None };
+    let mut curve = Curve {
+        epochs: vec![0.0],
+        loss: vec![initial],
+        seconds_per_epoch: 0.0,
+        diverged: None,
+        diverged_epoch: None,
+        effective_lr: Vec::new(),
+    };
     let mut order: Vec<usize> = (0..data.rows).collect();
     let mut step = 0u64;
     for epoch in 0..protocol.epochs {
@@ -251,11 +282,13 @@ pub(crate) fn run<L: Learner>(
                 diverged = diverged.or_else(|| watch.loss(step, l));
                 if l.is_finite() {
                     curve.loss.push(l);
-                    curve.epochs.push(if at_log {
+                    let at = if at_log {
                         protocol.epochs as f64 * (curve.loss.len() - 1) as f64 / total_logs
                     } else {
                         epoch as f64 + (batch_i + 1) as f64 / batches as f64
-                    });
+                    };
+                    curve.epochs.push(at);
+                    curve.effective_lr.extend(learner.rates(step).and_then(|r| Spread::of(at, r)));
                 }
             }
             if let Some(d) = diverged {

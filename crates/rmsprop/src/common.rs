@@ -241,7 +241,14 @@ impl Common {
 
     /// A hyperparameter as the framework holds it (rounded to `f32` under
     /// [`HyperPrecision::F32`]).
-    pub(crate) fn hp(&self, v: f64) -> f64 {
+    ///
+    /// ```
+    /// use rmsprop::{Flavor, HyperPrecision};
+    /// let mxnet = Flavor::Mxnet.rmsprop().common;
+    /// assert_eq!(mxnet.precision, HyperPrecision::F32);
+    /// assert_eq!(mxnet.hp(0.1), 0.10000000149011612);
+    /// ```
+    pub fn hp(&self, v: f64) -> f64 {
         match self.precision {
             HyperPrecision::Native => v,
             HyperPrecision::F32 => v as f32 as f64,
