@@ -230,17 +230,27 @@ pub fn train(data: &Dataset, update: &Update, protocol: &Protocol) -> rmsprop::R
     let init = Normal::new(0.0f32, 0.01).expect("valid");
     let params = vec![(0..FEATURES).map(|_| init.sample(&mut rng)).collect::<Vec<f32>>(), vec![0.0f32]];
     let grads = vec![vec![0.0f32; FEATURES], vec![0.0f32]];
-    let stepper = match update {
-        Update::Scratch { lr, gamma } => {
-            Stepper::Scratch { lr: *lr, gamma: *gamma, s: vec![vec![0.0f32; FEATURES], vec![0.0f32]] }
-        }
-        Update::Trainer(config) => {
-            // a diverging run (the γ = 1 exercise) is an outcome to show, not an error
-            let opt = Optimizer::new(config.clone(), &[(NAMES[0], &[FEATURES, 1][..]), (NAMES[1], &[1][..])])?;
-            Stepper::Trainer(Box::new(opt.with_nonfinite_policy(NonFinitePolicy::Propagate)), config.state_names())
-        }
-    };
+    let stepper = Stepper::new(update, protocol.batch_size)?;
     run(&mut Linear { params, grads, stepper }, data, protocol, &mut rng)
+}
+
+impl Stepper {
+    fn new(update: &Update, batch_size: usize) -> rmsprop::Result<Stepper> {
+        Ok(match update {
+            Update::Scratch { lr, gamma } => {
+                Stepper::Scratch { lr: *lr, gamma: *gamma, s: vec![vec![0.0f32; FEATURES], vec![0.0f32]] }
+            }
+            Update::Trainer(config) => {
+                // Gluon's trainer.step(batch_size): the gradient of the summed loss times
+                // rescale_grad / batch_size
+                let mut config = config.clone();
+                config.common_mut().rescale_grad /= batch_size as f64;
+                // a diverging run (the γ = 1 exercise) is an outcome to show, not an error
+                let opt = Optimizer::new(config.clone(), &[(NAMES[0], &[FEATURES, 1][..]), (NAMES[1], &[1][..])])?;
+                Stepper::Trainer(Box::new(opt.with_nonfinite_policy(NonFinitePolicy::Propagate)), config.state_names())
+            }
+        })
+    }
 }
 
 /// The chapter's loop (`d2l.train_ch7`): minibatches of a fresh shuffle (drawn from `rng`)
@@ -303,4 +313,48 @@ pub(crate) fn run<L: Learner>(
         curve.seconds_per_epoch = started.elapsed().as_secs_f64();
     }
     Ok(curve)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The trainer steps with the gradient of the batch's summed loss divided by the batch
+    /// size (Gluon's `trainer.step(batch_size)`), the last, short batch included: plain SGD
+    /// moves by exactly η times that.
+    #[test]
+    fn the_trainer_steps_with_the_summed_gradient_over_the_batch_size() {
+        let data = crate::data::embedded();
+        let sgd = rmsprop::by_name::config("pytorch.sgd", [("lr", 0.5)]).unwrap();
+        let batch_size = 10;
+        for batch in [&[3usize, 17, 42, 99, 100, 101, 7, 8, 9, 1000][..], &[5, 6, 7]] {
+            let w0 = vec![0.01f32, -0.02, 0.03, 0.0, 0.05];
+            let stepper = Stepper::new(&Update::Trainer(sgd.clone()), batch_size).unwrap();
+            let mut linear =
+                Linear { params: vec![w0.clone(), vec![0.1]], grads: vec![vec![0.0; 5], vec![0.0]], stepper };
+            linear.step(&data, batch).unwrap();
+            // the summed gradient, in f64, over the nominal batch size
+            let residual = |i: usize| -> f64 {
+                data.row(i).iter().zip(&w0).map(|(x, w)| f64::from(*x) * f64::from(*w)).sum::<f64>() + 0.1
+                    - f64::from(data.labels[i])
+            };
+            let g_b: f64 = batch.iter().map(|&i| residual(i)).sum::<f64>() / batch_size as f64;
+            let expected_b = 0.1 - 0.5 * g_b;
+            assert!(
+                (f64::from(linear.params[1][0]) - expected_b).abs() < 1e-5,
+                "{} vs {expected_b}",
+                linear.params[1][0]
+            );
+            for j in 0..FEATURES {
+                let g: f64 =
+                    batch.iter().map(|&i| residual(i) * f64::from(data.row(i)[j])).sum::<f64>() / batch_size as f64;
+                let expected = f64::from(w0[j]) - 0.5 * g;
+                assert!(
+                    (f64::from(linear.params[0][j]) - expected).abs() < 1e-5,
+                    "w{j}: {} vs {expected}",
+                    linear.params[0][j]
+                );
+            }
+        }
+    }
 }
