@@ -345,15 +345,11 @@ mod tests {
                 "{} vs {expected_b}",
                 linear.params[1][0]
             );
-            for j in 0..FEATURES {
+            for (j, (w, w0)) in linear.params[0].iter().zip(&w0).enumerate() {
                 let g: f64 =
                     batch.iter().map(|&i| residual(i) * f64::from(data.row(i)[j])).sum::<f64>() / batch_size as f64;
-                let expected = f64::from(w0[j]) - 0.5 * g;
-                assert!(
-                    (f64::from(linear.params[0][j]) - expected).abs() < 1e-5,
-                    "w{j}: {} vs {expected}",
-                    linear.params[0][j]
-                );
+                let expected = f64::from(*w0) - 0.5 * g;
+                assert!((f64::from(*w) - expected).abs() < 1e-5, "w{j}: {w} vs {expected}");
             }
         }
     }
