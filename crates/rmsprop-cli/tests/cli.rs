@@ -31,6 +31,8 @@ fn chapter_with_no_flag_runs_on_the_embedded_data() {
     for l in losses {
         assert!(BAND.contains(&l), "final loss {l} outside the chapter's band");
     }
+    // D2L §12.6's momentum_2d (η 0.6, β 0.5) prints this end point; we run it as pytorch.sgd
+    assert!(s.contains("  ours: momentum: epoch 20, x1 0.007188, x2 0.002553"), "{s}");
     let out = dir.join("rmsprop-chapter");
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(html.contains("the embedded airfoil data"));
@@ -38,8 +40,18 @@ fn chapter_with_no_flag_runs_on_the_embedded_data() {
     for external in ["http://", "https://", "src=", "href=", "url("] {
         assert!(!html.contains(external), "the report refers outside itself: {external}");
     }
-    for f in ["rmsprop_2d", "rmsprop_vs_adagrad", "train_scratch", "train_trainer", "sweep_heatmap", "rmsprop_rotated"]
-    {
+    for f in [
+        "rmsprop_2d",
+        "rmsprop_vs_adagrad",
+        "effective_lr",
+        "leaky_average_weights",
+        "rmsprop_momentum_adam",
+        "train_scratch",
+        "train_trainer",
+        "train_effective_lr",
+        "sweep_heatmap",
+        "rmsprop_rotated",
+    ] {
         assert!(out.join(format!("{f}.svg")).is_file() && out.join(format!("{f}.png")).is_file(), "{f}");
     }
     let numbers: serde_json::Value =

@@ -21,6 +21,22 @@ fn the_default_is_the_chapters_demo_and_says_what_it_used() {
     assert_eq!(j["runs"][0]["printed"], "epoch 20, x1 -0.200026, x2 0.164056");
 }
 
+/// The JSON holds the state and the effective rate of every step: at step 1 the chapter's
+/// RMSProp has `s = (1-γ) g²` and rate `η/√((1-γ) g1² + ε)` for x1, with `g1 = 0.2·(-5)`.
+#[test]
+fn the_json_holds_the_state_and_effective_rate_of_every_step() {
+    let dir = tmp("trace2d-state");
+    let j = json(&["trace2d", "--json"], &dir);
+    let steps = j["runs"][0]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 20);
+    let (eta, gamma, eps, g1) = (0.4f64, 0.9f64, 1e-6f64, 0.2 * -5.0f64);
+    assert_eq!(steps[0]["state"]["square_avg"][0].as_f64().unwrap(), (1.0 - gamma) * g1 * g1);
+    assert_eq!(steps[0]["effective_lr"][0].as_f64().unwrap(), eta / ((1.0 - gamma) * g1 * g1 + eps).sqrt());
+    let j = json(&["trace2d", "--optimizer", "pytorch.adam", "--json"], &dir);
+    let first = &j["runs"][0]["steps"][0]["state"];
+    assert!(first["exp_avg"].is_array() && first["exp_avg_sq"].is_array(), "{first}");
+}
+
 #[test]
 fn gamma_one_is_reported_as_diverged_with_its_step() {
     let dir = tmp("trace2d-gamma1");

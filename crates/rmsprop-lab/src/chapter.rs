@@ -3,9 +3,11 @@
 //! every figure, the numbers, and a self-contained HTML report.
 
 use crate::data::{self, Dataset, Source};
+use crate::divergence::number;
+use crate::effective;
 use crate::error::{LabError, write};
 use crate::hyper;
-use crate::plot::{self, ContourPlot, Figure, Heatmap, LossPlot};
+use crate::plot::{self, ContourPlot, Figure, Heatmap, Line, LinePlot, LossPlot, SeriesLabelPosition};
 use crate::report::{self, Section};
 use crate::sweep::{self, SweepSpec};
 use crate::trace2d::{self, Objective, Trajectory};
@@ -110,6 +112,9 @@ impl Out {
         self.figure(&ContourPlot { title: title.into(), objective: o, trajectories: t }, name, (800, 560))
     }
 }
+
+/// The book's RMSProp from scratch, as the report states it.
+const SCRATCH_HYPERPARAMETERS: &str = "the book's update: lr=0.01 gamma=0.9 eps=1e-6 (inside the root), in float32";
 
 /// The book's exercises for this section (D2L §12.8.4), as it asks them.
 pub const EXERCISES: [&str; 4] = [
@@ -221,9 +226,133 @@ fn write_chapter(
             &chapter,
             &[(rms_label, rms_traj.clone()), (ada_label, ada.clone())],
         )?],
-        hyperparameters: vec![rms_line, ada_line],
+        hyperparameters: vec![rms_line.clone(), ada_line.clone()],
         book: vec!["Adagrad (§12.7, η = 0.4): epoch 20, x1 -2.382563, x2 -0.158591".into()],
         ours: vec![format!("Adagrad: {}", ada.printed())],
+    });
+
+    progress("effective learning rates");
+    let rate_lines: Vec<Line> = [("RMSProp", &rms_traj, 0), ("Adagrad", &ada, 1)]
+        .into_iter()
+        .flat_map(|(name, t, color)| {
+            (0..2).map(move |i| Line {
+                label: format!("{name}, x{}", i + 1),
+                points: t.steps.iter().enumerate().map(|(k, s)| ((k + 1) as f64, s.effective_lr[i])).collect(),
+                color,
+                dashed: i == 1,
+            })
+        })
+        .collect();
+    let rate_fig = LinePlot {
+        title: "effective learning rate eta/sqrt(s + eps), eta 0.4".into(),
+        x_desc: "step",
+        y_desc: "rate (log scale)",
+        log_y: true,
+        lines: &rate_lines,
+        marks: &[],
+        legend_at: SeriesLabelPosition::LowerLeft,
+    };
+    let rate_at = |t: &Trajectory, k: usize| {
+        let r = t.steps[k - 1].effective_lr;
+        format!("step {k}: x1 {}, x2 {}", number(r[0]), number(r[1]))
+    };
+    sections.push(Section {
+        title: "The effective learning rate η/√(s + ε)".into(),
+        text: "Each coordinate moves by its gradient times its own rate η/√(s + ε). Adagrad's s is the sum of every \
+               squared gradient so far: it only grows, so the rates only fall, and the flat x1 direction crawls. \
+               RMSProp's s is a leaky average: once x2's gradient has shrunk, s forgets the large early gradients and \
+               x2's rate climbs back, while x1's rate stays large because its gradients were small all along. At step \
+               1, RMSProp's rate for x1 is η/√((1−γ) g1² + ε) with g1 = 0.2·(−5)."
+            .into(),
+        figures: vec![out.figure(&rate_fig, "effective_lr", (800, 480))?],
+        hyperparameters: vec![rms_line.clone(), ada_line],
+        book: vec!["s_t ← γ s_{t−1} + (1 − γ) g_t², x_t ← x_{t−1} − η/√(s_t + ε) ⊙ g_t (D2L (12.8.1))".into()],
+        ours: vec![
+            format!("RMSProp {}", rate_at(&rms_traj, 1)),
+            format!("RMSProp {}", rate_at(&rms_traj, 20)),
+            format!("Adagrad {}", rate_at(&ada, 1)),
+            format!("Adagrad {}", rate_at(&ada, 20)),
+        ],
+    });
+
+    let gammas = [0.0, 0.5, 0.9, 0.99];
+    let weight_lines: Vec<Line> = gammas
+        .iter()
+        .enumerate()
+        .map(|(c, &g)| Line {
+            label: format!("gamma {g}"),
+            points: (0..=120).map(|k| (f64::from(k), effective::leaky_weight(g, k))).filter(|p| p.1 >= 1e-4).collect(),
+            color: c,
+            dashed: false,
+        })
+        .collect();
+    let marks: Vec<(f64, usize, String)> =
+        gammas.iter().enumerate().map(|(c, &g)| (effective::horizon(g), c, format!("1/(1-{g})"))).collect();
+    let weights_fig = LinePlot {
+        title: "weight (1-gamma) gamma^k of the squared gradient k steps back".into(),
+        x_desc: "k (steps back)",
+        y_desc: "weight (log scale)",
+        log_y: true,
+        lines: &weight_lines,
+        marks: &marks,
+        legend_at: SeriesLabelPosition::LowerRight,
+    };
+    sections.push(Section {
+        title: "What γ means: the horizon".into(),
+        text: "Unrolled, s_t = (1−γ)(g_t² + γ g_{t−1}² + γ² g_{t−2}² + …): the squared gradient k steps back weighs \
+               (1−γ)γ^k, and the weights sum to 1. They fall by a factor e over about 1/(1−γ) steps, the horizon \
+               marked on each curve: γ = 0.9 averages over about 10 steps, γ = 0.99 over 100, γ = 0 sees only the \
+               last gradient. At γ = 1 the weight (1−γ) is 0: s never leaves its start, 0, and every step is \
+               η g/√ε = 1000 η g with the chapter's ε = 1e-6, which is why the γ = 1 exercise diverges."
+            .into(),
+        figures: vec![out.figure(&weights_fig, "leaky_average_weights", (800, 480))?],
+        hyperparameters: vec![format!("γ = {}: the weights alone, no run", gammas.map(hyper::number).join(", "))],
+        book: vec![
+            "1 + γ + γ² + … = 1/(1 − γ): the weights are normalized, the time scale is about 1/(1 − γ) (D2L §12.8.1)"
+                .into(),
+        ],
+        ours: gammas
+            .iter()
+            .map(|&g| {
+                format!(
+                    "γ = {g}: horizon {}, weight of the last gradient {}",
+                    number(effective::horizon(g)),
+                    number(effective::leaky_weight(g, 0))
+                )
+            })
+            .collect(),
+    });
+
+    progress("momentum and Adam");
+    let momentum_config = by_name::config("pytorch.sgd", [("lr", 0.6), ("momentum", 0.5)])?;
+    let adam_config = by_name::config("pytorch.adam", [("lr", 0.4)])?;
+    let momentum = trace2d::run(&chapter, momentum_config.clone(), start, 20)?;
+    let adam = trace2d::run(&chapter, adam_config.clone(), start, 20)?;
+    let family = [
+        (hyper::label("RMSProp", &rms_config), rms_traj.clone()),
+        (hyper::label("momentum", &momentum_config), momentum.clone()),
+        (hyper::label("Adam", &adam_config), adam.clone()),
+    ];
+    sections.push(Section {
+        title: "Compared with momentum and Adam".into(),
+        text: "Momentum (the book's §12.6 settings, η = 0.6, β = 0.5) keeps one learning rate for both coordinates \
+               and averages the gradients themselves: it damps the zig-zag along x2 but x1 still moves at η times a \
+               small gradient. Adam (§12.10) is RMSProp's per-coordinate rate applied to a momentum of the gradient, \
+               with both averages bias-corrected: its first steps are about η in each coordinate, whatever the \
+               gradient's scale."
+            .into(),
+        figures: vec![out.contour("rmsprop_momentum_adam", "RMSProp, momentum and Adam", &chapter, &family)?],
+        hyperparameters: vec![
+            rms_line,
+            format!("momentum (pytorch.sgd): {}", hyper::summary(&momentum_config)),
+            format!("Adam (pytorch.adam): {}", hyper::summary(&adam_config)),
+        ],
+        book: vec!["momentum_2d, eta, beta = 0.6, 0.5 (§12.6.1): epoch 20, x1 0.007188, x2 0.002553".into()],
+        ours: vec![
+            format!("RMSProp: {}", rms_traj.printed()),
+            format!("momentum: {}", momentum.printed()),
+            format!("Adam: {}", adam.printed()),
+        ],
     });
 
     progress("data");
@@ -254,7 +383,7 @@ fn write_chapter(
              root, minibatch 10, 2 epochs, loss on the whole set every 100 examples. Data: {data_label}."
         ),
         figures: vec![svg],
-        hyperparameters: vec!["the book's update: lr=0.01 gamma=0.9 eps=1e-6 (inside the root), in float32".into()],
+        hyperparameters: vec![SCRATCH_HYPERPARAMETERS.into()],
         book: vec![
             "d2l.train_ch11(rmsprop, init_rmsprop_states(feature_dim), {'lr': 0.01, 'gamma': 0.9}, data_iter, \
              feature_dim)"
@@ -264,6 +393,7 @@ fn write_chapter(
     });
     progress("training through the trainer");
     let trainer_config = gluon_trainer();
+    let trainer_line = format!("mxnet.rmsprop: {}", hyper::summary(&trainer_config));
     let (trainer, svg) =
         training(&mut out, "train_trainer", "Trainer(\"rmsprop\")", Update::Trainer(trainer_config.clone()))?;
     sections.push(Section {
@@ -273,9 +403,54 @@ fn write_chapter(
                too)."
             .into(),
         figures: vec![svg],
-        hyperparameters: vec![format!("mxnet.rmsprop: {}", hyper::summary(&trainer_config))],
+        hyperparameters: vec![trainer_line.clone()],
         book: vec!["d2l.train_concise_ch11('rmsprop', {'learning_rate': 0.01, 'gamma1': 0.9}, data_iter)".into()],
         ours: vec![trainer.printed(), BAND.into()],
+    });
+
+    let spread_lines: Vec<Line> = [("from scratch", &scratch, 0), ("Trainer", &trainer, 1)]
+        .into_iter()
+        .flat_map(|(name, c, color)| {
+            let at = |f: fn(&effective::Spread) -> f64| c.effective_lr.iter().map(|s| (s.epoch, f(s))).collect();
+            [
+                Line { label: format!("{name}, median"), points: at(|s| s.median), color, dashed: false },
+                Line { label: format!("{name}, min and max"), points: at(|s| s.min), color, dashed: true },
+                Line { label: String::new(), points: at(|s| s.max), color, dashed: true },
+            ]
+        })
+        .collect();
+    let spread_fig = LinePlot {
+        title: format!("effective learning rates of the 6 parameters, {short_label}"),
+        x_desc: "epoch",
+        y_desc: "rate (log scale)",
+        log_y: true,
+        lines: &spread_lines,
+        marks: &[],
+        legend_at: SeriesLabelPosition::UpperRight,
+    };
+    let last_spread = |name: &str, c: &Curve| match c.effective_lr.last() {
+        Some(s) => format!(
+            "{name}, epoch {}: median {}, from {} to {}",
+            number(s.epoch),
+            number(s.median),
+            number(s.min),
+            number(s.max)
+        ),
+        None => format!("{name}: no rate (the run diverged before its first logged point)"),
+    };
+    sections.push(Section {
+        title: "Effective learning rates on the airfoil data".into(),
+        text: "The same quantity over the linear model's six parameters (five weights and the bias), at every logged \
+               point: the median and the range. With γ = 0.9 each parameter's s follows its own recent squared \
+               gradients (about the last 10 minibatches), so the rates differ between parameters by a factor of 2 to \
+               4 and move with the minibatches. The two runs share their shuffles and part only after the last, short \
+               batch of the first epoch (3 rows): the book's code divides that batch's gradient by 3, the trainer by \
+               the nominal 10, and the difference in s fades within about 1/(1−γ) = 10 steps."
+            .into(),
+        figures: vec![out.figure(&spread_fig, "train_effective_lr", (800, 480))?],
+        hyperparameters: vec![SCRATCH_HYPERPARAMETERS.into(), trainer_line],
+        book: vec![],
+        ours: vec![last_spread("from scratch", &scratch), last_spread("Trainer", &trainer)],
     });
 
     progress("exercise: gamma 0 and 1");

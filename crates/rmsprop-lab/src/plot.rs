@@ -1,10 +1,12 @@
-//! Figures: the 2-D contour plot with trajectories, loss curves, and the sweep heatmap.
+//! Figures: the 2-D contour plot with trajectories, loss curves, the sweep heatmap, and
+//! lines on a log axis (effective learning rates, the leaky average's weights).
 //! Each figure draws on any plotters [`DrawingBackend`]; [`save`] writes it as SVG and
 //! PNG with an embedded DejaVu Sans font, so the output is the same on every machine.
 //! Plotting only draws what it is handed: every number comes from the caller.
 
 use crate::trace2d::{Objective, Trajectory};
 use crate::train::Curve;
+pub use plotters::chart::SeriesLabelPosition;
 use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
@@ -347,6 +349,129 @@ impl Figure for LossPlot<'_> {
         }
         legend(&mut chart, SeriesLabelPosition::UpperRight)
     }
+}
+
+/// One line of a [`LinePlot`].
+#[derive(Clone, Debug)]
+pub struct Line {
+    /// Legend entry.
+    pub label: String,
+    /// The points, in order; on a log axis, values that are not positive are left out.
+    pub points: Vec<(f64, f64)>,
+    /// Palette index (lines of one run share a colour).
+    pub color: usize,
+    /// Dashed (a second coordinate, a bound) rather than solid.
+    pub dashed: bool,
+}
+
+/// Lines against a shared x axis, the y axis optionally logarithmic, with labelled vertical
+/// marks (the effective learning rates, the leaky average's weights and horizons).
+pub struct LinePlot<'a> {
+    /// Title line.
+    pub title: String,
+    /// The x axis's name.
+    pub x_desc: &'a str,
+    /// The y axis's name.
+    pub y_desc: &'a str,
+    /// A logarithmic y axis.
+    pub log_y: bool,
+    /// The lines.
+    pub lines: &'a [Line],
+    /// Vertical marks: the x where one stands, its palette index, its label (the labels
+    /// stacked down from the top, in order).
+    pub marks: &'a [(f64, usize, String)],
+    /// Where the legend goes.
+    pub legend_at: SeriesLabelPosition,
+}
+
+impl LinePlot<'_> {
+    /// The points as drawn: `log10(y)` on a log axis, non-finite (and, on a log axis,
+    /// non-positive) values left out.
+    fn drawn(&self, line: &Line) -> Vec<(f64, f64)> {
+        let y = |v: f64| if self.log_y { v.log10() } else { v };
+        line.points
+            .iter()
+            .filter(|p| p.0.is_finite() && p.1.is_finite() && (!self.log_y || p.1 > 0.0))
+            .map(|&(x, v)| (x, y(v)))
+            .collect()
+    }
+}
+
+impl Figure for LinePlot<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        root.fill(&WHITE).map_err(err)?;
+        let all: Vec<(f64, f64)> = self.lines.iter().flat_map(|l| self.drawn(l)).collect();
+        let range = |v: &mut dyn Iterator<Item = f64>| {
+            v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)))
+        };
+        let (x0, x1) = range(&mut all.iter().map(|p| p.0).chain(self.marks.iter().map(|m| m.0)));
+        let (y0, y1) = range(&mut all.iter().map(|p| p.1));
+        let (x0, x1) = if x0 < x1 { (x0, x1) } else { (0.0, 1.0) };
+        let (y0, y1) = if y0 < y1 {
+            (y0, y1)
+        } else if y0.is_finite() {
+            (y0 - 1.0, y0 + 1.0)
+        } else {
+            (0.0, 1.0)
+        };
+        let (xm, ym) = (0.02 * (x1 - x0), 0.05 * (y1 - y0));
+        let (xr, yr) = ([x0 - xm, x1 + xm], [y0 - ym, y1 + ym]);
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(xr[0]..xr[1], yr[0]..yr[1])
+            .map_err(err)?;
+        let log_y = self.log_y;
+        let y_label = move |v: &f64| if log_y { short(10f64.powf(*v)) } else { short(*v) };
+        chart
+            .configure_mesh()
+            .light_line_style(WHITE)
+            .x_desc(self.x_desc)
+            .y_desc(self.y_desc)
+            .y_label_formatter(&y_label)
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
+        for line in self.lines {
+            let color = PALETTE[line.color % PALETTE.len()];
+            let pts = self.drawn(line);
+            let style = color.stroke_width(2);
+            let segments: Vec<_> = pts.windows(2).filter_map(|w| clip(w[0], w[1], xr, yr)).collect();
+            let pieces: Vec<((f64, f64), (f64, f64))> =
+                if line.dashed { segments.iter().flat_map(|&(a, b)| dashes(a, b, 8)).collect() } else { segments };
+            let dashed = line.dashed;
+            let series =
+                chart.draw_series(pieces.iter().map(|&(a, b)| PathElement::new(vec![a, b], style))).map_err(err)?;
+            // an unlabelled line (the second bound of a range) has no legend entry of its own
+            if !line.label.is_empty() {
+                series.label(line.label.clone()).legend(move |(x, y)| {
+                    let end = if dashed { x + 8 } else { x + 20 };
+                    PathElement::new(vec![(x, y), (end, y)], color.stroke_width(2))
+                });
+            }
+            let shown = pts.iter().filter(|&&p| inside(p, xr, yr));
+            chart.draw_series(shown.map(|&p| Circle::new(p, 2, color.filled()))).map_err(err)?;
+        }
+        for (k, (x, color, label)) in self.marks.iter().enumerate() {
+            let color = PALETTE[color % PALETTE.len()];
+            let pieces = dashes((*x, yr[0]), (*x, yr[1]), 20);
+            chart
+                .draw_series(pieces.iter().map(|&(a, b)| PathElement::new(vec![a, b], color.stroke_width(1))))
+                .map_err(err)?;
+            let style = ("sans-serif", 13).into_font().color(&color).pos(Pos::new(HPos::Left, VPos::Top));
+            let at = (*x + 0.005 * (xr[1] - xr[0]), yr[1] - (0.02 + 0.06 * k as f64) * (yr[1] - yr[0]));
+            chart.draw_series(std::iter::once(Text::new(label.clone(), at, style))).map_err(err)?;
+        }
+        legend(&mut chart, self.legend_at.clone())
+    }
+}
+
+/// The segment `a`–`b` as `n` dashes (each half the length of its period).
+fn dashes(a: (f64, f64), b: (f64, f64), n: usize) -> Vec<((f64, f64), (f64, f64))> {
+    let at = |t: f64| (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1));
+    (0..n).map(|k| (at(k as f64 / n as f64), at((k as f64 + 0.5) / n as f64))).collect()
 }
 
 /// Final loss over a learning-rate x γ grid; diverged cells are black and marked.

@@ -54,6 +54,42 @@ fn contour_loss_and_heatmap_figures() {
     check(&plot::save(&fig, &out("heat"), (500, 400)).unwrap(), &["grid", "diverged", "learning rate"], (500, 400));
 }
 
+/// Lines on a log axis: labelled lines and marks, a dashed line without a legend entry,
+/// and values that a log axis cannot show (0, negative, NaN) left out rather than failing.
+#[test]
+fn line_figures_on_a_log_axis() {
+    use rmsprop_lab::plot::{Line, LinePlot, SeriesLabelPosition};
+    let lines = [
+        Line {
+            label: "falling".into(),
+            points: (1..=20).map(|k| (k as f64, 1.0 / k as f64)).collect(),
+            color: 0,
+            dashed: false,
+        },
+        Line {
+            label: String::new(),
+            points: vec![(1.0, 0.0), (2.0, -1.0), (3.0, f64::NAN), (4.0, 0.5)],
+            color: 1,
+            dashed: true,
+        },
+    ];
+    let marks = [(10.0, 0, "horizon 10".to_string())];
+    let fig = LinePlot {
+        title: "rates".into(),
+        x_desc: "step",
+        y_desc: "rate (log scale)",
+        log_y: true,
+        lines: &lines,
+        marks: &marks,
+        legend_at: SeriesLabelPosition::LowerLeft,
+    };
+    check(
+        &plot::save(&fig, &out("lines"), (600, 400)).unwrap(),
+        &["rates", "step", "falling", "horizon 10"],
+        (600, 400),
+    );
+}
+
 #[test]
 fn unwritable_destination_is_an_error() {
     let o = trace2d::objective("saddle").unwrap();
