@@ -45,7 +45,9 @@ pub fn json(args: &[&str], home: &Path) -> serde_json::Value {
 
 /// Bad input: exit code 1 and one line `error: ...` on stderr that contains `expected`.
 pub fn refused(args: &[&str], expected: &str) {
-    let dir = tmp("refused");
+    // a folder of its own: tests of one file run in parallel in one process
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = tmp(&format!("refused-{}", CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
     let o = rmsprop(args, &dir);
     assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
     let e = stderr(&o);
