@@ -6,6 +6,7 @@ use crate::data::{self, Dataset, Source};
 use crate::divergence::number;
 use crate::effective;
 use crate::error::{LabError, write};
+use crate::explorer;
 use crate::hyper;
 use crate::plot::{self, ContourPlot, Figure, Heatmap, Line, LinePlot, LossPlot, SeriesLabelPosition};
 use crate::report::{self, Section};
@@ -545,7 +546,10 @@ fn write_chapter(
     let preamble = format!("Data: {data_label}.");
     let numbers = serde_json::json!({ "data": data_label, "rows": data.rows, "sections": sections });
     out.text("numbers.json", serde_json::to_string_pretty(&numbers).expect("serialisable"))?;
-    out.text("index.html", report::html("RMSProp (Dive into Deep Learning §12.8), reproduced", &preamble, &sections))?;
+    progress("explorer");
+    let explorer = explorer::html()?;
+    let title = "RMSProp (Dive into Deep Learning §12.8), reproduced";
+    out.text("index.html", report::html(title, &preamble, &sections, &explorer))?;
     let report = dir.join("index.html");
     Ok(ChapterOutput { sections, source: data.source, rows: data.rows, report, files: out.files })
 }

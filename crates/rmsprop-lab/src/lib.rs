@@ -11,6 +11,7 @@ pub mod data;
 pub mod divergence;
 pub mod effective;
 mod error;
+pub mod explorer;
 pub mod hyper;
 #[cfg(feature = "candle")]
 pub mod mlp;

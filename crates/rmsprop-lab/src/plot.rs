@@ -190,36 +190,15 @@ impl Figure for ContourPlot<'_> {
             .map_err(err)?;
         chart
             .configure_mesh()
-            .light_line_style(WHITE)
+            .max_light_lines(0)
             .x_desc("x1")
             .y_desc("x2")
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(err)?;
-        // contour lines on a 120 x 120 grid, levels spaced geometrically
-        let n = 120;
-        let (dx, dy) = ((xr[1] - xr[0]) / (n - 1) as f64, (yr[1] - yr[0]) / (n - 1) as f64);
-        let values: Vec<f64> = (0..n * n)
-            .map(|k| (self.objective.eval)([xr[0] + (k % n) as f64 * dx, yr[0] + (k / n) as f64 * dy]).0)
-            .collect();
-        let lo = values.iter().cloned().fold(f64::INFINITY, f64::min);
-        let hi = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let span = (hi - lo).max(1e-12);
-        // quadratic spacing: evenly spaced in sqrt(f), like distance from the minimum
-        let levels: Vec<f64> = (1..=14).map(|k| lo + span * (k as f64 / 15.0).powi(2)).collect();
-        let lines = contour::ContourBuilder::new(n, n, true)
-            .x_origin(xr[0])
-            .y_origin(yr[0])
-            .x_step(dx)
-            .y_step(dy)
-            .lines(&values, &levels)
-            .map_err(err)?;
         let grey = RGBColor(170, 170, 170);
-        for line in &lines {
-            for ls in &line.geometry().0 {
-                let pts: Vec<(f64, f64)> = ls.0.iter().map(|c| (c.x, c.y)).collect();
-                chart.draw_series(std::iter::once(PathElement::new(pts, grey.stroke_width(1)))).map_err(err)?;
-            }
+        for pts in contour_lines(self.objective, xr, yr, 120)? {
+            chart.draw_series(std::iter::once(PathElement::new(pts, grey.stroke_width(1)))).map_err(err)?;
         }
         for (i, (label, t)) in self.trajectories.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
@@ -255,6 +234,31 @@ impl Figure for ContourPlot<'_> {
         // the chapter's runs start lower left and end near the origin: the lower right is free
         legend(&mut chart, SeriesLabelPosition::LowerRight)
     }
+}
+
+/// The contour lines of `objective` over the box `xr` x `yr`, as polylines: 14 levels on an
+/// `n` x `n` grid, evenly spaced in √f (like distance from the minimum).
+pub fn contour_lines(
+    objective: &Objective,
+    xr: [f64; 2],
+    yr: [f64; 2],
+    n: usize,
+) -> Result<Vec<Vec<(f64, f64)>>, String> {
+    let (dx, dy) = ((xr[1] - xr[0]) / (n - 1) as f64, (yr[1] - yr[0]) / (n - 1) as f64);
+    let values: Vec<f64> =
+        (0..n * n).map(|k| (objective.eval)([xr[0] + (k % n) as f64 * dx, yr[0] + (k / n) as f64 * dy]).0).collect();
+    let lo = values.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let span = (hi - lo).max(1e-12);
+    let levels: Vec<f64> = (1..=14).map(|k| lo + span * (k as f64 / 15.0).powi(2)).collect();
+    let lines = contour::ContourBuilder::new(n, n, true)
+        .x_origin(xr[0])
+        .y_origin(yr[0])
+        .x_step(dx)
+        .y_step(dy)
+        .lines(&values, &levels)
+        .map_err(err)?;
+    Ok(lines.iter().flat_map(|l| l.geometry().0.iter().map(|ls| ls.0.iter().map(|c| (c.x, c.y)).collect())).collect())
 }
 
 /// A coordinate for an annotation: 4 significant digits.
@@ -305,7 +309,7 @@ impl Figure for LossPlot<'_> {
             .map_err(err)?;
         chart
             .configure_mesh()
-            .light_line_style(WHITE)
+            .max_light_lines(0)
             .x_desc("epoch")
             .y_desc("loss")
             .label_style(("sans-serif", 14))
@@ -427,7 +431,7 @@ impl Figure for LinePlot<'_> {
         let y_label = move |v: &f64| if log_y { short(10f64.powf(*v)) } else { short(*v) };
         chart
             .configure_mesh()
-            .light_line_style(WHITE)
+            .max_light_lines(0)
             .x_desc(self.x_desc)
             .y_desc(self.y_desc)
             .y_label_formatter(&y_label)

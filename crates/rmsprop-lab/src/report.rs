@@ -32,8 +32,9 @@ fn inline_svg(svg: &str) -> String {
     svg.replacen(r#" xmlns="http://www.w3.org/2000/svg""#, "", 1)
 }
 
-/// The whole report.
-pub fn html(title: &str, preamble: &str, sections: &[Section]) -> String {
+/// The whole report: the sections, then `interactive` (HTML of our own making, such as the
+/// [`crate::explorer`], inserted as it is).
+pub fn html(title: &str, preamble: &str, sections: &[Section], interactive: &str) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
@@ -41,7 +42,9 @@ pub fn html(title: &str, preamble: &str, sections: &[Section]) -> String {
          body{{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}}\
          section{{margin-bottom:2.5em}} svg{{max-width:100%;height:auto;display:block;margin:1em 0}}\
          table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;font-family:monospace}}\
-         .note{{background:#fff6d5;padding:.5em 1em;border-left:4px solid #e0b000}}.hp{{font-family:monospace;font-size:90%;color:#444}}</style></head><body>\n<h1>{t}</h1>\n<p class=\"note\">{p}</p>\n",
+         .note{{background:#fff6d5;padding:.5em 1em;border-left:4px solid #e0b000}}.hp{{font-family:monospace;font-size:90%;color:#444}}\
+         .controls label{{display:inline-block;margin:.3em 1.2em .3em 0}} .controls input[type=range]{{vertical-align:middle;width:10em}}\
+         #explorer svg{{display:inline-block;margin:.5em .5em .5em 0;max-width:100%}}</style></head><body>\n<h1>{t}</h1>\n<p class=\"note\">{p}</p>\n",
         t = escape(title),
         p = escape(preamble)
     );
@@ -62,6 +65,7 @@ pub fn html(title: &str, preamble: &str, sections: &[Section]) -> String {
             lines(&s.ours)
         );
     }
+    out += interactive;
     out += "</body></html>\n";
     out
 }
