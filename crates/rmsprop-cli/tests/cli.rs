@@ -40,6 +40,9 @@ fn chapter_with_no_flag_runs_on_the_embedded_data() {
     for external in ["http://", "https://", "src=", "href=", "url("] {
         assert!(!html.contains(external), "the report refers outside itself: {external}");
     }
+    // one self-contained file, the explorer's runs included, under a megabyte
+    assert!(html.contains("id=\"explorer-data\"") && html.contains("id=\"explorer-lr\""), "no explorer");
+    assert!(html.len() < 1_000_000, "the report is {} bytes", html.len());
     for f in [
         "rmsprop_2d",
         "rmsprop_vs_adagrad",
