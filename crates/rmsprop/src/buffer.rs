@@ -152,6 +152,25 @@ impl<T> Buffer<T> {
     }
 }
 
+impl<T> Buffer<T> {
+    /// A raw pointer to the first element, with the whole allocation's provenance, made
+    /// without a `&mut [T]` (which `slice::as_mut_ptr` through `DerefMut` would create over
+    /// the whole buffer, invalidating under Stacked Borrows the pointers taken before it):
+    /// pointers to several tensors' state in one arena can be taken one after another and
+    /// all stay valid.
+    ///
+    /// ```
+    /// let mut b = rmsprop::Buffer::filled(4, 0.0f32);
+    /// let (p, q) = (b.as_mut_ptr(), b.as_mut_ptr().wrapping_add(2));
+    /// // SAFETY: both point into `b`'s 4 elements, and nothing else refers to them
+    /// unsafe { *q = 2.0; *p = 1.0; }
+    /// assert_eq!(&*b, [1.0, 0.0, 2.0, 0.0]);
+    /// ```
+    pub fn as_mut_ptr(&mut self) -> *mut T {
+        self.ptr.as_ptr()
+    }
+}
+
 impl<T> Deref for Buffer<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {

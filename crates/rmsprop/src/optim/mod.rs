@@ -895,7 +895,9 @@ impl<P: Param> Optimizer<P> {
                 return Err(tr.length_mismatch(x.len(), g.len()));
             }
             let bufs = std::array::from_fn(|k| match tr.offset[k] {
-                // SAFETY: `o + numel` is within the arena (laid out in `add_group`).
+                // SAFETY: `o + numel` is within the arena (laid out in `add_group`);
+                // `Buffer::as_mut_ptr` is the buffer's raw pointer, so taking the next
+                // tensor's pointer does not invalidate this one.
                 Some(o) => unsafe { arena[k].as_mut_ptr().add(o) },
                 None => std::ptr::null_mut(),
             });
