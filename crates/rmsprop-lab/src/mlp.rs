@@ -37,7 +37,6 @@ struct Mlp {
     out: candle_nn::Linear,
     trainer: Trainer,
     config: OptimizerConfig,
-    states: Vec<&'static str>,
     features: Tensor,
     labels: Tensor,
     batch_size: usize,
@@ -94,8 +93,9 @@ impl Learner for Mlp {
                 return Ok(Some(d));
             }
         }
+        let states = self.config.state_names();
         let state = |(name, _): &(String, Var)| {
-            self.states.iter().find_map(|k| watch.state(step, k, name, self.trainer.state(name, k)?))
+            states.iter().find_map(|k| watch.state(step, k, name, self.trainer.state(name, k)?))
         };
         Ok(self.vars.iter().find_map(state))
     }
@@ -124,8 +124,7 @@ pub fn train(data: &Dataset, config: &OptimizerConfig, protocol: &Protocol) -> r
     let trainer = Trainer::from_named(vars.clone(), config.clone())?.with_nonfinite_policy(NonFinitePolicy::Propagate);
     let features = Tensor::from_slice(&data.features, (data.rows, FEATURES), &cpu)?;
     let labels = Tensor::from_slice(&data.labels, data.rows, &cpu)?;
-    let states = config.state_names();
     let config = config.clone();
-    let mut mlp = Mlp { vars, hidden, out, trainer, config, states, features, labels, batch_size: protocol.batch_size };
+    let mut mlp = Mlp { vars, hidden, out, trainer, config, features, labels, batch_size: protocol.batch_size };
     train::run(&mut mlp, data, protocol, &mut rng)
 }

@@ -131,7 +131,7 @@ pub fn run(
         }
         let diverged = watch
             .params(step, "x", x[0].iter().copied())
-            .or_else(|| states.iter().find_map(|s| watch.state(step, s, "x", opt.state("x", s)?.iter().copied())))
+            .or_else(|| states.iter().find_map(|s| watch.state(step, s, "x", held.get(s)?.iter().copied())))
             .or_else(|| watch.loss(step, (objective.eval)(p).0));
         if diverged.is_some() {
             return Ok(Trajectory { points, diverged, steps: records });
