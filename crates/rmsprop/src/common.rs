@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::simd::select;
+use crate::kernel::{Prep, WeightOps};
 use serde::{Deserialize, Serialize};
 
 /// How weight decay enters the update.
@@ -95,17 +95,6 @@ pub enum Rounding {
     Mxnet,
 }
 
-/// A [`Rounding`] as a loop's const parameter `R` (see `simd::with_rounding!`): XLA's
-/// rounding differs from the written one only outside the loops.
-pub(crate) mod round {
-    /// [`Rounding::AsWritten`](super::Rounding::AsWritten) and [`Rounding::Xla`](super::Rounding::Xla).
-    pub const AS_WRITTEN: u8 = 0;
-    /// [`Rounding::Torch`](super::Rounding::Torch).
-    pub const TORCH: u8 = 1;
-    /// [`Rounding::Mxnet`](super::Rounding::Mxnet).
-    pub const MXNET: u8 = 2;
-}
-
 impl Rounding {
     /// `base^t` as this rounding forms it in `f64`: by repeated squaring under
     /// [`Rounding::Xla`], else correctly rounded (`pow`, as Python's `**` on floats).
@@ -154,30 +143,16 @@ pub enum StepForm {
 }
 
 impl StepForm {
-    /// `η g / d` in this form's order.
+    /// `η g / d` in this form's order, written out (the reference of the loops'
+    /// [`StepOrder`](crate::kernel::StepOrder)).
     #[cfg(test)]
     pub(crate) fn apply<T: Float>(self, lr: T, g: T, d: T) -> T {
         match self {
-            StepForm::ScaledGradient => scaled::<T, { StepForm::ScaledGradient as u8 }>(lr, g, d),
-            StepForm::ScaledRate => scaled::<T, { StepForm::ScaledRate as u8 }>(lr, g, d),
-            StepForm::ScaledProduct => scaled::<T, { StepForm::ScaledProduct as u8 }>(lr, g, d),
-            StepForm::ScaledReciprocal => scaled::<T, { StepForm::ScaledReciprocal as u8 }>(lr, g, d),
+            StepForm::ScaledGradient => lr * (g / d),
+            StepForm::ScaledRate => lr / d * g,
+            StepForm::ScaledProduct => lr * g / d,
+            StepForm::ScaledReciprocal => lr * (g * (T::ONE / d)),
         }
-    }
-}
-
-/// `η g / d` in the order of the [`StepForm`] whose discriminant is `F` (a loop's const
-/// parameter, see `simd::with_form!`).
-#[inline(always)]
-pub(crate) fn scaled<T: Float, const F: u8>(lr: T, g: T, d: T) -> T {
-    const GRADIENT: u8 = StepForm::ScaledGradient as u8;
-    const RATE: u8 = StepForm::ScaledRate as u8;
-    const PRODUCT: u8 = StepForm::ScaledProduct as u8;
-    match F {
-        GRADIENT => lr * (g / d),
-        RATE => lr / d * g,
-        PRODUCT => lr * g / d,
-        _ => lr * (g * (T::ONE / d)),
     }
 }
 
@@ -289,8 +264,6 @@ impl Common {
             norm_clip,
             wd,
             wd_clipped: self.weight_decay_clipped,
-            wd_fused: self.rounding == Rounding::Torch,
-            norm_by_reciprocal: self.rounding == Rounding::Xla,
             clip: self.clip_gradient.map(|c| T::from_f64(self.hp(c))),
         }
     }
@@ -321,186 +294,14 @@ impl Common {
     /// see [`hp`](Self::hp)).
     pub(crate) fn weight_ops<T: Float>(&self, lr: f64) -> WeightOps<T> {
         let (wd, bound) = (self.decoupled_wd::<T>(), self.clip_weights_t::<T>());
-        let fused = self.rounding == Rounding::Torch;
         WeightOps {
             decoupled: wd.is_some(),
             wd: wd.unwrap_or(T::ZERO),
             lr: T::from_f64(lr),
-            fused,
             factor: T::from_f64(1.0 - lr * self.hp(self.weight_decay)),
             clips: bound.is_some(),
             bound: bound.unwrap_or(T::ZERO),
         }
-    }
-}
-
-/// What happens to the parameters themselves in one step, resolved to `T`: decoupled
-/// decay and weight clipping, applied in a fused loop as loop-invariant selects (each
-/// exactly its formula when on, the value untouched when off).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct WeightOps<T> {
-    /// Decoupled decay is on.
-    pub decoupled: bool,
-    /// Its factor `wd` (0 when off).
-    pub wd: T,
-    /// `η` in `T`.
-    pub lr: T,
-    /// Decay as PyTorch's `x.mul_(1 - η wd)` ([`Rounding::Torch`]).
-    pub fused: bool,
-    /// `1 - η wd`, formed in `f64` and rounded once.
-    pub factor: T,
-    /// Weight clipping is on.
-    pub clips: bool,
-    /// Its bound.
-    pub bound: T,
-}
-
-impl<T: Float> WeightOps<T> {
-    /// True when either is on.
-    pub(crate) fn any(&self) -> bool {
-        self.decoupled || self.clips
-    }
-
-    /// With decoupled decay `x - x wd η` (Keras's `variable - variable * wd * lr`), or
-    /// `x (1 - η wd)` under [`Rounding::Torch`] (AdamW's `mul_`); else `x`.
-    #[inline(always)]
-    pub(crate) fn decay(&self, x: T) -> T {
-        let decayed = if self.fused { x * self.factor } else { x - x * self.wd * self.lr };
-        select(self.decoupled, decayed, x)
-    }
-
-    /// `x` clipped to `[-bound, bound]` with weight clipping (MXNet `clip_weights`), else `x`.
-    #[inline(always)]
-    pub(crate) fn clip(&self, x: T) -> T {
-        select(self.clips, clip(x, Some(self.bound)), x)
-    }
-}
-
-/// Division by a bias correction `1 - β^t`, as the rounding forms it: `v / c`, or under
-/// [`Rounding::Xla`] `v * (1 / c)` (XLA rewrites a division by a broadcast scalar into a
-/// multiplication by its reciprocal). The choice is resolved once, so a loop applies it as
-/// a select.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Debias<T> {
-    /// `1 - β^t` in `T` (1 without bias correction: dividing by 1 is exact).
-    divisor: T,
-    /// `1 / divisor`, rounded in `T`.
-    reciprocal: T,
-    by_reciprocal: bool,
-}
-
-impl<T: Float> Debias<T> {
-    /// Dividing by `correction` (`1 - β^t`, formed in `f64`).
-    pub(crate) fn new(correction: f64, rounding: Rounding) -> Self {
-        let divisor = T::from_f64(correction);
-        Debias { divisor, reciprocal: T::ONE / divisor, by_reciprocal: rounding == Rounding::Xla }
-    }
-
-    /// True when it changes nothing (a divisor of 1).
-    pub(crate) fn is_identity(&self) -> bool {
-        self.divisor == T::ONE
-    }
-
-    /// `v / (1 - β^t)`, rounded as the rounding forms it.
-    #[inline(always)]
-    pub(crate) fn apply(self, v: T) -> T {
-        select(self.by_reciprocal, v * self.reciprocal, v / self.divisor)
-    }
-}
-
-/// PyTorch's `a.lerp_(b, w)` on CPU: `fma(w, b - a, a)` for `w < ½`, else
-/// `fma(w - 1, b - a, b)` (`aten/src/ATen/native/cpu/LerpKernel.cpp`); the branch is
-/// resolved once, so a loop applies it as a select.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Lerp<T> {
-    /// `w`, or `w - 1` (rounded in `T`, as ATen forms it).
-    coef: T,
-    /// `w < ½`: start from `a`, else from `b`.
-    from_a: bool,
-}
-
-impl<T: Float> Lerp<T> {
-    /// The interpolation by `w` (already in `T`).
-    pub(crate) fn new(w: T) -> Self {
-        let from_a = w.to_f64() < 0.5;
-        Lerp { coef: if from_a { w } else { w - T::ONE }, from_a }
-    }
-
-    /// `a + w (b - a)`, rounded as PyTorch does.
-    #[inline(always)]
-    pub(crate) fn apply(self, a: T, b: T) -> T {
-        self.coef.mul_add(b - a, select(self.from_a, a, b))
-    }
-}
-
-/// The gradient preprocessing of one step, resolved to `T`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Prep<T> {
-    rescale: Option<T>,
-    maximize: bool,
-    /// The bound `c`, the factor `c / norm`, and the norm's reciprocal (rounded in `T`).
-    norm_clip: Option<(T, T, T)>,
-    wd: Option<T>,
-    wd_clipped: bool,
-    /// `fma(x, wd, g)` ([`Rounding::Torch`]) instead of `g + wd x`.
-    wd_fused: bool,
-    /// `g c (1 / norm)` ([`Rounding::Xla`]: Keras's `g * c / maximum(norm, c)` divides by
-    /// a broadcast scalar) instead of `g c / norm`.
-    norm_by_reciprocal: bool,
-    clip: Option<T>,
-}
-
-impl<T: Float> Prep<T> {
-    /// True when [`grad`](Self::grad) returns its input unchanged.
-    pub(crate) fn is_identity(&self) -> bool {
-        self.rescale.is_none() && !self.maximize && self.norm_clip.is_none() && self.wd.is_none() && self.clip.is_none()
-    }
-
-    /// `g` as the update sees it: rescaled, negated (maximize), norm-clipped,
-    /// plus coupled decay, value-clipped — MXNet's `clip(rescale*g + wd*x)` order,
-    /// Keras's clip-first order (Keras has no coupled decay), PyTorch's `g + wd*x`.
-    #[inline(always)]
-    pub(crate) fn grad(&self, g: T, x: T) -> T {
-        let mut g = g;
-        if let Some(r) = self.rescale {
-            g = r * g;
-        }
-        if self.maximize {
-            g = -g;
-        }
-        if let Some((c, scale, reciprocal)) = self.norm_clip {
-            // the factor c / norm (< 1) first, as torch's clip_grad_norm_ forms its coefficient,
-            // so that a large bound cannot overflow g * c; Keras on XLA multiplies g * c first
-            g = if self.norm_by_reciprocal { g * c * reciprocal } else { g * scale };
-        }
-        let decayed = |g: T, wd: T| if self.wd_fused { x.mul_add(wd, g) } else { g + wd * x };
-        if let (Some(wd), true) = (self.wd, self.wd_clipped) {
-            g = decayed(g, wd);
-        }
-        g = clip(g, self.clip);
-        if let (Some(wd), false) = (self.wd, self.wd_clipped) {
-            g = decayed(g, wd);
-        }
-        g
-    }
-}
-
-/// `v` clipped to `[-c, c]` when a bound is set (MXNet `clip_gradient`/`clip_weights`).
-#[inline(always)]
-pub(crate) fn clip<T: Float>(v: T, bound: Option<T>) -> T {
-    match bound {
-        // by comparisons, as MXNet's `mshadow_op::clip`: a NaN stays NaN (as under PyTorch's
-        // `clamp`), where `max`/`min` would turn it into a bound
-        Some(c) => {
-            if v > c {
-                c
-            } else if v < -c {
-                -c
-            } else {
-                v
-            }
-        }
-        None => v,
     }
 }
 

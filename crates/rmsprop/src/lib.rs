@@ -66,9 +66,9 @@ mod error;
 mod flavor;
 mod float;
 pub mod golden;
+mod kernel;
 mod optim;
 mod schedule;
-mod simd;
 
 pub use buffer::{Buffer, HUGE_PAGE};
 pub use common::{ClipNorm, Common, HyperPrecision, NormScope, Rounding, StepForm, WeightDecayMode};

@@ -5,11 +5,14 @@
 
 use super::guard::{Bounds, Inputs, Reach};
 use super::{Ctx, Slot};
-use crate::common::{Common, Prep, Rounding, WeightOps, check_nonneg, check_unit, common_setters, round};
+#[cfg(test)]
+use crate::common::Rounding;
+use crate::common::{Common, check_nonneg, check_unit, common_setters};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
-use crate::simd::{self, select, with_prep, with_rounding};
+use crate::kernel::{Arith, Ema, Loop, MAX_SLOTS, Planned, Prep, WeightOps, select, with_arith, with_prep};
 use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
 
 /// Adadelta. `Default` is PyTorch's: lr 1.0, ρ 0.9, ε 1e-6 (MXNet: ε 1e-5, no lr).
 ///
@@ -103,18 +106,19 @@ impl Adadelta {
         b.reach([s, a, 0.0], step)
     }
 
-    /// The step of one group: its scalars, formed once per step, and what selects its loop.
-    pub(crate) fn kernel<T: Float>(&self, ctx: &Ctx<T>) -> Kernel<T> {
+    /// The step of one group: its scalars, formed once per step, and its loop.
+    pub(crate) fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
         let c = &self.common;
-        let lr = T::from_f64(c.hp(ctx.lr));
+        let from = <P::Acc as Float>::from_f64;
         let k = Scalars {
-            rho: T::from_f64(c.hp(self.rho)),
-            one_minus_rho: T::from_f64(1.0 - c.hp(self.rho)),
-            eps: T::from_f64(c.hp(self.eps)),
-            lr,
+            avg: Ema::new(c.hp(self.rho)),
+            eps: from(c.hp(self.eps)),
+            lr: from(c.hp(ctx.lr)),
             w: c.weight_ops(c.hp(ctx.lr)),
         };
-        Kernel { k, prep: ctx.prep, rounding: c.rounding }
+        with_arith!(c.rounding, A => with_prep!(ctx.prep.is_identity(), k.w.any(), PREP, EXTRA => {
+            Planned::new::<Fused<A, PREP, EXTRA>>(k, ctx.prep)
+        }))
     }
 
     /// The loop with every option checked per element: the reference of the fused loop.
@@ -127,7 +131,7 @@ impl Adadelta {
         s: &mut [T],
         a: &mut [T],
     ) {
-        use crate::common::clip;
+        use crate::kernel::clip;
         let c = &self.common;
         let rho = T::from_f64(c.hp(self.rho));
         let one_minus_rho = T::from_f64(1.0 - c.hp(self.rho));
@@ -145,7 +149,7 @@ impl Adadelta {
         };
         for i in 0..x.len() {
             let x0 = x[i].load();
-            let gi = ctx.prep.grad(g[i].load(), x0);
+            let gi = ctx.prep.grad_as(c.rounding, g[i].load(), x0);
             s[i] = average(s[i], gi);
             let delta = (a[i] + eps).sqrt() / (s[i] + eps).sqrt() * gi;
             a[i] = average(a[i], delta);
@@ -162,64 +166,37 @@ impl Adadelta {
 
 /// The step's scalars in `T`.
 #[derive(Clone, Copy)]
-struct Scalars<T> {
-    rho: T,
-    one_minus_rho: T,
+pub(crate) struct Scalars<T> {
+    /// `ρ`, `1 - ρ` of both averages.
+    avg: Ema<T>,
     eps: T,
     lr: T,
     w: WeightOps<T>,
 }
 
-/// One step of one group, planned ([`Adadelta::kernel`]).
-#[derive(Clone, Copy)]
-pub(crate) struct Kernel<T> {
-    k: Scalars<T>,
-    prep: Prep<T>,
-    rounding: Rounding,
-}
+/// The update (see the type's doc): the arithmetic `A`, the preprocessing and the rarer
+/// options (MXNet's decay, weight clipping; loop-invariant selects) are type parameters.
+struct Fused<A, const PREP: bool, const EXTRA: bool>(PhantomData<A>);
 
-impl<T: Float> Kernel<T> {
-    /// The step on one chunk: `bufs` are the state slots (`s`, `a`) of its elements.
-    pub(crate) fn run<P: Param<Acc = T>>(&self, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
-        let [s, a] = bufs else { unreachable!("adadelta has two state slots") };
-        let (k, prep) = (&self.k, &self.prep);
-        with_rounding!(self.rounding, R => with_prep!(prep.is_identity(), k.w.any(), PREP, EXTRA => {
-            simd::widest(#[inline(always)] || body::<T, P, PREP, EXTRA, R>(k, prep, x, g, s, a))
-        }))
-    }
-}
+impl<P: Param, A: Arith, const PREP: bool, const EXTRA: bool> Loop<P> for Fused<A, PREP, EXTRA> {
+    type Scalars = Scalars<P::Acc>;
 
-/// One pass over a chunk (see the type's doc): preprocessing, the extras (MXNet's decay,
-/// weight clipping) and the rounding (`R`, see [`round`]) are const generics, the
-/// extras applied as loop-invariant selects.
-#[inline(always)]
-fn body<T: Float, P: Param<Acc = T>, const PREP: bool, const EXTRA: bool, const R: u8>(
-    k: &Scalars<T>,
-    prep: &Prep<T>,
-    x: &mut [P],
-    g: &[P],
-    s: &mut [T],
-    a: &mut [T],
-) {
-    let n = x.len();
-    let (g, s, a) = (&g[..n], &mut s[..n], &mut a[..n]);
-    // copied out, so the loop reads locals: nothing it stores to can alias them
-    let (k, prep) = (*k, *prep);
-    let Scalars { rho, one_minus_rho, eps, lr, .. } = k;
-    for i in 0..n {
-        let x0 = x[i].load();
-        let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
-        let average = |s: T, v: T| match R {
-            round::TORCH => (one_minus_rho * v).mul_add(v, rho * s),
-            round::MXNET => rho * s + one_minus_rho * v * v,
-            _ => rho * s + one_minus_rho * (v * v),
-        };
-        s[i] = average(s[i], gi);
-        let delta = (a[i] + eps).sqrt() / (s[i] + eps).sqrt() * gi;
-        a[i] = average(a[i], delta);
-        let plain = if R == round::TORCH { delta.mul_add(-lr, x0) } else { x0 - lr * delta };
-        let xi = if EXTRA { select(k.w.decoupled, x0 - lr * (delta + k.w.wd * x0), plain) } else { plain };
-        x[i] = P::store(if EXTRA { k.w.clip(xi) } else { xi });
+    #[inline(always)]
+    fn run(k: &Scalars<P::Acc>, prep: &Prep<P::Acc>, x: &mut [P], g: &[P], [s, a, _]: [&mut [P::Acc]; MAX_SLOTS]) {
+        let n = x.len();
+        let (g, s, a) = (&g[..n], &mut s[..n], &mut a[..n]);
+        // locals: nothing the loop stores to can alias them
+        let (Scalars { avg, eps, lr, w }, prep) = (*k, *prep);
+        for i in 0..n {
+            let x0 = x[i].load();
+            let gi = if PREP { prep.grad::<A>(g[i].load(), x0) } else { g[i].load() };
+            s[i] = A::ema_sq(avg, s[i], gi);
+            let delta = (a[i] + eps).sqrt() / (s[i] + eps).sqrt() * gi;
+            a[i] = A::ema_sq(avg, a[i], delta);
+            let plain = A::sub_scaled(x0, lr, delta);
+            let xi = if EXTRA { select(w.decoupled, x0 - lr * (delta + w.wd * x0), plain) } else { plain };
+            x[i] = P::store(if EXTRA { w.clip(xi) } else { xi });
+        }
     }
 }
 
@@ -240,7 +217,7 @@ mod tests {
             for t in 1..=3 {
                 let ctx = Ctx { t, lr: 1.0, prep: o.common.prep::<f32>(None) };
                 let [x, s, d] = &mut a;
-                o.kernel(&ctx).run(x, &g, &mut [&mut s[..], &mut d[..]]);
+                o.kernel::<f32>(&ctx).run(x, &g, &mut [&mut s[..], &mut d[..]]);
                 let [x, s, d] = &mut b;
                 o.update_general(&ctx, x, &g, s, d);
             }

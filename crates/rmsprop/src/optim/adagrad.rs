@@ -4,13 +4,16 @@
 
 use super::guard::{Bounds, Inputs, Reach};
 use super::{Ctx, EpsPlacement, Slot};
-use crate::common::{
-    Common, Prep, Rounding, StepForm, WeightOps, check_denominator, check_nonneg, common_setters, round, scaled,
-};
+#[cfg(test)]
+use crate::common::Rounding;
+use crate::common::{Common, StepForm, check_denominator, check_nonneg, common_setters};
 use crate::error::Result;
 use crate::float::{Float, Param};
-use crate::simd::{self, select, with_form, with_prep, with_rounding};
+use crate::kernel::{
+    Arith, EpsAt, Loop, MAX_SLOTS, Planned, Prep, StepOrder, WeightOps, select, with_arith, with_prep,
+};
 use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
 
 /// Adagrad. `Default` is the chapter's (D2L §12.7): η 0.1, ε 1e-6 inside the root.
 ///
@@ -114,19 +117,27 @@ impl Adagrad {
         b.reach([s, 0.0, 0.0], step)
     }
 
-    /// The step of one group: its scalars, formed once per step, and what selects its loop.
-    pub(crate) fn kernel<T: Float>(&self, ctx: &Ctx<T>) -> Kernel<T> {
+    /// The step of one group: its scalars, formed once per step, and its loop.
+    pub(crate) fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
         let c = &self.common;
+        let from = <P::Acc as Float>::from_f64;
         let lr = c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay);
-        let k = Scalars { lr: T::from_f64(lr), eps: T::from_f64(c.hp(self.eps)), w: c.weight_ops(lr) };
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
-        Kernel { k, prep: ctx.prep, inside, form: self.step_form, rounding: c.rounding }
+        let k = Scalars {
+            lr: from(lr),
+            eps: EpsAt::new(from(c.hp(self.eps)), inside),
+            order: StepOrder::new(self.step_form, from(lr)),
+            w: c.weight_ops(lr),
+        };
+        with_arith!(c.rounding, A => with_prep!(ctx.prep.is_identity(), k.w.any(), PREP, EXTRA => {
+            Planned::new::<Fused<A, PREP, EXTRA>>(k, ctx.prep)
+        }))
     }
 
     /// The loop with every option checked per element: the reference of the fused loop.
     #[cfg(test)]
     fn update_general<T: Float, P: Param<Acc = T>>(&self, ctx: &Ctx<T>, x: &mut [P], g: &[P], s: &mut [T]) {
-        use crate::common::clip;
+        use crate::kernel::clip;
         let c = &self.common;
         let lr = T::from_f64(c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay));
         let eps = T::from_f64(c.hp(self.eps));
@@ -135,7 +146,7 @@ impl Adagrad {
         let clip_w = c.clip_weights_t::<T>();
         for i in 0..x.len() {
             let x0 = x[i].load();
-            let gi = ctx.prep.grad(g[i].load(), x0);
+            let gi = ctx.prep.grad_as(c.rounding, g[i].load(), x0);
             // PyTorch: `s.addcmul_(g, g, value=1)`, one fused multiply-add
             s[i] = if c.rounding == Rounding::Torch { gi.mul_add(gi, s[i]) } else { s[i] + gi * gi };
             let den = if inside { (s[i] + eps).sqrt() } else { s[i].sqrt() + eps };
@@ -151,63 +162,38 @@ impl Adagrad {
 
 /// The step's scalars in `T`.
 #[derive(Clone, Copy)]
-struct Scalars<T> {
+pub(crate) struct Scalars<T> {
     lr: T,
-    eps: T,
+    eps: EpsAt<T>,
+    /// `η g / d` in the step form's order.
+    order: StepOrder<T>,
     w: WeightOps<T>,
 }
 
-/// One step of one group, planned ([`Adagrad::kernel`]).
-#[derive(Clone, Copy)]
-pub(crate) struct Kernel<T> {
-    k: Scalars<T>,
-    prep: Prep<T>,
-    inside: bool,
-    form: StepForm,
-    rounding: Rounding,
-}
+/// The update (see the type's doc): the arithmetic `A`, the preprocessing and the rarer
+/// options (decoupled decay, weight clipping; loop-invariant selects) are type parameters;
+/// ε's place and the step form are selects.
+struct Fused<A, const PREP: bool, const EXTRA: bool>(PhantomData<A>);
 
-impl<T: Float> Kernel<T> {
-    /// The step on one chunk: `bufs` are the state slots (`s`) of its elements.
-    pub(crate) fn run<P: Param<Acc = T>>(&self, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
-        let [s] = bufs else { unreachable!("adagrad has one state slot") };
-        let (k, prep) = (&self.k, &self.prep);
-        let extras = k.w.any();
-        let inside = self.inside;
-        with_rounding!(torch_only: self.rounding, R => with_prep!(prep.is_identity(), extras, PREP, EXTRA => with_form!(self.form, F => if inside {
-            simd::widest(#[inline(always)] || body::<T, P, true, PREP, EXTRA, F, R>(k, prep, x, g, s))
-        } else {
-            simd::widest(#[inline(always)] || body::<T, P, false, PREP, EXTRA, F, R>(k, prep, x, g, s))
-        })))
-    }
-}
+impl<P: Param, A: Arith, const PREP: bool, const EXTRA: bool> Loop<P> for Fused<A, PREP, EXTRA> {
+    type Scalars = Scalars<P::Acc>;
 
-/// One pass over a chunk for one variant (see the type's doc): ε placement, preprocessing,
-/// the extras (decoupled decay, weight clipping), the step form and the rounding (`R`:
-/// [`Rounding::Torch`]) are const generics.
-#[inline(always)]
-#[rustfmt::skip]
-fn body<T: Float, P: Param<Acc = T>, const INSIDE: bool, const PREP: bool, const EXTRA: bool, const F: u8, const R: u8>(
-    k: &Scalars<T>,
-    prep: &Prep<T>,
-    x: &mut [P],
-    g: &[P],
-    s: &mut [T],
-) {
-    let n = x.len();
-    let (g, s) = (&g[..n], &mut s[..n]);
-    // copied out, so the loop reads locals: nothing it stores to can alias them
-    let (k, prep) = (*k, *prep);
-    let Scalars { lr, eps, .. } = k;
-    for i in 0..n {
-        let x0 = x[i].load();
-        let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
-        s[i] = if R == round::TORCH { gi.mul_add(gi, s[i]) } else { s[i] + gi * gi };
-        let den = if INSIDE { (s[i] + eps).sqrt() } else { s[i].sqrt() + eps };
-        let plain = x0 - scaled::<T, F>(lr, gi, den);
-        // MXNet's decoupled decay: x + (g/d + x*wd) * (-lr)
-        let xi = if EXTRA { select(k.w.decoupled, x0 - lr * (gi / den + x0 * k.w.wd), plain) } else { plain };
-        x[i] = P::store(if EXTRA { k.w.clip(xi) } else { xi });
+    #[inline(always)]
+    fn run(k: &Scalars<P::Acc>, prep: &Prep<P::Acc>, x: &mut [P], g: &[P], [s, _, _]: [&mut [P::Acc]; MAX_SLOTS]) {
+        let n = x.len();
+        let (g, s) = (&g[..n], &mut s[..n]);
+        // locals: nothing the loop stores to can alias them
+        let (Scalars { lr, eps, order, w }, prep) = (*k, *prep);
+        for i in 0..n {
+            let x0 = x[i].load();
+            let gi = if PREP { prep.grad::<A>(g[i].load(), x0) } else { g[i].load() };
+            s[i] = A::add_sq(s[i], gi);
+            let den = eps.root(s[i]);
+            let plain = x0 - order.apply(gi, den);
+            // MXNet's decoupled decay: x + (g/d + x*wd) * (-lr)
+            let xi = if EXTRA { select(w.decoupled, x0 - lr * (gi / den + x0 * w.wd), plain) } else { plain };
+            x[i] = P::store(if EXTRA { w.clip(xi) } else { xi });
+        }
     }
 }
 
@@ -230,7 +216,7 @@ mod tests {
                     let (mut xa, mut xb, mut sa, mut sb) = (x0.clone(), x0.clone(), vec![0.1f32; n], vec![0.1f32; n]);
                     for t in 1..=3 {
                         let ctx = Ctx { t, lr: 0.1, prep: o.common.prep::<f32>(None) };
-                        o.kernel(&ctx).run(&mut xa, &g, &mut [&mut sa[..]]);
+                        o.kernel::<f32>(&ctx).run(&mut xa, &g, &mut [&mut sa[..]]);
                         o.update_general(&ctx, &mut xb, &g, &mut sb);
                     }
                     assert_eq!((bits(&xa), bits(&sa)), (bits(&xb), bits(&sb)), "{o:?}");

@@ -3,13 +3,16 @@
 
 use super::guard::{Bounds, Inputs, Reach};
 use super::{Ctx, Slot};
-use crate::common::{
-    Common, Debias, Lerp, Prep, Rounding, WeightDecayMode, WeightOps, check_nonneg, common_setters, invalid, round,
-};
+#[cfg(test)]
+use crate::common::Rounding;
+use crate::common::{Common, WeightDecayMode, check_nonneg, common_setters, invalid};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
-use crate::simd::{self, select, with_prep, with_rounding};
+use crate::kernel::{
+    Arith, Divisor, Ema, Loop, MAX_SLOTS, Planned, Prep, WeightOps, select, with_arith, with_bool, with_prep,
+};
 use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
 
 /// How Adam corrects the bias of its zero-initialised moments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,40 +178,44 @@ impl Adam {
         b.reach([m, v, v_max], step)
     }
 
-    /// The step of one group: its scalars, formed once per step, and what selects its loop.
-    pub(crate) fn kernel<T: Float>(&self, ctx: &Ctx<T>) -> Kernel<T> {
+    /// The step of one group: its scalars, formed once per step, and its loop.
+    pub(crate) fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
         let c = &self.common;
         let (b1, b2) = (c.hp(self.beta1), c.hp(self.beta2));
         let t = ctx.t as f64;
         let pow = |b: f64, t: u64| c.rounding.power(b, t);
         let (bc1, bc2) = (1.0 - pow(b1, ctx.t), 1.0 - pow(b2, ctx.t));
-        let lr = T::from_f64(c.hp(ctx.lr));
         let nesterov = self.nesterov && self.bias_correction == BiasCorrection::Moments;
+        let from = <P::Acc as Float>::from_f64;
         // per-step scalars of each rule, formed in f64 and rounded once; a `powf` costs
         // more than a small step's arithmetic, so those of other rules are not formed
         let k = Scalars {
-            beta1: T::from_f64(b1),
-            one_minus_b1: T::from_f64(1.0 - b1),
-            beta2: T::from_f64(b2),
-            one_minus_b2: T::from_f64(1.0 - b2),
-            eps: T::from_f64(c.hp(self.eps)),
-            eps_root: T::from_f64(self.eps_root),
-            lr,
-            step_size: T::from_f64(ctx.lr / bc1),
-            bc2_sqrt: T::from_f64(bc2.sqrt()),
-            bc1: Debias::new(bc1, c.rounding),
-            bc2: Debias::new(bc2, c.rounding),
-            bc1_next: Debias::new(if nesterov { 1.0 - pow(b1, ctx.t + 1) } else { 1.0 }, c.rounding),
+            m: Ema::new(b1),
+            v: Ema::new(b2),
+            eps: from(c.hp(self.eps)),
+            eps_root: from(self.eps_root),
+            lr: from(c.hp(ctx.lr)),
+            step_size: from(ctx.lr / bc1),
+            bc2_sqrt: from(bc2.sqrt()),
+            bc1: Divisor::new(bc1),
+            bc2: Divisor::new(bc2),
+            bc1_next: Divisor::new(if nesterov { 1.0 - pow(b1, ctx.t + 1) } else { 1.0 }),
             // MXNet forms lr_t from the nominal values, then rounds it to f32 once
-            lr_t: T::from_f64(match self.bias_correction {
+            lr_t: from(match self.bias_correction {
                 BiasCorrection::LrOnly => c.hp(ctx.lr * (1.0 - self.beta2.powf(t)).sqrt() / (1.0 - self.beta1.powf(t))),
                 _ => 0.0,
             }),
             nesterov,
             w: c.weight_ops(c.hp(ctx.lr)),
-            lerp: Lerp::new(T::from_f64(1.0 - b1)),
         };
-        Kernel { k, prep: ctx.prep, mode: self.bias_correction, amsgrad: self.amsgrad, rounding: c.rounding }
+        let extras = k.nesterov || k.w.any();
+        with_arith!(c.rounding, A => with_prep!(ctx.prep.is_identity(), extras, PREP, EXTRA => with_bool!(self.amsgrad, AMS => {
+            match self.bias_correction {
+                BiasCorrection::Moments => Planned::new::<Fused<A, MOMENTS, AMS, PREP, EXTRA>>(k, ctx.prep),
+                BiasCorrection::Denominator => Planned::new::<Fused<A, DENOMINATOR, AMS, PREP, EXTRA>>(k, ctx.prep),
+                BiasCorrection::LrOnly => Planned::new::<Fused<A, LR_ONLY, AMS, PREP, EXTRA>>(k, ctx.prep),
+            }
+        })))
     }
 
     /// The loop with every option checked per element: the reference of the fused loop.
@@ -223,7 +230,7 @@ impl Adam {
         v: &mut [T],
         vmax: &mut [T],
     ) {
-        use crate::common::clip;
+        use crate::kernel::clip;
         let c = &self.common;
         let (b1, b2) = (c.hp(self.beta1), c.hp(self.beta2));
         let t = ctx.t as f64;
@@ -248,7 +255,7 @@ impl Adam {
         let torch = c.rounding == Rounding::Torch;
         for i in 0..x.len() {
             let x0 = x[i].load();
-            let gi = ctx.prep.grad(g[i].load(), x0);
+            let gi = ctx.prep.grad_as(c.rounding, g[i].load(), x0);
             let mut xi = x0;
             if torch {
                 // `m.lerp_(g, 1-β1)`; `v.mul_(β2).addcmul_(g, g, value=1-β2)`
@@ -300,14 +307,15 @@ impl Adam {
 
 const MOMENTS: u8 = BiasCorrection::Moments as u8;
 const DENOMINATOR: u8 = BiasCorrection::Denominator as u8;
+const LR_ONLY: u8 = BiasCorrection::LrOnly as u8;
 
 /// The step's scalars in `T`.
 #[derive(Clone, Copy)]
-struct Scalars<T> {
-    beta1: T,
-    one_minus_b1: T,
-    beta2: T,
-    one_minus_b2: T,
+pub(crate) struct Scalars<T> {
+    /// `β1`, `1 - β1`: the first moment.
+    m: Ema<T>,
+    /// `β2`, `1 - β2`: the second moment.
+    v: Ema<T>,
     eps: T,
     eps_root: T,
     lr: T,
@@ -316,116 +324,60 @@ struct Scalars<T> {
     /// `sqrt(1-β2^t)` (PyTorch).
     bc2_sqrt: T,
     /// `1-β1^t`, `1-β2^t`, `1-β1^(t+1)` (optax).
-    bc1: Debias<T>,
-    bc2: Debias<T>,
-    bc1_next: Debias<T>,
+    bc1: Divisor<T>,
+    bc2: Divisor<T>,
+    bc1_next: Divisor<T>,
     /// `η sqrt(1-β2^t)/(1-β1^t)` (MXNet).
     lr_t: T,
     nesterov: bool,
     w: WeightOps<T>,
-    /// `m.lerp_(g, 1-β1)` ([`Rounding::Torch`]).
-    lerp: Lerp<T>,
 }
 
-/// One step of one group, planned ([`Adam::kernel`]).
-#[derive(Clone, Copy)]
-pub(crate) struct Kernel<T> {
-    k: Scalars<T>,
-    prep: Prep<T>,
-    mode: BiasCorrection,
-    amsgrad: bool,
-    rounding: Rounding,
-}
+/// The update of one variant (see the type's doc): the arithmetic `A`, the bias-correction
+/// rule, AMSGrad (a third array), the preprocessing and the rarer options (Nesterov,
+/// decoupled decay, weight clipping; loop-invariant selects) are type parameters.
+struct Fused<A, const MODE: u8, const AMSGRAD: bool, const PREP: bool, const EXTRA: bool>(PhantomData<A>);
 
-impl<T: Float> Kernel<T> {
-    /// The step on one chunk: `bufs` are the state slots (`m`, `v`, `vmax`) of its elements.
-    pub(crate) fn run<P: Param<Acc = T>>(&self, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
-        let [m, v, vmax] = bufs else { unreachable!("adam has three state slots") };
-        let (k, prep) = (&self.k, &self.prep);
-        let extras = k.nesterov || k.w.any();
-        macro_rules! amsgrad {
-            ($mode:expr, $p:expr, $x:expr, $r:expr) => {
-                if self.amsgrad {
-                    simd::widest(
-                        #[inline(always)]
-                        || body::<T, P, { $mode as u8 }, true, $p, $x, $r>(k, prep, x, g, m, v, vmax),
-                    )
-                } else {
-                    simd::widest(
-                        #[inline(always)]
-                        || body::<T, P, { $mode as u8 }, false, $p, $x, $r>(k, prep, x, g, m, v, vmax),
-                    )
-                }
+impl<P: Param, A: Arith, const MODE: u8, const AMSGRAD: bool, const PREP: bool, const EXTRA: bool> Loop<P>
+    for Fused<A, MODE, AMSGRAD, PREP, EXTRA>
+{
+    type Scalars = Scalars<P::Acc>;
+
+    #[inline(always)]
+    fn run(k: &Scalars<P::Acc>, prep: &Prep<P::Acc>, x: &mut [P], g: &[P], [m, v, vmax]: [&mut [P::Acc]; MAX_SLOTS]) {
+        let n = x.len();
+        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+        let vmax = if AMSGRAD { &mut vmax[..n] } else { &mut vmax[..0] };
+        // locals: nothing the loop stores to can alias them
+        let (k, prep) = (*k, *prep);
+        let Scalars { eps, lr, .. } = k;
+        for i in 0..n {
+            let x0 = x[i].load();
+            let gi = if PREP { prep.grad::<A>(g[i].load(), x0) } else { g[i].load() };
+            m[i] = A::ema(k.m, m[i], gi);
+            v[i] = A::ema_sq(k.v, v[i], gi);
+            let vv = if AMSGRAD {
+                vmax[i] = vmax[i].max(v[i]);
+                vmax[i]
+            } else {
+                v[i]
             };
+            let xd = if EXTRA { k.w.decay::<A>(x0) } else { x0 };
+            let xi = match MODE {
+                DENOMINATOR => A::sub_ratio(xd, k.step_size, m[i], vv.sqrt() / k.bc2_sqrt + eps),
+                MOMENTS => {
+                    let plain = A::div_by(m[i], k.bc1);
+                    let nesterov = k.m.beta * A::div_by(m[i], k.bc1_next) + k.m.one_minus * A::div_by(gi, k.bc1);
+                    let mh = if EXTRA { select(k.nesterov, nesterov, plain) } else { plain };
+                    let u = mh / ((A::div_by(vv, k.bc2) + k.eps_root).sqrt() + eps);
+                    // optax adamw: the decay joins the update before the learning rate
+                    let u = if EXTRA { select(k.w.decoupled, u + k.w.wd * x0, u) } else { u };
+                    x0 - lr * u
+                }
+                _ => xd - k.lr_t * m[i] / (vv.sqrt() + eps),
+            };
+            x[i] = P::store(if EXTRA { k.w.clip(xi) } else { xi });
         }
-        with_rounding!(self.rounding, R => with_prep!(prep.is_identity(), extras, PREP, EXTRA => match self.mode {
-            BiasCorrection::Moments => amsgrad!(BiasCorrection::Moments, PREP, EXTRA, R),
-            BiasCorrection::Denominator => amsgrad!(BiasCorrection::Denominator, PREP, EXTRA, R),
-            BiasCorrection::LrOnly => amsgrad!(BiasCorrection::LrOnly, PREP, EXTRA, R),
-        }))
-    }
-}
-
-/// One pass over a chunk for one variant (see the type's doc): the bias-correction rule,
-/// AMSGrad, preprocessing, the extras (Nesterov, decoupled decay, weight clipping) and the
-/// rounding (`R`, see [`round`]) are const generics, the extras applied as
-/// loop-invariant selects.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-#[rustfmt::skip]
-fn body<T: Float, P: Param<Acc = T>, const MODE: u8, const AMSGRAD: bool, const PREP: bool, const EXTRA: bool, const R: u8>(
-    k: &Scalars<T>,
-    prep: &Prep<T>,
-    x: &mut [P],
-    g: &[P],
-    m: &mut [T],
-    v: &mut [T],
-    vmax: &mut [T],
-) {
-    let n = x.len();
-    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-    let vmax = if AMSGRAD { &mut vmax[..n] } else { &mut vmax[..0] };
-    // copied out, so the loop reads locals: nothing it stores to can alias them
-    let (k, prep) = (*k, *prep);
-    let Scalars { beta1, one_minus_b1, beta2, one_minus_b2, eps, lr, .. } = k;
-    for i in 0..n {
-        let x0 = x[i].load();
-        let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
-        if R == round::TORCH {
-            m[i] = k.lerp.apply(m[i], gi);
-            v[i] = (one_minus_b2 * gi).mul_add(gi, beta2 * v[i]);
-        } else if R == round::MXNET {
-            // `(1.f - beta2) * grad * grad`, left to right
-            m[i] = beta1 * m[i] + one_minus_b1 * gi;
-            v[i] = beta2 * v[i] + one_minus_b2 * gi * gi;
-        } else {
-            m[i] = beta1 * m[i] + one_minus_b1 * gi;
-            v[i] = beta2 * v[i] + one_minus_b2 * (gi * gi);
-        }
-        let vv = if AMSGRAD {
-            vmax[i] = vmax[i].max(v[i]);
-            vmax[i]
-        } else {
-            v[i]
-        };
-        let xd = if EXTRA { k.w.decay(x0) } else { x0 };
-        let xi = match MODE {
-            DENOMINATOR => {
-                let den = vv.sqrt() / k.bc2_sqrt + eps;
-                if R == round::TORCH { xd - k.step_size * m[i] / den } else { xd - k.step_size * (m[i] / den) }
-            }
-            MOMENTS => {
-                let plain = k.bc1.apply(m[i]);
-                let nesterov = beta1 * k.bc1_next.apply(m[i]) + one_minus_b1 * k.bc1.apply(gi);
-                let mh = if EXTRA { select(k.nesterov, nesterov, plain) } else { plain };
-                let u = mh / ((k.bc2.apply(vv) + k.eps_root).sqrt() + eps);
-                // optax adamw: the decay joins the update before the learning rate
-                let u = if EXTRA { select(k.w.decoupled, u + k.w.wd * x0, u) } else { u };
-                x0 - lr * u
-            }
-            _ => xd - k.lr_t * m[i] / (vv.sqrt() + eps),
-        };
-        x[i] = P::store(if EXTRA { k.w.clip(xi) } else { xi });
     }
 }
 
@@ -451,7 +403,7 @@ mod tests {
                     for t in 1..=3 {
                         let ctx = Ctx { t, lr: 0.1, prep: o.common.prep::<f64>(None) };
                         let [x, m, v, vm] = &mut a;
-                        o.kernel(&ctx).run(x, &g, &mut [&mut m[..], &mut v[..], &mut vm[..]]);
+                        o.kernel::<f64>(&ctx).run(x, &g, &mut [&mut m[..], &mut v[..], &mut vm[..]]);
                         let [x, m, v, vm] = &mut b;
                         o.update_general(&ctx, x, &g, m, v, vm);
                     }

@@ -9,9 +9,10 @@ pub mod rmsprop;
 pub mod sgd;
 
 use crate::buffer::Buffer;
-use crate::common::{Common, HyperPrecision, NormScope, Prep, Rounding};
+use crate::common::{Common, HyperPrecision, NormScope, Rounding};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
+use crate::kernel::{Arrays, MAX_SLOTS, Planned, Prep};
 use crate::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 
@@ -124,33 +125,27 @@ impl OptimizerConfig {
 /// per-tensor norm clipping, whose preprocessing differs from tensor to tensor).
 #[derive(Clone, Copy)]
 enum Kernel<P: Param> {
-    RmsProp(rmsprop::Kernel<P::Acc, P>),
-    Adagrad(adagrad::Kernel<P::Acc>),
-    Sgd(sgd::Kernel<P::Acc>),
-    Adam(adam::Kernel<P::Acc>),
-    Adadelta(adadelta::Kernel<P::Acc>),
+    RmsProp(Planned<rmsprop::Scalars<P::Acc>, P>),
+    Adagrad(Planned<adagrad::Scalars<P::Acc>, P>),
+    Sgd(Planned<sgd::Scalars<P::Acc>, P>),
+    Adam(Planned<adam::Scalars<P::Acc>, P>),
+    Adadelta(Planned<adadelta::Scalars<P::Acc>, P>),
 }
 
 impl<P: Param> Kernel<P> {
-    /// The step on arrays `a`, whose first `slots` state slots the optimizer has.
+    /// The step on arrays `a`.
     ///
     /// # Safety
     /// As [`Arrays::slices`].
     #[inline(always)]
-    unsafe fn run_on(&self, a: Arrays<P::Acc, P>, slots: usize) {
+    unsafe fn run_on(&self, a: Arrays<P::Acc, P>) {
         // SAFETY (every arm): the caller's.
-        macro_rules! on_slices {
-            ($k:expr) => {{
-                let (x, g, mut bufs) = unsafe { a.slices() };
-                $k.run(x, g, &mut bufs[..slots])
-            }};
-        }
         match self {
             Kernel::RmsProp(k) => unsafe { k.run_arrays(a) },
-            Kernel::Adagrad(k) => on_slices!(k),
-            Kernel::Sgd(k) => on_slices!(k),
-            Kernel::Adam(k) => on_slices!(k),
-            Kernel::Adadelta(k) => on_slices!(k),
+            Kernel::Adagrad(k) => unsafe { k.run_arrays(a) },
+            Kernel::Sgd(k) => unsafe { k.run_arrays(a) },
+            Kernel::Adam(k) => unsafe { k.run_arrays(a) },
+            Kernel::Adadelta(k) => unsafe { k.run_arrays(a) },
         }
     }
 }
@@ -308,8 +303,6 @@ pub(crate) struct Tracked {
     /// `spec.len()`, kept so a step does not multiply the shape out again.
     pub numel: usize,
     pub group: usize,
-    /// Number of state slots of the group's optimizer.
-    pub slots: usize,
     /// Where this tensor's state of slot `k` starts in arena `k`; `None` when unused.
     pub offset: [Option<usize>; MAX_SLOTS],
 }
@@ -436,51 +429,6 @@ struct Chunk {
     end: usize,
 }
 
-/// The arrays a loop runs over: `n` elements of the parameter `x`, the gradient `g` and
-/// each state slot (`s`, `m`, `b` for RMSProp); a null slot is unused and seen empty.
-#[derive(Debug)]
-pub(crate) struct Arrays<T, P> {
-    pub x: *mut P,
-    pub g: *const P,
-    pub bufs: [*mut T; MAX_SLOTS],
-    pub n: usize,
-}
-
-impl<T, P> Clone for Arrays<T, P> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T, P> Copy for Arrays<T, P> {}
-
-impl<T, P> Arrays<T, P> {
-    /// The same arrays over the elements `start..end`.
-    ///
-    /// # Safety
-    /// `start <= end <= self.n`.
-    #[inline(always)]
-    unsafe fn range(self, start: usize, end: usize) -> Self {
-        // SAFETY: within the arrays, by the caller's contract.
-        let at = |p: *mut T| if p.is_null() { p } else { unsafe { p.add(start) } };
-        unsafe { Arrays { x: self.x.add(start), g: self.g.add(start), bufs: self.bufs.map(at), n: end - start } }
-    }
-
-    /// The arrays as slices.
-    ///
-    /// # Safety
-    /// Each non-null pointer is valid for `n` elements for `'a` and aliases no other
-    /// reference (`g` may only be read).
-    #[inline(always)]
-    pub(crate) unsafe fn slices<'a>(self) -> (&'a mut [P], &'a [P], [&'a mut [T]; MAX_SLOTS]) {
-        let n = self.n;
-        // SAFETY: by the caller's contract.
-        let buf = |p: *mut T| if p.is_null() { &mut [][..] } else { unsafe { std::slice::from_raw_parts_mut(p, n) } };
-        unsafe {
-            (std::slice::from_raw_parts_mut(self.x, n), std::slice::from_raw_parts(self.g, n), self.bufs.map(buf))
-        }
-    }
-}
-
 /// One tensor's arrays for the step under way, and what runs on them.
 #[derive(Debug)]
 struct Ptrs<P: Param> {
@@ -488,8 +436,6 @@ struct Ptrs<P: Param> {
     kernel: usize,
     /// The whole tensor.
     arrays: Arrays<P::Acc, P>,
-    /// Number of state slots of the tensor's optimizer.
-    slots: usize,
 }
 
 impl<P: Param> Clone for Ptrs<P> {
@@ -503,9 +449,6 @@ impl<P: Param> Copy for Ptrs<P> {}
 // borrows they come from are held, and every chunk covers a disjoint element range.
 unsafe impl<P: Param> Send for Ptrs<P> {}
 unsafe impl<P: Param> Sync for Ptrs<P> {}
-
-/// The largest number of state slots of any optimizer.
-const MAX_SLOTS: usize = 3;
 
 /// Each tensor's pointers for the step under way, and what the gradient scan found.
 struct Scratch<P: Param> {
@@ -660,7 +603,7 @@ impl<P: Param> Optimizer<P> {
                 fills.push((k, len[k], n, P::Acc::from_f64(slot.init)));
                 len[k] += n;
             }
-            self.tensors.push(Tracked { spec, group, slots: slots.len(), offset, numel: n });
+            self.tensors.push(Tracked { spec, group, offset, numel: n });
             self.total += n;
         }
         // grow the arenas: keep what is there, initialise the new tensors' state
@@ -902,7 +845,7 @@ impl<P: Param> Optimizer<P> {
                 None => std::ptr::null_mut(),
             });
             let arrays = Arrays { x: x.as_mut_ptr(), g: g.as_ptr(), bufs, n: tr.numel };
-            ptrs.push(Ptrs { kernel: tr.group, arrays, slots: tr.slots });
+            ptrs.push(Ptrs { kernel: tr.group, arrays });
         }
         Ok(())
     }
@@ -1014,7 +957,7 @@ impl<P: Param> Optimizer<P> {
                 };
                 // SAFETY: the copy's arrays hold at least `n` elements (sized in
                 // `add_group` for the widest chunk), owned here; `g` is only read.
-                unsafe { kernels[p.kernel].run_on(copy, p.slots) };
+                unsafe { kernels[p.kernel].run_on(copy) };
                 let refuse = |index: usize, quantity: &str| {
                     let tensor = tensors[c.tensor].spec.name.clone();
                     (i, Error::NonFiniteResult { step: t, tensor, index: c.start + index, quantity: quantity.into() })
@@ -1130,7 +1073,7 @@ impl<P: Param> Optimizer<P> {
         // gradient has its tensor's length, state is allocated at that length (null when
         // unused), chunks of one tensor never overlap, and the borrows behind the pointers
         // outlive `step`.
-        unsafe { self.plan.kernels[p.kernel].run_on(p.arrays.range(c.start, c.end), p.slots) }
+        unsafe { self.plan.kernels[p.kernel].run_on(p.arrays.range(c.start, c.end)) }
     }
 
     /// Whether this step runs across threads.
@@ -1164,7 +1107,7 @@ fn largest_of<V: Copy + 'static>(v: &[V], widen: impl Fn(V) -> f64) -> std::resu
             // every bit pattern is a valid `$bits`.
             let bits = unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<$bits>(), v.len()) };
             let (magnitude, infinity) = (<$bits>::MAX >> 1, <$float>::INFINITY.to_bits());
-            let largest = crate::simd::widest(
+            let largest = crate::kernel::widest_closure(
                 #[inline(always)]
                 || {
                     let mut largest = 0;

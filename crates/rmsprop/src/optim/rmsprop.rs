@@ -4,14 +4,16 @@
 //! `s <- γ s + (1-γ) g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::guard::{Bounds, Inputs, Reach};
-use super::{Arrays, Ctx, Slot};
-use crate::common::{
-    Common, Debias, Lerp, Prep, Rounding, StepForm, WeightOps, check_denominator, check_nonneg, check_unit,
-    common_setters,
-};
+use super::{Ctx, Slot};
+use crate::common::{Common, Rounding, StepForm, check_denominator, check_nonneg, check_unit, common_setters};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
+use crate::kernel::{
+    Arith, Divisor, Ema, EpsAt, Loop, MAX_SLOTS, Planned, Prep, StepOrder, WeightOps, rsqrt, select, with_arith,
+    with_bool, with_prep,
+};
 use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
 
 /// Where ε goes in the denominator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,28 +265,30 @@ impl RmsProp {
         b.reach([s, m, buffer], step)
     }
 
-    /// The step's loop for this configuration, chosen once (variant and instruction set)
-    /// with its scalars: a loop specialised at compile time, with no option branches per
-    /// element (see [`fused`]).
-    pub(crate) fn kernel<T: Float, P: Param<Acc = T>>(&self, ctx: &Ctx<T>) -> Kernel<T, P> {
-        let k = Scalars::new(self, ctx);
-        let momentum = match self.uses_momentum().then_some(self.momentum_style) {
-            None => fused::NONE,
-            Some(MomentumStyle::LrOutsideBuffer) => fused::LR_OUTSIDE,
-            Some(MomentumStyle::LrInsideBuffer) => fused::LR_INSIDE,
-        };
+    /// The step's loop for this configuration, chosen once per group and step (variant and
+    /// instruction set), with its scalars.
+    pub(crate) fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
+        let c = &self.common;
+        // MXNet's centred `rmspropalex_update` forms `(1 - γ1) * g * g` left to right and
+        // the step `(η g) / d`; its plain `rmsprop_update` is written as written
+        let alex = c.rounding == Rounding::Mxnet && self.centered;
+        let rounding = if c.rounding == Rounding::Mxnet && !alex { Rounding::AsWritten } else { c.rounding };
+        let form = if alex { StepForm::ScaledProduct } else { self.step_form };
+        let k = Scalars::new(self, ctx, form);
+        let momentum = self.uses_momentum().then_some(self.momentum_style);
+        let (identity, extras) = (ctx.prep.is_identity(), k.extras.any());
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
-        let (prep, extras) = (ctx.prep.is_identity(), k.extras.any());
-        let plain = !self.centered && momentum == fused::NONE && prep && !extras;
-        let rounding = self.common.rounding;
-        let estimate = if self.fast_rsqrt && inside && plain && rounding != Rounding::Torch {
-            rsqrt::pick::<T, P>()
-        } else {
-            None
-        };
-        let run = estimate
-            .unwrap_or_else(|| fused::pick(self.centered, momentum, inside, prep, extras, self.step_form, rounding));
-        Kernel { run, k, prep: ctx.prep }
+        let plain = !self.centered && momentum.is_none() && identity && !extras;
+        if self.fast_rsqrt && inside && plain && rounding != Rounding::Torch && rsqrt::available::<P>() {
+            return Planned::new::<FastRsqrt>(k, ctx.prep);
+        }
+        with_arith!(rounding, A => with_prep!(identity, extras, PREP, EXTRA => with_bool!(self.centered, C => {
+            match momentum {
+                None => Planned::new::<Fused<A, C, NONE, PREP, EXTRA>>(k, ctx.prep),
+                Some(MomentumStyle::LrOutsideBuffer) => Planned::new::<Fused<A, C, LR_OUTSIDE, PREP, EXTRA>>(k, ctx.prep),
+                Some(MomentumStyle::LrInsideBuffer) => Planned::new::<Fused<A, C, LR_INSIDE, PREP, EXTRA>>(k, ctx.prep),
+            }
+        })))
     }
 
     /// True when [`kernel`](Self::kernel) does not read the step number (only bias
@@ -306,10 +310,11 @@ impl RmsProp {
         m: &mut [T],
         b: &mut [T],
     ) {
-        use crate::common::clip;
+        use crate::kernel::clip;
         let c = &self.common;
-        let Scalars { gamma, one_minus_gamma, eps, lr, mu, .. } = Scalars::new(self, ctx);
         let decay = c.hp(self.decay);
+        let (gamma, one_minus_gamma) = (T::from_f64(decay), T::from_f64(1.0 - decay));
+        let (eps, lr, mu) = (T::from_f64(c.hp(self.eps)), T::from_f64(c.hp(ctx.lr)), T::from_f64(c.hp(self.momentum)));
         let bc = T::from_f64(if self.bias_correction { 1.0 - c.rounding.power(decay, ctx.t) } else { 1.0 });
         // XLA (optax) multiplies by the correction's reciprocal
         let unbias = |v: T| if c.rounding == Rounding::Xla { v * (T::ONE / bc) } else { v / bc };
@@ -321,7 +326,7 @@ impl RmsProp {
         let alex = c.rounding == Rounding::Mxnet && self.centered;
         for i in 0..x.len() {
             let x0 = x[i].load();
-            let gi = ctx.prep.grad(g[i].load(), x0);
+            let gi = ctx.prep.grad_as(c.rounding, g[i].load(), x0);
             // PyTorch: `s.mul_(γ).addcmul_(g, g, value=1-γ)`, `m.lerp_(g, 1-γ)`,
             // `s.addcmul(m, m, value=-1)`, each with one fused multiply-add
             s[i] = if torch {
@@ -369,34 +374,34 @@ impl RmsProp {
 
 /// The step's scalars in `T`, formed in `f64` and rounded once.
 #[derive(Clone, Copy)]
-struct Scalars<T> {
-    gamma: T,
-    one_minus_gamma: T,
-    eps: T,
+pub(crate) struct Scalars<T> {
+    /// `γ`, `1 - γ` of both averages.
+    avg: Ema<T>,
+    eps: EpsAt<T>,
     lr: T,
     mu: T,
-    /// `m.lerp_(g, 1-γ)` ([`Rounding::Torch`]).
-    lerp: Lerp<T>,
+    /// `η g / d` in the step form's order.
+    order: StepOrder<T>,
     extras: Extras<T>,
 }
 
 impl<T: Float> Scalars<T> {
-    fn new(r: &RmsProp, ctx: &Ctx<T>) -> Self {
+    fn new(r: &RmsProp, ctx: &Ctx<T>, form: StepForm) -> Self {
         let c = &r.common;
         let decay = c.hp(r.decay);
         let lr = T::from_f64(c.hp(ctx.lr));
         Scalars {
-            gamma: T::from_f64(decay),
-            one_minus_gamma: T::from_f64(1.0 - decay),
-            eps: T::from_f64(c.hp(r.eps)),
+            avg: Ema::new(decay),
+            eps: EpsAt::new(T::from_f64(c.hp(r.eps)), r.eps_placement == EpsPlacement::InsideSqrt),
             lr,
             mu: T::from_f64(c.hp(r.momentum)),
-            lerp: Lerp::new(T::from_f64(1.0 - decay)),
+            order: StepOrder::new(form, lr),
             extras: Extras {
-                bias_correction: Debias::new(
-                    if r.bias_correction { 1.0 - c.rounding.power(decay, ctx.t) } else { 1.0 },
-                    c.rounding,
-                ),
+                bias_correction: Divisor::new(if r.bias_correction {
+                    1.0 - c.rounding.power(decay, ctx.t)
+                } else {
+                    1.0
+                }),
                 clamp_variance: r.clamp_variance && r.centered,
                 nesterov: r.nesterov,
                 weights: c.weight_ops(c.hp(ctx.lr)),
@@ -410,7 +415,7 @@ impl<T: Float> Scalars<T> {
 #[derive(Clone, Copy)]
 struct Extras<T> {
     /// Division by `1 - γ^t` with bias correction, else by 1 (exact).
-    bias_correction: Debias<T>,
+    bias_correction: Divisor<T>,
     /// `v = max(v, 0)` (centred only).
     clamp_variance: bool,
     /// Nesterov momentum.
@@ -426,370 +431,83 @@ impl<T: Float> Extras<T> {
     }
 }
 
-/// A variant's loop: scalars, preprocessing, then the arrays (`x`, `g` and the state slots
-/// `s`, `m`, `b`; unused ones null). Unsafe: the arrays must be valid as
-/// [`Arrays::slices`] says, and the loop may be compiled for an instruction-set extension,
-/// which [`fused::pick`] and [`rsqrt::pick`] only choose when the CPU has it.
-type LoopFn<T, P> = unsafe fn(&Scalars<T>, &Prep<T>, Arrays<T, P>);
+const NONE: u8 = 0;
+const LR_OUTSIDE: u8 = 1;
+const LR_INSIDE: u8 = 2;
 
-/// One step of one group, planned: the variant's loop and the scalars it runs with.
-#[derive(Clone, Copy)]
-pub(crate) struct Kernel<T, P> {
-    run: LoopFn<T, P>,
-    k: Scalars<T>,
-    prep: Prep<T>,
-}
+/// The update of one variant (see the type's doc): the arithmetic `A`, centring and the
+/// momentum style (they decide which arrays a step touches), the preprocessing and the
+/// rarer options (`EXTRA`, loop-invariant selects) are type parameters; ε's place and the
+/// step form are selects.
+struct Fused<A, const CENTERED: bool, const MOMENTUM: u8, const PREP: bool, const EXTRA: bool>(PhantomData<A>);
 
-impl<T: Float, P: Param<Acc = T>> Kernel<T, P> {
-    /// The step on one chunk: `bufs` are the state slots (`s`, `m`, `b`) of its elements.
-    #[cfg(test)]
-    pub(crate) fn run(&self, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
-        let n = x.len();
-        assert!(g.len() >= n, "a gradient shorter than its parameter");
-        // a slot shorter than `x` is passed as unused; a loop that needs it then panics
-        let slot = |v: &mut &mut [T]| if v.len() >= n && n > 0 { v.as_mut_ptr() } else { std::ptr::null_mut() };
-        let [s, m, b] = bufs else { unreachable!("rmsprop has three state slots") };
-        let bufs = [slot(s), slot(m), slot(b)];
-        // SAFETY: every pointer comes from a slice of at least `n` elements, borrowed for
-        // this call (mutably for `x` and the state).
-        unsafe { self.run_arrays(Arrays { x: x.as_mut_ptr(), g: g.as_ptr(), bufs, n }) }
-    }
-
-    /// The step on one chunk's arrays.
-    ///
-    /// # Safety
-    /// As [`Arrays::slices`].
-    #[inline(always)]
-    pub(crate) unsafe fn run_arrays(&self, a: Arrays<T, P>) {
-        // SAFETY: the caller's, and the loop was picked for an instruction set this CPU has.
-        unsafe { (self.run)(&self.k, &self.prep, a) }
-    }
-}
-
-/// The plain D2L step in `f32` with a reciprocal-square-root estimate refined by one
-/// Newton step, `y = y (3/2 - a/2 y²)` (Numerical Recipes §9.4): AVX-512 (`rsqrt14`, 2⁻¹⁴
-/// before the step, ~2⁻²⁷ after) or AVX2 (`rsqrtps`, 1.5·2⁻¹² before, ~2⁻²² after).
-mod rsqrt {
-    use super::{Arrays, LoopFn, Prep, Scalars};
-    use crate::float::{Float, Param};
-
-    /// The estimate loop, when `T` and `P` are `f32` and the CPU has AVX-512F or AVX2
-    /// with FMA; `None` otherwise, and the exact loop runs instead.
-    pub fn pick<T: Float, P: Param<Acc = T>>() -> Option<LoopFn<T, P>> {
-        #[cfg(target_arch = "x86_64")]
-        if std::any::TypeId::of::<P>() == std::any::TypeId::of::<f32>() {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Some(entry_avx512::<T, P>);
-            }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                return Some(entry_avx2::<T, P>);
-            }
-        }
-        None
-    }
-
-    /// A loop with the signature of every other, for `T = P = f32` (checked by `pick`).
-    #[cfg(target_arch = "x86_64")]
-    macro_rules! entry {
-        ($name:ident, $inner:ident) => {
-            unsafe fn $name<T: Float, P: Param<Acc = T>>(k: &Scalars<T>, _: &Prep<T>, a: Arrays<T, P>) {
-                // SAFETY: the caller's (see `LoopFn`).
-                let (x, g, [s, _, _]) = unsafe { a.slices() };
-                let (x, g, s) = as_f32(x, g, s).expect("picked for f32 only");
-                let f = |v: T| v.to_f64() as f32; // exact: T is f32
-                let k =
-                    F32Scalars { gamma: f(k.gamma), one_minus_gamma: f(k.one_minus_gamma), eps: f(k.eps), lr: f(k.lr) };
-                // SAFETY: `pick` chose this loop only where the CPU has its features.
-                unsafe { $inner(&k, x, g, s) }
-            }
-        };
-    }
-    #[cfg(target_arch = "x86_64")]
-    entry!(entry_avx512, plain_avx512);
-    #[cfg(target_arch = "x86_64")]
-    entry!(entry_avx2, plain_avx2);
-
-    /// The step's scalars, in `f32`.
-    #[cfg(target_arch = "x86_64")]
-    struct F32Scalars {
-        gamma: f32,
-        one_minus_gamma: f32,
-        eps: f32,
-        lr: f32,
-    }
-
-    /// The slices as `f32`, when `T` and `P` are `f32`.
-    #[cfg(target_arch = "x86_64")]
-    #[allow(clippy::type_complexity)]
-    fn as_f32<'a, T: Float, P: Param<Acc = T>>(
-        x: &'a mut [P],
-        g: &'a [P],
-        s: &'a mut [T],
-    ) -> Option<(&'a mut [f32], &'a [f32], &'a mut [f32])> {
-        use std::any::TypeId;
-        if TypeId::of::<P>() != TypeId::of::<f32>() || TypeId::of::<T>() != TypeId::of::<f32>() {
-            return None;
-        }
-        // SAFETY: both types are `f32`, checked above; lengths and lifetimes are kept.
-        unsafe {
-            Some((
-                std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len()),
-                std::slice::from_raw_parts(g.as_ptr() as *const f32, g.len()),
-                std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut f32, s.len()),
-            ))
-        }
-    }
-
-    /// One vector loop over `LANES` lanes, then the exact scalar step for the tail.
-    /// `s = γ s + (1-γ) g²` stays exact (no fused multiply-add); the update
-    /// `x -= η g y (3/2 - a/2 y²)` with `a = s + ε`, `y ≈ 1/sqrt(a)` is formed as
-    /// `x - (g y)·(3η/2 - (η/2)(a y) y)` with two fused multiply-adds: eight multiplies per
-    /// lane group instead of ten, which is what bounds the loop in cache.
-    #[cfg(target_arch = "x86_64")]
-    macro_rules! rsqrt_loop {
-        ($name:ident, $feature:literal, $lanes:literal, $v:ty, $set1:ident, $load:ident, $store:ident,
-         $add:ident, $mul:ident, $fmadd:ident, $fnmadd:ident, $rsqrt:ident) => {
-            #[target_feature(enable = $feature)]
-            unsafe fn $name(k: &F32Scalars, x: &mut [f32], g: &[f32], s: &mut [f32]) {
-                use std::arch::x86_64::*;
-                let n = x.len().min(g.len()).min(s.len());
-                let F32Scalars { gamma, one_minus_gamma: omg, eps, lr } = *k;
-                let (vgamma, vomg, veps): ($v, $v, $v) = ($set1(gamma), $set1(omg), $set1(eps));
-                let (minus_half_lr, three_halves_lr): ($v, $v) = ($set1(-0.5 * lr), $set1(1.5 * lr));
-                let mut i = 0;
-                while i + $lanes <= n {
-                    // SAFETY: i + LANES <= n for all three slices.
-                    unsafe {
-                        let gi = $load(g.as_ptr().add(i));
-                        let si = $add($mul(vgamma, $load(s.as_ptr().add(i))), $mul(vomg, $mul(gi, gi)));
-                        $store(s.as_mut_ptr().add(i), si);
-                        let a = $add(si, veps);
-                        let y = $rsqrt(a);
-                        let c = $fmadd($mul($mul(a, y), y), minus_half_lr, three_halves_lr);
-                        let xi = $fnmadd($mul(gi, y), c, $load(x.as_ptr().add(i)));
-                        $store(x.as_mut_ptr().add(i), xi);
-                    }
-                    i += $lanes;
-                }
-                for j in i..n {
-                    s[j] = gamma * s[j] + omg * (g[j] * g[j]);
-                    x[j] -= lr / (s[j] + eps).sqrt() * g[j];
-                }
-            }
-        };
-    }
-    #[cfg(target_arch = "x86_64")]
-    rsqrt_loop!(
-        plain_avx512,
-        "avx512f",
-        16,
-        __m512,
-        _mm512_set1_ps,
-        _mm512_loadu_ps,
-        _mm512_storeu_ps,
-        _mm512_add_ps,
-        _mm512_mul_ps,
-        _mm512_fmadd_ps,
-        _mm512_fnmadd_ps,
-        _mm512_rsqrt14_ps
-    );
-    #[cfg(target_arch = "x86_64")]
-    rsqrt_loop!(
-        plain_avx2,
-        "avx2,fma",
-        8,
-        __m256,
-        _mm256_set1_ps,
-        _mm256_loadu_ps,
-        _mm256_storeu_ps,
-        _mm256_add_ps,
-        _mm256_mul_ps,
-        _mm256_fmadd_ps,
-        _mm256_fnmadd_ps,
-        _mm256_rsqrt_ps
-    );
-}
-
-/// Single-pass loops, one per variant, chosen once per group and step: every switch is a const
-/// generic, so the element loop has no option branches and vectorises. The rarer options
-/// ([`Extras`](super::Extras)) share one instance per variant, as loop-invariant selects.
-mod fused {
-    use super::{Arrays, LoopFn, Scalars};
-    use crate::common::{Prep, round, scaled};
-    use crate::float::{Float, Param};
-    use crate::simd::{select, with_form, with_prep, with_rounding};
-    use crate::{Rounding, StepForm};
-
-    pub const NONE: u8 = 0;
-    pub const LR_OUTSIDE: u8 = 1;
-    pub const LR_INSIDE: u8 = 2;
-
-    /// The loop of one variant, for the widest vector unit the CPU has.
-    pub fn pick<T: Float, P: Param<Acc = T>>(
-        centered: bool,
-        momentum: u8,
-        inside: bool,
-        prep_identity: bool,
-        extras: bool,
-        form: StepForm,
-        rounding: Rounding,
-    ) -> LoopFn<T, P> {
-        macro_rules! inside {
-            ($c:expr, $m:expr) => {
-                with_rounding!(rounding, R => with_prep!(prep_identity, extras, PREP, EXTRA => with_form!(form, F => {
-                    if inside {
-                        widest::<T, P, $c, $m, true, PREP, EXTRA, F, R>()
-                    } else {
-                        widest::<T, P, $c, $m, false, PREP, EXTRA, F, R>()
-                    }
-                })))
-            };
-        }
-        macro_rules! momentum {
-            ($c:expr) => {
-                match momentum {
-                    NONE => inside!($c, NONE),
-                    LR_OUTSIDE => inside!($c, LR_OUTSIDE),
-                    _ => inside!($c, LR_INSIDE),
-                }
-            };
-        }
-        if centered { momentum!(true) } else { momentum!(false) }
-    }
-
-    /// The RMSProp update (see the type's doc) for one variant, compiled for the widest
-    /// vector unit the CPU has (AVX-512, AVX2 with FMA, else the baseline). Only the vector
-    /// width changes: the fused multiply-adds of `R` ([`Rounding::Torch`]) are exact on
-    /// every path, and no other is formed, so every path gives the same bits.
-    fn widest<
-        T: Float,
-        P: Param<Acc = T>,
-        const CENTERED: bool,
-        const MOMENTUM: u8,
-        const INSIDE: bool,
-        const PREP: bool,
-        const EXTRA: bool,
-        const F: u8,
-        const R: u8,
-    >() -> LoopFn<T, P> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return run_avx512::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F, R>;
-            }
-            if crate::simd::has_avx2_fma() {
-                return run_avx2::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F, R>;
-            }
-        }
-        baseline::<T, P, CENTERED, MOMENTUM, INSIDE, PREP, EXTRA, F, R>
-    }
-
-    /// `body` as a function of its own, with the attributes given (an instruction-set
-    /// extension, or none for the baseline; unsafe so all share the pointer type).
-    macro_rules! widened {
-        ($(#[$attr:meta])* $name:ident) => {
-            $(#[$attr])*
-            unsafe fn $name<
-                T: Float,
-                PP: Param<Acc = T>,
-                const C: bool,
-                const M: u8,
-                const I: bool,
-                const P2: bool,
-                const X: bool,
-                const F: u8,
-                const R2: u8,
-            >(
-                k: &Scalars<T>,
-                prep: &Prep<T>,
-                a: Arrays<T, PP>,
-            ) {
-                // SAFETY: the caller's (see `LoopFn`).
-                let (x, g, [s, m, b]) = unsafe { a.slices() };
-                body::<T, PP, C, M, I, P2, X, F, R2>(k, prep, x, g, s, m, b)
-            }
-        };
-    }
-    widened!(
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx512f")]
-        run_avx512
-    );
-    widened!(
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        run_avx2
-    );
-    widened!(baseline);
+impl<P: Param, A: Arith, const CENTERED: bool, const MOMENTUM: u8, const PREP: bool, const EXTRA: bool> Loop<P>
+    for Fused<A, CENTERED, MOMENTUM, PREP, EXTRA>
+{
+    type Scalars = Scalars<P::Acc>;
 
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn body<
-        T: Float,
-        P: Param<Acc = T>,
-        const CENTERED: bool,
-        const MOMENTUM: u8,
-        const INSIDE: bool,
-        const PREP: bool,
-        const EXTRA: bool,
-        const F: u8,
-        const R: u8,
-    >(
-        k: &Scalars<T>,
-        prep: &Prep<T>,
-        x: &mut [P],
-        g: &[P],
-        s: &mut [T],
-        m: &mut [T],
-        b: &mut [T],
-    ) {
+    fn run(k: &Scalars<P::Acc>, prep: &Prep<P::Acc>, x: &mut [P], g: &[P], [s, m, b]: [&mut [P::Acc]; MAX_SLOTS]) {
         let n = x.len();
         let (g, s) = (&g[..n], &mut s[..n]);
         let m = if CENTERED { &mut m[..n] } else { &mut m[..0] };
         let b = if MOMENTUM != NONE { &mut b[..n] } else { &mut b[..0] };
-        let Scalars { gamma, one_minus_gamma, eps, lr, mu, lerp, extras: e } = *k;
-        let prep = *prep; // a local: nothing the loop stores to can alias it
-        // MXNet's centred kernel: `(1 - γ1) * g * g`, left to right; `lr * g / sqrt(…)`
-        let alex = R == round::MXNET && CENTERED;
+        // locals: nothing the loop stores to can alias them
+        let (Scalars { avg, eps, lr, mu, order, extras: e }, prep) = (*k, *prep);
         for i in 0..n {
-            let (x0, g0) = (x[i].load(), g[i].load());
-            let gi = if PREP { prep.grad(g0, x0) } else { g0 };
-            s[i] = if R == round::TORCH {
-                (one_minus_gamma * gi).mul_add(gi, gamma * s[i])
-            } else if alex {
-                gamma * s[i] + one_minus_gamma * gi * gi
-            } else {
-                gamma * s[i] + one_minus_gamma * (gi * gi)
-            };
-            // ŝ = s / (1 - γ^t): the divisor is 1 without bias correction
-            let mut v = if EXTRA { e.bias_correction.apply(s[i]) } else { s[i] };
+            let x0 = x[i].load();
+            let gi = if PREP { prep.grad::<A>(g[i].load(), x0) } else { g[i].load() };
+            s[i] = A::ema_sq(avg, s[i], gi);
+            // ŝ = s / (1 - γ^t)
+            let mut v = if EXTRA { A::div_by(s[i], e.bias_correction) } else { s[i] };
             if CENTERED {
-                m[i] = if R == round::TORCH { lerp.apply(m[i], gi) } else { gamma * m[i] + one_minus_gamma * gi };
-                let mh = if EXTRA { e.bias_correction.apply(m[i]) } else { m[i] };
-                v = if R == round::TORCH { (-mh).mul_add(mh, v) } else { v - mh * mh };
+                m[i] = A::ema(avg, m[i], gi);
+                let mh = if EXTRA { A::div_by(m[i], e.bias_correction) } else { m[i] };
+                v = A::sub_sq(v, mh);
                 if EXTRA {
-                    v = select(e.clamp_variance, v.max(T::ZERO), v);
+                    v = select(e.clamp_variance, v.max(<P::Acc as Float>::ZERO), v);
                 }
             }
-            let den = if INSIDE { (v + eps).sqrt() } else { v.sqrt() + eps };
-            let xd = if EXTRA { e.weights.decay(x0) } else { x0 };
-            let step = || if alex { lr * gi / den } else { scaled::<T, F>(lr, gi, den) };
+            let den = eps.root(v);
+            let xd = if EXTRA { e.weights.decay::<A>(x0) } else { x0 };
             let xi = match MOMENTUM {
-                NONE => xd - step(),
+                NONE => xd - order.apply(gi, den),
                 LR_OUTSIDE => {
                     let u = gi / den;
                     b[i] = mu * b[i] + u;
                     let d = if EXTRA { select(e.nesterov, u + mu * b[i], b[i]) } else { b[i] };
-                    if R == round::TORCH { d.mul_add(-lr, xd) } else { xd - lr * d }
+                    A::sub_scaled(xd, lr, d)
                 }
                 _ => {
-                    let step = step();
+                    let step = order.apply(gi, den);
                     b[i] = mu * b[i] + step;
                     xd - if EXTRA { select(e.nesterov, step + mu * b[i], b[i]) } else { b[i] }
                 }
             };
             x[i] = P::store(if EXTRA { e.weights.clip(xi) } else { xi });
         }
+    }
+}
+
+/// The plain D2L step with the reciprocal-square-root estimate ([`RmsProp::fast_rsqrt`];
+/// planned only where [`rsqrt::available`]).
+struct FastRsqrt;
+
+impl<P: Param> Loop<P> for FastRsqrt {
+    type Scalars = Scalars<P::Acc>;
+
+    #[inline(always)]
+    fn run(k: &Scalars<P::Acc>, _: &Prep<P::Acc>, x: &mut [P], g: &[P], [s, _, _]: [&mut [P::Acc]; MAX_SLOTS]) {
+        let f = |v: P::Acc| v.to_f64() as f32; // exact: planned for f32 only
+        let avg = k.avg;
+        let k32 = rsqrt::F32Scalars {
+            gamma: f(avg.beta),
+            one_minus_gamma: f(avg.one_minus),
+            eps: f(k.eps.inside()),
+            lr: f(k.lr),
+        };
+        let stepped = rsqrt::step(&k32, x, g, s);
+        debug_assert!(stepped, "planned only where available");
     }
 }
 
@@ -869,7 +587,11 @@ mod tests {
                                         for t in 1..=3 {
                                             let ctx = Ctx { t, lr: 0.01, prep: r.common.prep::<T>(None) };
                                             let [s, m, b] = &mut sa;
-                                            r.kernel(&ctx).run(&mut xa, &g, &mut [&mut s[..], &mut m[..], &mut b[..]]);
+                                            r.kernel::<T>(&ctx).run(
+                                                &mut xa,
+                                                &g,
+                                                &mut [&mut s[..], &mut m[..], &mut b[..]],
+                                            );
                                             let [s, m, b] = &mut sb;
                                             r.update_general(&ctx, &mut xb, &g, s, m, b);
                                         }
@@ -907,7 +629,7 @@ mod tests {
             let mut x = vec![1.0f32; n];
             let mut st = [vec![0.0f32; n], vec![], vec![]];
             let [s, m, b] = &mut st;
-            r.kernel(&ctx).run(&mut x, &g, &mut [&mut s[..], &mut m[..], &mut b[..]]);
+            r.kernel::<f32>(&ctx).run(&mut x, &g, &mut [&mut s[..], &mut m[..], &mut b[..]]);
             x
         };
         let (exact, fast) = (run(false), run(true));

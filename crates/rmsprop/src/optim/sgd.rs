@@ -4,11 +4,14 @@
 
 use super::guard::{Bounds, Inputs, Reach};
 use super::{Ctx, Slot};
-use crate::common::{Common, Prep, Rounding, WeightOps, check_nonneg, common_setters, round};
+#[cfg(test)]
+use crate::common::Rounding;
+use crate::common::{Common, check_nonneg, common_setters};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
-use crate::simd::{self, select, with_prep, with_rounding};
+use crate::kernel::{Arith, Loop, MAX_SLOTS, Planned, Prep, WeightOps, select, with_arith, with_prep};
 use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
 
 /// How the SGD momentum buffer is formed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,26 +138,31 @@ impl Sgd {
         b.reach([buffer, 0.0, 0.0], step)
     }
 
-    /// The step of one group: its scalars, formed once per step, and what selects its loop.
-    pub(crate) fn kernel<T: Float>(&self, ctx: &Ctx<T>) -> Kernel<T> {
+    /// The step of one group: its scalars, formed once per step, and its loop.
+    pub(crate) fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
         let c = &self.common;
-        let lr = T::from_f64(c.hp(ctx.lr));
+        let from = <P::Acc as Float>::from_f64;
         let k = Scalars {
-            lr,
-            mu: T::from_f64(c.hp(self.momentum)),
-            one_minus_damp: T::from_f64(1.0 - self.dampening),
+            lr: from(c.hp(ctx.lr)),
+            mu: from(c.hp(self.momentum)),
+            one_minus_damp: from(1.0 - self.dampening),
             first: ctx.t == 1,
             nesterov: self.nesterov,
             w: c.weight_ops(c.hp(ctx.lr)),
         };
-        let momentum = if self.momentum == 0.0 { NONE } else { self.momentum_style as u8 + 1 };
-        Kernel { k, prep: ctx.prep, momentum, rounding: c.rounding }
+        let momentum = (self.momentum != 0.0).then_some(self.momentum_style);
+        let extras = k.w.any() || (k.nesterov && momentum == Some(SgdMomentum::Torch));
+        with_arith!(c.rounding, A => with_prep!(ctx.prep.is_identity(), extras, PREP, EXTRA => match momentum {
+            None => Planned::new::<Fused<A, NONE, PREP, EXTRA>>(k, ctx.prep),
+            Some(SgdMomentum::Torch) => Planned::new::<Fused<A, TORCH, PREP, EXTRA>>(k, ctx.prep),
+            Some(SgdMomentum::LrInsideBuffer) => Planned::new::<Fused<A, LR_INSIDE, PREP, EXTRA>>(k, ctx.prep),
+        }))
     }
 
     /// The loop with every option checked per element: the reference of the fused loop.
     #[cfg(test)]
     fn update_general<T: Float, P: Param<Acc = T>>(&self, ctx: &Ctx<T>, x: &mut [P], g: &[P], b: &mut [T]) {
-        use crate::common::clip;
+        use crate::kernel::clip;
         let c = &self.common;
         let lr = T::from_f64(c.hp(ctx.lr));
         let mu = T::from_f64(c.hp(self.momentum));
@@ -164,7 +172,7 @@ impl Sgd {
         let clip_w = c.clip_weights_t::<T>();
         for i in 0..x.len() {
             let x0 = x[i].load();
-            let gi = ctx.prep.grad(g[i].load(), x0);
+            let gi = ctx.prep.grad_as(c.rounding, g[i].load(), x0);
             let xi = c.decoupled_decay(c.hp(ctx.lr), x0);
             // PyTorch: `x.add_(d, alpha=-lr)`, `b.mul_(mu).add_(g, alpha=1-dampening)`,
             // `g.add(b, alpha=mu)`, each one fused multiply-add
@@ -198,7 +206,7 @@ const LR_INSIDE: u8 = SgdMomentum::LrInsideBuffer as u8 + 1;
 
 /// The step's scalars in `T`.
 #[derive(Clone, Copy)]
-struct Scalars<T> {
+pub(crate) struct Scalars<T> {
     lr: T,
     mu: T,
     one_minus_damp: T,
@@ -208,71 +216,42 @@ struct Scalars<T> {
     w: WeightOps<T>,
 }
 
-/// One step of one group, planned ([`Sgd::kernel`]).
-#[derive(Clone, Copy)]
-pub(crate) struct Kernel<T> {
-    k: Scalars<T>,
-    prep: Prep<T>,
-    momentum: u8,
-    rounding: Rounding,
-}
+/// The update of one variant (see the type's doc): the arithmetic `A`, the momentum style,
+/// the preprocessing and the rarer options (Nesterov, decoupled decay, weight clipping;
+/// loop-invariant selects) are type parameters.
+struct Fused<A, const MOMENTUM: u8, const PREP: bool, const EXTRA: bool>(PhantomData<A>);
 
-impl<T: Float> Kernel<T> {
-    /// The step on one chunk: `bufs` are the state slots (`b`) of its elements.
-    pub(crate) fn run<P: Param<Acc = T>>(&self, x: &mut [P], g: &[P], bufs: &mut [&mut [T]]) {
-        let [b] = bufs else { unreachable!("sgd has one state slot") };
-        let (k, prep) = (&self.k, &self.prep);
-        let momentum = self.momentum;
-        let extras = k.w.any() || (k.nesterov && momentum == TORCH);
-        with_rounding!(torch_only: self.rounding, R => with_prep!(prep.is_identity(), extras, PREP, EXTRA => match momentum {
-            NONE => simd::widest(#[inline(always)] || body::<T, P, NONE, PREP, EXTRA, R>(k, prep, x, g, b)),
-            TORCH => simd::widest(#[inline(always)] || body::<T, P, TORCH, PREP, EXTRA, R>(k, prep, x, g, b)),
-            _ => simd::widest(#[inline(always)] || body::<T, P, LR_INSIDE, PREP, EXTRA, R>(k, prep, x, g, b)),
-        }))
-    }
-}
+impl<P: Param, A: Arith, const MOMENTUM: u8, const PREP: bool, const EXTRA: bool> Loop<P>
+    for Fused<A, MOMENTUM, PREP, EXTRA>
+{
+    type Scalars = Scalars<P::Acc>;
 
-/// One pass over a chunk for one variant (see the type's doc): the momentum style,
-/// preprocessing, the extras (Nesterov, decoupled decay, weight clipping) and the rounding
-/// (`R`: [`Rounding::Torch`]) are const generics, the extras applied as loop-invariant
-/// selects.
-#[inline(always)]
-fn body<T: Float, P: Param<Acc = T>, const MOMENTUM: u8, const PREP: bool, const EXTRA: bool, const R: u8>(
-    k: &Scalars<T>,
-    prep: &Prep<T>,
-    x: &mut [P],
-    g: &[P],
-    b: &mut [T],
-) {
-    let n = x.len();
-    let g = &g[..n];
-    let b = if MOMENTUM != NONE { &mut b[..n] } else { &mut b[..0] };
-    // copied out, so the loop reads locals: nothing it stores to can alias them
-    let (k, prep) = (*k, *prep);
-    let Scalars { lr, mu, one_minus_damp, .. } = k;
-    for i in 0..n {
-        let x0 = x[i].load();
-        let gi = if PREP { prep.grad(g[i].load(), x0) } else { g[i].load() };
-        let xd = if EXTRA { k.w.decay(x0) } else { x0 };
-        let step = |d: T| if R == round::TORCH { d.mul_add(-lr, xd) } else { xd - lr * d };
-        let xi = match MOMENTUM {
-            NONE => step(gi),
-            TORCH => {
-                let later = if R == round::TORCH {
-                    gi.mul_add(one_minus_damp, mu * b[i])
-                } else {
-                    mu * b[i] + one_minus_damp * gi
-                };
-                b[i] = select(k.first, gi, later);
-                let nesterov = if R == round::TORCH { b[i].mul_add(mu, gi) } else { gi + mu * b[i] };
-                step(if EXTRA { select(k.nesterov, nesterov, b[i]) } else { b[i] })
-            }
-            _ => {
-                b[i] = mu * b[i] + lr * gi;
-                xd - b[i]
-            }
-        };
-        x[i] = P::store(if EXTRA { k.w.clip(xi) } else { xi });
+    #[inline(always)]
+    fn run(k: &Scalars<P::Acc>, prep: &Prep<P::Acc>, x: &mut [P], g: &[P], [b, _, _]: [&mut [P::Acc]; MAX_SLOTS]) {
+        let n = x.len();
+        let g = &g[..n];
+        let b = if MOMENTUM != NONE { &mut b[..n] } else { &mut b[..0] };
+        // locals: nothing the loop stores to can alias them
+        let (k, prep) = (*k, *prep);
+        let Scalars { lr, mu, one_minus_damp, .. } = k;
+        for i in 0..n {
+            let x0 = x[i].load();
+            let gi = if PREP { prep.grad::<A>(g[i].load(), x0) } else { g[i].load() };
+            let xd = if EXTRA { k.w.decay::<A>(x0) } else { x0 };
+            let xi = match MOMENTUM {
+                NONE => A::sub_scaled(xd, lr, gi),
+                TORCH => {
+                    b[i] = select(k.first, gi, A::scale_add(mu, b[i], one_minus_damp, gi));
+                    let d = if EXTRA { select(k.nesterov, A::add_scaled(gi, mu, b[i]), b[i]) } else { b[i] };
+                    A::sub_scaled(xd, lr, d)
+                }
+                _ => {
+                    b[i] = mu * b[i] + lr * gi;
+                    xd - b[i]
+                }
+            };
+            x[i] = P::store(if EXTRA { k.w.clip(xi) } else { xi });
+        }
     }
 }
 
@@ -297,7 +276,7 @@ mod tests {
                 let (mut xa, mut xb, mut ba, mut bb) = (x0.clone(), x0.clone(), vec![0.0f32; n], vec![0.0f32; n]);
                 for t in 1..=3 {
                     let ctx = Ctx { t, lr: 0.1, prep: o.common.prep::<f32>(None) };
-                    o.kernel(&ctx).run(&mut xa, &g, &mut [&mut ba[..]]);
+                    o.kernel::<f32>(&ctx).run(&mut xa, &g, &mut [&mut ba[..]]);
                     o.update_general(&ctx, &mut xb, &g, &mut bb);
                 }
                 assert_eq!((bits(&xa), bits(&ba)), (bits(&xb), bits(&bb)), "{o:?}");
