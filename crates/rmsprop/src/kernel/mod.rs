@@ -3,7 +3,8 @@
 //! step is here.
 //!
 //! An optimizer writes its update once, as a [`Loop`]: plain Rust over slices, generic
-//! over an [`Arith`] (how its framework rounds) and over const switches only where they
+//! over an [`Arith`] (how its framework rounds), a [`Form`] (the order of `η g / d`), and
+//! over const switches only where they
 //! change the arrays a step reads and writes (centring, momentum, AMSGrad) or what it
 //! computes per element (gradient preprocessing, the rarer options); everything else is a
 //! loop-invariant select. [`Planned::new`] picks, once per group and step, the loop of
@@ -18,7 +19,10 @@ mod arith;
 mod prep;
 pub(crate) mod rsqrt;
 
-pub(crate) use arith::{Arith, AsWritten, Divisor, Ema, EpsAt, Mxnet, StepOrder, Torch, Xla};
+pub(crate) use arith::{
+    Arith, AsWritten, Divisor, Ema, EpsAt, Form, GradientFirst, Mxnet, ProductFirst, RateFirst, ReciprocalFirst, Torch,
+    Xla,
+};
 #[cfg(test)]
 pub(crate) use prep::clip;
 pub(crate) use prep::{Prep, WeightOps};
@@ -240,31 +244,67 @@ macro_rules! with_bool {
 }
 pub(crate) use with_bool;
 
-/// Evaluates `$e` with the type `$a` set to the [`Arith`] of the [`Rounding`](crate::Rounding)
-/// `$rounding`.
+/// Evaluates `$e` with the type `$a` set to the [`Arith`] of the
+/// [`Rounding`](crate::Rounding) `$rounding`.
+///
+/// A loop whose operations round the same under XLA (or MXNet) as written says so with
+/// `xla: false` (`mxnet: false`), a const expression: that rounding then runs the
+/// as-written loop and gets no instance of its own. XLA differs only where a loop divides
+/// by a broadcast scalar ([`Arith::div_by`], [`Arith::norm_clip`]), MXNet only in an
+/// average of squares ([`Arith::ema_sq`]); the fused-against-general tests hold every
+/// optimizer to it.
 macro_rules! with_arith {
     ($rounding:expr, $a:ident => $e:expr) => {
+        $crate::kernel::with_arith!($rounding, xla: true, mxnet: true, $a => $e)
+    };
+    ($rounding:expr, xla: $xla:expr, mxnet: $mxnet:expr, $a:ident => $e:expr) => {
         match $rounding {
-            $crate::Rounding::AsWritten => {
-                type $a = $crate::kernel::AsWritten;
-                $e
-            }
             $crate::Rounding::Torch => {
                 type $a = $crate::kernel::Torch;
                 $e
             }
-            $crate::Rounding::Xla => {
+            $crate::Rounding::Xla if $xla => {
                 type $a = $crate::kernel::Xla;
                 $e
             }
-            $crate::Rounding::Mxnet => {
+            $crate::Rounding::Mxnet if $mxnet => {
                 type $a = $crate::kernel::Mxnet;
+                $e
+            }
+            _ => {
+                type $a = $crate::kernel::AsWritten;
                 $e
             }
         }
     };
 }
 pub(crate) use with_arith;
+
+/// Evaluates `$e` with the type `$o` set to the [`Form`] of the [`StepForm`](crate::StepForm)
+/// `$form`.
+macro_rules! with_form {
+    ($form:expr, $o:ident => $e:expr) => {
+        match $form {
+            $crate::StepForm::ScaledGradient => {
+                type $o = $crate::kernel::GradientFirst;
+                $e
+            }
+            $crate::StepForm::ScaledRate => {
+                type $o = $crate::kernel::RateFirst;
+                $e
+            }
+            $crate::StepForm::ScaledProduct => {
+                type $o = $crate::kernel::ProductFirst;
+                $e
+            }
+            $crate::StepForm::ScaledReciprocal => {
+                type $o = $crate::kernel::ReciprocalFirst;
+                $e
+            }
+        }
+    };
+}
+pub(crate) use with_form;
 
 /// Evaluates `$e` with the consts `$p` (preprocess the gradient) and `$x` (apply the
 /// rarer options as selects) set: `($p, $x)` is `(false, false)` for an identity

@@ -116,9 +116,10 @@ impl Adadelta {
             lr: from(c.hp(ctx.lr)),
             w: c.weight_ops(c.hp(ctx.lr)),
         };
-        with_arith!(c.rounding, A => with_prep!(ctx.prep.is_identity(), k.w.any(), PREP, EXTRA => {
-            Planned::new::<Fused<A, PREP, EXTRA>>(k, ctx.prep)
-        }))
+        // XLA's rounding differs from the written one here only in norm clipping
+        with_prep!(ctx.prep.is_identity(), k.w.any(), PREP, EXTRA => {
+            with_arith!(c.rounding, xla: PREP, mxnet: true, A => Planned::new::<Fused<A, PREP, EXTRA>>(k, ctx.prep))
+        })
     }
 
     /// The loop with every option checked per element: the reference of the fused loop.

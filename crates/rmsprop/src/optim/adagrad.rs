@@ -10,7 +10,7 @@ use crate::common::{Common, StepForm, check_denominator, check_nonneg, common_se
 use crate::error::Result;
 use crate::float::{Float, Param};
 use crate::kernel::{
-    Arith, EpsAt, Loop, MAX_SLOTS, Planned, Prep, StepOrder, WeightOps, select, with_arith, with_prep,
+    Arith, EpsAt, Form, Loop, MAX_SLOTS, Planned, Prep, WeightOps, select, with_arith, with_form, with_prep,
 };
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
@@ -123,14 +123,11 @@ impl Adagrad {
         let from = <P::Acc as Float>::from_f64;
         let lr = c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay);
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
-        let k = Scalars {
-            lr: from(lr),
-            eps: EpsAt::new(from(c.hp(self.eps)), inside),
-            order: StepOrder::new(self.step_form, from(lr)),
-            w: c.weight_ops(lr),
-        };
-        with_arith!(c.rounding, A => with_prep!(ctx.prep.is_identity(), k.w.any(), PREP, EXTRA => {
-            Planned::new::<Fused<A, PREP, EXTRA>>(k, ctx.prep)
+        let k = Scalars { lr: from(lr), eps: EpsAt::new(from(c.hp(self.eps)), inside), w: c.weight_ops(lr) };
+        // XLA's rounding differs from the written one here only in norm clipping; MXNet's
+        // only in averages of squares, which Adagrad has none of
+        with_prep!(ctx.prep.is_identity(), k.w.any(), PREP, EXTRA => with_form!(self.step_form, O => {
+            with_arith!(c.rounding, xla: PREP, mxnet: false, A => Planned::new::<Fused<A, O, PREP, EXTRA>>(k, ctx.prep))
         }))
     }
 
@@ -165,17 +162,15 @@ impl Adagrad {
 pub(crate) struct Scalars<T> {
     lr: T,
     eps: EpsAt<T>,
-    /// `η g / d` in the step form's order.
-    order: StepOrder<T>,
     w: WeightOps<T>,
 }
 
-/// The update (see the type's doc): the arithmetic `A`, the preprocessing and the rarer
-/// options (decoupled decay, weight clipping; loop-invariant selects) are type parameters;
-/// ε's place and the step form are selects.
-struct Fused<A, const PREP: bool, const EXTRA: bool>(PhantomData<A>);
+/// The update (see the type's doc): the arithmetic `A`, the step form `O`, the
+/// preprocessing and the rarer options (decoupled decay, weight clipping; loop-invariant
+/// selects) are type parameters; ε's place is a choice of scalars.
+struct Fused<A, O, const PREP: bool, const EXTRA: bool>(PhantomData<(A, O)>);
 
-impl<P: Param, A: Arith, const PREP: bool, const EXTRA: bool> Loop<P> for Fused<A, PREP, EXTRA> {
+impl<P: Param, A: Arith, O: Form, const PREP: bool, const EXTRA: bool> Loop<P> for Fused<A, O, PREP, EXTRA> {
     type Scalars = Scalars<P::Acc>;
 
     #[inline(always)]
@@ -183,13 +178,13 @@ impl<P: Param, A: Arith, const PREP: bool, const EXTRA: bool> Loop<P> for Fused<
         let n = x.len();
         let (g, s) = (&g[..n], &mut s[..n]);
         // locals: nothing the loop stores to can alias them
-        let (Scalars { lr, eps, order, w }, prep) = (*k, *prep);
+        let (Scalars { lr, eps, w }, prep) = (*k, *prep);
         for i in 0..n {
             let x0 = x[i].load();
             let gi = if PREP { prep.grad::<A>(g[i].load(), x0) } else { g[i].load() };
             s[i] = A::add_sq(s[i], gi);
             let den = eps.root(s[i]);
-            let plain = x0 - order.apply(gi, den);
+            let plain = x0 - O::scaled(lr, gi, den);
             // MXNet's decoupled decay: x + (g/d + x*wd) * (-lr)
             let xi = if EXTRA { select(w.decoupled, x0 - lr * (gi / den + x0 * w.wd), plain) } else { plain };
             x[i] = P::store(if EXTRA { w.clip(xi) } else { xi });

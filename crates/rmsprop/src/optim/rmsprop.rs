@@ -9,8 +9,8 @@ use crate::common::{Common, Rounding, StepForm, check_denominator, check_nonneg,
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use crate::kernel::{
-    Arith, Divisor, Ema, EpsAt, Loop, MAX_SLOTS, Planned, Prep, StepOrder, WeightOps, rsqrt, select, with_arith,
-    with_bool, with_prep,
+    Arith, Divisor, Ema, EpsAt, Form, Loop, MAX_SLOTS, Planned, Prep, RateFirst, WeightOps, rsqrt, select, with_arith,
+    with_bool, with_form, with_prep,
 };
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
@@ -274,7 +274,7 @@ impl RmsProp {
         let alex = c.rounding == Rounding::Mxnet && self.centered;
         let rounding = if c.rounding == Rounding::Mxnet && !alex { Rounding::AsWritten } else { c.rounding };
         let form = if alex { StepForm::ScaledProduct } else { self.step_form };
-        let k = Scalars::new(self, ctx, form);
+        let k = Scalars::new(self, ctx);
         let momentum = self.uses_momentum().then_some(self.momentum_style);
         let (identity, extras) = (ctx.prep.is_identity(), k.extras.any());
         let inside = self.eps_placement == EpsPlacement::InsideSqrt;
@@ -282,13 +282,20 @@ impl RmsProp {
         if self.fast_rsqrt && inside && plain && rounding != Rounding::Torch && rsqrt::available::<P>() {
             return Planned::new::<FastRsqrt>(k, ctx.prep);
         }
-        with_arith!(rounding, A => with_prep!(identity, extras, PREP, EXTRA => with_bool!(self.centered, C => {
-            match momentum {
-                None => Planned::new::<Fused<A, C, NONE, PREP, EXTRA>>(k, ctx.prep),
-                Some(MomentumStyle::LrOutsideBuffer) => Planned::new::<Fused<A, C, LR_OUTSIDE, PREP, EXTRA>>(k, ctx.prep),
-                Some(MomentumStyle::LrInsideBuffer) => Planned::new::<Fused<A, C, LR_INSIDE, PREP, EXTRA>>(k, ctx.prep),
-            }
-        })))
+        // XLA's rounding differs from the written one only where this loop divides by a
+        // broadcast scalar (norm clipping, bias correction), MXNet's only centred; with the
+        // learning rate outside the buffer there is no `η g / d` to order
+        with_prep!(identity, extras, PREP, EXTRA => with_bool!(self.centered, C => {
+            with_arith!(rounding, xla: PREP || EXTRA, mxnet: C, A => match momentum {
+                None => with_form!(form, O => Planned::new::<Fused<A, O, C, NONE, PREP, EXTRA>>(k, ctx.prep)),
+                Some(MomentumStyle::LrOutsideBuffer) => {
+                    Planned::new::<Fused<A, RateFirst, C, LR_OUTSIDE, PREP, EXTRA>>(k, ctx.prep)
+                }
+                Some(MomentumStyle::LrInsideBuffer) => {
+                    with_form!(form, O => Planned::new::<Fused<A, O, C, LR_INSIDE, PREP, EXTRA>>(k, ctx.prep))
+                }
+            })
+        }))
     }
 
     /// True when [`kernel`](Self::kernel) does not read the step number (only bias
@@ -380,13 +387,11 @@ pub(crate) struct Scalars<T> {
     eps: EpsAt<T>,
     lr: T,
     mu: T,
-    /// `η g / d` in the step form's order.
-    order: StepOrder<T>,
     extras: Extras<T>,
 }
 
 impl<T: Float> Scalars<T> {
-    fn new(r: &RmsProp, ctx: &Ctx<T>, form: StepForm) -> Self {
+    fn new(r: &RmsProp, ctx: &Ctx<T>) -> Self {
         let c = &r.common;
         let decay = c.hp(r.decay);
         let lr = T::from_f64(c.hp(ctx.lr));
@@ -395,7 +400,6 @@ impl<T: Float> Scalars<T> {
             eps: EpsAt::new(T::from_f64(c.hp(r.eps)), r.eps_placement == EpsPlacement::InsideSqrt),
             lr,
             mu: T::from_f64(c.hp(r.momentum)),
-            order: StepOrder::new(form, lr),
             extras: Extras {
                 bias_correction: Divisor::new(if r.bias_correction {
                     1.0 - c.rounding.power(decay, ctx.t)
@@ -435,14 +439,14 @@ const NONE: u8 = 0;
 const LR_OUTSIDE: u8 = 1;
 const LR_INSIDE: u8 = 2;
 
-/// The update of one variant (see the type's doc): the arithmetic `A`, centring and the
-/// momentum style (they decide which arrays a step touches), the preprocessing and the
-/// rarer options (`EXTRA`, loop-invariant selects) are type parameters; ε's place and the
-/// step form are selects.
-struct Fused<A, const CENTERED: bool, const MOMENTUM: u8, const PREP: bool, const EXTRA: bool>(PhantomData<A>);
+/// The update of one variant (see the type's doc): the arithmetic `A`, the step form `O`,
+/// centring and the momentum style (they decide which arrays a step touches), the
+/// preprocessing and the rarer options (`EXTRA`, loop-invariant selects) are type
+/// parameters; ε's place is a choice of scalars.
+struct Fused<A, O, const CENTERED: bool, const MOMENTUM: u8, const PREP: bool, const EXTRA: bool>(PhantomData<(A, O)>);
 
-impl<P: Param, A: Arith, const CENTERED: bool, const MOMENTUM: u8, const PREP: bool, const EXTRA: bool> Loop<P>
-    for Fused<A, CENTERED, MOMENTUM, PREP, EXTRA>
+impl<P: Param, A: Arith, O: Form, const CENTERED: bool, const MOMENTUM: u8, const PREP: bool, const EXTRA: bool> Loop<P>
+    for Fused<A, O, CENTERED, MOMENTUM, PREP, EXTRA>
 {
     type Scalars = Scalars<P::Acc>;
 
@@ -453,7 +457,7 @@ impl<P: Param, A: Arith, const CENTERED: bool, const MOMENTUM: u8, const PREP: b
         let m = if CENTERED { &mut m[..n] } else { &mut m[..0] };
         let b = if MOMENTUM != NONE { &mut b[..n] } else { &mut b[..0] };
         // locals: nothing the loop stores to can alias them
-        let (Scalars { avg, eps, lr, mu, order, extras: e }, prep) = (*k, *prep);
+        let (Scalars { avg, eps, lr, mu, extras: e }, prep) = (*k, *prep);
         for i in 0..n {
             let x0 = x[i].load();
             let gi = if PREP { prep.grad::<A>(g[i].load(), x0) } else { g[i].load() };
@@ -471,7 +475,7 @@ impl<P: Param, A: Arith, const CENTERED: bool, const MOMENTUM: u8, const PREP: b
             let den = eps.root(v);
             let xd = if EXTRA { e.weights.decay::<A>(x0) } else { x0 };
             let xi = match MOMENTUM {
-                NONE => xd - order.apply(gi, den),
+                NONE => xd - O::scaled(lr, gi, den),
                 LR_OUTSIDE => {
                     let u = gi / den;
                     b[i] = mu * b[i] + u;
@@ -479,7 +483,7 @@ impl<P: Param, A: Arith, const CENTERED: bool, const MOMENTUM: u8, const PREP: b
                     A::sub_scaled(xd, lr, d)
                 }
                 _ => {
-                    let step = order.apply(gi, den);
+                    let step = O::scaled(lr, gi, den);
                     b[i] = mu * b[i] + step;
                     xd - if EXTRA { select(e.nesterov, step + mu * b[i], b[i]) } else { b[i] }
                 }

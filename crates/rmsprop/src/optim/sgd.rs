@@ -152,7 +152,9 @@ impl Sgd {
         };
         let momentum = (self.momentum != 0.0).then_some(self.momentum_style);
         let extras = k.w.any() || (k.nesterov && momentum == Some(SgdMomentum::Torch));
-        with_arith!(c.rounding, A => with_prep!(ctx.prep.is_identity(), extras, PREP, EXTRA => match momentum {
+        // XLA's rounding differs from the written one here only in norm clipping; MXNet's only
+        // in averages of squares, which SGD has none of
+        with_prep!(ctx.prep.is_identity(), extras, PREP, EXTRA => with_arith!(c.rounding, xla: PREP, mxnet: false, A => match momentum {
             None => Planned::new::<Fused<A, NONE, PREP, EXTRA>>(k, ctx.prep),
             Some(SgdMomentum::Torch) => Planned::new::<Fused<A, TORCH, PREP, EXTRA>>(k, ctx.prep),
             Some(SgdMomentum::LrInsideBuffer) => Planned::new::<Fused<A, LR_INSIDE, PREP, EXTRA>>(k, ctx.prep),
