@@ -81,7 +81,13 @@ pub fn rates(
             let eps = hp(c.eps);
             s.iter().zip(&delta).map(|(&s, &d)| lr * (d + eps).sqrt() / (s + eps).sqrt()).collect()
         }
+        OptimizerConfig::Yogi(c) => {
+            let debias2 = 1.0 - hp(c.beta2).powi(t);
+            let (eps, eps_root) = (hp(c.eps), hp(c.eps_root));
+            after("exp_avg_sq")?.iter().map(|&v| lr / ((v / debias2 + eps_root).sqrt() + eps)).collect()
+        }
         OptimizerConfig::Sgd(_) => vec![lr; n],
+        _ => return None,
     })
 }
 

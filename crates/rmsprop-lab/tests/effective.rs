@@ -54,6 +54,8 @@ fn the_rate_times_the_direction_is_the_step_the_core_took() {
         ("d2l.adadelta", vec![]),
         ("pytorch.adadelta", vec![]),
         ("pytorch.sgd", vec![]),
+        ("d2l.yogi", vec![]),
+        ("optax.yogi", vec![("initial_accumulator", Value::Num(0.1))]),
     ];
     for (name, mut hyper) in cases {
         hyper.push(("lr", Value::Num(0.1)));
@@ -65,6 +67,7 @@ fn the_rate_times_the_direction_is_the_step_the_core_took() {
         let t = chapter_run(c.clone(), 8);
         let (beta1, adam) = match &c {
             OptimizerConfig::Adam(a) => (a.beta1, true),
+            OptimizerConfig::Yogi(y) => (y.beta1, true),
             _ => (0.0, false),
         };
         for (k, step) in t.steps.iter().enumerate() {

@@ -101,47 +101,64 @@ const COMMON: &[&str] = &[
     "rounding",
 ];
 
-/// The names each optimizer accepts besides [`COMMON`].
-fn own_names(optimizer: &str) -> &'static [&'static str] {
-    match optimizer {
-        "rmsprop" => &[
-            "decay",
-            "alpha",
-            "rho",
-            "gamma",
-            "gamma1",
-            "eps",
-            "epsilon",
-            "eps_placement",
-            "eps_in_sqrt",
-            "initial_accumulator",
-            "initial_scale",
-            "initial_accumulator_value",
-            "centered",
-            "clamp_variance",
-            "momentum",
-            "gamma2",
-            "momentum_style",
-            "nesterov",
-            "bias_correction",
-            "step_form",
-        ],
-        "adagrad" => &[
-            "eps",
-            "epsilon",
-            "eps_placement",
-            "initial_accumulator",
-            "initial_accumulator_value",
-            "lr_decay",
-            "step_form",
-        ],
-        "sgd" => &["momentum", "dampening", "nesterov", "momentum_style"],
-        "adam" | "adamw" => {
-            &["beta1", "b1", "beta2", "b2", "eps", "epsilon", "eps_root", "amsgrad", "nesterov", "bias_correction"]
+/// One named hyperparameter of an optimizer `C`: the names it is read by (this crate's
+/// spelling first, then the frameworks'), how to describe it and how to set it. Each
+/// optimizer lists its own ([`Rule::FIELDS`](crate::optim::Rule), written with
+/// [`field!`]), so the names come from the configuration's definition.
+pub(crate) struct Field<C> {
+    /// This crate's name, then the frameworks' spellings.
+    pub names: &'static [&'static str],
+    /// The value under the first name; `None` for a spelling that is only read (optax's
+    /// `eps_in_sqrt` sets the placement).
+    pub get: Option<fn(&C) -> Value>,
+    /// Sets the field from a value given under one of the names.
+    pub set: fn(&mut C, &str, &Value) -> Result<()>,
+}
+
+/// A [`Field`] of a configuration's own field: `field!(num decay: "decay", "alpha")`,
+/// `field!(flag centered: "centered")`, `field!(choice step_form in STEP_FORMS: "step_form")`.
+macro_rules! field {
+    (num $f:ident: $($n:literal),+) => {
+        $crate::by_name::Field {
+            names: &[$($n),+],
+            get: Some(|c| $crate::by_name::Value::Num(c.$f)),
+            set: |c, k, v| {
+                c.$f = $crate::by_name::num(k, v)?;
+                Ok(())
+            },
         }
-        "adadelta" => &["rho", "eps", "epsilon"],
-        _ => &[],
-    }
+    };
+    (flag $f:ident: $($n:literal),+) => {
+        $crate::by_name::Field {
+            names: &[$($n),+],
+            get: Some(|c| $crate::by_name::Value::Bool(c.$f)),
+            set: |c, k, v| {
+                c.$f = $crate::by_name::flag(k, v)?;
+                Ok(())
+            },
+        }
+    };
+    (choice $f:ident in $options:expr; $($n:literal),+) => {
+        $crate::by_name::Field {
+            names: &[$($n),+],
+            get: Some(|c| $crate::by_name::word_of($options, &c.$f)),
+            set: |c, k, v| {
+                c.$f = $crate::by_name::choice(k, v, $options)?;
+                Ok(())
+            },
+        }
+    };
+}
+pub(crate) use field;
+
+/// Every optimizer name [`config`] and [`Flavor::config`] accept (`rmsprop`, `adagrad`,
+/// `sgd`, `adam`, `adamw`, `adadelta`, `yogi`): the family, from its registry.
+///
+/// ```
+/// assert!(rmsprop::by_name::optimizers().contains(&"yogi"));
+/// ```
+pub fn optimizers() -> Vec<&'static str> {
+    crate::optim::names()
 }
 
 /// Builds a configuration from an optimizer name and `(name, value)` pairs.
@@ -167,12 +184,9 @@ pub fn config<K: AsRef<str>, V: Into<Value>>(
     }
     let mut config = flavor.config(&optimizer)?;
     for (k, v) in hyper.iter().filter(|(k, _)| k != "flavor") {
-        if !(COMMON.contains(&k.as_str()) || own_names(&optimizer).contains(&k.as_str())) {
-            let known = [COMMON, own_names(&optimizer), &["flavor"]].concat().join(", ");
+        if !(set_common(config.common_mut(), k, v)? || config.set_field(k, v)?) {
+            let known = [COMMON, &config.field_names(), &["flavor"]].concat().join(", ");
             return Err(Error::UnknownHyperparameter { optimizer: optimizer.clone(), name: k.clone(), known });
-        }
-        if !set_common(config.common_mut(), k, v)? {
-            set_own(&mut config, k, v)?;
         }
     }
     config.validate()?;
@@ -231,28 +245,28 @@ pub fn config_json(name: &str, hyper: &serde_json::Value) -> Result<OptimizerCon
     config(name, pairs)
 }
 
-fn num(name: &str, v: &Value) -> Result<f64> {
+pub(crate) fn num(name: &str, v: &Value) -> Result<f64> {
     match v {
         Value::Num(x) => Ok(*x),
         other => Err(Error::WrongType { name: name.into(), expected: "a number", got: other.to_string() }),
     }
 }
 
-fn flag(name: &str, v: &Value) -> Result<bool> {
+pub(crate) fn flag(name: &str, v: &Value) -> Result<bool> {
     match v {
         Value::Bool(b) => Ok(*b),
         other => Err(Error::WrongType { name: name.into(), expected: "true or false", got: other.to_string() }),
     }
 }
 
-fn word<'a>(name: &str, v: &'a Value) -> Result<&'a str> {
+pub(crate) fn word<'a>(name: &str, v: &'a Value) -> Result<&'a str> {
     match v {
         Value::Str(s) => Ok(s),
         other => Err(Error::WrongType { name: name.into(), expected: "a word", got: other.to_string() }),
     }
 }
 
-fn choice<T: Copy>(name: &str, v: &Value, options: &[(&str, T)]) -> Result<T> {
+pub(crate) fn choice<T: Copy>(name: &str, v: &Value, options: &[(&str, T)]) -> Result<T> {
     let w = word(name, v)?;
     options.iter().find(|(n, _)| *n == w).map(|(_, t)| *t).ok_or_else(|| Error::UnknownName {
         kind: "value",
@@ -262,16 +276,16 @@ fn choice<T: Copy>(name: &str, v: &Value, options: &[(&str, T)]) -> Result<T> {
 }
 
 /// The word of `value` in `options` (every variant has one).
-fn word_of<T: PartialEq>(options: &[(&'static str, T)], value: &T) -> Value {
+pub(crate) fn word_of<T: PartialEq>(options: &[(&'static str, T)], value: &T) -> Value {
     let name = options.iter().find(|(_, t)| t == value).map(|(n, _)| *n).expect("every variant is named");
     Value::Str(name.into())
 }
 
 // The words of every choice, used both to read (`--set eps_placement=outside_sqrt`) and to
 // describe a configuration (`hyperparameters`).
-const PLACEMENTS: &[(&str, EpsPlacement)] =
+pub(crate) const PLACEMENTS: &[(&str, EpsPlacement)] =
     &[("inside_sqrt", EpsPlacement::InsideSqrt), ("outside_sqrt", EpsPlacement::OutsideSqrt)];
-const STEP_FORMS: &[(&str, StepForm)] = &[
+pub(crate) const STEP_FORMS: &[(&str, StepForm)] = &[
     ("scaled_gradient", StepForm::ScaledGradient),
     ("scaled_rate", StepForm::ScaledRate),
     ("scaled_product", StepForm::ScaledProduct),
@@ -286,18 +300,18 @@ const ROUNDINGS: &[(&str, Rounding)] = &[
     ("xla", Rounding::Xla),
     ("mxnet", Rounding::Mxnet),
 ];
-const MOMENTUM_STYLES: &[(&str, MomentumStyle)] =
+pub(crate) const MOMENTUM_STYLES: &[(&str, MomentumStyle)] =
     &[("lr_outside_buffer", MomentumStyle::LrOutsideBuffer), ("lr_inside_buffer", MomentumStyle::LrInsideBuffer)];
-const SGD_MOMENTA: &[(&str, SgdMomentum)] =
+pub(crate) const SGD_MOMENTA: &[(&str, SgdMomentum)] =
     &[("torch", SgdMomentum::Torch), ("lr_inside_buffer", SgdMomentum::LrInsideBuffer)];
-const BIAS_CORRECTIONS: &[(&str, BiasCorrection)] = &[
+pub(crate) const BIAS_CORRECTIONS: &[(&str, BiasCorrection)] = &[
     ("moments", BiasCorrection::Moments),
     ("denominator", BiasCorrection::Denominator),
     ("lr_only", BiasCorrection::LrOnly),
 ];
 
 /// Sets a [`Common`] field; false if `k` is not one.
-fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
+pub(crate) fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
     match k {
         "lr" | "learning_rate" | "eta" => c.lr = num(k, v)?,
         "weight_decay" | "wd" => c.weight_decay = num(k, v)?,
@@ -315,54 +329,6 @@ fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
     Ok(true)
 }
 
-fn set_own(config: &mut OptimizerConfig, k: &str, v: &Value) -> Result<()> {
-    match config {
-        OptimizerConfig::RmsProp(r) => match k {
-            "decay" | "alpha" | "rho" | "gamma" | "gamma1" => r.decay = num(k, v)?,
-            "eps" | "epsilon" => r.eps = num(k, v)?,
-            "eps_placement" => r.eps_placement = choice(k, v, PLACEMENTS)?,
-            "eps_in_sqrt" => {
-                r.eps_placement = if flag(k, v)? { EpsPlacement::InsideSqrt } else { EpsPlacement::OutsideSqrt }
-            }
-            "initial_accumulator" | "initial_scale" | "initial_accumulator_value" => r.initial_accumulator = num(k, v)?,
-            "centered" => r.centered = flag(k, v)?,
-            "clamp_variance" => r.clamp_variance = flag(k, v)?,
-            "momentum" | "gamma2" => r.momentum = num(k, v)?,
-            "momentum_style" => r.momentum_style = choice(k, v, MOMENTUM_STYLES)?,
-            "nesterov" => r.nesterov = flag(k, v)?,
-            "bias_correction" => r.bias_correction = flag(k, v)?,
-            _ => r.step_form = choice(k, v, STEP_FORMS)?,
-        },
-        OptimizerConfig::Adagrad(a) => match k {
-            "eps" | "epsilon" => a.eps = num(k, v)?,
-            "eps_placement" => a.eps_placement = choice(k, v, PLACEMENTS)?,
-            "lr_decay" => a.lr_decay = num(k, v)?,
-            "step_form" => a.step_form = choice(k, v, STEP_FORMS)?,
-            _ => a.initial_accumulator = num(k, v)?,
-        },
-        OptimizerConfig::Sgd(s) => match k {
-            "momentum" => s.momentum = num(k, v)?,
-            "dampening" => s.dampening = num(k, v)?,
-            "nesterov" => s.nesterov = flag(k, v)?,
-            _ => s.momentum_style = choice(k, v, SGD_MOMENTA)?,
-        },
-        OptimizerConfig::Adam(a) => match k {
-            "beta1" | "b1" => a.beta1 = num(k, v)?,
-            "beta2" | "b2" => a.beta2 = num(k, v)?,
-            "eps" | "epsilon" => a.eps = num(k, v)?,
-            "eps_root" => a.eps_root = num(k, v)?,
-            "amsgrad" => a.amsgrad = flag(k, v)?,
-            "nesterov" => a.nesterov = flag(k, v)?,
-            _ => a.bias_correction = choice(k, v, BIAS_CORRECTIONS)?,
-        },
-        OptimizerConfig::Adadelta(a) => match k {
-            "rho" => a.rho = num(k, v)?,
-            _ => a.eps = num(k, v)?,
-        },
-    }
-    Ok(())
-}
-
 /// Every hyperparameter of `config` that has a name, under this module's own spelling (the
 /// first of each list: `decay`, not `alpha`), in a fixed order: the resolved configuration a
 /// run used, to print or store. [`config`] reads the list back: with the same optimizer name
@@ -378,44 +344,7 @@ fn set_own(config: &mut OptimizerConfig, k: &str, v: &Value) -> Result<()> {
 pub fn hyperparameters(config: &OptimizerConfig) -> Vec<(&'static str, Value)> {
     let c = config.common();
     let mut h: Vec<(&'static str, Value)> = vec![("lr", c.lr.into())];
-    match config {
-        OptimizerConfig::RmsProp(r) => h.extend([
-            ("decay", r.decay.into()),
-            ("eps", r.eps.into()),
-            ("eps_placement", word_of(PLACEMENTS, &r.eps_placement)),
-            ("initial_accumulator", r.initial_accumulator.into()),
-            ("centered", r.centered.into()),
-            ("clamp_variance", r.clamp_variance.into()),
-            ("momentum", r.momentum.into()),
-            ("momentum_style", word_of(MOMENTUM_STYLES, &r.momentum_style)),
-            ("nesterov", r.nesterov.into()),
-            ("bias_correction", r.bias_correction.into()),
-            ("step_form", word_of(STEP_FORMS, &r.step_form)),
-        ]),
-        OptimizerConfig::Adagrad(a) => h.extend([
-            ("eps", a.eps.into()),
-            ("eps_placement", word_of(PLACEMENTS, &a.eps_placement)),
-            ("initial_accumulator", a.initial_accumulator.into()),
-            ("lr_decay", a.lr_decay.into()),
-            ("step_form", word_of(STEP_FORMS, &a.step_form)),
-        ]),
-        OptimizerConfig::Sgd(s) => h.extend([
-            ("momentum", s.momentum.into()),
-            ("dampening", s.dampening.into()),
-            ("nesterov", s.nesterov.into()),
-            ("momentum_style", word_of(SGD_MOMENTA, &s.momentum_style)),
-        ]),
-        OptimizerConfig::Adam(a) => h.extend([
-            ("beta1", a.beta1.into()),
-            ("beta2", a.beta2.into()),
-            ("eps", a.eps.into()),
-            ("eps_root", a.eps_root.into()),
-            ("amsgrad", a.amsgrad.into()),
-            ("nesterov", a.nesterov.into()),
-            ("bias_correction", word_of(BIAS_CORRECTIONS, &a.bias_correction)),
-        ]),
-        OptimizerConfig::Adadelta(a) => h.extend([("rho", a.rho.into()), ("eps", a.eps.into())]),
-    }
+    h.extend(config.fields());
     h.extend([
         ("weight_decay", c.weight_decay.into()),
         ("weight_decay_mode", word_of(DECAY_MODES, &c.weight_decay_mode)),

@@ -393,3 +393,16 @@ macro_rules! common_setters {
     };
 }
 pub(crate) use common_setters;
+
+/// The [`Rule`](crate::optim::Rule) methods giving an optimizer's `common` field.
+macro_rules! common_access {
+    () => {
+        fn common(&self) -> &$crate::Common {
+            &self.common
+        }
+        fn common_mut(&mut self) -> &mut $crate::Common {
+            &mut self.common
+        }
+    };
+}
+pub(crate) use common_access;

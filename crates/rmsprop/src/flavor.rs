@@ -1,11 +1,9 @@
 //! Framework presets: each framework's RMSProp (and neighbours) with *its own*
 //! defaults and formula. The table of differences is in the crate docs.
 
-use crate::common::{HyperPrecision, Rounding, StepForm, WeightDecayMode};
+use crate::common::Rounding;
 use crate::error::{Error, Result};
-use crate::optim::{
-    Adadelta, Adagrad, Adam, BiasCorrection, EpsPlacement, MomentumStyle, OptimizerConfig, RmsProp, Sgd, SgdMomentum,
-};
+use crate::optim::{OptimizerConfig, RmsProp};
 use std::fmt;
 use std::str::FromStr;
 
@@ -53,65 +51,32 @@ impl Flavor {
         }
     }
 
+    /// How this framework rounds ([`Rounding`]): every preset of the flavour carries it.
+    ///
+    /// ```
+    /// use rmsprop::{Flavor, Rounding};
+    /// assert_eq!(Flavor::Optax.rounding(), Rounding::Xla);
+    /// assert_eq!(Flavor::Burn.rounding(), Rounding::AsWritten);
+    /// ```
+    pub fn rounding(self) -> Rounding {
+        match self {
+            Flavor::PyTorch => Rounding::Torch,
+            Flavor::Optax | Flavor::Keras => Rounding::Xla,
+            Flavor::Mxnet => Rounding::Mxnet,
+            Flavor::D2l | Flavor::Tf1 | Flavor::Burn => Rounding::AsWritten,
+        }
+    }
+
     /// This framework's RMSProp with its default hyperparameters. Where the framework
     /// has no default learning rate (TF1, optax, Burn), the one of its documentation
     /// examples is used: 0.001 (TF1), 0.01 (optax, Burn).
     pub fn rmsprop(self) -> RmsProp {
-        let d = RmsProp::default();
-        let d = match self {
-            Flavor::D2l => d,
-            Flavor::Keras => d.with_step_form(StepForm::ScaledProduct).with_rounding(Rounding::Xla),
-            Flavor::PyTorch => d.with_step_form(StepForm::ScaledProduct).with_rounding(Rounding::Torch),
-            Flavor::Optax => d.with_step_form(StepForm::ScaledReciprocal).with_rounding(Rounding::Xla),
-            _ => d.with_step_form(StepForm::ScaledGradient),
-        };
-        match self {
-            Flavor::D2l => d,
-            Flavor::PyTorch => d
-                .with_lr(0.01)
-                .with_decay(0.99)
-                .with_eps(1e-8, EpsPlacement::OutsideSqrt)
-                .with_momentum(0.0, MomentumStyle::LrOutsideBuffer),
-            Flavor::Keras => d
-                .with_lr(0.001)
-                .with_decay(0.9)
-                .with_eps(1e-7, EpsPlacement::InsideSqrt)
-                .with_momentum(0.0, MomentumStyle::LrInsideBuffer)
-                .with_weight_decay(0.0, WeightDecayMode::Decoupled),
-            Flavor::Tf1 => d
-                .with_lr(0.001)
-                .with_decay(0.9)
-                .with_eps(1e-10, EpsPlacement::InsideSqrt)
-                .with_initial_accumulator(1.0)
-                .with_momentum(0.0, MomentumStyle::LrInsideBuffer),
-            Flavor::Optax => d
-                .with_lr(0.01)
-                .with_decay(0.9)
-                .with_eps(1e-8, EpsPlacement::InsideSqrt)
-                .with_momentum(0.0, MomentumStyle::LrInsideBuffer),
-            Flavor::Mxnet => {
-                let mut r = d
-                    .with_rounding(Rounding::Mxnet)
-                    .with_lr(0.001)
-                    .with_decay(0.9)
-                    .with_eps(1e-8, EpsPlacement::InsideSqrt)
-                    .with_momentum(0.9, MomentumStyle::LrInsideBuffer)
-                    .with_precision(HyperPrecision::F32);
-                r.momentum_with_centered = true;
-                r
-            }
-            Flavor::Burn => d
-                .with_lr(0.01)
-                .with_decay(0.99)
-                .with_eps(1e-5, EpsPlacement::OutsideSqrt)
-                .with_momentum(0.9, MomentumStyle::LrOutsideBuffer)
-                .with_precision(HyperPrecision::F32),
-        }
+        RmsProp::preset_of(self).with_rounding(self.rounding())
     }
 
     /// This framework's `optimizer` (`rmsprop`, `adagrad`, `sgd`, `adam`, `adamw`,
-    /// `adadelta`) with its defaults. Combinations whose semantics this crate does not
-    /// reproduce are an error rather than a guess.
+    /// `adadelta`, `yogi`) with its defaults and its rounding. Combinations whose semantics
+    /// this crate does not reproduce are an error rather than a guess.
     ///
     /// ```
     /// use rmsprop::Flavor;
@@ -119,73 +84,9 @@ impl Flavor {
     /// assert!(Flavor::Keras.config("adagrad").is_err());
     /// ```
     pub fn config(self, optimizer: &str) -> Result<OptimizerConfig> {
-        let mut config = self.config_as_written(optimizer)?;
-        config.common_mut().rounding = match self {
-            Flavor::PyTorch => Rounding::Torch,
-            Flavor::Optax | Flavor::Keras => Rounding::Xla,
-            Flavor::Mxnet => Rounding::Mxnet,
-            _ => Rounding::AsWritten,
-        };
+        let mut config = OptimizerConfig::preset(self, optimizer)?;
+        config.common_mut().rounding = self.rounding();
         Ok(config)
-    }
-
-    /// [`config`](Self::config) before the flavour's [`Rounding`].
-    fn config_as_written(self, optimizer: &str) -> Result<OptimizerConfig> {
-        use Flavor::*;
-        let f32 = HyperPrecision::F32;
-        Ok(match (self, optimizer) {
-            (_, "rmsprop") => self.rmsprop().into(),
-            (D2l, "adagrad") => Adagrad::default().into(),
-            (PyTorch, "adagrad") => Adagrad {
-                step_form: StepForm::ScaledProduct,
-                ..Adagrad::default().with_lr(0.01).with_eps(1e-10, EpsPlacement::OutsideSqrt)
-            }
-            .into(),
-            (Mxnet, "adagrad") => Adagrad { step_form: StepForm::ScaledGradient, ..Adagrad::default() }
-                .with_lr(0.01)
-                .with_eps(1e-7, EpsPlacement::InsideSqrt)
-                .with_weight_decay(0.0, WeightDecayMode::Decoupled)
-                .into(),
-            (D2l, "sgd") => Sgd::leaky_average(0.02, 0.5).into(),
-            (PyTorch, "sgd") => Sgd::default().with_lr(0.001).into(),
-            (Mxnet, "sgd") => {
-                let mut s = Sgd::default().with_momentum(0.0, SgdMomentum::LrInsideBuffer).with_precision(f32);
-                s.common.weight_decay_clipped = false;
-                s.into()
-            }
-            (D2l, "adam") => {
-                Adam::default().with_lr(0.01).with_eps(1e-6).with_bias_correction(BiasCorrection::Moments).into()
-            }
-            (PyTorch, "adam") => Adam::default().into(),
-            (Optax, "adam") => Adam::default().with_bias_correction(BiasCorrection::Moments).into(),
-            (Mxnet, "adam") => Adam::default().with_bias_correction(BiasCorrection::LrOnly).with_precision(f32).into(),
-            (PyTorch, "adamw") => Adam::adamw().into(),
-            (Optax, "adamw") => Adam::default()
-                .with_bias_correction(BiasCorrection::Moments)
-                .with_weight_decay(1e-4, WeightDecayMode::Decoupled)
-                .into(),
-            (D2l, "adadelta") => Adadelta::default().with_eps(1e-5).into(),
-            (PyTorch, "adadelta") | (Optax, "adadelta") => Adadelta::default().into(),
-            (Mxnet, "adadelta") => {
-                Adadelta::default().with_eps(1e-5).with_weight_decay(0.0, WeightDecayMode::Decoupled).into()
-            }
-            (_, "adagrad" | "sgd" | "adam" | "adamw" | "adadelta") => {
-                return Err(Error::UnknownName {
-                    kind: "preset",
-                    name: format!("{}.{optimizer}", self.name()),
-                    known: "rmsprop for every flavour; adagrad: d2l, pytorch, mxnet; sgd: d2l, pytorch, mxnet; \
-                            adam: d2l, pytorch, optax, mxnet; adamw: pytorch, optax; adadelta: d2l, pytorch, optax, mxnet"
-                        .into(),
-                });
-            }
-            _ => {
-                return Err(Error::UnknownName {
-                    kind: "optimizer",
-                    name: optimizer.into(),
-                    known: "rmsprop, adagrad, sgd, adam, adamw, adadelta".into(),
-                });
-            }
-        })
     }
 }
 

@@ -14,13 +14,11 @@
 //! assert_eq!(report.failed(), 0);
 //! ```
 
-use crate::common::{ClipNorm, HyperPrecision, NormScope, WeightDecayMode};
+use crate::by_name::{self, Value as Hyper};
 use crate::error::{Error, Result};
 use crate::flavor::Flavor;
 use crate::float::{Float, Param};
-use crate::optim::{
-    BiasCorrection, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig, SgdMomentum,
-};
+use crate::optim::{EpsPlacement, NonFinitePolicy, Optimizer, OptimizerConfig, TensorSpec};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -175,6 +173,10 @@ struct Case {
     seed: u64,
     grad_kind: String,
     steps: usize,
+    /// The parameter as several tensors, concatenated row-major in `x0`, `grads`, `x` and
+    /// the state (`yogi.json`); absent: one tensor.
+    #[serde(default)]
+    shapes: Option<Vec<Vec<usize>>>,
     x0: Vec<f64>,
     grads: Vec<Vec<f64>>,
     x: Vec<Vec<f64>>,
@@ -203,6 +205,10 @@ struct Objective {
 struct Hyperparams {
     #[allow(dead_code)]
     framework: serde_json::Map<String, Value>,
+    /// The Python expression that built the transformation (`yogi.json`).
+    #[allow(dead_code)]
+    #[serde(default)]
+    framework_call: Option<String>,
     normalized: Normalized,
     effective_float64: BTreeMap<String, Option<f64>>,
 }
@@ -255,10 +261,6 @@ struct Normalized {
 
 type Res<T> = std::result::Result<T, String>;
 
-fn need(v: Option<f64>, what: &str) -> Res<f64> {
-    v.ok_or_else(|| format!("normalized.{what} is null"))
-}
-
 fn flavor_of(framework: &str) -> Res<Flavor> {
     match framework {
         "torch" => Ok(Flavor::PyTorch),
@@ -270,110 +272,72 @@ fn flavor_of(framework: &str) -> Res<Flavor> {
 }
 
 impl Normalized {
-    /// Our configuration: the framework's preset, every number and switch from `self`.
+    /// Our configuration: the framework's preset, then every number and switch of `self`
+    /// set through [`by_name`](crate::by_name)'s names, so the mapping is by-name's. A
+    /// value the optimizer has no name for must be the one it implies (`momentum` 0, no
+    /// centring, ε outside the root, Adam's and Yogi's `moments` correction, …).
     fn config(&self, framework: &str) -> Res<OptimizerConfig> {
         let flavor = flavor_of(framework)?;
         let mut config = flavor.config(&self.optimizer).map_err(|e| e.to_string())?;
-        let eps_placement = || match self.eps_placement.as_deref() {
-            Some("inside_sqrt") => Ok(EpsPlacement::InsideSqrt),
-            Some("outside_sqrt") => Ok(EpsPlacement::OutsideSqrt),
-            other => Err(format!("unknown eps_placement {other:?}")),
+        let num = |v: f64| Some(Hyper::Num(v));
+        let word = |w: &str| Some(Hyper::Str(w.into()));
+        let off = |v: f64| v == 0.0;
+        let weight_decay_mode = match self.weight_decay_mode.as_str() {
+            "none" if self.weight_decay == 0.0 => None,
+            "none" => return Err(format!("weight_decay_mode \"none\" with weight_decay {}", self.weight_decay)),
+            mode => word(mode),
         };
-        {
-            let c = config.common_mut();
-            c.lr = self.lr;
-            c.weight_decay = self.weight_decay;
-            match self.weight_decay_mode.as_str() {
-                "coupled" => c.weight_decay_mode = WeightDecayMode::Coupled,
-                "decoupled" => c.weight_decay_mode = WeightDecayMode::Decoupled,
-                "none" if self.weight_decay == 0.0 => {}
-                other => {
-                    return Err(format!("weight_decay_mode {other:?} with weight_decay {}", self.weight_decay));
-                }
-            }
-            c.maximize = self.maximize;
-            c.rescale_grad = self.rescale_grad;
-            c.clip_gradient = self.clip_gradient.filter(|&v| v != 0.0);
-            c.clip_weights = self.clip_weights.filter(|&v| v != 0.0);
-            c.clip_norm = self.clip_norm.map(|max_norm| ClipNorm { max_norm, scope: NormScope::PerTensor });
-            c.precision = match self.hyperparam_precision.as_str() {
-                "native" => HyperPrecision::Native,
-                "float32" => HyperPrecision::F32,
-                other => return Err(format!("unknown hyperparam_precision {other:?}")),
-            };
-        }
-        let no = |what: &str, on: bool| {
-            if on { Err(format!("{what} is not defined for {}", self.optimizer)) } else { Ok(()) }
+        // PyTorch's SGD momentum is by-name's `torch`
+        let momentum_style = match self.momentum_style.as_deref() {
+            Some("torch_sgd") => word("torch"),
+            Some(style) => word(style),
+            None => None,
         };
-        match &mut config {
-            OptimizerConfig::RmsProp(r) => {
-                r.decay = need(self.decay, "decay")?;
-                r.eps = need(self.eps, "eps")?;
-                r.eps_placement = eps_placement()?;
-                r.centered = self.centered;
-                r.momentum = self.momentum;
-                r.momentum_style = match self.momentum_style.as_deref() {
-                    Some("lr_outside_buffer") => MomentumStyle::LrOutsideBuffer,
-                    Some("lr_inside_buffer") => MomentumStyle::LrInsideBuffer,
-                    None if self.momentum == 0.0 => r.momentum_style,
-                    other => return Err(format!("unknown rmsprop momentum_style {other:?}")),
-                };
-                r.nesterov = self.nesterov;
-                r.initial_accumulator = self.initial_accumulator;
-                r.bias_correction = self.bias_correction;
-                no("lr_decay", self.lr_decay != 0.0)?;
-                no("dampening", self.dampening != 0.0)?;
-            }
-            OptimizerConfig::Adagrad(a) => {
-                a.eps = need(self.eps, "eps")?;
-                a.eps_placement = eps_placement()?;
-                a.initial_accumulator = self.initial_accumulator;
-                a.lr_decay = self.lr_decay;
-                no("momentum", self.momentum != 0.0)?;
-                no("centered", self.centered)?;
-                no("bias_correction", self.bias_correction)?;
-                no("nesterov", self.nesterov)?;
-            }
-            OptimizerConfig::Sgd(s) => {
-                s.momentum = self.momentum;
-                s.dampening = self.dampening;
-                s.nesterov = self.nesterov;
-                s.momentum_style = match self.momentum_style.as_deref() {
-                    Some("torch_sgd") => SgdMomentum::Torch,
-                    Some("lr_inside_buffer") => SgdMomentum::LrInsideBuffer,
-                    None if self.momentum == 0.0 => s.momentum_style,
-                    other => return Err(format!("unknown sgd momentum_style {other:?}")),
-                };
-                no("centered", self.centered)?;
-                no("bias_correction", self.bias_correction)?;
-                no("lr_decay", self.lr_decay != 0.0)?;
-            }
-            OptimizerConfig::Adam(a) => {
-                a.beta1 = need(self.beta1, "beta1")?;
-                a.beta2 = need(self.beta2, "beta2")?;
-                a.eps = need(self.eps, "eps")?;
-                a.eps_root = self.eps_root.unwrap_or(0.0);
-                a.amsgrad = self.amsgrad;
-                a.nesterov = self.nesterov;
-                a.bias_correction = match self.bias_correction_mode.as_deref() {
-                    Some("moments") => BiasCorrection::Moments,
-                    Some("denominator") => BiasCorrection::Denominator,
-                    Some("lr_only") => BiasCorrection::LrOnly,
-                    other => return Err(format!("unknown bias_correction_mode {other:?}")),
-                };
-                if eps_placement()? != EpsPlacement::OutsideSqrt {
-                    return Err("adam with eps inside the root is not a framework's rule".into());
-                }
-                no("centered", self.centered)?;
-                no("momentum", self.momentum != 0.0)?;
-                no("lr_decay", self.lr_decay != 0.0)?;
-            }
-            OptimizerConfig::Adadelta(a) => {
-                a.rho = need(self.rho, "rho")?;
-                a.eps = need(self.eps, "eps")?;
-                no("momentum", self.momentum != 0.0)?;
-                no("centered", self.centered)?;
-                no("lr_decay", self.lr_decay != 0.0)?;
+        // Adam's and Yogi's correction is a rule (`bias_correction_mode`), RMSProp's a switch
+        let bias_correction = match &self.bias_correction_mode {
+            Some(mode) => (word(mode), mode == "moments"),
+            None => (Some(Hyper::Bool(self.bias_correction)), !self.bias_correction),
+        };
+        // (by-name's name, the value, whether it is what an optimizer without the name does)
+        let entries = [
+            ("lr", num(self.lr), false),
+            ("weight_decay", num(self.weight_decay), off(self.weight_decay)),
+            ("weight_decay_mode", weight_decay_mode, true),
+            ("maximize", Some(Hyper::Bool(self.maximize)), !self.maximize),
+            ("rescale_grad", num(self.rescale_grad), self.rescale_grad == 1.0),
+            ("clip_gradient", self.clip_gradient.filter(|&v| v != 0.0).and_then(num), false),
+            ("clip_weights", self.clip_weights.filter(|&v| v != 0.0).and_then(num), false),
+            ("clip_norm", self.clip_norm.and_then(num), false),
+            ("precision", word(&self.hyperparam_precision), true),
+            ("decay", self.decay.and_then(num), false),
+            ("eps", self.eps.and_then(num), false),
+            (
+                // fixed in an optimizer without the field (Adam's outside the root,
+                // Adadelta's inside): the replayed numbers check it
+                "eps_placement",
+                self.eps_placement.as_deref().and_then(word),
+                true,
+            ),
+            ("centered", Some(Hyper::Bool(self.centered)), !self.centered),
+            ("momentum", num(self.momentum), off(self.momentum)),
+            ("momentum_style", momentum_style, off(self.momentum)),
+            ("nesterov", Some(Hyper::Bool(self.nesterov)), !self.nesterov),
+            ("dampening", num(self.dampening), off(self.dampening)),
+            ("initial_accumulator", num(self.initial_accumulator), off(self.initial_accumulator)),
+            ("lr_decay", num(self.lr_decay), off(self.lr_decay)),
+            ("bias_correction", bias_correction.0, bias_correction.1),
+            ("beta1", self.beta1.and_then(num), false),
+            ("beta2", self.beta2.and_then(num), false),
+            ("amsgrad", Some(Hyper::Bool(self.amsgrad)), !self.amsgrad),
+            ("rho", self.rho.and_then(num), false),
+            ("eps_root", self.eps_root.and_then(num), self.eps_root.is_none_or(off)),
+        ];
+        for (name, value, implied) in entries {
+            let Some(value) = value else { continue };
+            let set = by_name::set_common(config.common_mut(), name, &value).map_err(|e| e.to_string())?
+                || config.set_field(name, &value).map_err(|e| e.to_string())?;
+            if !set && !implied {
+                return Err(format!("{name} = {value} is not defined for {}", self.optimizer));
             }
         }
         config.validate().map_err(|e| e.to_string())?;
@@ -411,8 +375,8 @@ fn state_ref(framework: &str, optimizer: &str, key: &str) -> Res<StateRef> {
             Buffer("momentum_buffer", -1.0)
         }
         ("keras", "rmsprop", "momentum") => Buffer("momentum_buffer", 1.0),
-        ("optax", "adam" | "adamw", "mu") | ("mxnet", "adam", "mean") => Buffer("exp_avg", 1.0),
-        ("optax", "adam" | "adamw", "nu") | ("mxnet", "adam", "var") => Buffer("exp_avg_sq", 1.0),
+        ("optax", "adam" | "adamw" | "yogi", "mu") | ("mxnet", "adam", "mean") => Buffer("exp_avg", 1.0),
+        ("optax", "adam" | "adamw" | "yogi", "nu") | ("mxnet", "adam", "var") => Buffer("exp_avg_sq", 1.0),
         ("optax", "adadelta", "e_g") | ("mxnet", "adadelta", "acc_g") => Buffer("square_avg", 1.0),
         ("optax", "adadelta", "e_x") | ("mxnet", "adadelta", "acc_delta") => Buffer("acc_delta", 1.0),
         ("mxnet", "adagrad", "history") => Buffer("sum", 1.0),
@@ -442,7 +406,7 @@ impl Case {
                 return Err(format!("tolerance {name} = {tol}: expected a finite number >= 0"));
             }
         }
-        if !matches!(self.grad_kind.as_str(), "mixed" | "normal" | "objective") {
+        if !matches!(self.grad_kind.as_str(), "mixed" | "normal" | "objective" | "signed_logmag") {
             return Err(format!("unknown grad_kind {:?}", self.grad_kind));
         }
         match (&self.objective, self.grad_kind.as_str()) {
@@ -509,20 +473,36 @@ impl Case {
         self.check_effective()?;
         let mut config = self.hyperparams.normalized.config(&self.framework)?;
         adjust(&mut config, &self.dtype);
-        let mut opt = Optimizer::<T>::new(config, &[("x", &[n][..])])
+        // one tensor `x`, or the tensors of `shapes` (`x0`, `x1`, …), concatenated in the file
+        let shapes = self.shapes.clone().unwrap_or_else(|| vec![vec![n]]);
+        let lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+        if lens.iter().sum::<usize>() != n || shapes.is_empty() {
+            return Err(format!("shapes {shapes:?} do not hold the {n} elements of x0"));
+        }
+        let names: Vec<String> =
+            (0..shapes.len()).map(|i| if shapes.len() == 1 { "x".into() } else { format!("x{i}") }).collect();
+        let specs: Vec<TensorSpec> = names.iter().zip(&shapes).map(|(name, s)| TensorSpec::new(name, s)).collect();
+        let mut opt = Optimizer::<T>::new(config, &specs)
             .map_err(|e| e.to_string())?
             .with_nonfinite_policy(NonFinitePolicy::Propagate);
-        let cast = |v: &[f64]| v.iter().map(|&e| T::from_f64(e)).collect::<Vec<T>>();
-        let mut x = vec![cast(&self.x0)];
+        let split = |v: &[f64]| {
+            let mut rest = v;
+            lens.iter()
+                .map(|&len| {
+                    let (head, tail) = rest.split_at(len);
+                    rest = tail;
+                    head.iter().map(|&e| T::from_f64(e)).collect::<Vec<T>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut x = split(&self.x0);
         let scale: Vec<f64> =
             (0..n).map(|i| self.x.iter().map(|r| r[i].abs()).fold(self.x0[i].abs(), f64::max)).collect();
         let mut worst = Worst::default();
         for (t, (g, expected)) in self.grads.iter().zip(&self.x).enumerate() {
-            opt.step(&mut x, &[cast(g)]).map_err(|e| format!("step {}: {e}", t + 1))?;
-            for i in 0..n {
-                worst.see(x[0][i].to_f64(), expected[i], self.tolerance.x_rtol * scale[i], || {
-                    format!("x[{}][{i}]", t + 1)
-                });
+            opt.step(&mut x, &split(g)).map_err(|e| format!("step {}: {e}", t + 1))?;
+            for (i, a) in x.iter().flatten().enumerate() {
+                worst.see(a.to_f64(), expected[i], self.tolerance.x_rtol * scale[i], || format!("x[{}][{i}]", t + 1));
             }
         }
         let mut compared = Vec::new();
@@ -544,7 +524,11 @@ impl Case {
                 StateRef::Buffer(ours, sign) => {
                     let e: Vec<f64> = serde_json::from_value(value.clone())
                         .map_err(|_| format!("state.{key} is not an array of numbers"))?;
-                    let a = opt.state("x", ours).ok_or_else(|| format!("state.{key}: we keep no {ours}"))?;
+                    let mut a = Vec::with_capacity(n);
+                    for name in &names {
+                        let kept = opt.state(name, ours).ok_or_else(|| format!("state.{key}: we keep no {ours}"))?;
+                        a.extend_from_slice(kept);
+                    }
                     if a.len() != e.len() {
                         return Err(format!("state.{key} has {} elements, ours {}", e.len(), a.len()));
                     }

@@ -77,6 +77,6 @@ pub use flavor::Flavor;
 pub use float::{Dtype, Float, Param};
 pub use optim::{
     Adadelta, Adagrad, Adam, BiasCorrection, CHUNK, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer,
-    OptimizerConfig, PARALLEL_THRESHOLD, Parallelism, RmsProp, Sgd, SgdMomentum, StepOutcome, TensorSpec,
+    OptimizerConfig, PARALLEL_THRESHOLD, Parallelism, RmsProp, Sgd, SgdMomentum, StepOutcome, TensorSpec, Yogi,
 };
 pub use schedule::Schedule;

@@ -4,8 +4,6 @@
 use rmsprop::by_name::{self, Value};
 use rmsprop::{Flavor, OptimizerConfig};
 
-const OPTIMIZERS: [&str; 6] = ["rmsprop", "adagrad", "sgd", "adam", "adamw", "adadelta"];
-
 fn round_trip(name: &str, c: &OptimizerConfig) {
     let h = by_name::hyperparameters(c);
     let back = by_name::config(name, h.clone()).unwrap_or_else(|e| panic!("{name}: {h:?} refused: {e}"));
@@ -18,7 +16,7 @@ fn round_trip(name: &str, c: &OptimizerConfig) {
 fn every_preset_reads_back_from_its_description() {
     let mut seen = 0;
     for flavor in Flavor::ALL {
-        for opt in OPTIMIZERS {
+        for opt in by_name::optimizers() {
             let name = format!("{}.{opt}", flavor.name());
             let Ok(c) = by_name::config(&name, Vec::<(String, Value)>::new()) else {
                 assert_ne!(opt, "rmsprop", "every flavour has an RMSProp");

@@ -32,6 +32,16 @@ fn torch() {
     replay("torch.json", 60);
 }
 
+/// optax's Yogi (`yogi.json`), one tensor and several: every case within its tolerance,
+/// the float32 ones bit for bit. (The float64 ones differ by an ulp after a few steps: they
+/// were recorded eagerly, where `decay ** count` comes out correctly rounded, not by XLA's
+/// repeated squaring under `jit`, which the optax preset's rounding reproduces.)
+#[test]
+fn yogi() {
+    replay("yogi.json", 12);
+    assert_bit_exact("yogi.json", &["float32"]);
+}
+
 /// The cases of `file` (all, or those whose name contains one of `only`) that are not
 /// reproduced bit for bit, with where and by how much; and the file's report.
 fn inexact(file: &str, only: &[&str]) -> (Vec<String>, rmsprop::golden::FileReport) {

@@ -8,7 +8,6 @@ use rmsprop::{
     WeightDecayMode,
 };
 
-const NAMES: [&str; 6] = ["rmsprop", "adagrad", "sgd", "adam", "adamw", "adadelta"];
 const SHAPES: [(&str, usize); 2] = [("w", 6), ("b", 1)];
 
 /// Parameters, then every state buffer, as `f64` (exact for `f32` and `f64`).
@@ -79,7 +78,7 @@ fn magnitude() -> impl Strategy<Value = f64> + Clone {
 
 fn config() -> impl Strategy<Value = OptimizerConfig> {
     let flavors = prop::sample::select(Flavor::ALL.to_vec());
-    let names = prop::sample::select(NAMES.to_vec());
+    let names = prop::sample::select(rmsprop::by_name::optimizers());
     let lr = prop_oneof![3 => -4.0f64..2.0, 1 => -4.0f64..36.0].prop_map(|e| 10f64.powf(e));
     let eps = prop::sample::select(vec![None, Some(0.0), Some(1e-45), Some(1e-30), Some(1e-8)]);
     let wd = prop::sample::select(vec![0.0, 0.0, 1e-4, 0.5, 1e30]);
@@ -96,6 +95,8 @@ fn config() -> impl Strategy<Value = OptimizerConfig> {
                 OptimizerConfig::Adam(a) => a.eps = eps.unwrap_or(a.eps),
                 OptimizerConfig::Adadelta(a) => a.eps = eps.unwrap_or(a.eps),
                 OptimizerConfig::Sgd(s) => s.momentum = if momentum { 0.9 } else { 0.0 },
+                OptimizerConfig::Yogi(y) => y.eps = eps.unwrap_or(y.eps),
+                other => panic!("no case for {}", other.name()),
             }
             let common = c.common_mut();
             common.lr = lr;

@@ -29,8 +29,8 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn step_allocates_nothing() {
-    let configs: Vec<rmsprop::OptimizerConfig> = ["rmsprop", "adagrad", "sgd", "adam", "adamw", "adadelta"]
-        .iter()
+    let configs: Vec<rmsprop::OptimizerConfig> = rmsprop::by_name::optimizers()
+        .into_iter()
         .flat_map(|name| rmsprop::Flavor::ALL.iter().filter_map(move |f| f.config(name).ok()))
         .chain([RmsProp::default().with_centered(true).with_clip_norm(1.0, NormScope::Global).into()])
         .collect();

@@ -22,7 +22,7 @@ fn snapshot(opt: &Optimizer<f32>) -> Vec<u32> {
 
 fn any_config() -> impl Strategy<Value = OptimizerConfig> {
     let flavors = prop::sample::select(Flavor::ALL.to_vec());
-    let names = prop::sample::select(vec!["rmsprop", "adagrad", "sgd", "adam", "adamw", "adadelta"]);
+    let names = prop::sample::select(rmsprop::by_name::optimizers());
     (flavors, names, any::<bool>(), 0.0f64..0.99).prop_map(|(flavor, name, centered, momentum)| {
         match flavor.config(name) {
             Ok(OptimizerConfig::RmsProp(r)) => {

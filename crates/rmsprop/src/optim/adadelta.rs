@@ -4,11 +4,13 @@
 //! `x <- x - g'`, `Δx <- ρ Δx + (1-ρ) g'²`.
 
 use super::guard::{Bounds, Inputs, Reach};
-use super::{Ctx, Slot};
+use super::{Ctx, Rule, Slot};
+use crate::by_name::{Field, field};
 #[cfg(test)]
 use crate::common::Rounding;
-use crate::common::{Common, check_nonneg, check_unit, common_setters};
+use crate::common::{Common, WeightDecayMode, check_nonneg, check_unit, common_access, common_setters};
 use crate::error::{Error, Result};
+use crate::flavor::Flavor;
 use crate::float::{Float, Param};
 use crate::kernel::{Arith, Ema, Loop, MAX_SLOTS, Planned, Prep, WeightOps, select, with_arith, with_prep};
 use serde::{Deserialize, Serialize};
@@ -65,8 +67,25 @@ impl Adadelta {
         self.eps = eps;
         self
     }
+}
 
-    pub(crate) fn validate(&self) -> Result<()> {
+impl Rule for Adadelta {
+    type Scalars<T: Float> = Scalars<T>;
+    const FIELDS: &'static [Field<Self>] = &[field!(num rho: "rho"), field!(num eps: "eps", "epsilon")];
+    common_access!();
+
+    fn preset(flavor: Flavor, _: &str) -> Option<Self> {
+        match flavor {
+            Flavor::D2l => Some(Adadelta::default().with_eps(1e-5)),
+            Flavor::PyTorch | Flavor::Optax => Some(Adadelta::default()),
+            Flavor::Mxnet => {
+                Some(Adadelta::default().with_eps(1e-5).with_weight_decay(0.0, WeightDecayMode::Decoupled))
+            }
+            _ => None,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
         const N: &str = "adadelta";
         self.common.validate(N)?;
         check_unit(N, "rho", self.rho)?;
@@ -80,13 +99,13 @@ impl Adadelta {
         Ok(())
     }
 
-    pub(crate) fn slots(&self) -> Vec<Slot> {
+    fn slots(&self) -> Vec<Slot> {
         vec![Slot::squares("square_avg", 0.0, true), Slot::squares("acc_delta", 0.0, true)]
     }
 
     /// Bounds on what one step can reach (see [`guard`](super::guard)): the formula of the
     /// type's doc, carried through on magnitudes.
-    pub(crate) fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
+    fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
         let b = Bounds::new::<T>(&self.common, inputs);
         let g = b.grad()?;
         let rho = self.common.hp(self.rho);
@@ -107,7 +126,7 @@ impl Adadelta {
     }
 
     /// The step of one group: its scalars, formed once per step, and its loop.
-    pub(crate) fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
+    fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
         let c = &self.common;
         let from = <P::Acc as Float>::from_f64;
         let k = Scalars {
@@ -121,7 +140,9 @@ impl Adadelta {
             with_arith!(c.rounding, xla: PREP, mxnet: true, A => Planned::new::<Fused<A, PREP, EXTRA>>(k, ctx.prep))
         })
     }
+}
 
+impl Adadelta {
     /// The loop with every option checked per element: the reference of the fused loop.
     #[cfg(test)]
     fn update_general<T: Float, P: Param<Acc = T>>(

@@ -3,11 +3,15 @@
 //! D2L §12.7: `s <- s + g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::guard::{Bounds, Inputs, Reach};
-use super::{Ctx, EpsPlacement, Slot};
+use super::{Ctx, EpsPlacement, Rule, Slot};
+use crate::by_name::{Field, PLACEMENTS, STEP_FORMS, field};
 #[cfg(test)]
 use crate::common::Rounding;
-use crate::common::{Common, StepForm, check_denominator, check_nonneg, common_setters};
+use crate::common::{
+    Common, StepForm, WeightDecayMode, check_denominator, check_nonneg, common_access, common_setters,
+};
 use crate::error::Result;
+use crate::flavor::Flavor;
 use crate::float::{Float, Param};
 use crate::kernel::{
     Arith, EpsAt, Form, Loop, MAX_SLOTS, Planned, Prep, WeightOps, select, with_arith, with_form, with_prep,
@@ -87,8 +91,38 @@ impl Adagrad {
         self.lr_decay = v;
         self
     }
+}
 
-    pub(crate) fn validate(&self) -> Result<()> {
+impl Rule for Adagrad {
+    type Scalars<T: Float> = Scalars<T>;
+    const FIELDS: &'static [Field<Self>] = &[
+        field!(num eps: "eps", "epsilon"),
+        field!(choice eps_placement in PLACEMENTS; "eps_placement"),
+        field!(num initial_accumulator: "initial_accumulator", "initial_accumulator_value"),
+        field!(num lr_decay: "lr_decay"),
+        field!(choice step_form in STEP_FORMS; "step_form"),
+    ];
+    common_access!();
+
+    fn preset(flavor: Flavor, _: &str) -> Option<Self> {
+        let d = Adagrad::default();
+        match flavor {
+            Flavor::D2l => Some(d),
+            Flavor::PyTorch => Some(Adagrad {
+                step_form: StepForm::ScaledProduct,
+                ..d.with_lr(0.01).with_eps(1e-10, EpsPlacement::OutsideSqrt)
+            }),
+            Flavor::Mxnet => Some(
+                Adagrad { step_form: StepForm::ScaledGradient, ..d }
+                    .with_lr(0.01)
+                    .with_eps(1e-7, EpsPlacement::InsideSqrt)
+                    .with_weight_decay(0.0, WeightDecayMode::Decoupled),
+            ),
+            _ => None,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
         const N: &str = "adagrad";
         self.common.validate(N)?;
         check_nonneg(N, "eps", self.eps)?;
@@ -97,13 +131,13 @@ impl Adagrad {
         check_denominator(N, self.eps, self.initial_accumulator)
     }
 
-    pub(crate) fn slots(&self) -> Vec<Slot> {
+    fn slots(&self) -> Vec<Slot> {
         vec![Slot::squares("sum", self.initial_accumulator, true)]
     }
 
     /// Bounds on what one step can reach (see [`guard`](super::guard)): the formula of the
     /// type's doc, carried through on magnitudes.
-    pub(crate) fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
+    fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
         let b = Bounds::new::<T>(&self.common, inputs);
         let g = b.grad()?;
         let s = b.sum(&[(1.0, b.state(0)), (1.0, b.ok(g * g)?)])?;
@@ -118,7 +152,7 @@ impl Adagrad {
     }
 
     /// The step of one group: its scalars, formed once per step, and its loop.
-    pub(crate) fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
+    fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
         let c = &self.common;
         let from = <P::Acc as Float>::from_f64;
         let lr = c.hp(ctx.lr) / (1.0 + (ctx.t - 1) as f64 * self.lr_decay);
@@ -130,7 +164,9 @@ impl Adagrad {
             with_arith!(c.rounding, xla: PREP, mxnet: false, A => Planned::new::<Fused<A, O, PREP, EXTRA>>(k, ctx.prep))
         }))
     }
+}
 
+impl Adagrad {
     /// The loop with every option checked per element: the reference of the fused loop.
     #[cfg(test)]
     fn update_general<T: Float, P: Param<Acc = T>>(&self, ctx: &Ctx<T>, x: &mut [P], g: &[P], s: &mut [T]) {

@@ -2,11 +2,13 @@
 //! plus momentum, with bias correction (D2L §12.10).
 
 use super::guard::{Bounds, Inputs, Reach};
-use super::{Ctx, Slot};
+use super::{Ctx, Rule, Slot};
+use crate::by_name::{BIAS_CORRECTIONS, Field, field};
 #[cfg(test)]
 use crate::common::Rounding;
-use crate::common::{Common, WeightDecayMode, check_nonneg, common_setters, invalid};
+use crate::common::{Common, HyperPrecision, WeightDecayMode, check_nonneg, common_access, common_setters, invalid};
 use crate::error::{Error, Result};
+use crate::flavor::Flavor;
 use crate::float::{Float, Param};
 use crate::kernel::{
     Arith, Divisor, Ema, Loop, MAX_SLOTS, Planned, Prep, WeightOps, select, with_arith, with_bool, with_prep,
@@ -124,8 +126,42 @@ impl Adam {
         self.bias_correction = b;
         self
     }
+}
 
-    pub(crate) fn validate(&self) -> Result<()> {
+impl Rule for Adam {
+    type Scalars<T: Float> = Scalars<T>;
+    const FIELDS: &'static [Field<Self>] = &[
+        field!(num beta1: "beta1", "b1"),
+        field!(num beta2: "beta2", "b2"),
+        field!(num eps: "eps", "epsilon"),
+        field!(num eps_root: "eps_root"),
+        field!(flag amsgrad: "amsgrad"),
+        field!(flag nesterov: "nesterov"),
+        field!(choice bias_correction in BIAS_CORRECTIONS; "bias_correction"),
+    ];
+    const ALSO: &'static [&'static str] = &["adamw"];
+    common_access!();
+
+    fn preset(flavor: Flavor, name: &str) -> Option<Self> {
+        let moments = Adam::default().with_bias_correction(BiasCorrection::Moments);
+        match (flavor, name) {
+            (Flavor::D2l, "adam") => Some(moments.with_lr(0.01).with_eps(1e-6)),
+            (Flavor::PyTorch, "adam") => Some(Adam::default()),
+            (Flavor::Optax, "adam") => Some(moments),
+            (Flavor::Mxnet, "adam") => {
+                Some(Adam::default().with_bias_correction(BiasCorrection::LrOnly).with_precision(HyperPrecision::F32))
+            }
+            (Flavor::PyTorch, "adamw") => Some(Adam::adamw()),
+            (Flavor::Optax, "adamw") => Some(moments.with_weight_decay(1e-4, WeightDecayMode::Decoupled)),
+            _ => None,
+        }
+    }
+
+    fn variant_name(&self) -> Option<&'static str> {
+        self.is_adamw().then_some("adamw")
+    }
+
+    fn validate(&self) -> Result<()> {
         const N: &str = "adam";
         self.common.validate(N)?;
         for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
@@ -144,7 +180,7 @@ impl Adam {
         Ok(())
     }
 
-    pub(crate) fn slots(&self) -> Vec<Slot> {
+    fn slots(&self) -> Vec<Slot> {
         vec![
             Slot::new("exp_avg", 0.0, true),
             Slot::squares("exp_avg_sq", 0.0, true),
@@ -154,7 +190,7 @@ impl Adam {
 
     /// Bounds on what one step can reach (see [`guard`](super::guard)): the formula of the
     /// type's doc, carried through on magnitudes.
-    pub(crate) fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
+    fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
         let c = &self.common;
         let b = Bounds::new::<T>(c, inputs);
         let g = b.grad()?;
@@ -179,7 +215,7 @@ impl Adam {
     }
 
     /// The step of one group: its scalars, formed once per step, and its loop.
-    pub(crate) fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
+    fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
         let c = &self.common;
         let (b1, b2) = (c.hp(self.beta1), c.hp(self.beta2));
         let t = ctx.t as f64;
@@ -217,7 +253,9 @@ impl Adam {
             }
         })))
     }
+}
 
+impl Adam {
     /// The loop with every option checked per element: the reference of the fused loop.
     #[cfg(test)]
     #[allow(clippy::too_many_arguments)]

@@ -5,165 +5,27 @@ pub mod adadelta;
 pub mod adagrad;
 pub mod adam;
 mod guard;
+mod registry;
 pub mod rmsprop;
 pub mod sgd;
+pub mod yogi;
 
 use crate::buffer::Buffer;
-use crate::common::{Common, HyperPrecision, NormScope, Rounding};
+use crate::common::{HyperPrecision, NormScope, Rounding};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
-use crate::kernel::{Arrays, MAX_SLOTS, Planned, Prep};
+use crate::kernel::{Arrays, MAX_SLOTS, Prep};
 use crate::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 
 pub use adadelta::Adadelta;
 pub use adagrad::Adagrad;
 pub use adam::{Adam, BiasCorrection};
+pub use registry::OptimizerConfig;
+pub(crate) use registry::{Kernel, Rule, names};
 pub use rmsprop::{EpsPlacement, MomentumStyle, RmsProp};
 pub use sgd::{Sgd, SgdMomentum};
-
-/// One optimizer of the family with its hyperparameters.
-///
-/// ```
-/// use rmsprop::{OptimizerConfig, RmsProp};
-/// let c: OptimizerConfig = RmsProp::default().into();
-/// assert_eq!(c.name(), "rmsprop");
-/// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "optimizer", rename_all = "snake_case")]
-pub enum OptimizerConfig {
-    /// RMSProp.
-    #[serde(rename = "rmsprop")]
-    RmsProp(RmsProp),
-    /// Adagrad.
-    Adagrad(Adagrad),
-    /// SGD, with or without momentum.
-    Sgd(Sgd),
-    /// Adam and AdamW.
-    Adam(Adam),
-    /// Adadelta.
-    Adadelta(Adadelta),
-}
-
-macro_rules! dispatch {
-    ($self:expr, $c:ident => $e:expr) => {
-        match $self {
-            OptimizerConfig::RmsProp($c) => $e,
-            OptimizerConfig::Adagrad($c) => $e,
-            OptimizerConfig::Sgd($c) => $e,
-            OptimizerConfig::Adam($c) => $e,
-            OptimizerConfig::Adadelta($c) => $e,
-        }
-    };
-}
-
-impl OptimizerConfig {
-    /// The family name: `rmsprop`, `adagrad`, `sgd`, `adam` (`adamw` with decoupled
-    /// decay) or `adadelta`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            OptimizerConfig::RmsProp(_) => "rmsprop",
-            OptimizerConfig::Adagrad(_) => "adagrad",
-            OptimizerConfig::Sgd(_) => "sgd",
-            OptimizerConfig::Adam(a) if a.is_adamw() => "adamw",
-            OptimizerConfig::Adam(_) => "adam",
-            OptimizerConfig::Adadelta(_) => "adadelta",
-        }
-    }
-
-    /// The shared hyperparameters.
-    pub fn common(&self) -> &Common {
-        dispatch!(self, c => &c.common)
-    }
-
-    /// The shared hyperparameters, mutably (e.g. to change the learning rate).
-    pub fn common_mut(&mut self) -> &mut Common {
-        dispatch!(self, c => &mut c.common)
-    }
-
-    /// Checks every hyperparameter; the error names the first bad one.
-    pub fn validate(&self) -> Result<()> {
-        dispatch!(self, c => c.validate())
-    }
-
-    /// The state tensors this configuration keeps per parameter tensor, by PyTorch name.
-    pub fn state_names(&self) -> Vec<&'static str> {
-        self.slots().into_iter().filter(|s| s.used).map(|s| s.name).collect()
-    }
-
-    pub(crate) fn slots(&self) -> Vec<Slot> {
-        dispatch!(self, c => c.slots())
-    }
-
-    /// True when the kernel planned for one step serves every later step with the same
-    /// learning rate: no norm clipping (the norm changes) and nothing read from the step
-    /// number.
-    fn steady(&self) -> bool {
-        self.common().clip_norm.is_none() && matches!(self, OptimizerConfig::RmsProp(r) if r.kernel_is_steady())
-    }
-
-    /// Bounds on what a step of this group can reach (see [`guard`]); `None` when they
-    /// cannot exclude a non-finite result.
-    fn reach<T: Float>(&self, inputs: &guard::Inputs) -> Option<guard::Reach> {
-        dispatch!(self, c => c.reach::<T>(inputs))
-    }
-
-    /// What a group runs at this step: its optimizer's scalars, formed once, and what
-    /// selects the loop (for RMSProp, the loop itself).
-    fn kernel<P: Param>(&self, ctx: Ctx<P::Acc>) -> Kernel<P> {
-        match self {
-            OptimizerConfig::RmsProp(c) => Kernel::RmsProp(c.kernel(&ctx)),
-            OptimizerConfig::Adagrad(c) => Kernel::Adagrad(c.kernel(&ctx)),
-            OptimizerConfig::Sgd(c) => Kernel::Sgd(c.kernel(&ctx)),
-            OptimizerConfig::Adam(c) => Kernel::Adam(c.kernel(&ctx)),
-            OptimizerConfig::Adadelta(c) => Kernel::Adadelta(c.kernel(&ctx)),
-        }
-    }
-}
-
-/// What a step runs on one tensor's chunks, planned once per group (per tensor under
-/// per-tensor norm clipping, whose preprocessing differs from tensor to tensor).
-#[derive(Clone, Copy)]
-enum Kernel<P: Param> {
-    RmsProp(Planned<rmsprop::Scalars<P::Acc>, P>),
-    Adagrad(Planned<adagrad::Scalars<P::Acc>, P>),
-    Sgd(Planned<sgd::Scalars<P::Acc>, P>),
-    Adam(Planned<adam::Scalars<P::Acc>, P>),
-    Adadelta(Planned<adadelta::Scalars<P::Acc>, P>),
-}
-
-impl<P: Param> Kernel<P> {
-    /// The step on arrays `a`.
-    ///
-    /// # Safety
-    /// As [`Arrays::slices`].
-    #[inline(always)]
-    unsafe fn run_on(&self, a: Arrays<P::Acc, P>) {
-        // SAFETY (every arm): the caller's.
-        match self {
-            Kernel::RmsProp(k) => unsafe { k.run_arrays(a) },
-            Kernel::Adagrad(k) => unsafe { k.run_arrays(a) },
-            Kernel::Sgd(k) => unsafe { k.run_arrays(a) },
-            Kernel::Adam(k) => unsafe { k.run_arrays(a) },
-            Kernel::Adadelta(k) => unsafe { k.run_arrays(a) },
-        }
-    }
-}
-
-macro_rules! impl_from {
-    ($t:ident, $v:ident) => {
-        impl From<$t> for OptimizerConfig {
-            fn from(c: $t) -> Self {
-                OptimizerConfig::$v(c)
-            }
-        }
-    };
-}
-impl_from!(RmsProp, RmsProp);
-impl_from!(Adagrad, Adagrad);
-impl_from!(Sgd, Sgd);
-impl_from!(Adam, Adam);
-impl_from!(Adadelta, Adadelta);
+pub use yogi::Yogi;
 
 /// One state tensor of an optimizer: its PyTorch name, initial value, whether this
 /// configuration uses it, and whether it holds squares (never negative).

@@ -4,9 +4,14 @@
 //! `s <- γ s + (1-γ) g²`, `x <- x - η / sqrt(s + ε) ⊙ g`.
 
 use super::guard::{Bounds, Inputs, Reach};
-use super::{Ctx, Slot};
-use crate::common::{Common, Rounding, StepForm, check_denominator, check_nonneg, check_unit, common_setters};
+use super::{Ctx, Rule, Slot};
+use crate::by_name::{Field, MOMENTUM_STYLES, PLACEMENTS, STEP_FORMS, field, flag};
+use crate::common::{
+    Common, HyperPrecision, Rounding, StepForm, WeightDecayMode, check_denominator, check_nonneg, check_unit,
+    common_access, common_setters,
+};
 use crate::error::{Error, Result};
+use crate::flavor::Flavor;
 use crate::float::{Float, Param};
 use crate::kernel::{
     Arith, Divisor, Ema, EpsAt, Form, Loop, MAX_SLOTS, Planned, Prep, RateFirst, WeightOps, rsqrt, select, with_arith,
@@ -190,11 +195,92 @@ impl RmsProp {
         self
     }
 
+    /// `flavor`'s RMSProp as written (see [`Flavor::rmsprop`], which adds its rounding).
+    pub(crate) fn preset_of(flavor: Flavor) -> Self {
+        let d = RmsProp::default();
+        match flavor {
+            Flavor::D2l => d,
+            Flavor::PyTorch => d
+                .with_step_form(StepForm::ScaledProduct)
+                .with_lr(0.01)
+                .with_decay(0.99)
+                .with_eps(1e-8, EpsPlacement::OutsideSqrt)
+                .with_momentum(0.0, MomentumStyle::LrOutsideBuffer),
+            Flavor::Keras => d
+                .with_step_form(StepForm::ScaledProduct)
+                .with_lr(0.001)
+                .with_decay(0.9)
+                .with_eps(1e-7, EpsPlacement::InsideSqrt)
+                .with_momentum(0.0, MomentumStyle::LrInsideBuffer)
+                .with_weight_decay(0.0, WeightDecayMode::Decoupled),
+            Flavor::Tf1 => d
+                .with_step_form(StepForm::ScaledGradient)
+                .with_lr(0.001)
+                .with_decay(0.9)
+                .with_eps(1e-10, EpsPlacement::InsideSqrt)
+                .with_initial_accumulator(1.0)
+                .with_momentum(0.0, MomentumStyle::LrInsideBuffer),
+            Flavor::Optax => d
+                .with_step_form(StepForm::ScaledReciprocal)
+                .with_lr(0.01)
+                .with_decay(0.9)
+                .with_eps(1e-8, EpsPlacement::InsideSqrt)
+                .with_momentum(0.0, MomentumStyle::LrInsideBuffer),
+            Flavor::Mxnet => RmsProp {
+                momentum_with_centered: true,
+                ..d.with_step_form(StepForm::ScaledGradient)
+                    .with_lr(0.001)
+                    .with_decay(0.9)
+                    .with_eps(1e-8, EpsPlacement::InsideSqrt)
+                    .with_momentum(0.9, MomentumStyle::LrInsideBuffer)
+                    .with_precision(HyperPrecision::F32)
+            },
+            Flavor::Burn => d
+                .with_step_form(StepForm::ScaledGradient)
+                .with_lr(0.01)
+                .with_decay(0.99)
+                .with_eps(1e-5, EpsPlacement::OutsideSqrt)
+                .with_momentum(0.9, MomentumStyle::LrOutsideBuffer)
+                .with_precision(HyperPrecision::F32),
+        }
+    }
+
     fn uses_momentum(&self) -> bool {
         if self.momentum_with_centered { self.centered } else { self.momentum > 0.0 }
     }
+}
 
-    pub(crate) fn validate(&self) -> Result<()> {
+impl Rule for RmsProp {
+    type Scalars<T: Float> = Scalars<T>;
+    const FIELDS: &'static [Field<Self>] = &[
+        field!(num decay: "decay", "alpha", "rho", "gamma", "gamma1"),
+        field!(num eps: "eps", "epsilon"),
+        field!(choice eps_placement in PLACEMENTS; "eps_placement"),
+        // optax's switch for the placement: read, never written
+        Field {
+            names: &["eps_in_sqrt"],
+            get: None,
+            set: |r, k, v| {
+                r.eps_placement = if flag(k, v)? { EpsPlacement::InsideSqrt } else { EpsPlacement::OutsideSqrt };
+                Ok(())
+            },
+        },
+        field!(num initial_accumulator: "initial_accumulator", "initial_scale", "initial_accumulator_value"),
+        field!(flag centered: "centered"),
+        field!(flag clamp_variance: "clamp_variance"),
+        field!(num momentum: "momentum", "gamma2"),
+        field!(choice momentum_style in MOMENTUM_STYLES; "momentum_style"),
+        field!(flag nesterov: "nesterov"),
+        field!(flag bias_correction: "bias_correction"),
+        field!(choice step_form in STEP_FORMS; "step_form"),
+    ];
+    common_access!();
+
+    fn preset(flavor: Flavor, _: &str) -> Option<Self> {
+        Some(RmsProp::preset_of(flavor))
+    }
+
+    fn validate(&self) -> Result<()> {
         const N: &str = "rmsprop";
         self.common.validate(N)?;
         check_unit(N, "decay", self.decay)?;
@@ -217,7 +303,7 @@ impl RmsProp {
         check_denominator(N, self.eps, self.initial_accumulator)
     }
 
-    pub(crate) fn slots(&self) -> Vec<Slot> {
+    fn slots(&self) -> Vec<Slot> {
         vec![
             Slot::squares("square_avg", self.initial_accumulator, true),
             Slot::new("grad_avg", 0.0, self.centered),
@@ -227,7 +313,7 @@ impl RmsProp {
 
     /// Bounds on what one step can reach (see [`guard`](super::guard)): the formula of the
     /// type's doc, carried through on magnitudes.
-    pub(crate) fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
+    fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
         let b = Bounds::new::<T>(&self.common, inputs);
         let g = b.grad()?;
         let decay = self.common.hp(self.decay);
@@ -267,7 +353,7 @@ impl RmsProp {
 
     /// The step's loop for this configuration, chosen once per group and step (variant and
     /// instruction set), with its scalars.
-    pub(crate) fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
+    fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
         let c = &self.common;
         // MXNet's centred `rmspropalex_update` forms `(1 - γ1) * g * g` left to right and
         // the step `(η g) / d`; its plain `rmsprop_update` is written as written
@@ -301,10 +387,12 @@ impl RmsProp {
     /// True when [`kernel`](Self::kernel) does not read the step number (only bias
     /// correction does, in [`Scalars::new`]), so one kernel serves every step with the same
     /// learning rate and preprocessing.
-    pub(crate) fn kernel_is_steady(&self) -> bool {
+    fn steady(&self) -> bool {
         !self.bias_correction
     }
+}
 
+impl RmsProp {
     /// The loop with every option checked per element: the reference the fused loops
     /// reproduce bit for bit.
     #[cfg(test)]

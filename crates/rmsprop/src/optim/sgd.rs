@@ -3,11 +3,13 @@
 //! D2L §12.6 (eq. 12.6.4): `v <- β v + g`, `x <- x - η v`.
 
 use super::guard::{Bounds, Inputs, Reach};
-use super::{Ctx, Slot};
+use super::{Ctx, Rule, Slot};
+use crate::by_name::{Field, SGD_MOMENTA, field};
 #[cfg(test)]
 use crate::common::Rounding;
-use crate::common::{Common, check_nonneg, common_setters};
+use crate::common::{Common, HyperPrecision, check_nonneg, common_access, common_setters};
 use crate::error::{Error, Result};
+use crate::flavor::Flavor;
 use crate::float::{Float, Param};
 use crate::kernel::{Arith, Loop, MAX_SLOTS, Planned, Prep, WeightOps, select, with_arith, with_prep};
 use serde::{Deserialize, Serialize};
@@ -96,8 +98,33 @@ impl Sgd {
         self.nesterov = on;
         self
     }
+}
 
-    pub(crate) fn validate(&self) -> Result<()> {
+impl Rule for Sgd {
+    type Scalars<T: Float> = Scalars<T>;
+    const FIELDS: &'static [Field<Self>] = &[
+        field!(num momentum: "momentum"),
+        field!(num dampening: "dampening"),
+        field!(flag nesterov: "nesterov"),
+        field!(choice momentum_style in SGD_MOMENTA; "momentum_style"),
+    ];
+    common_access!();
+
+    fn preset(flavor: Flavor, _: &str) -> Option<Self> {
+        match flavor {
+            Flavor::D2l => Some(Sgd::leaky_average(0.02, 0.5)),
+            Flavor::PyTorch => Some(Sgd::default().with_lr(0.001)),
+            Flavor::Mxnet => {
+                let mut s =
+                    Sgd::default().with_momentum(0.0, SgdMomentum::LrInsideBuffer).with_precision(HyperPrecision::F32);
+                s.common.weight_decay_clipped = false;
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
         const N: &str = "sgd";
         self.common.validate(N)?;
         check_nonneg(N, "momentum", self.momentum)?;
@@ -111,13 +138,13 @@ impl Sgd {
         Ok(())
     }
 
-    pub(crate) fn slots(&self) -> Vec<Slot> {
+    fn slots(&self) -> Vec<Slot> {
         vec![Slot::new("momentum_buffer", 0.0, self.momentum != 0.0)]
     }
 
     /// Bounds on what one step can reach (see [`guard`](super::guard)): the formula of the
     /// type's doc, carried through on magnitudes.
-    pub(crate) fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
+    fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
         let b = Bounds::new::<T>(&self.common, inputs);
         let g = b.grad()?;
         let (lr, mu) = (b.lr(), b.hp(self.momentum));
@@ -139,7 +166,7 @@ impl Sgd {
     }
 
     /// The step of one group: its scalars, formed once per step, and its loop.
-    pub(crate) fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
+    fn kernel<P: Param>(&self, ctx: &Ctx<P::Acc>) -> Planned<Scalars<P::Acc>, P> {
         let c = &self.common;
         let from = <P::Acc as Float>::from_f64;
         let k = Scalars {
@@ -160,7 +187,9 @@ impl Sgd {
             Some(SgdMomentum::LrInsideBuffer) => Planned::new::<Fused<A, LR_INSIDE, PREP, EXTRA>>(k, ctx.prep),
         }))
     }
+}
 
+impl Sgd {
     /// The loop with every option checked per element: the reference of the fused loop.
     #[cfg(test)]
     fn update_general<T: Float, P: Param<Acc = T>>(&self, ctx: &Ctx<T>, x: &mut [P], g: &[P], b: &mut [T]) {
