@@ -1,9 +1,9 @@
 //! Framework presets: each framework's RMSProp (and neighbours) with *its own*
 //! defaults and formula. The table of differences is in the crate docs.
 
-use crate::common::Rounding;
+use crate::common::{HyperPrecision, Rounding, StepForm, WeightDecayMode};
 use crate::error::{Error, Result};
-use crate::optim::{OptimizerConfig, RmsProp};
+use crate::optim::{EpsPlacement, MomentumStyle, OptimizerConfig, RmsProp};
 use std::fmt;
 use std::str::FromStr;
 
@@ -71,7 +71,58 @@ impl Flavor {
     /// has no default learning rate (TF1, optax, Burn), the one of its documentation
     /// examples is used: 0.001 (TF1), 0.01 (optax, Burn).
     pub fn rmsprop(self) -> RmsProp {
-        RmsProp::preset_of(self).with_rounding(self.rounding())
+        self.rmsprop_as_written().with_rounding(self.rounding())
+    }
+
+    /// This framework's RMSProp as written: [`rmsprop`](Self::rmsprop) without the
+    /// flavour's rounding.
+    pub(crate) fn rmsprop_as_written(self) -> RmsProp {
+        let d = RmsProp::default();
+        match self {
+            Flavor::D2l => d,
+            Flavor::PyTorch => d
+                .with_step_form(StepForm::ScaledProduct)
+                .with_lr(0.01)
+                .with_decay(0.99)
+                .with_eps(1e-8, EpsPlacement::OutsideSqrt)
+                .with_momentum(0.0, MomentumStyle::LrOutsideBuffer),
+            Flavor::Keras => d
+                .with_step_form(StepForm::ScaledProduct)
+                .with_lr(0.001)
+                .with_decay(0.9)
+                .with_eps(1e-7, EpsPlacement::InsideSqrt)
+                .with_momentum(0.0, MomentumStyle::LrInsideBuffer)
+                .with_weight_decay(0.0, WeightDecayMode::Decoupled),
+            Flavor::Tf1 => d
+                .with_step_form(StepForm::ScaledGradient)
+                .with_lr(0.001)
+                .with_decay(0.9)
+                .with_eps(1e-10, EpsPlacement::InsideSqrt)
+                .with_initial_accumulator(1.0)
+                .with_momentum(0.0, MomentumStyle::LrInsideBuffer),
+            Flavor::Optax => d
+                .with_step_form(StepForm::ScaledReciprocal)
+                .with_lr(0.01)
+                .with_decay(0.9)
+                .with_eps(1e-8, EpsPlacement::InsideSqrt)
+                .with_momentum(0.0, MomentumStyle::LrInsideBuffer),
+            Flavor::Mxnet => RmsProp {
+                momentum_with_centered: true,
+                ..d.with_step_form(StepForm::ScaledGradient)
+                    .with_lr(0.001)
+                    .with_decay(0.9)
+                    .with_eps(1e-8, EpsPlacement::InsideSqrt)
+                    .with_momentum(0.9, MomentumStyle::LrInsideBuffer)
+                    .with_precision(HyperPrecision::F32)
+            },
+            Flavor::Burn => d
+                .with_step_form(StepForm::ScaledGradient)
+                .with_lr(0.01)
+                .with_decay(0.99)
+                .with_eps(1e-5, EpsPlacement::OutsideSqrt)
+                .with_momentum(0.9, MomentumStyle::LrOutsideBuffer)
+                .with_precision(HyperPrecision::F32),
+        }
     }
 
     /// This framework's `optimizer` (`rmsprop`, `adagrad`, `sgd`, `adam`, `adamw`,

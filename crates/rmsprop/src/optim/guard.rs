@@ -21,9 +21,9 @@
 //! Parameters are the caller's: a parameter that is already non-finite is outside this
 //! promise (its result is what it was).
 
-use super::MAX_SLOTS;
 use crate::common::{Common, WeightDecayMode};
 use crate::float::{Dtype, Float};
+use crate::kernel::MAX_SLOTS;
 
 /// The largest magnitudes going into one group's step.
 #[derive(Clone, Copy, Debug)]

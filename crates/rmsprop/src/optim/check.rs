@@ -1,0 +1,243 @@
+//! What a checked step settles before it writes: every gradient finite (one scan, which
+//! also measures the largest magnitudes), every result finite (by bounds, else by a trial
+//! on a copy), and every scheduled rate valid.
+
+use super::state::{Scratch, Trial};
+use super::{Optimizer, guard};
+use crate::common::Rounding;
+use crate::error::{Error, Result};
+use crate::float::{Float, Param};
+use crate::kernel::{Arrays, MAX_SLOTS};
+
+impl<P: Param> Optimizer<P> {
+    /// The gradient scan of a checked step: the first non-finite gradient element (tensor,
+    /// index) of the step `take` prepared, else each group's largest `|g|` (and `|x|` in a
+    /// group with weight decay, which the bounds need) into `scratch.group_largest`. Chunk
+    /// by chunk across threads like the step itself, or tensor by tensor.
+    pub(super) fn scan(&mut self) -> Option<(usize, usize)> {
+        let per_chunk = self.parallel();
+        let Scratch { ptrs, largest, group_largest, .. } = &mut self.scratch;
+        let (tensors, groups) = (&self.tensors, &self.groups);
+        let scan = |tensor: usize, a: Arrays<P::Acc, P>| {
+            // SAFETY: `take` checked the gradient and the parameter have `n` elements; both
+            // are only read here.
+            let g = largest_magnitude(unsafe { std::slice::from_raw_parts(a.g, a.n) })?;
+            // |x| only where weight decay uses it; unscanned, or a non-finite parameter (the
+            // caller's: the trial step then finds what it leads to), it bounds nothing: ∞
+            let decays = groups[tensors[tensor].group].common().weight_decay != 0.0;
+            let x = if decays {
+                largest_magnitude(unsafe { std::slice::from_raw_parts(a.x.cast_const(), a.n) }).unwrap_or(f64::INFINITY)
+            } else {
+                f64::INFINITY
+            };
+            Ok([g, x])
+        };
+        if per_chunk {
+            use rayon::prelude::*;
+            let ptrs = &*ptrs;
+            self.chunks
+                .par_iter()
+                .map(|c| {
+                    // SAFETY: a chunk lies within its tensor.
+                    let a = unsafe { ptrs[c.tensor].arrays.range(c.start, c.end) };
+                    scan(c.tensor, a).map_err(|i| c.start + i)
+                })
+                .collect_into_vec(largest);
+        } else {
+            largest.clear();
+            largest.extend(ptrs.iter().enumerate().map(|(t, p)| scan(t, p.arrays)));
+        }
+        group_largest.clear();
+        group_largest.resize(groups.len(), [0.0; 2]);
+        for (i, found) in largest.iter().enumerate() {
+            let tensor = if per_chunk { self.chunks[i].tensor } else { i };
+            match found {
+                Err(index) => return Some((tensor, *index)),
+                Ok([g, x]) => {
+                    let group = &mut group_largest[tensors[tensor].group];
+                    *group = [group[0].max(*g), group[1].max(*x)];
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether the planned step `t` keeps every result finite (see [`guard`]): by the
+    /// bounds, else by a trial of the groups they cannot clear. On success
+    /// `scratch.next_bounds` holds the state bounds after the step.
+    pub(super) fn check_results(&mut self, t: u64) -> Result<()> {
+        let Scratch { next_bounds, group_largest, tried, .. } = &mut self.scratch;
+        next_bounds.clear();
+        tried.clear();
+        for (i, config) in self.groups.iter().enumerate() {
+            let [grad, param] = group_largest[i];
+            let lr = self.schedule.lr(config.common().lr, t);
+            let inputs = guard::Inputs { grad, param, state: self.bounds[i], t, lr };
+            let reach = config.reach::<P::Acc>(&inputs).filter(|r| r.step < P::HALF_GAP_AT_MAX / 2.0);
+            tried.push(reach.is_none());
+            next_bounds.push(reach.map_or([f64::INFINITY; MAX_SLOTS], |r| r.state));
+        }
+        if tried.contains(&true) { self.trial_step(t) } else { Ok(()) }
+    }
+
+    /// Runs each chunk of the groups the bounds could not clear through its kernel on a
+    /// copy of its parameters and state, and checks every result; measures the state of
+    /// those groups into `scratch.next_bounds`. Across threads like the step itself, each
+    /// with its own copy; the failure reported is the first in chunk order.
+    #[cold]
+    fn trial_step(&mut self, t: u64) -> Result<()> {
+        let workers = if self.parallel() { self.trials.len() } else { 1 };
+        let Optimizer { trials, chunks, tensors, groups, scratch, plan, .. } = self;
+        let Scratch { next_bounds, tried, ptrs, .. } = scratch;
+        let (tried, ptrs, kernels) = (&*tried, &*ptrs, &plan.kernels);
+        let work = |w: usize, trial: &mut Trial<P>| -> std::result::Result<(), (usize, Error)> {
+            let Trial { x, bufs, measured } = trial;
+            measured.clear();
+            measured.resize(groups.len(), [0.0; MAX_SLOTS]);
+            for (i, c) in chunks.iter().enumerate().skip(w).step_by(workers) {
+                let (p, group) = (ptrs[c.tensor], tensors[c.tensor].group);
+                if !tried[group] {
+                    continue;
+                }
+                // SAFETY: a chunk lies within its tensor.
+                let a = unsafe { p.arrays.range(c.start, c.end) };
+                let n = a.n;
+                // SAFETY: `take` checked the lengths; the originals are only read.
+                unsafe {
+                    x[..n].copy_from_slice(std::slice::from_raw_parts(a.x.cast_const(), n));
+                    for (k, b) in bufs.iter_mut().enumerate().filter(|(k, _)| !a.bufs[*k].is_null()) {
+                        b[..n].copy_from_slice(std::slice::from_raw_parts(a.bufs[k].cast_const(), n));
+                    }
+                }
+                let copy = Arrays {
+                    x: x.as_mut_ptr(),
+                    g: a.g,
+                    bufs: std::array::from_fn(|k| if a.bufs[k].is_null() { a.bufs[k] } else { bufs[k].as_mut_ptr() }),
+                    n,
+                };
+                // SAFETY: the copy's arrays hold at least `n` elements (sized in
+                // `add_group` for the widest chunk), owned here; `g` is only read.
+                unsafe { kernels[p.kernel].run_on(copy) };
+                let refuse = |index: usize, quantity: &str| {
+                    let tensor = tensors[c.tensor].spec.name.clone();
+                    (i, Error::NonFiniteResult { step: t, tensor, index: c.start + index, quantity: quantity.into() })
+                };
+                largest_magnitude(&x[..n]).map_err(|i| refuse(i, "the parameter"))?;
+                for (k, b) in bufs.iter().enumerate().filter(|(k, _)| !a.bufs[*k].is_null()) {
+                    let largest =
+                        largest_of(&b[..n], |v| v.to_f64()).map_err(|i| refuse(i, groups[group].slots()[k].name))?;
+                    measured[group][k] = measured[group][k].max(largest);
+                }
+            }
+            Ok(())
+        };
+        let trials = &mut trials[..workers];
+        let failed = if workers > 1 {
+            use rayon::prelude::*;
+            trials.par_iter_mut().enumerate().filter_map(|(w, trial)| work(w, trial).err()).min_by_key(|(i, _)| *i)
+        } else {
+            work(0, &mut trials[0]).err()
+        };
+        if let Some((_, e)) = failed {
+            return Err(e);
+        }
+        for (group, bound) in next_bounds.iter_mut().enumerate().filter(|(g, _)| tried[*g]) {
+            *bound = std::array::from_fn(|k| trials.iter().map(|t| t.measured[group][k]).fold(0.0, f64::max));
+        }
+        Ok(())
+    }
+
+    /// Every group's scheduled rate for step `t` is a finite number >= 0 (a constant rate
+    /// is the validated `lr`; a schedule, a closure above all, can give anything).
+    pub(super) fn check_schedule(&self, t: u64) -> Result<()> {
+        for (group, config) in self.groups.iter().enumerate() {
+            let lr = self.schedule.lr(config.common().lr, t);
+            if !(lr.is_finite() && lr >= 0.0) {
+                return Err(Error::InvalidSchedule { group, step: t, lr });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The largest `|v|` of `v`, or the index of its first NaN or infinity. For `f32` and
+/// `f64` on the bits: with the sign cleared, the order of the magnitudes is that of the
+/// integers and every NaN or infinity is at least the infinity's, so one integer maximum
+/// per block (which vectorises, where a float maximum does not) finds both; only a block
+/// holding a non-finite value is searched.
+#[inline]
+fn largest_magnitude<P: Param>(v: &[P]) -> std::result::Result<f64, usize> {
+    largest_of(v, |v| v.load().to_f64())
+}
+
+/// [`largest_magnitude`] of any element type, `widen` giving each value in `f64` (used for
+/// types other than `f32` and `f64`).
+#[inline]
+fn largest_of<V: Copy + 'static>(v: &[V], widen: impl Fn(V) -> f64) -> std::result::Result<f64, usize> {
+    use std::any::TypeId;
+    macro_rules! by_bits {
+        ($float:ty, $bits:ty) => {{
+            // SAFETY: `V` is `$float`, which has the size and alignment of `$bits`, and
+            // every bit pattern is a valid `$bits`.
+            let bits = unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<$bits>(), v.len()) };
+            let (magnitude, infinity) = (<$bits>::MAX >> 1, <$float>::INFINITY.to_bits());
+            let largest = crate::kernel::widest_closure(
+                #[inline(always)]
+                || {
+                    let mut largest = 0;
+                    for (b, block) in bits.chunks(SCAN_BLOCK).enumerate() {
+                        let m = block.iter().fold(0, |m: $bits, &x| m.max(x & magnitude));
+                        if m >= infinity {
+                            let i = block.iter().position(|&x| x & magnitude >= infinity);
+                            return Err(b * SCAN_BLOCK + i.expect("a block with a non-finite value"));
+                        }
+                        largest = largest.max(m);
+                    }
+                    Ok(largest)
+                },
+            )?;
+            return Ok(<$float>::from_bits(largest) as f64);
+        }};
+    }
+    if TypeId::of::<V>() == TypeId::of::<f32>() {
+        by_bits!(f32, u32)
+    }
+    if TypeId::of::<V>() == TypeId::of::<f64>() {
+        by_bits!(f64, u64)
+    }
+    // half precision: widened, one value at a time
+    let mut largest = 0.0f64;
+    for (i, &v) in v.iter().enumerate() {
+        let v = widen(v);
+        if !v.is_finite() {
+            return Err(i);
+        }
+        largest = largest.max(v.abs());
+    }
+    Ok(largest)
+}
+
+/// Elements per block of the gradient scan.
+const SCAN_BLOCK: usize = 256;
+
+/// The L2 norm of the gradients `gs` together, as the rounding forms it. Under
+/// [`Rounding::Xla`] in the arithmetic type: a tensor of up to 32 elements adds its squares
+/// in turn, as XLA reduces it on CPU (larger ones it reduces in vector lanes, an order not
+/// reproduced here: their sum is taken in `f64` and rounded), the tensors' sums are added
+/// in turn (optax's `global_norm`), then the root. Otherwise in `f64`, rounded once where
+/// it is used.
+pub(super) fn norm<'a, P: Param>(gs: impl Iterator<Item = &'a [P]>, rounding: Rounding) -> f64 {
+    let sum_f64 = |g: &[P]| g.iter().map(|v| v.load().to_f64().powi(2)).sum::<f64>();
+    if rounding == Rounding::Xla {
+        let in_turn = |g: &[P]| {
+            g.iter().fold(P::Acc::ZERO, |s, v| {
+                let v = v.load();
+                s + v * v
+            })
+        };
+        let tensor = |g: &[P]| if g.len() <= 32 { in_turn(g) } else { P::Acc::from_f64(sum_f64(g)) };
+        gs.map(tensor).fold(P::Acc::ZERO, |s, t| s + t).sqrt().to_f64()
+    } else {
+        gs.map(sum_f64).sum::<f64>().sqrt()
+    }
+}

@@ -1,0 +1,169 @@
+//! The layout a group's tensors were registered with and the per-step scratch: each
+//! tensor's place in the state arenas, the chunks a step is cut into, the pointers and
+//! plans of the step under way.
+
+use super::{Kernel, Optimizer, TensorSpec};
+use crate::error::Error;
+use crate::float::{Float, Param};
+use crate::kernel::{Arrays, MAX_SLOTS};
+
+/// A parameter tensor as the optimizer tracks it.
+#[derive(Clone, Debug)]
+pub(crate) struct Tracked {
+    pub spec: TensorSpec,
+    /// `spec.len()`, kept so a step does not multiply the shape out again.
+    pub numel: usize,
+    pub group: usize,
+    /// Where this tensor's state of slot `k` starts in arena `k`; `None` when unused.
+    pub offset: [Option<usize>; MAX_SLOTS],
+}
+
+impl Tracked {
+    #[cold]
+    pub(crate) fn length_mismatch(&self, x: usize, g: usize) -> Error {
+        let (what, got) = if x != self.numel { ("parameter", x) } else { ("gradient", g) };
+        let (tensor, shape) = (self.spec.name.clone(), self.spec.shape.clone());
+        Error::LengthMismatch { what, tensor, expected: self.numel, got, shape }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Chunk {
+    pub(crate) tensor: usize,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+/// One tensor's arrays for the step under way, and what runs on them.
+#[derive(Debug)]
+pub(crate) struct Ptrs<P: Param> {
+    /// Index of the tensor's planned [`Kernel`] in the step's plan.
+    pub(crate) kernel: usize,
+    /// The whole tensor.
+    pub(crate) arrays: Arrays<P::Acc, P>,
+}
+
+impl<P: Param> Clone for Ptrs<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P: Param> Copy for Ptrs<P> {}
+
+// SAFETY: the pointers are only dereferenced inside `Optimizer::step`, while the `&mut`
+// borrows they come from are held, and every chunk covers a disjoint element range.
+unsafe impl<P: Param> Send for Ptrs<P> {}
+unsafe impl<P: Param> Sync for Ptrs<P> {}
+
+/// Each tensor's pointers for the step under way, and what the gradient scan found.
+pub(crate) struct Scratch<P: Param> {
+    pub(crate) ptrs: Vec<Ptrs<P>>,
+    /// Per chunk (in parallel) or per tensor: the largest `|g|` and `|x|` (∞ where not
+    /// scanned), or the index of a non-finite gradient element.
+    pub(crate) largest: Vec<std::result::Result<[f64; 2], usize>>,
+    /// Per group: the largest `|g|` and `|x|` of the step.
+    pub(crate) group_largest: Vec<[f64; 2]>,
+    /// Per group: the state bounds after the step under way.
+    pub(crate) next_bounds: Vec<[f64; MAX_SLOTS]>,
+    /// Per group: the bounds could not clear the step, it is tried first.
+    pub(crate) tried: Vec<bool>,
+}
+
+impl<P: Param> Clone for Scratch<P> {
+    /// Scratch holds nothing between steps: a clone starts empty.
+    fn clone(&self) -> Self {
+        Scratch {
+            ptrs: Vec::with_capacity(self.ptrs.capacity()),
+            largest: Vec::with_capacity(self.largest.capacity()),
+            group_largest: Vec::with_capacity(self.group_largest.capacity()),
+            next_bounds: Vec::with_capacity(self.next_bounds.capacity()),
+            tried: Vec::with_capacity(self.tried.capacity()),
+        }
+    }
+}
+
+/// One thread's copy of a chunk's parameters and state for a trial step, and the largest
+/// state magnitudes per group it found.
+#[derive(Clone, Default)]
+pub(crate) struct Trial<P: Param> {
+    pub(crate) x: Vec<P>,
+    pub(crate) bufs: [Vec<P::Acc>; MAX_SLOTS],
+    pub(crate) measured: Vec<[f64; MAX_SLOTS]>,
+}
+
+impl<P: Param> std::fmt::Debug for Trial<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trial")
+    }
+}
+
+/// The kernels of the last step: one per group, then one per tensor of a group that clips
+/// by the tensor's own norm.
+#[derive(Clone)]
+pub(crate) struct Plan<P: Param> {
+    pub(crate) kernels: Vec<Kernel<P>>,
+    /// Per group: the group's kernel serves every step until its configuration or the
+    /// schedule changes ([`OptimizerConfig::steady`] under a constant schedule; cleared by
+    /// [`Optimizer::group_mut`] and [`Optimizer::with_schedule`]).
+    pub(crate) steady: Vec<bool>,
+}
+
+impl<P: Param> std::fmt::Debug for Plan<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan").field("kernels", &self.kernels.len()).field("steady", &self.steady).finish()
+    }
+}
+
+impl<P: Param> std::fmt::Debug for Scratch<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scratch")
+    }
+}
+
+/// The state arenas, read and restored (checkpoints).
+impl<P: Param> Optimizer<P> {
+    /// State tensor `name` (e.g. `"square_avg"`) of parameter `tensor`.
+    ///
+    /// ```
+    /// use rmsprop::{Optimizer, RmsProp};
+    /// let opt = Optimizer::<f64>::new(RmsProp::default(), &[("w", &[3][..])]).unwrap();
+    /// assert_eq!(opt.state("w", "square_avg"), Some(&[0.0, 0.0, 0.0][..]));
+    /// assert_eq!(opt.state("w", "grad_avg"), None); // not centred
+    /// ```
+    pub fn state(&self, tensor: &str, name: &str) -> Option<&[P::Acc]> {
+        let (t, k) = self.slot_index(tensor, name)?;
+        self.buffer(t, k)
+    }
+
+    /// State slot `k` of tensor `t`, if used.
+    pub(crate) fn buffer(&self, t: usize, k: usize) -> Option<&[P::Acc]> {
+        let tr = &self.tensors[t];
+        tr.offset[k].map(|o| &self.arena[k][o..o + tr.numel])
+    }
+
+    pub(crate) fn slot_index(&self, tensor: &str, name: &str) -> Option<(usize, usize)> {
+        let t = self.tensors.iter().position(|t| t.spec.name == tensor)?;
+        let slots = self.groups[self.tensors[t].group].slots();
+        let k = slots.iter().position(|s| s.used && s.name == name)?;
+        Some((t, k))
+    }
+
+    pub(crate) fn tracked(&self) -> &[Tracked] {
+        &self.tensors
+    }
+
+    pub(crate) fn restore(&mut self, step: u64, skipped: u64, bufs: Vec<Vec<Vec<P::Acc>>>) {
+        self.step = step;
+        self.skipped = skipped;
+        self.bounds.iter_mut().for_each(|b| *b = [0.0; MAX_SLOTS]);
+        for (tr, b) in self.tensors.iter().zip(bufs) {
+            for (k, v) in b.iter().enumerate() {
+                if let Some(o) = tr.offset[k] {
+                    self.arena[k][o..o + tr.numel].copy_from_slice(v);
+                    let bound = &mut self.bounds[tr.group][k];
+                    *bound = v.iter().fold(*bound, |m, v| m.max(v.to_f64().abs()));
+                }
+            }
+        }
+    }
+}
