@@ -6,7 +6,8 @@
 // accepted, what it produced must hold the promises the docs make.
 
 #[allow(unused_imports)]
-use rmsprop::{MomentumStyle, Optimizer, RmsProp, by_name, golden};
+use rmsprop::{MomentumStyle, Optimizer, RmsProp, by_name};
+use rmsprop_golden as golden;
 #[allow(unused_imports)]
 use std::path::Path;
 

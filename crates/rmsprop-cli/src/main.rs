@@ -619,7 +619,7 @@ fn run_replay(files: &[PathBuf]) -> Result<Printed> {
     let mut text = String::new();
     let mut j = Vec::new();
     for f in files {
-        let report = rmsprop::golden::replay_file(f)?;
+        let report = rmsprop_golden::replay_file(f)?;
         text += &format!("{}\n", report.summary());
         for c in report.cases.iter().filter(|c| !c.passed) {
             text += &format!("  FAIL {}: worst {:.3}x tolerance at {}\n", c.name, c.worst, c.detail);

@@ -3,8 +3,8 @@
 
 use crate::divergence::{Divergence, Watch, number};
 use crate::effective;
-use rmsprop::golden::{Objective2d, objective_2d};
 use rmsprop::{NonFinitePolicy, Optimizer, OptimizerConfig};
+use rmsprop_golden::{Objective2d, objective_2d};
 use std::collections::BTreeMap;
 
 /// A named 2-D objective: value and gradient.

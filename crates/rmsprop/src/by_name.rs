@@ -161,6 +161,20 @@ pub fn optimizers() -> Vec<&'static str> {
     crate::optim::names()
 }
 
+/// Sets one hyperparameter of `config` by any of its names (as [`config`] reads them);
+/// `Ok(false)`, changing nothing, when this optimizer has no hyperparameter by that name.
+///
+/// ```
+/// use rmsprop::by_name::{set, Value};
+/// let mut c = rmsprop::Flavor::PyTorch.config("rmsprop").unwrap();
+/// assert!(set(&mut c, "alpha", &Value::Num(0.9)).unwrap());
+/// assert!(!set(&mut c, "beta1", &Value::Num(0.9)).unwrap());
+/// assert!(set(&mut c, "alpha", &Value::Bool(true)).is_err());
+/// ```
+pub fn set(config: &mut OptimizerConfig, name: &str, value: &Value) -> Result<bool> {
+    Ok(set_common(config.common_mut(), name, value)? || config.set_field(name, value)?)
+}
+
 /// Builds a configuration from an optimizer name and `(name, value)` pairs.
 ///
 /// ```
@@ -311,7 +325,7 @@ pub(crate) const BIAS_CORRECTIONS: &[(&str, BiasCorrection)] = &[
 ];
 
 /// Sets a [`Common`] field; false if `k` is not one.
-pub(crate) fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
+fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
     match k {
         "lr" | "learning_rate" | "eta" => c.lr = num(k, v)?,
         "weight_decay" | "wd" => c.weight_decay = num(k, v)?,

@@ -4,7 +4,7 @@
 //! as *Dive into Deep Learning*, PyTorch, Keras, TF1, optax, MXNet and Burn compute them,
 //! behind one API. Every convention is a named field with its framework in the doc,
 //! and every preset is checked step by step against vectors recorded from the
-//! frameworks themselves (see [`golden`]).
+//! frameworks themselves (the `rmsprop-golden` crate replays them).
 //!
 //! ```
 //! use rmsprop::{Flavor, Optimizer};
@@ -54,7 +54,8 @@
 //! - [`RmsProp`], [`Adagrad`], [`Sgd`], [`Adam`], [`Adadelta`]: one file each, with
 //!   the update written out in its doc.
 //! - [`Flavor`]: framework presets. [`by_name`]: configs from names as frameworks spell
-//!   them. [`checkpoint`]: safetensors state. [`golden`]: the golden-vector replayer.
+//!   them. [`checkpoint`]: safetensors state. The golden-vector replayer is the
+//!   `rmsprop-golden` crate.
 
 #![warn(missing_docs)]
 
@@ -65,7 +66,6 @@ mod common;
 mod error;
 mod flavor;
 mod float;
-pub mod golden;
 mod kernel;
 mod optim;
 mod schedule;

@@ -70,7 +70,8 @@ pub(crate) struct Ctx<T> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NonFinitePolicy {
-    /// Refuse the step with [`Error::NonFiniteGradient`] or [`Error::NonFiniteResult`];
+    /// Refuse the step with [`Error::NonFiniteGradient`](crate::Error::NonFiniteGradient) or
+    /// [`Error::NonFiniteResult`](crate::Error::NonFiniteResult);
     /// nothing changes.
     #[default]
     Error,

@@ -1,4 +1,4 @@
-//! Replays golden-vector files: `cargo run --release -p rmsprop --example replay -- FILE.json...`
+//! Replays golden-vector files: `cargo run --release -p rmsprop-golden --example replay -- FILE.json...`
 //!
 //! Prints `FILE: N passed (K bit-exact), M failed` per file and one line per failing case
 //! with its worst error (`-v`: every case); exits non-zero on any failure.
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     }
     let mut ok = true;
     for f in &files {
-        match rmsprop::golden::replay_file(f.as_ref()) {
+        match rmsprop_golden::replay_file(f.as_ref()) {
             Ok(report) => {
                 println!("{}", report.summary());
                 for c in report.cases.iter().filter(|c| verbose || !c.passed) {

@@ -9,7 +9,7 @@ fn golden_dir() -> PathBuf {
 }
 
 fn replay(file: &str, at_least: usize) {
-    let report = rmsprop::golden::replay_file(&golden_dir().join(file)).expect("golden file readable");
+    let report = rmsprop_golden::replay_file(&golden_dir().join(file)).expect("golden file readable");
     // Written past the test harness's capture, so every run shows the counts.
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "golden replay: {}", report.summary());
@@ -44,8 +44,8 @@ fn yogi() {
 
 /// The cases of `file` (all, or those whose name contains one of `only`) that are not
 /// reproduced bit for bit, with where and by how much; and the file's report.
-fn inexact(file: &str, only: &[&str]) -> (Vec<String>, rmsprop::golden::FileReport) {
-    let report = rmsprop::golden::replay_file(&golden_dir().join(file)).expect("golden file readable");
+fn inexact(file: &str, only: &[&str]) -> (Vec<String>, rmsprop_golden::FileReport) {
+    let report = rmsprop_golden::replay_file(&golden_dir().join(file)).expect("golden file readable");
     let picked = |name: &str| only.is_empty() || only.iter().any(|p| name.contains(p));
     let cases = report.cases.iter().filter(|c| picked(&c.name) && c.worst != 0.0);
     (cases.map(|c| format!("{}: {:.3}x tolerance at {}", c.name, c.worst, c.detail)).collect(), report)
@@ -124,26 +124,26 @@ fn unknown_fields_and_variants_fail() {
     let text = std::fs::read_to_string(golden_dir().join("torch.json")).unwrap();
     let root: serde_json::Value = serde_json::from_str(&text).unwrap();
     let case = &root["cases"][0];
-    assert!(rmsprop::golden::replay_case(case).passed);
+    assert!(rmsprop_golden::replay_case(case).passed);
 
     let mut extra = case.clone();
     extra["hyperparams"]["normalized"]["lookahead"] = serde_json::json!(5);
-    let r = rmsprop::golden::replay_case(&extra);
+    let r = rmsprop_golden::replay_case(&extra);
     assert!(!r.passed && r.detail.contains("lookahead"), "{}", r.detail);
 
     let mut style = case.clone();
     style["hyperparams"]["normalized"]["momentum_style"] = serde_json::json!("sideways");
-    let r = rmsprop::golden::replay_case(&style);
+    let r = rmsprop_golden::replay_case(&style);
     assert!(!r.passed && r.detail.contains("sideways"), "{}", r.detail);
 
     let mut state = case.clone();
     state["state"]["mystery_buffer"] = serde_json::json!([0.0]);
-    let r = rmsprop::golden::replay_case(&state);
+    let r = rmsprop_golden::replay_case(&state);
     assert!(!r.passed && r.detail.contains("mystery_buffer"), "{}", r.detail);
 
     let mut wrong = case.clone();
     wrong["x"][49][3] = serde_json::json!(wrong["x"][49][3].as_f64().unwrap() + 1.0);
-    let r = rmsprop::golden::replay_case(&wrong);
+    let r = rmsprop_golden::replay_case(&wrong);
     assert!(!r.passed && r.detail.contains("x[50][3]"), "{}", r.detail);
 }
 
@@ -157,7 +157,7 @@ fn fast_rsqrt_keeps_every_f32_case_in_tolerance() {
         }
     };
     for file in ["torch.json", "optax.json", "keras.json", "mxnet.json"] {
-        let report = rmsprop::golden::replay_file_with(&golden_dir().join(file), &on).unwrap();
+        let report = rmsprop_golden::replay_file_with(&golden_dir().join(file), &on).unwrap();
         let bad: Vec<_> =
             report.cases.iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.name, c.detail)).collect();
         assert!(bad.is_empty(), "{file}:\n{}", bad.join("\n"));
@@ -176,11 +176,11 @@ fn cases_that_cannot_fail_are_failures() {
         .find(|c| c["optimizer"] == "rmsprop" && c["state"].as_object().unwrap().len() > 1)
         .unwrap()
         .clone();
-    assert!(rmsprop::golden::replay_case(&case).passed, "the untouched case passes");
+    assert!(rmsprop_golden::replay_case(&case).passed, "the untouched case passes");
     let failed = |edit: &dyn Fn(&mut serde_json::Value), says: &str| {
         let mut c = case.clone();
         edit(&mut c);
-        let r = rmsprop::golden::replay_case(&c);
+        let r = rmsprop_golden::replay_case(&c);
         assert!(!r.passed, "{says}: passed");
         assert!(r.detail.contains(says), "{}", r.detail);
     };
@@ -227,7 +227,7 @@ fn a_trace_with_an_absurd_step_count_fails_without_overflow() {
     for steps in [u64::MAX, 0] {
         let mut t = file["traces"][0].clone();
         t["steps"] = serde_json::json!(steps);
-        let r = rmsprop::golden::replay_trace(&t);
+        let r = rmsprop_golden::replay_trace(&t);
         assert!(!r.passed && r.detail.contains(&format!("{steps} steps")), "{}", r.detail);
     }
 }

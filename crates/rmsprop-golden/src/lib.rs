@@ -9,16 +9,17 @@
 //! understand is a failure, never a silent skip.
 //!
 //! ```no_run
-//! let report = rmsprop::golden::replay_file("testdata/golden/torch.json".as_ref()).unwrap();
+//! let report = rmsprop_golden::replay_file("testdata/golden/torch.json".as_ref()).unwrap();
 //! println!("{}", report.summary());
 //! assert_eq!(report.failed(), 0);
 //! ```
 
-use crate::by_name::{self, Value as Hyper};
-use crate::error::{Error, Result};
-use crate::flavor::Flavor;
-use crate::float::{Float, Param};
-use crate::optim::{EpsPlacement, NonFinitePolicy, Optimizer, OptimizerConfig, TensorSpec};
+#![warn(missing_docs)]
+
+use rmsprop::by_name::{self, Value as Hyper};
+use rmsprop::{
+    EpsPlacement, Error, Flavor, Float, NonFinitePolicy, Optimizer, OptimizerConfig, Param, Result, TensorSpec,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -77,7 +78,7 @@ pub fn replay_file(path: &Path) -> Result<FileReport> {
 
 /// A change applied to each case's configuration before it is replayed, given the case's
 /// dtype (`"float32"`, `"float64"`): to check that an opt-in formulation (e.g.
-/// [`RmsProp::fast_rsqrt`](crate::RmsProp::fast_rsqrt)) stays inside the tolerances.
+/// [`RmsProp::fast_rsqrt`](rmsprop::RmsProp::fast_rsqrt)) stays inside the tolerances.
 pub type Adjust<'a> = &'a dyn Fn(&mut OptimizerConfig, &str);
 
 /// [`replay_file`] with every case's configuration passed through `adjust` first.
@@ -273,7 +274,7 @@ fn flavor_of(framework: &str) -> Res<Flavor> {
 
 impl Normalized {
     /// Our configuration: the framework's preset, then every number and switch of `self`
-    /// set through [`by_name`](crate::by_name)'s names, so the mapping is by-name's. A
+    /// set through [`by_name`](rmsprop::by_name)'s names, so the mapping is by-name's. A
     /// value the optimizer has no name for must be the one it implies (`momentum` 0, no
     /// centring, ε outside the root, Adam's and Yogi's `moments` correction, …).
     fn config(&self, framework: &str) -> Res<OptimizerConfig> {
@@ -334,8 +335,7 @@ impl Normalized {
         ];
         for (name, value, implied) in entries {
             let Some(value) = value else { continue };
-            let set = by_name::set_common(config.common_mut(), name, &value).map_err(|e| e.to_string())?
-                || config.set_field(name, &value).map_err(|e| e.to_string())?;
+            let set = by_name::set(&mut config, name, &value).map_err(|e| e.to_string())?;
             if !set && !implied {
                 return Err(format!("{name} = {value} is not defined for {}", self.optimizer));
             }
@@ -595,7 +595,7 @@ pub type Objective2d = fn([f64; 2]) -> (f64, [f64; 2]);
 /// rounded as the book's Python evaluates them (`0.1 * x1 ** 2`: the square first).
 ///
 /// ```
-/// let f = rmsprop::golden::objective_2d("f(x1,x2) = 0.1*x1^2 + 2*x2^2").unwrap();
+/// let f = rmsprop_golden::objective_2d("f(x1,x2) = 0.1*x1^2 + 2*x2^2").unwrap();
 /// assert_eq!(f([1.0, 1.0]), (2.1, [0.2, 4.0]));
 /// ```
 pub fn objective_2d(formula: &str) -> Option<Objective2d> {
@@ -630,7 +630,7 @@ impl Trace {
                 .with_eps(h.eps, placement)
                 .with_initial_accumulator(h.s0)
                 .into(),
-            "adagrad" => crate::optim::Adagrad::default()
+            "adagrad" => rmsprop::Adagrad::default()
                 .with_lr(h.eta)
                 .with_eps(h.eps, placement)
                 .with_initial_accumulator(h.s0)
