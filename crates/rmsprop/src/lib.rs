@@ -1,6 +1,6 @@
 //! # rmsprop
 //!
-//! RMSProp and its family — Adagrad, SGD with momentum, Adam/AdamW, Adadelta — exactly
+//! RMSProp and its family — Adagrad, SGD with momentum, Adam/AdamW, Adadelta, Yogi — exactly
 //! as *Dive into Deep Learning*, PyTorch, Keras, TF1, optax, MXNet and Burn compute them,
 //! behind one API. Every convention is a named field with its framework in the doc,
 //! and every preset is checked step by step against vectors recorded from the
@@ -51,8 +51,8 @@
 //!
 //! ## Layout
 //! - [`Optimizer`]: many named tensors, parameter groups, schedules, non-finite policy.
-//! - [`RmsProp`], [`Adagrad`], [`Sgd`], [`Adam`], [`Adadelta`]: one file each, with
-//!   the update written out in its doc.
+//! - [`RmsProp`], [`Adagrad`], [`Sgd`], [`Adam`], [`Adadelta`], [`Yogi`]: one file each,
+//!   with the update written out in its doc, and one line of the optimizers' registry.
 //! - [`Flavor`]: framework presets. [`by_name`]: configs from names as frameworks spell
 //!   them. [`checkpoint`]: safetensors state. The golden-vector replayer is the
 //!   `rmsprop-golden` crate.
@@ -75,8 +75,10 @@ pub use common::{ClipNorm, Common, HyperPrecision, NormScope, Rounding, StepForm
 pub use error::{Error, Result};
 pub use flavor::Flavor;
 pub use float::{Dtype, Float, Param};
+// every optimizer's configuration (`RmsProp`, `Adagrad`, `Sgd`, `Adam`, `Adadelta`, `Yogi`)
+pub use optim::family::*;
 pub use optim::{
-    Adadelta, Adagrad, Adam, BiasCorrection, CHUNK, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer,
-    OptimizerConfig, PARALLEL_THRESHOLD, Parallelism, RmsProp, Sgd, SgdMomentum, StepOutcome, TensorSpec, Yogi,
+    BiasCorrection, CHUNK, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig,
+    PARALLEL_THRESHOLD, Parallelism, SgdMomentum, StepOutcome, TensorSpec,
 };
 pub use schedule::Schedule;

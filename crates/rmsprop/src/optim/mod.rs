@@ -1,30 +1,30 @@
 //! The optimizers (one file each) and the [`Optimizer`] that drives them over many
 //! named tensors.
 
-pub mod adadelta;
-pub mod adagrad;
-pub mod adam;
 mod check;
 mod driver;
 mod guard;
 mod registry;
-pub mod rmsprop;
-pub mod sgd;
 mod state;
-pub mod yogi;
 
 use crate::kernel::Prep;
 use serde::{Deserialize, Serialize};
 
-pub use adadelta::Adadelta;
-pub use adagrad::Adagrad;
-pub use adam::{Adam, BiasCorrection};
+pub use self::adam::BiasCorrection;
 pub use driver::Optimizer;
-pub use registry::OptimizerConfig;
-pub(crate) use registry::{Kernel, Rule, names};
-pub use rmsprop::{EpsPlacement, MomentumStyle, RmsProp};
-pub use sgd::{Sgd, SgdMomentum};
-pub use yogi::Yogi;
+pub(crate) use registry::Rule;
+pub use self::rmsprop::{EpsPlacement, MomentumStyle};
+pub use self::sgd::SgdMomentum;
+
+// The family: one line per optimizer (its file, `optim/<module>.rs`, holds the rest).
+registry::registry! {
+    "rmsprop" => RmsProp(rmsprop::RmsProp),
+    "adagrad" => Adagrad(adagrad::Adagrad),
+    "sgd" => Sgd(sgd::Sgd),
+    "adam" => Adam(adam::Adam),
+    "adadelta" => Adadelta(adadelta::Adadelta),
+    "yogi" => Yogi(yogi::Yogi),
+}
 
 /// One state tensor of an optimizer: its PyTorch name, initial value, whether this
 /// configuration uses it, and whether it holds squares (never negative).

@@ -5,14 +5,13 @@
 //! line here.
 
 use super::guard::{Inputs, Reach};
-use super::{Adadelta, Adagrad, Adam, Ctx, RmsProp, Sgd, Slot, Yogi};
+use super::{Ctx, OptimizerConfig, Slot, flavors_of};
 use crate::by_name::{Field, Value};
 use crate::common::Common;
 use crate::error::{Error, Result};
 use crate::flavor::Flavor;
 use crate::float::{Float, Param};
-use crate::kernel::{Arrays, Planned};
-use serde::{Deserialize, Serialize};
+use crate::kernel::Planned;
 
 /// What an optimizer of the family is to the rest of the crate.
 pub(crate) trait Rule: Clone + Default + Into<OptimizerConfig> + Sized + 'static {
@@ -51,11 +50,56 @@ pub(crate) trait Rule: Clone + Default + Into<OptimizerConfig> + Sized + 'static
     }
 }
 
-/// Generates, from one line per optimizer (`"name" => Variant(Type)`), the enum of
+impl OptimizerConfig {
+    /// The state tensors this configuration keeps per parameter tensor, by PyTorch name.
+    pub fn state_names(&self) -> Vec<&'static str> {
+        self.slots().into_iter().filter(|s| s.used).map(|s| s.name).collect()
+    }
+
+    /// Every name a hyperparameter of this optimizer is read by (besides the shared ones).
+    pub(crate) fn field_names(&self) -> Vec<&'static str> {
+        self.each_field(|fields| fields.iter().flat_map(|names| names.iter().copied()).collect())
+    }
+}
+
+/// Sets the field of `fields` called `k` on `c`; false if none is.
+pub(super) fn set_in<C>(fields: &[Field<C>], c: &mut C, k: &str, v: &Value) -> Result<bool> {
+    match fields.iter().find(|f| f.names.contains(&k)) {
+        Some(f) => (f.set)(c, k, v).map(|()| true),
+        None => Ok(false),
+    }
+}
+
+/// Every described field of `c`, under its first name.
+pub(super) fn describe<C>(fields: &[Field<C>], c: &C) -> Vec<(&'static str, Value)> {
+    fields.iter().filter_map(|f| f.get.map(|get| (f.names[0], get(c)))).collect()
+}
+
+#[cold]
+pub(super) fn no_preset(flavor: Flavor, name: &str) -> Error {
+    Error::UnknownName {
+        kind: "preset",
+        name: format!("{}.{name}", flavor.name()),
+        known: format!("{name}: {}", flavors_of(name).join(", ")),
+    }
+}
+
+/// Generates, from one line per optimizer (`"name" => Variant(module::Type)`), in the
+/// module it is invoked in (`optim`): the optimizer's module and its re-export, the enum of
 /// configurations with its serde tag, its dispatch, the conversions into it, the names and
 /// the planned kernel of a step.
 macro_rules! registry {
-    ($($name:literal => $variant:ident($ty:ident)),* $(,)?) => {
+    ($($name:literal => $variant:ident($module:ident::$ty:ident)),* $(,)?) => {
+        $(
+            pub mod $module;
+            pub use $module::$ty;
+        )*
+
+        /// Every optimizer's configuration type, for the crate root to re-export.
+        pub mod family {
+            pub use super::{$($ty),*};
+        }
+
         /// One optimizer of the family with its hyperparameters.
         ///
         /// ```
@@ -64,7 +108,7 @@ macro_rules! registry {
         /// assert_eq!(c.name(), "rmsprop");
         /// ```
         /// New optimizers join the family: match with a `_` arm.
-        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[derive(Clone, Debug, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
         #[serde(tag = "optimizer")]
         #[non_exhaustive]
         pub enum OptimizerConfig {
@@ -97,37 +141,40 @@ macro_rules! registry {
             }
 
             /// The shared hyperparameters.
-            pub fn common(&self) -> &Common {
+            pub fn common(&self) -> &$crate::Common {
                 match self {
-                    $(OptimizerConfig::$variant(c) => Rule::common(c),)*
+                    $(OptimizerConfig::$variant(c) => $crate::optim::Rule::common(c),)*
                 }
             }
 
             /// The shared hyperparameters, mutably (e.g. to change the learning rate).
-            pub fn common_mut(&mut self) -> &mut Common {
+            pub fn common_mut(&mut self) -> &mut $crate::Common {
                 match self {
-                    $(OptimizerConfig::$variant(c) => Rule::common_mut(c),)*
+                    $(OptimizerConfig::$variant(c) => $crate::optim::Rule::common_mut(c),)*
                 }
             }
 
             /// Checks every hyperparameter; the error names the first bad one.
-            pub fn validate(&self) -> Result<()> {
+            pub fn validate(&self) -> $crate::Result<()> {
                 match self {
-                    $(OptimizerConfig::$variant(c) => Rule::validate(c),)*
+                    $(OptimizerConfig::$variant(c) => $crate::optim::Rule::validate(c),)*
                 }
             }
 
-            pub(crate) fn slots(&self) -> Vec<Slot> {
+            pub(crate) fn slots(&self) -> Vec<$crate::optim::Slot> {
                 match self {
-                    $(OptimizerConfig::$variant(c) => c.slots(),)*
+                    $(OptimizerConfig::$variant(c) => $crate::optim::Rule::slots(c),)*
                 }
             }
 
-            /// Bounds on what a step of this group can reach (see [`guard`](super::guard));
+            /// Bounds on what a step of this group can reach (see `optim::guard`);
             /// `None` when they cannot exclude a non-finite result.
-            pub(crate) fn reach<T: Float>(&self, inputs: &Inputs) -> Option<Reach> {
+            pub(crate) fn reach<T: $crate::Float>(
+                &self,
+                inputs: &$crate::optim::guard::Inputs,
+            ) -> Option<$crate::optim::guard::Reach> {
                 match self {
-                    $(OptimizerConfig::$variant(c) => c.reach::<T>(inputs),)*
+                    $(OptimizerConfig::$variant(c) => $crate::optim::Rule::reach::<T>(c, inputs),)*
                 }
             }
 
@@ -137,48 +184,50 @@ macro_rules! registry {
             pub(crate) fn steady(&self) -> bool {
                 self.common().clip_norm.is_none()
                     && match self {
-                        $(OptimizerConfig::$variant(c) => c.steady(),)*
+                        $(OptimizerConfig::$variant(c) => $crate::optim::Rule::steady(c),)*
                     }
             }
 
             /// What a group runs at this step: its loop and scalars, planned once.
-            pub(crate) fn kernel<P: Param>(&self, ctx: Ctx<P::Acc>) -> Kernel<P> {
+            pub(crate) fn kernel<P: $crate::Param>(&self, ctx: $crate::optim::Ctx<P::Acc>) -> Kernel<P> {
                 match self {
-                    $(OptimizerConfig::$variant(c) => Kernel::$variant(c.kernel(&ctx)),)*
+                    $(OptimizerConfig::$variant(c) => Kernel::$variant($crate::optim::Rule::kernel(c, &ctx)),)*
                 }
             }
 
             /// The named hyperparameters of this configuration's optimizer.
-            fn each_field<R>(&self, f: impl FnOnce(&[&'static [&'static str]]) -> R) -> R {
+            pub(crate) fn each_field<R>(&self, f: impl FnOnce(&[&'static [&'static str]]) -> R) -> R {
                 match self {
                     $(OptimizerConfig::$variant(_) => {
-                        f(&$ty::FIELDS.iter().map(|x| x.names).collect::<Vec<_>>())
+                        f(&<$ty as $crate::optim::Rule>::FIELDS.iter().map(|x| x.names).collect::<Vec<_>>())
                     })*
                 }
             }
 
             /// Sets the named hyperparameter `k`; false if this optimizer has none by that name.
-            pub(crate) fn set_field(&mut self, k: &str, v: &Value) -> Result<bool> {
+            pub(crate) fn set_field(&mut self, k: &str, v: &$crate::by_name::Value) -> $crate::Result<bool> {
                 match self {
-                    $(OptimizerConfig::$variant(c) => set_in($ty::FIELDS, c, k, v),)*
+                    $(OptimizerConfig::$variant(c) => registry::set_in(<$ty as $crate::optim::Rule>::FIELDS, c, k, v),)*
                 }
             }
 
             /// Every named hyperparameter with its value, under its first name.
-            pub(crate) fn fields(&self) -> Vec<(&'static str, Value)> {
+            pub(crate) fn fields(&self) -> Vec<(&'static str, $crate::by_name::Value)> {
                 match self {
-                    $(OptimizerConfig::$variant(c) => describe($ty::FIELDS, c),)*
+                    $(OptimizerConfig::$variant(c) => registry::describe(<$ty as $crate::optim::Rule>::FIELDS, c),)*
                 }
             }
 
             /// `flavor`'s preset of the optimizer called `name`, as written.
-            pub(crate) fn preset(flavor: Flavor, name: &str) -> Result<Self> {
+            pub(crate) fn preset(flavor: $crate::Flavor, name: &str) -> $crate::Result<Self> {
                 $(
-                    if name == $name || $ty::ALSO.contains(&name) {
-                        return $ty::preset(flavor, name).map(Into::into).ok_or_else(|| no_preset(flavor, name));
+                    if name == $name || <$ty as $crate::optim::Rule>::ALSO.contains(&name) {
+                        return <$ty as $crate::optim::Rule>::preset(flavor, name)
+                            .map(Into::into)
+                            .ok_or_else(|| registry::no_preset(flavor, name));
                     }
                 )*
-                Err(Error::UnknownName { kind: "optimizer", name: name.into(), known: names().join(", ") })
+                Err($crate::Error::UnknownName { kind: "optimizer", name: name.into(), known: names().join(", ") })
             }
         }
 
@@ -187,39 +236,39 @@ macro_rules! registry {
             let mut names = Vec::new();
             $(
                 names.push($name);
-                names.extend_from_slice($ty::ALSO);
+                names.extend_from_slice(<$ty as $crate::optim::Rule>::ALSO);
             )*
             names
         }
 
         /// The flavours with a preset of `name`.
-        fn flavors_of(name: &str) -> Vec<&'static str> {
-            let has = |f: Flavor| -> bool {
+        pub(crate) fn flavors_of(name: &str) -> Vec<&'static str> {
+            let has = |f: $crate::Flavor| -> bool {
                 $(
-                    if name == $name || $ty::ALSO.contains(&name) {
-                        return $ty::preset(f, name).is_some();
+                    if name == $name || <$ty as $crate::optim::Rule>::ALSO.contains(&name) {
+                        return <$ty as $crate::optim::Rule>::preset(f, name).is_some();
                     }
                 )*
                 false
             };
-            Flavor::ALL.iter().filter(|f| has(**f)).map(|f| f.name()).collect()
+            $crate::Flavor::ALL.iter().filter(|f| has(**f)).map(|f| f.name()).collect()
         }
 
         /// What a step runs on one tensor's chunks, planned once per group (per tensor
         /// under per-tensor norm clipping, whose preprocessing differs from tensor to
         /// tensor).
         #[derive(Clone, Copy)]
-        pub(crate) enum Kernel<P: Param> {
-            $($variant(Planned<<$ty as Rule>::Scalars<P::Acc>, P>),)*
+        pub(crate) enum Kernel<P: $crate::Param> {
+            $($variant($crate::kernel::Planned<<$ty as $crate::optim::Rule>::Scalars<P::Acc>, P>),)*
         }
 
-        impl<P: Param> Kernel<P> {
+        impl<P: $crate::Param> Kernel<P> {
             /// The step on arrays `a`.
             ///
             /// # Safety
-            /// As [`Arrays::slices`].
+            /// As [`Arrays::slices`]($crate::kernel::Arrays::slices).
             #[inline(always)]
-            pub(crate) unsafe fn run_on(&self, a: Arrays<P::Acc, P>) {
+            pub(crate) unsafe fn run_on(&self, a: $crate::kernel::Arrays<P::Acc, P>) {
                 match self {
                     // SAFETY: the caller's.
                     $(Kernel::$variant(k) => unsafe { k.run_arrays(a) },)*
@@ -229,51 +278,11 @@ macro_rules! registry {
     };
 }
 
-registry! {
-    "rmsprop" => RmsProp(RmsProp),
-    "adagrad" => Adagrad(Adagrad),
-    "sgd" => Sgd(Sgd),
-    "adam" => Adam(Adam),
-    "adadelta" => Adadelta(Adadelta),
-    "yogi" => Yogi(Yogi),
-}
-
-impl OptimizerConfig {
-    /// The state tensors this configuration keeps per parameter tensor, by PyTorch name.
-    pub fn state_names(&self) -> Vec<&'static str> {
-        self.slots().into_iter().filter(|s| s.used).map(|s| s.name).collect()
-    }
-
-    /// Every name a hyperparameter of this optimizer is read by (besides the shared ones).
-    pub(crate) fn field_names(&self) -> Vec<&'static str> {
-        self.each_field(|fields| fields.iter().flat_map(|names| names.iter().copied()).collect())
-    }
-}
-
-/// Sets the field of `fields` called `k` on `c`; false if none is.
-fn set_in<C>(fields: &[Field<C>], c: &mut C, k: &str, v: &Value) -> Result<bool> {
-    match fields.iter().find(|f| f.names.contains(&k)) {
-        Some(f) => (f.set)(c, k, v).map(|()| true),
-        None => Ok(false),
-    }
-}
-
-/// Every described field of `c`, under its first name.
-fn describe<C>(fields: &[Field<C>], c: &C) -> Vec<(&'static str, Value)> {
-    fields.iter().filter_map(|f| f.get.map(|get| (f.names[0], get(c)))).collect()
-}
-
-#[cold]
-fn no_preset(flavor: Flavor, name: &str) -> Error {
-    Error::UnknownName {
-        kind: "preset",
-        name: format!("{}.{name}", flavor.name()),
-        known: format!("{name}: {}", flavors_of(name).join(", ")),
-    }
-}
+pub(super) use registry;
 
 #[cfg(test)]
 mod tests {
+    use super::super::{FAMILIES, flavors_of, names};
     use super::*;
 
     /// Every name and alias gives a preset for at least one flavour, and the serde tag of a
