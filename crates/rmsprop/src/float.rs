@@ -143,7 +143,10 @@ impl_float!(f64, Dtype::F64);
 /// assert_eq!(h.load(), 1.5f32);
 /// assert_eq!(<half::bf16 as Param>::store(1.5f32), h);
 /// ```
-pub trait Param: Copy + Debug + Default + Send + Sync + 'static {
+///
+/// The trait is sealed: the optimizers' loops for these four types are compiled once, in
+/// this crate, rather than again in every crate that steps an optimizer.
+pub trait Param: Copy + Debug + Default + Send + Sync + 'static + crate::optim::Planner {
     /// The type arithmetic and optimizer state use.
     type Acc: Float;
     /// The name frameworks use (`"bfloat16"`, `"float16"`, ...).

@@ -441,7 +441,7 @@ impl<P: Param> Optimizer<P> {
                 }
                 None => None,
             };
-            let kernel = config.kernel(Ctx { t, lr, prep: common.prep(norm) });
+            let kernel = P::plan(config, Ctx { t, lr, prep: common.prep(norm) });
             match kernels.get_mut(i) {
                 Some(k) => *k = kernel,
                 None => kernels.push(kernel),
@@ -455,7 +455,7 @@ impl<P: Param> Optimizer<P> {
                     let common = config.common();
                     let prep = common.prep(Some(norm([g.as_ref()].into_iter(), common.rounding)));
                     p.kernel = kernels.len();
-                    kernels.push(config.kernel(Ctx { t, lr: self.schedule.lr(common.lr, t), prep }));
+                    kernels.push(P::plan(config, Ctx { t, lr: self.schedule.lr(common.lr, t), prep }));
                 }
             }
         }

@@ -11,10 +11,10 @@ use crate::kernel::Prep;
 use serde::{Deserialize, Serialize};
 
 pub use self::adam::BiasCorrection;
-pub use driver::Optimizer;
-pub(crate) use registry::Rule;
 pub use self::rmsprop::{EpsPlacement, MomentumStyle};
 pub use self::sgd::SgdMomentum;
+pub use driver::Optimizer;
+pub(crate) use registry::Rule;
 
 // The family: one line per optimizer (its file, `optim/<module>.rs`, holds the rest).
 registry::registry! {
@@ -24,6 +24,17 @@ registry::registry! {
     "adam" => Adam(adam::Adam),
     "adadelta" => Adadelta(adadelta::Adadelta),
     "yogi" => Yogi(yogi::Yogi),
+}
+
+/// How a [`Param`](crate::Param) plans a step's kernel: a supertrait of `Param` that no
+/// other crate can name, so `Param` is sealed and its four types' loops are compiled in
+/// this crate only (see `registry::planner_for`).
+#[allow(private_interfaces)] // on purpose: what a crate outside cannot name, it cannot implement
+pub trait Planner: Sized {
+    #[doc(hidden)]
+    fn plan(config: &OptimizerConfig, ctx: Ctx<<Self as crate::Param>::Acc>) -> Kernel<Self>
+    where
+        Self: crate::Param;
 }
 
 /// One state tensor of an optimizer: its PyTorch name, initial value, whether this

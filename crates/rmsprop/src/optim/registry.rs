@@ -254,6 +254,8 @@ macro_rules! registry {
             $crate::Flavor::ALL.iter().filter(|f| has(**f)).map(|f| f.name()).collect()
         }
 
+        $crate::optim::registry::planner_for!(f32, f64, half::bf16, half::f16);
+
         /// What a step runs on one tensor's chunks, planned once per group (per tensor
         /// under per-tensor norm clipping, whose preprocessing differs from tensor to
         /// tensor).
@@ -279,6 +281,24 @@ macro_rules! registry {
 }
 
 pub(super) use registry;
+
+/// Implements [`Planner`](super::Planner) for each element type, as a function of its
+/// own: its loops are then compiled here, once, and a crate that steps an optimizer calls
+/// them rather than compiling them again.
+macro_rules! planner_for {
+    ($($p:ty),*) => {
+        $(
+            // The types are the crate's own: no other crate can name `Planner` to call it.
+            #[allow(private_interfaces)]
+            impl $crate::optim::Planner for $p {
+                fn plan(config: &OptimizerConfig, ctx: $crate::optim::Ctx<<$p as $crate::Param>::Acc>) -> Kernel<$p> {
+                    config.kernel(ctx)
+                }
+            }
+        )*
+    };
+}
+pub(super) use planner_for;
 
 #[cfg(test)]
 mod tests {
