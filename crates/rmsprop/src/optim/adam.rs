@@ -162,22 +162,8 @@ impl Rule for Adam {
     }
 
     fn validate(&self) -> Result<()> {
-        const N: &str = "adam";
-        self.common.validate(N)?;
-        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
-            if !(0.0..1.0).contains(&b) {
-                return Err(invalid(N, name, b, "a number in [0, 1)"));
-            }
-        }
-        check_nonneg(N, "eps", self.eps)?;
-        check_nonneg(N, "eps_root", self.eps_root)?;
-        if self.eps == 0.0 && self.eps_root == 0.0 {
-            return Err(Error::InvalidCombination {
-                optimizer: N,
-                reason: "eps = 0 with eps_root = 0 divides 0 by 0 wherever a gradient is 0".into(),
-            });
-        }
-        Ok(())
+        self.common.validate("adam")?;
+        validate_moments("adam", [self.beta1, self.beta2], self.eps, self.eps_root)
     }
 
     fn slots(&self) -> Vec<Slot> {
@@ -417,6 +403,26 @@ impl<P: Param, A: Arith, const MODE: u8, const AMSGRAD: bool, const PREP: bool, 
             x[i] = P::store(if EXTRA { k.w.clip(xi) } else { xi });
         }
     }
+}
+
+/// Checks the hyperparameters of Adam's two moments, which Yogi shares: `β1`, `β2` in
+/// `[0, 1)`, `eps` and `eps_root` not negative and not both 0 (a second moment of 0 would
+/// divide 0 by 0).
+pub(super) fn validate_moments(optimizer: &'static str, betas: [f64; 2], eps: f64, eps_root: f64) -> Result<()> {
+    for (name, b) in ["beta1", "beta2"].into_iter().zip(betas) {
+        if !(0.0..1.0).contains(&b) {
+            return Err(invalid(optimizer, name, b, "a number in [0, 1)"));
+        }
+    }
+    check_nonneg(optimizer, "eps", eps)?;
+    check_nonneg(optimizer, "eps_root", eps_root)?;
+    if eps == 0.0 && eps_root == 0.0 {
+        return Err(Error::InvalidCombination {
+            optimizer,
+            reason: "eps = 0 with eps_root = 0 divides 0 by 0 wherever the second moment is 0".into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

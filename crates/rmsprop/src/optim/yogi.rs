@@ -4,8 +4,8 @@
 use super::guard::{Bounds, Inputs, Reach};
 use super::{Ctx, Rule, Slot};
 use crate::by_name::{Field, field};
-use crate::common::{Common, check_nonneg, common_access, common_setters, invalid};
-use crate::error::{Error, Result};
+use crate::common::{Common, check_nonneg, common_access, common_setters};
+use crate::error::Result;
 use crate::flavor::Flavor;
 use crate::float::{Float, Param};
 use crate::kernel::{Arith, Divisor, Ema, Loop, MAX_SLOTS, Planned, Prep, WeightOps, with_arith, with_prep};
@@ -100,23 +100,9 @@ impl Rule for Yogi {
     }
 
     fn validate(&self) -> Result<()> {
-        const N: &str = "yogi";
-        self.common.validate(N)?;
-        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
-            if !(0.0..1.0).contains(&b) {
-                return Err(invalid(N, name, b, "a number in [0, 1)"));
-            }
-        }
-        check_nonneg(N, "eps", self.eps)?;
-        check_nonneg(N, "eps_root", self.eps_root)?;
-        check_nonneg(N, "initial_accumulator", self.initial_accumulator)?;
-        if self.eps == 0.0 && self.eps_root == 0.0 {
-            return Err(Error::InvalidCombination {
-                optimizer: N,
-                reason: "eps = 0 with eps_root = 0 divides 0 by 0 wherever the second moment is 0".into(),
-            });
-        }
-        Ok(())
+        self.common.validate("yogi")?;
+        check_nonneg("yogi", "initial_accumulator", self.initial_accumulator)?;
+        super::adam::validate_moments("yogi", [self.beta1, self.beta2], self.eps, self.eps_root)
     }
 
     fn slots(&self) -> Vec<Slot> {
