@@ -145,6 +145,21 @@ pub enum Error {
         /// `"the parameter"` or the state's name (`"square_avg"`, ...).
         quantity: String,
     },
+    /// Another process of a [`World`](crate::World) found a reason to refuse the step, so
+    /// this one refused it too.
+    #[error("step {step} refused: {processes} other process(es) found {reason}; nothing was updated")]
+    RefusedElsewhere {
+        /// The step that was refused (1-based).
+        step: u64,
+        /// How many processes found it.
+        processes: usize,
+        /// `"an invalid input"`, `"a non-finite gradient"` or `"a non-finite result"`.
+        reason: &'static str,
+    },
+    /// The processes of a [`World`](crate::World) could not exchange what a step needs (a
+    /// process is gone); nothing was updated on this one.
+    #[error("the processes could not agree on a step: {0}")]
+    World(String),
     /// A checkpoint that cannot be read or does not fit this optimizer.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint {

@@ -4,7 +4,6 @@
 
 use super::state::{Scratch, Trial};
 use super::{Optimizer, guard};
-use crate::common::Rounding;
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use crate::kernel::{Arrays, MAX_SLOTS};
@@ -219,25 +218,3 @@ fn largest_of<V: Copy + 'static>(v: &[V], widen: impl Fn(V) -> f64) -> std::resu
 
 /// Elements per block of the gradient scan.
 const SCAN_BLOCK: usize = 256;
-
-/// The L2 norm of the gradients `gs` together, as the rounding forms it. Under
-/// [`Rounding::Xla`] in the arithmetic type: a tensor of up to 32 elements adds its squares
-/// in turn, as XLA reduces it on CPU (larger ones it reduces in vector lanes, an order not
-/// reproduced here: their sum is taken in `f64` and rounded), the tensors' sums are added
-/// in turn (optax's `global_norm`), then the root. Otherwise in `f64`, rounded once where
-/// it is used.
-pub(super) fn norm<'a, P: Param>(gs: impl Iterator<Item = &'a [P]>, rounding: Rounding) -> f64 {
-    let sum_f64 = |g: &[P]| g.iter().map(|v| v.load().to_f64().powi(2)).sum::<f64>();
-    if rounding == Rounding::Xla {
-        let in_turn = |g: &[P]| {
-            g.iter().fold(P::Acc::ZERO, |s, v| {
-                let v = v.load();
-                s + v * v
-            })
-        };
-        let tensor = |g: &[P]| if g.len() <= 32 { in_turn(g) } else { P::Acc::from_f64(sum_f64(g)) };
-        gs.map(tensor).fold(P::Acc::ZERO, |s, t| s + t).sqrt().to_f64()
-    } else {
-        gs.map(sum_f64).sum::<f64>().sqrt()
-    }
-}

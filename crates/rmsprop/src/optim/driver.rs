@@ -1,20 +1,22 @@
-//! The [`Optimizer`]: parameter groups, schedule, non-finite policy and the step, over
-//! the state its groups' tensors were registered with (see [`state`](super::state)).
+//! The [`Optimizer`]: parameter groups, schedule and non-finite policy over the state its
+//! groups' tensors were registered with (see [`state`](super::state)); its step is in
+//! [`step`](super::step).
 
-use super::check::norm;
-use super::state::{Chunk, Plan, Ptrs, Scratch, Tracked, Trial};
-use super::{CHUNK, Ctx, NonFinitePolicy, OptimizerConfig, PARALLEL_THRESHOLD, Parallelism, StepOutcome, TensorSpec};
+use super::state::{Chunk, Plan, Scratch, Tracked, Trial};
+use super::world::Partition;
+use super::{CHUNK, NonFinitePolicy, OptimizerConfig, Parallelism, TensorSpec};
 use crate::buffer::Buffer;
-use crate::common::{HyperPrecision, NormScope, Rounding};
+use crate::common::HyperPrecision;
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
-use crate::kernel::{Arrays, MAX_SLOTS};
+use crate::kernel::MAX_SLOTS;
 use crate::schedule::Schedule;
+use std::ops::Range;
 
 /// Every numeric hyperparameter of `config` stays finite where the step computes with it:
 /// in `T`, the state's type, and in `f32` under [`HyperPrecision::F32`]. (`lr = 1e300` is a
 /// valid `f64` but becomes infinite in an `f32` step.)
-fn check_representable<T: Float>(config: &OptimizerConfig) -> Result<()> {
+pub(super) fn check_representable<T: Float>(config: &OptimizerConfig) -> Result<()> {
     let held_in_f32 = config.common().precision == HyperPrecision::F32;
     for (name, value) in crate::by_name::hyperparameters(config) {
         let crate::by_name::Value::Num(x) = value else { continue };
@@ -34,7 +36,7 @@ fn check_representable<T: Float>(config: &OptimizerConfig) -> Result<()> {
 /// The optimizer family and state tensors a group was registered with: its tensors' state
 /// is laid out for them, so a configuration changed later must keep both.
 #[derive(Clone, Debug)]
-struct Registered {
+pub(super) struct Registered {
     family: std::mem::Discriminant<OptimizerConfig>,
     name: &'static str,
     state: Vec<&'static str>,
@@ -46,7 +48,7 @@ impl Registered {
     }
 
     /// An error when `config` is of another family or keeps other state tensors.
-    fn check(&self, config: &OptimizerConfig) -> Result<()> {
+    pub(super) fn check(&self, config: &OptimizerConfig) -> Result<()> {
         let now = Registered::of(config);
         if now.family == self.family && now.state == self.state {
             return Ok(());
@@ -109,19 +111,30 @@ pub struct Optimizer<P: Param> {
     pub(super) unvalidated: bool,
     /// Per group: the state its tensors were registered with, which a change through
     /// [`group_mut`](Self::group_mut) must keep.
-    registered: Vec<Registered>,
+    pub(super) registered: Vec<Registered>,
     /// Elements in all tensors.
     pub(super) total: usize,
     /// Per group and state slot: an upper bound of every `|value|` (see [`guard`]).
     pub(super) bounds: Vec<[f64; MAX_SLOTS]>,
     /// Per thread, a chunk's copy for a trial step (see [`guard`]).
     pub(super) trials: Vec<Trial<P>>,
+    /// The whole tensors' chunks, counted over all tensors (see [`world`](super::world)).
+    pub(super) blocks: usize,
+    /// Built by [`sharded`](Self::sharded): one group, over pieces.
+    sharded: bool,
 }
 
 impl<P: Param> Optimizer<P> {
     /// One parameter group with `config` over `tensors` (names must be unique).
     pub fn new<S: Into<TensorSpec> + Clone>(config: impl Into<OptimizerConfig>, tensors: &[S]) -> Result<Self> {
-        let mut opt = Optimizer {
+        let mut opt = Self::empty();
+        opt.add_group(config, tensors)?;
+        Ok(opt)
+    }
+
+    /// No group yet.
+    fn empty() -> Self {
+        Optimizer {
             groups: Vec::new(),
             tensors: Vec::new(),
             step: 0,
@@ -136,6 +149,8 @@ impl<P: Param> Optimizer<P> {
                 group_largest: Vec::new(),
                 next_bounds: Vec::new(),
                 tried: Vec::new(),
+                chunk_sums: Vec::new(),
+                block_sums: Vec::new(),
             },
             plan: Plan { kernels: Vec::new(), steady: Vec::new() },
             parallel: Parallelism::Auto,
@@ -144,9 +159,9 @@ impl<P: Param> Optimizer<P> {
             total: 0,
             bounds: Vec::new(),
             trials: Vec::new(),
-        };
-        opt.add_group(config, tensors)?;
-        Ok(opt)
+            blocks: 0,
+            sharded: false,
+        }
     }
 
     /// Adds a parameter group with its own hyperparameters (PyTorch `add_param_group`;
@@ -157,10 +172,66 @@ impl<P: Param> Optimizer<P> {
         config: impl Into<OptimizerConfig>,
         tensors: &[S],
     ) -> Result<()> {
-        let config = config.into();
+        if self.sharded {
+            return Err(Error::InvalidCombination {
+                optimizer: self.groups[0].name(),
+                reason: "a sharded optimizer has one group, cut by its Partition".into(),
+            });
+        }
+        let specs: Vec<TensorSpec> = tensors.iter().cloned().map(Into::into).collect();
+        self.add_pieces(config.into(), specs, None)
+    }
+
+    /// The state of process `rank` of a model cut by `partition` (ZeRO stage 1): one
+    /// group with `config` over `tensors`, of which it keeps state, and steps, only for its
+    /// piece of each ([`Partition::pieces`]). Its tensors are those pieces, flat (a tensor
+    /// it holds nothing of has length 0): [`step_in`](Self::step_in) takes each piece of
+    /// the parameters and gradients, and with a [`World`](crate::World) of the partition's
+    /// processes takes exactly that piece of the step a single process would take.
+    ///
+    /// ```
+    /// use rmsprop::{Optimizer, Partition, RmsProp, Solo};
+    /// let tensors = [("w", &[3][..]), ("b", &[1][..])];
+    /// let whole = Partition::balanced(&tensors, 1).unwrap();
+    /// let mut opt = Optimizer::<f32>::sharded(RmsProp::default(), &tensors, &whole, 0).unwrap();
+    /// opt.step_in(&Solo, &mut [vec![0.0f32; 3], vec![0.0]], &[vec![1.0f32; 3], vec![1.0]]).unwrap();
+    /// assert_eq!(opt.state("b", "square_avg").map(|s| s.len()), Some(1));
+    /// ```
+    pub fn sharded<S: Into<TensorSpec> + Clone>(
+        config: impl Into<OptimizerConfig>,
+        tensors: &[S],
+        partition: &Partition,
+        rank: usize,
+    ) -> Result<Self> {
+        let specs: Vec<TensorSpec> = tensors.iter().cloned().map(Into::into).collect();
+        let lens: Vec<Option<usize>> = specs.iter().map(TensorSpec::checked_len).collect();
+        if rank >= partition.ranks() || lens.iter().copied().ne(partition.lens().iter().map(|&n| Some(n))) {
+            return Err(Error::InvalidCombination {
+                optimizer: "partition",
+                reason: format!(
+                    "process {rank} of a partition of {} processes over tensors of {:?} elements; \
+                     the tensors given have {:?}",
+                    partition.ranks(),
+                    partition.lens(),
+                    lens
+                ),
+            });
+        }
+        let mut opt = Self::empty();
+        opt.add_pieces(config.into(), specs, Some(partition.pieces(rank)))?;
+        opt.sharded = true;
+        Ok(opt)
+    }
+
+    /// Registers `config` over `specs`, or over a piece of each (a shard).
+    fn add_pieces(
+        &mut self,
+        config: OptimizerConfig,
+        specs: Vec<TensorSpec>,
+        pieces: Option<Vec<Range<usize>>>,
+    ) -> Result<()> {
         config.validate()?;
         check_representable::<P::Acc>(&config)?;
-        let specs: Vec<TensorSpec> = tensors.iter().cloned().map(Into::into).collect();
         for (i, s) in specs.iter().enumerate() {
             if self.tensors.iter().any(|t| t.spec.name == s.name) || specs[..i].iter().any(|t| t.name == s.name) {
                 return Err(Error::DuplicateTensor(s.name.clone()));
@@ -175,8 +246,9 @@ impl<P: Param> Optimizer<P> {
         let mut chunks = 0usize;
         let too_large =
             |s: &TensorSpec, reason: String| Error::TooLarge { tensor: s.name.clone(), shape: s.shape.clone(), reason };
-        for spec in &specs {
+        for (i, spec) in specs.iter().enumerate() {
             let n = spec.checked_len().ok_or_else(|| too_large(spec, "its element count overflows usize".into()))?;
+            let n = pieces.as_ref().map_or(n, |p| p[i].len());
             for (k, _) in slots.iter().enumerate().filter(|(_, s)| s.used) {
                 len[k] = len[k]
                     .checked_add(n)
@@ -196,8 +268,14 @@ impl<P: Param> Optimizer<P> {
         self.chunks.try_reserve(chunks).map_err(|_| too_large(largest(), format!("cannot index {chunks} chunks")))?;
         let mut len = old;
         let mut fills = Vec::new();
-        for spec in specs {
-            let n = spec.len();
+        for (i, spec) in specs.into_iter().enumerate() {
+            let full = spec.len();
+            let piece = pieces.as_ref().map_or(0..full, |p| p[i].clone());
+            let n = piece.len();
+            let blocks = self.blocks..self.blocks + full.div_ceil(CHUNK);
+            self.blocks = blocks.end;
+            // a shard's tensor is its piece, flat
+            let spec = if pieces.is_some() { TensorSpec::new(spec.name, &[n]) } else { spec };
             let tensor = self.tensors.len();
             self.chunks.extend((0..n).step_by(CHUNK).map(|start| Chunk { tensor, start, end: (start + CHUNK).min(n) }));
             let mut offset = [None; MAX_SLOTS];
@@ -206,7 +284,7 @@ impl<P: Param> Optimizer<P> {
                 fills.push((k, len[k], n, P::Acc::from_f64(slot.init)));
                 len[k] += n;
             }
-            self.tensors.push(Tracked { spec, group, offset, numel: n });
+            self.tensors.push(Tracked { spec, group, offset, numel: n, first: piece.start, full, blocks });
             self.total += n;
         }
         // grow the arenas: keep what is there, initialise the new tensors' state
@@ -229,6 +307,8 @@ impl<P: Param> Optimizer<P> {
         self.scratch.group_largest.reserve(self.groups.len());
         self.scratch.next_bounds.reserve(self.groups.len());
         self.scratch.tried.reserve(self.groups.len());
+        self.scratch.chunk_sums.reserve(self.chunks.len());
+        self.scratch.block_sums.resize(2 * self.blocks, 0.0);
         // a chunk's copy for trial steps per thread, allocated now so that a step never
         // allocates
         let widest = self.tensors.iter().map(|t| t.numel).max().unwrap_or(0).min(CHUNK);
@@ -321,176 +401,5 @@ impl<P: Param> Optimizer<P> {
     /// The learning rate the next step will use in group `i` (schedule applied).
     pub fn current_lr(&self, i: usize) -> Result<f64> {
         Ok(self.schedule.lr(self.group(i)?.common().lr, self.step + 1))
-    }
-
-    /// One optimizer step: `params[i]` is updated with `grads[i]`, in registration order.
-    ///
-    /// Errors (nothing is changed): a wrong number of tensors, a length that does not
-    /// match its tensor, an invalid hyperparameter (after [`group_mut`](Self::group_mut)),
-    /// and under [`NonFinitePolicy::Error`] a non-finite gradient
-    /// ([`Error::NonFiniteGradient`]) or a step that would make a finite parameter or state
-    /// value non-finite ([`Error::NonFiniteResult`]: an overflow, or `0 / 0`).
-    ///
-    /// ```
-    /// use rmsprop::{Error, Optimizer, RmsProp};
-    /// // g² = 1e40 is beyond f32's range: the average of squares would be infinite
-    /// let mut opt = Optimizer::<f32>::new(RmsProp::default(), &[("w", &[2][..])]).unwrap();
-    /// let mut x = [vec![1.0f32, 2.0]];
-    /// let e = opt.step(&mut x, &[vec![1e20f32, 0.5]]).unwrap_err();
-    /// assert!(matches!(e, Error::NonFiniteResult { index: 0, .. }), "{e}");
-    /// assert_eq!((x[0].as_slice(), opt.state("w", "square_avg").unwrap()), (&[1.0, 2.0][..], &[0.0, 0.0][..]));
-    /// ```
-    pub fn step<X: AsMut<[P]>, G: AsRef<[P]>>(&mut self, params: &mut [X], grads: &[G]) -> Result<StepOutcome> {
-        self.take(params, grads)?;
-        let checked = self.policy != NonFinitePolicy::Propagate;
-        let nonfinite = if checked { self.scan() } else { None };
-        if self.unvalidated {
-            for (config, registered) in self.groups.iter().zip(&self.registered) {
-                config.validate()?;
-                check_representable::<P::Acc>(config)?;
-                registered.check(config)?;
-            }
-            self.unvalidated = false;
-        }
-        if let Some((i, index)) = nonfinite {
-            if self.policy == NonFinitePolicy::Skip {
-                self.skipped = self.skipped.saturating_add(1);
-                return Ok(StepOutcome::Skipped);
-            }
-            let value = format!("{:?}", grads[i].as_ref()[index]);
-            return Err(Error::NonFiniteGradient { tensor: self.tensors[i].spec.name.clone(), index, value });
-        }
-        let t = self.step + 1;
-        if !matches!(self.schedule, Schedule::Constant) {
-            self.check_schedule(t)?;
-        }
-        self.plan(t, grads);
-        if checked && let Err(e) = self.check_results(t) {
-            if self.policy == NonFinitePolicy::Skip {
-                self.skipped = self.skipped.saturating_add(1);
-                return Ok(StepOutcome::Skipped);
-            }
-            return Err(e);
-        }
-        self.run();
-        if checked {
-            self.bounds.copy_from_slice(&self.scratch.next_bounds);
-        }
-        self.step = t;
-        Ok(StepOutcome::Applied)
-    }
-
-    /// The first part of a step, which writes nothing: checks the number of tensors and
-    /// every length, and keeps the pointers the kernels will write through.
-    fn take<X: AsMut<[P]>, G: AsRef<[P]>>(&mut self, params: &mut [X], grads: &[G]) -> Result<()> {
-        if params.len() != self.tensors.len() || grads.len() != self.tensors.len() {
-            return Err(self.count_mismatch(params.len(), grads.len()));
-        }
-        let (ptrs, arena) = (&mut self.scratch.ptrs, &mut self.arena);
-        ptrs.clear();
-        for ((tr, x), g) in self.tensors.iter().zip(params.iter_mut()).zip(grads) {
-            // each slice is taken once: the lengths checked are those of the very slices
-            // the pointers come from, whatever an `AsMut` would answer a second time
-            let (x, g) = (x.as_mut(), g.as_ref());
-            if x.len() != tr.numel || g.len() != tr.numel {
-                return Err(tr.length_mismatch(x.len(), g.len()));
-            }
-            let bufs = std::array::from_fn(|k| match tr.offset[k] {
-                // SAFETY: `o + numel` is within the arena (laid out in `add_group`);
-                // `Buffer::as_mut_ptr` is the buffer's raw pointer, so taking the next
-                // tensor's pointer does not invalidate this one.
-                Some(o) => unsafe { arena[k].as_mut_ptr().add(o) },
-                None => std::ptr::null_mut(),
-            });
-            let arrays = Arrays { x: x.as_mut_ptr(), g: g.as_ptr(), bufs, n: tr.numel };
-            ptrs.push(Ptrs { kernel: tr.group, arrays });
-        }
-        Ok(())
-    }
-
-    #[cold]
-    fn count_mismatch(&self, params: usize, grads: usize) -> Error {
-        let (what, got) = if params != self.tensors.len() { ("parameter", params) } else { ("gradient", grads) };
-        let names = self.tensors.iter().map(|t| t.spec.name.as_str()).collect::<Vec<_>>().join(", ");
-        Error::TensorCountMismatch { what, expected: self.tensors.len(), got, names }
-    }
-
-    /// Plans step `t`: each group's kernel (kept from the last step when it would come out
-    /// the same), then one per tensor of groups that clip by the tensor's own norm.
-    fn plan<G: AsRef<[P]>>(&mut self, t: u64, grads: &[G]) {
-        let scope = |c: &OptimizerConfig| c.common().clip_norm.map(|c| c.scope);
-        // per rounding: XLA's differs from the others' (see `norm`)
-        let mut global_norm = [None, None];
-        let mut per_tensor = false;
-        let Plan { kernels, steady } = &mut self.plan;
-        kernels.truncate(self.groups.len());
-        for (i, config) in self.groups.iter().enumerate() {
-            if steady[i] {
-                continue; // no norm clipping then, and the same learning rate
-            }
-            let common = config.common();
-            let lr = self.schedule.lr(common.lr, t);
-            let norm = match scope(config) {
-                Some(NormScope::Global) => Some(
-                    *global_norm[(common.rounding == Rounding::Xla) as usize]
-                        .get_or_insert_with(|| norm(grads.iter().map(|g| g.as_ref()), common.rounding)),
-                ),
-                Some(NormScope::PerTensor) => {
-                    per_tensor = true;
-                    None // the group's kernel is not used: each tensor gets its own below
-                }
-                None => None,
-            };
-            let kernel = P::plan(config, Ctx { t, lr, prep: common.prep(norm) });
-            match kernels.get_mut(i) {
-                Some(k) => *k = kernel,
-                None => kernels.push(kernel),
-            }
-            steady[i] = config.steady() && matches!(self.schedule, Schedule::Constant);
-        }
-        if per_tensor {
-            for ((tr, p), g) in self.tensors.iter().zip(&mut self.scratch.ptrs).zip(grads) {
-                let config = &self.groups[tr.group];
-                if scope(config) == Some(NormScope::PerTensor) {
-                    let common = config.common();
-                    let prep = common.prep(Some(norm([g.as_ref()].into_iter(), common.rounding)));
-                    p.kernel = kernels.len();
-                    kernels.push(P::plan(config, Ctx { t, lr: self.schedule.lr(common.lr, t), prep }));
-                }
-            }
-        }
-    }
-
-    /// The second half of a step: every chunk through its tensor's kernel, on this thread
-    /// or across rayon's.
-    fn run(&self) {
-        if self.parallel() {
-            use rayon::prelude::*;
-            self.chunks.par_iter().for_each(|c| self.run_chunk(c));
-        } else {
-            for c in &self.chunks {
-                self.run_chunk(c);
-            }
-        }
-    }
-
-    /// Chunk `c` through its tensor's kernel.
-    #[inline(always)]
-    fn run_chunk(&self, c: &Chunk) {
-        let p = &self.scratch.ptrs[c.tensor];
-        // SAFETY: a chunk lies within its tensor; `take` checked every parameter and
-        // gradient has its tensor's length, state is allocated at that length (null when
-        // unused), chunks of one tensor never overlap, and the borrows behind the pointers
-        // outlive `step`.
-        unsafe { self.plan.kernels[p.kernel].run_on(p.arrays.range(c.start, c.end)) }
-    }
-
-    /// Whether this step runs across threads.
-    pub(super) fn parallel(&self) -> bool {
-        match self.parallel {
-            Parallelism::Auto => self.total >= PARALLEL_THRESHOLD,
-            Parallelism::Serial => false,
-            Parallelism::Parallel => true,
-        }
     }
 }

@@ -4,8 +4,11 @@
 mod check;
 mod driver;
 mod guard;
+mod norm;
 mod registry;
 mod state;
+mod step;
+pub(crate) mod world;
 
 use crate::kernel::Prep;
 use serde::{Deserialize, Serialize};

@@ -16,6 +16,13 @@ pub(crate) struct Tracked {
     pub group: usize,
     /// Where this tensor's state of slot `k` starts in arena `k`; `None` when unused.
     pub offset: [Option<usize>; MAX_SLOTS],
+    /// Of a shard's piece: its first element in the whole tensor (a multiple of
+    /// [`CHUNK`](super::CHUNK)); 0 otherwise.
+    pub first: usize,
+    /// The whole tensor's element count (`numel` unless a shard holds a piece).
+    pub full: usize,
+    /// The whole tensor's chunks, numbered over all tensors (see [`norm`](super::norm)).
+    pub blocks: std::ops::Range<usize>,
 }
 
 impl Tracked {
@@ -67,6 +74,10 @@ pub(crate) struct Scratch<P: Param> {
     pub(crate) next_bounds: Vec<[f64; MAX_SLOTS]>,
     /// Per group: the bounds could not clear the step, it is tried first.
     pub(crate) tried: Vec<bool>,
+    /// Per chunk: its gradient's sums of squares (see [`norm`](super::norm)).
+    pub(crate) chunk_sums: Vec<[f64; 2]>,
+    /// Per chunk of the whole model, two sums of squares (see [`norm`](super::norm)).
+    pub(crate) block_sums: Vec<f64>,
 }
 
 impl<P: Param> Clone for Scratch<P> {
@@ -78,6 +89,8 @@ impl<P: Param> Clone for Scratch<P> {
             group_largest: Vec::with_capacity(self.group_largest.capacity()),
             next_bounds: Vec::with_capacity(self.next_bounds.capacity()),
             tried: Vec::with_capacity(self.tried.capacity()),
+            chunk_sums: Vec::with_capacity(self.chunk_sums.capacity()),
+            block_sums: self.block_sums.clone(),
         }
     }
 }

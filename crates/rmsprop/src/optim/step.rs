@@ -1,0 +1,257 @@
+//! The step: take the arrays, check them, agree with the other processes, plan, check the
+//! results, agree again, run. Alone ([`Solo`]) the agreements are free.
+
+use super::driver::check_representable;
+use super::norm::Squares;
+use super::state::{Plan, Ptrs};
+use super::world::{Solo, World};
+use super::{Ctx, NonFinitePolicy, Optimizer, OptimizerConfig, PARALLEL_THRESHOLD, Parallelism, StepOutcome};
+use crate::common::NormScope;
+use crate::error::{Error, Result};
+use crate::float::Param;
+use crate::kernel::Arrays;
+use crate::schedule::Schedule;
+
+/// What a process found before a step, added up across processes: invalid inputs, then
+/// non-finite gradients.
+const INVALID: usize = 0;
+const NONFINITE: usize = 1;
+
+impl<P: Param> Optimizer<P> {
+    /// One optimizer step: `params[i]` is updated with `grads[i]`, in registration order.
+    ///
+    /// Errors (nothing is changed): a wrong number of tensors, a length that does not
+    /// match its tensor, an invalid hyperparameter (after [`group_mut`](Self::group_mut)),
+    /// and under [`NonFinitePolicy::Error`] a non-finite gradient
+    /// ([`Error::NonFiniteGradient`]) or a step that would make a finite parameter or state
+    /// value non-finite ([`Error::NonFiniteResult`]: an overflow, or `0 / 0`).
+    ///
+    /// ```
+    /// use rmsprop::{Error, Optimizer, RmsProp};
+    /// // g² = 1e40 is beyond f32's range: the average of squares would be infinite
+    /// let mut opt = Optimizer::<f32>::new(RmsProp::default(), &[("w", &[2][..])]).unwrap();
+    /// let mut x = [vec![1.0f32, 2.0]];
+    /// let e = opt.step(&mut x, &[vec![1e20f32, 0.5]]).unwrap_err();
+    /// assert!(matches!(e, Error::NonFiniteResult { index: 0, .. }), "{e}");
+    /// assert_eq!((x[0].as_slice(), opt.state("w", "square_avg").unwrap()), (&[1.0, 2.0][..], &[0.0, 0.0][..]));
+    /// ```
+    pub fn step<X: AsMut<[P]>, G: AsRef<[P]>>(&mut self, params: &mut [X], grads: &[G]) -> Result<StepOutcome> {
+        self.step_in(&Solo, params, grads)
+    }
+
+    /// One step taken by every process of `world` together: each passes its own `params`
+    /// and `grads` (the whole tensors, already averaged across processes, for
+    /// data-parallel training; its pieces for an optimizer built by
+    /// [`sharded`](Self::sharded)), and every process calls it for every step.
+    ///
+    /// The processes agree before anything is written: if any of them has an invalid
+    /// input, a non-finite gradient or a step with a non-finite result, every one refuses
+    /// the step (the others with [`Error::RefusedElsewhere`]) or, under
+    /// [`NonFinitePolicy::Skip`], skips it; nothing changes anywhere. Norm clipping uses
+    /// the norm of the whole model, the same on every process and the same bits as one
+    /// process computes (see [`world`](crate::World)). A failure of `world` itself ends
+    /// the step on this process with its error, and nothing is changed.
+    ///
+    /// ```
+    /// use rmsprop::{Optimizer, RmsProp, Solo};
+    /// let mut opt = Optimizer::<f32>::new(RmsProp::default(), &[("w", &[2][..])]).unwrap();
+    /// let mut x = [vec![1.0f32, 2.0]];
+    /// opt.step_in(&Solo, &mut x, &[vec![0.5f32, 0.5]]).unwrap(); // the same as `step`
+    /// assert_eq!(opt.step_count(), 1);
+    /// ```
+    pub fn step_in<W: World + ?Sized, X: AsMut<[P]>, G: AsRef<[P]>>(
+        &mut self,
+        world: &W,
+        params: &mut [X],
+        grads: &[G],
+    ) -> Result<StepOutcome> {
+        let checked = self.policy != NonFinitePolicy::Propagate;
+        // what this process finds, then what all found
+        let local = match self.take(params, grads) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let nonfinite = if checked { self.scan() } else { None };
+                self.validate_changed().map(|()| nonfinite)
+            }
+        };
+        let mut found = [0.0; 2];
+        match &local {
+            Err(_) => found[INVALID] = 1.0,
+            Ok(Some(_)) => found[NONFINITE] = 1.0,
+            Ok(None) => {}
+        }
+        world.all_sum(&mut found)?;
+        let t = self.step + 1;
+        if found[INVALID] > 0.0 {
+            return Err(local.err().unwrap_or_else(|| refused(t, "an invalid input", found[INVALID])));
+        }
+        if found[NONFINITE] > 0.0 {
+            if self.policy == NonFinitePolicy::Skip {
+                self.skipped = self.skipped.saturating_add(1);
+                return Ok(StepOutcome::Skipped);
+            }
+            let Ok(Some((i, index))) = local else {
+                return Err(refused(t, "a non-finite gradient", found[NONFINITE]));
+            };
+            let value = format!("{:?}", grads[i].as_ref()[index]);
+            return Err(Error::NonFiniteGradient { tensor: self.tensors[i].spec.name.clone(), index, value });
+        }
+        if !matches!(self.schedule, Schedule::Constant) {
+            self.check_schedule(t)?; // the same on every process
+        }
+        self.plan(world, t)?;
+        if checked {
+            let verdict = self.check_results(t);
+            let mut failed = [verdict.is_err() as u8 as f64];
+            world.all_sum(&mut failed)?;
+            if failed[0] > 0.0 {
+                if self.policy == NonFinitePolicy::Skip {
+                    self.skipped = self.skipped.saturating_add(1);
+                    return Ok(StepOutcome::Skipped);
+                }
+                return Err(verdict.err().unwrap_or_else(|| refused(t, "a non-finite result", failed[0])));
+            }
+        }
+        self.run();
+        if checked {
+            self.bounds.copy_from_slice(&self.scratch.next_bounds);
+        }
+        self.step = t;
+        Ok(StepOutcome::Applied)
+    }
+
+    /// The groups' configurations, if one was handed out mutably since the last step.
+    fn validate_changed(&mut self) -> Result<()> {
+        if self.unvalidated {
+            for (config, registered) in self.groups.iter().zip(&self.registered) {
+                config.validate()?;
+                check_representable::<P::Acc>(config)?;
+                registered.check(config)?;
+            }
+            self.unvalidated = false;
+        }
+        Ok(())
+    }
+
+    /// The first part of a step, which writes nothing: checks the number of tensors and
+    /// every length, and keeps the pointers the kernels will write through.
+    fn take<X: AsMut<[P]>, G: AsRef<[P]>>(&mut self, params: &mut [X], grads: &[G]) -> Result<()> {
+        if params.len() != self.tensors.len() || grads.len() != self.tensors.len() {
+            return Err(self.count_mismatch(params.len(), grads.len()));
+        }
+        let (ptrs, arena) = (&mut self.scratch.ptrs, &mut self.arena);
+        ptrs.clear();
+        for ((tr, x), g) in self.tensors.iter().zip(params.iter_mut()).zip(grads) {
+            // each slice is taken once: the lengths checked are those of the very slices
+            // the pointers come from, whatever an `AsMut` would answer a second time
+            let (x, g) = (x.as_mut(), g.as_ref());
+            if x.len() != tr.numel || g.len() != tr.numel {
+                ptrs.clear();
+                return Err(tr.length_mismatch(x.len(), g.len()));
+            }
+            let bufs = std::array::from_fn(|k| match tr.offset[k] {
+                // SAFETY: `o + numel` is within the arena (laid out in `add_pieces`);
+                // `Buffer::as_mut_ptr` is the buffer's raw pointer, so taking the next
+                // tensor's pointer does not invalidate this one.
+                Some(o) => unsafe { arena[k].as_mut_ptr().add(o) },
+                None => std::ptr::null_mut(),
+            });
+            let arrays = Arrays { x: x.as_mut_ptr(), g: g.as_ptr(), bufs, n: tr.numel };
+            ptrs.push(Ptrs { kernel: tr.group, arrays });
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn count_mismatch(&self, params: usize, grads: usize) -> Error {
+        let (what, got) = if params != self.tensors.len() { ("parameter", params) } else { ("gradient", grads) };
+        let names = self.tensors.iter().map(|t| t.spec.name.as_str()).collect::<Vec<_>>().join(", ");
+        Error::TensorCountMismatch { what, expected: self.tensors.len(), got, names }
+    }
+
+    /// Plans step `t`: each group's kernel (kept from the last step when it would come out
+    /// the same), then one per tensor of groups that clip by the tensor's own norm. The
+    /// norms are the whole model's, settled with `world`.
+    fn plan<W: World + ?Sized>(&mut self, world: &W, t: u64) -> Result<()> {
+        let scope = |c: &OptimizerConfig| c.common().clip_norm.map(|c| c.scope);
+        if self.groups.iter().any(|c| scope(c).is_some()) {
+            self.square_sums(world)?;
+        }
+        let mut per_tensor = false;
+        let squares = Squares { tensors: &self.tensors, sums: &self.scratch.block_sums };
+        let Plan { kernels, steady } = &mut self.plan;
+        kernels.truncate(self.groups.len());
+        for (i, config) in self.groups.iter().enumerate() {
+            if steady[i] {
+                continue; // no norm clipping then, and the same learning rate
+            }
+            let common = config.common();
+            let lr = self.schedule.lr(common.lr, t);
+            let norm = match scope(config) {
+                Some(NormScope::Global) => Some(squares.global::<P::Acc>(common.rounding)),
+                Some(NormScope::PerTensor) => {
+                    per_tensor = true;
+                    None // the group's kernel is not used: each tensor gets its own below
+                }
+                None => None,
+            };
+            let kernel = P::plan(config, Ctx { t, lr, prep: common.prep(norm) });
+            match kernels.get_mut(i) {
+                Some(k) => *k = kernel,
+                None => kernels.push(kernel),
+            }
+            steady[i] = config.steady() && matches!(self.schedule, Schedule::Constant);
+        }
+        if per_tensor {
+            for (tensor, (tr, p)) in self.tensors.iter().zip(&mut self.scratch.ptrs).enumerate() {
+                let config = &self.groups[tr.group];
+                if scope(config) == Some(NormScope::PerTensor) {
+                    let common = config.common();
+                    let prep = common.prep(Some(squares.of_tensor::<P::Acc>(tensor, common.rounding)));
+                    p.kernel = kernels.len();
+                    kernels.push(P::plan(config, Ctx { t, lr: self.schedule.lr(common.lr, t), prep }));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The second half of a step: every chunk through its tensor's kernel, on this thread
+    /// or across rayon's.
+    fn run(&self) {
+        if self.parallel() {
+            use rayon::prelude::*;
+            self.chunks.par_iter().for_each(|c| self.run_chunk(c));
+        } else {
+            for c in &self.chunks {
+                self.run_chunk(c);
+            }
+        }
+    }
+
+    /// Chunk `c` through its tensor's kernel.
+    #[inline(always)]
+    fn run_chunk(&self, c: &super::state::Chunk) {
+        let p = &self.scratch.ptrs[c.tensor];
+        // SAFETY: a chunk lies within its tensor; `take` checked every parameter and
+        // gradient has its tensor's length, state is allocated at that length (null when
+        // unused), chunks of one tensor never overlap, and the borrows behind the pointers
+        // outlive `step`.
+        unsafe { self.plan.kernels[p.kernel].run_on(p.arrays.range(c.start, c.end)) }
+    }
+
+    /// Whether this step runs across threads.
+    pub(super) fn parallel(&self) -> bool {
+        match self.parallel {
+            Parallelism::Auto => self.total >= PARALLEL_THRESHOLD,
+            Parallelism::Serial => false,
+            Parallelism::Parallel => true,
+        }
+    }
+}
+
+/// This process's refusal of step `t` for what `count` other processes found.
+#[cold]
+fn refused(step: u64, what: &'static str, count: f64) -> Error {
+    Error::RefusedElsewhere { step, processes: count as usize, reason: what }
+}
