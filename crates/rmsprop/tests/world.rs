@@ -156,9 +156,47 @@ fn sharded_steps_are_the_pieces_of_the_whole_step_bit_for_bit() {
     }
 }
 
+#[test]
+fn whole_models_stepped_together_step_as_one_process() {
+    // data-parallel: every process holds the whole model and the same averaged gradient
+    let tensors = model();
+    for config in configs() {
+        let mut alone = Optimizer::<f32>::new(config.clone(), &tensors).unwrap();
+        let mut x: Vec<Vec<f32>> = tensors.iter().enumerate().map(|(t, s)| init(t, s.len())).collect();
+        let grads = |s| tensors.iter().enumerate().map(|(t, spec)| grad(t, spec.len(), s)).collect::<Vec<_>>();
+        for s in 0..3 {
+            alone.step(&mut x, &grads(s)).unwrap();
+        }
+        let together: Vec<Vec<Vec<f32>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = worlds(3)
+                .into_iter()
+                .map(|world| {
+                    let (tensors, config) = (&tensors, &config);
+                    scope.spawn(move || {
+                        let mut opt = Optimizer::<f32>::new(config.clone(), tensors).unwrap();
+                        let mut x: Vec<Vec<f32>> = tensors.iter().enumerate().map(|(t, s)| init(t, s.len())).collect();
+                        for s in 0..3 {
+                            opt.step_in(&world, &mut x, &grads(s)).unwrap();
+                        }
+                        x
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for y in together {
+            assert!(
+                y.iter().flatten().zip(x.iter().flatten()).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{}",
+                config.name()
+            );
+        }
+    }
+}
+
 /// What each of three processes' second step returned when one of them got `bad_value`
-/// in tensor `w2` (every exchange failing at call `fail_world_at`, if given), and whether its parameters and state stayed
-/// as they were.
+/// in tensor `w1` (every exchange failing at call `fail_world_at`, if given), and whether
+/// its parameters and state stayed as they were.
 fn one_bad_process(
     policy: NonFinitePolicy,
     bad_value: f32,
@@ -167,7 +205,8 @@ fn one_bad_process(
     let tensors = model();
     let ranks = 3;
     let partition = Partition::balanced(&tensors, ranks).unwrap();
-    let holder = (0..ranks).find(|&r| !partition.pieces(r)[2].is_empty()).unwrap();
+    // the last of the processes holding a piece of `w1`, which the partition splits
+    let holder = (0..ranks).rev().find(|&r| !partition.pieces(r)[0].is_empty()).unwrap();
     std::thread::scope(|scope| {
         let handles: Vec<_> = worlds(ranks)
             .into_iter()
@@ -191,7 +230,7 @@ fn one_bad_process(
                     );
                     let mut g = g;
                     if r == holder {
-                        g[2][0] = bad_value;
+                        g[0][0] = bad_value;
                     }
                     let out = opt.step_in(&world, &mut x, &g);
                     let after = (
@@ -215,12 +254,16 @@ fn one_bad_process(
 #[test]
 fn a_nonfinite_gradient_on_one_process_is_refused_by_all() {
     let outcomes = one_bad_process(NonFinitePolicy::Error, f32::NAN, None);
+    let partition = Partition::balanced(&model(), 3).unwrap();
+    let first_of_w1 = (0..3).rev().map(|r| partition.pieces(r)[0].clone()).find(|p| !p.is_empty()).unwrap().start;
+    assert!(first_of_w1 > 0);
     let mut own = 0;
     for (out, unchanged) in &outcomes {
         assert!(unchanged, "{out:?}");
         match out {
-            Err(Error::NonFiniteGradient { tensor, .. }) => {
-                assert_eq!(tensor, "w2");
+            Err(Error::NonFiniteGradient { tensor, index, .. }) => {
+                // the element of the whole tensor, not of the piece
+                assert_eq!((tensor.as_str(), *index), ("w1", first_of_w1));
                 own += 1;
             }
             Err(e @ Error::RefusedElsewhere { step: 2, processes: 1, .. }) => {

@@ -119,7 +119,8 @@ impl<P: Param> Optimizer<P> {
                 unsafe { kernels[p.kernel].run_on(copy) };
                 let refuse = |index: usize, quantity: &str| {
                     let tensor = tensors[c.tensor].spec.name.clone();
-                    (i, Error::NonFiniteResult { step: t, tensor, index: c.start + index, quantity: quantity.into() })
+                    let index = tensors[c.tensor].first + c.start + index; // in the whole tensor
+                    (i, Error::NonFiniteResult { step: t, tensor, index, quantity: quantity.into() })
                 };
                 largest_magnitude(&x[..n]).map_err(|i| refuse(i, "the parameter"))?;
                 for (k, b) in bufs.iter().enumerate().filter(|(k, _)| !a.bufs[*k].is_null()) {

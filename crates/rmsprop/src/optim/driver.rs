@@ -121,7 +121,7 @@ pub struct Optimizer<P: Param> {
     /// The whole tensors' chunks, counted over all tensors (see [`world`](super::world)).
     pub(super) blocks: usize,
     /// Built by [`sharded`](Self::sharded): one group, over pieces.
-    sharded: bool,
+    pub(super) sharded: bool,
 }
 
 impl<P: Param> Optimizer<P> {

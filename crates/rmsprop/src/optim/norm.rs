@@ -16,8 +16,8 @@ impl<P: Param> Optimizer<P> {
     /// Every chunk's sum of squares of the gradient `take` prepared, into
     /// `scratch.block_sums` at the chunk's place in the whole model (`[2b]`: the sum in
     /// `f64`; `[2b + 1]`: for a tensor of at most 32 elements, the squares added in turn
-    /// in the arithmetic type), then summed across `world`, where every other process
-    /// put zero.
+    /// in the arithmetic type), then, for a shard, summed across `world`, where every
+    /// other process put zero.
     pub(super) fn square_sums<W: World + ?Sized>(&mut self, world: &W) -> Result<()> {
         let parallel = self.parallel();
         let Scratch { ptrs, chunk_sums, block_sums, .. } = &mut self.scratch;
@@ -47,7 +47,8 @@ impl<P: Param> Optimizer<P> {
             let b = tr.blocks.start + (tr.first + c.start) / CHUNK;
             block_sums[2 * b..2 * b + 2].copy_from_slice(s);
         }
-        if world.size() > 1 {
+        // a shard holds its chunks only; a whole model (data-parallel) holds them all
+        if self.sharded && world.size() > 1 {
             world.all_sum(block_sums)?;
         }
         Ok(())

@@ -94,7 +94,9 @@ impl<P: Param> Optimizer<P> {
                 return Err(refused(t, "a non-finite gradient", found[NONFINITE]));
             };
             let value = format!("{:?}", grads[i].as_ref()[index]);
-            return Err(Error::NonFiniteGradient { tensor: self.tensors[i].spec.name.clone(), index, value });
+            // the element of the whole tensor (a shard's piece starts at `first`)
+            let (tensor, index) = (self.tensors[i].spec.name.clone(), self.tensors[i].first + index);
+            return Err(Error::NonFiniteGradient { tensor, index, value });
         }
         if !matches!(self.schedule, Schedule::Constant) {
             self.check_schedule(t)?; // the same on every process

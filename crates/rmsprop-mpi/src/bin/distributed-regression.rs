@@ -1,0 +1,199 @@
+//! Least-squares regression with 40 001 parameters, trained with RMSProp (PyTorch's
+//! defaults, global norm clipping) on a global batch of 12 rows split across the
+//! processes of an MPI job — or, with `--mode single`, by one process without MPI.
+//!
+//! ```text
+//! mpirun -np 2 distributed-regression --mode sharded --steps 20
+//! distributed-regression --mode single --steps 20
+//! ```
+//!
+//! Options: `--mode single|data-parallel|sharded`, `--steps N`, `--out PREFIX` (each
+//! process writes its final parameters' bits to `PREFIX.<rank>`), `--nan-at STEP:RANK`
+//! (that process's gradient holds a NaN at that step), `--policy error|skip`, `--bucket N`
+//! (elements reduced per collective call).
+//! Process 0 prints the loss; each process, at its end, its refusals or skipped steps, its
+//! optimizer state's bytes and its communication time (also in `PREFIX.<rank>.log`).
+
+use rmsprop::{NonFinitePolicy, NormScope, Optimizer, RmsProp, StepOutcome, TensorSpec};
+use rmsprop_mpi::{Distributed, Mode, Mpi};
+use std::process::ExitCode;
+
+const FEATURES: usize = 40_000;
+const ROWS: usize = 12;
+
+/// Row `i`'s features and target (a fixed linear model plus a wobble).
+fn row(i: usize) -> (Vec<f32>, f32) {
+    let x: Vec<f32> = (0..FEATURES).map(|j| ((i * 31 + j * 7) as f32 * 0.37).sin()).collect();
+    let y = x.iter().enumerate().map(|(j, v)| v * ((j % 13) as f32 - 6.0) / 100.0).sum::<f32>() + (i as f32).cos();
+    (x, y)
+}
+
+/// The mean loss `(x·w + b - y)² / 2` of `rows` and its gradient.
+fn loss_and_grad(rows: &[(Vec<f32>, f32)], w: &[f32], b: f32) -> (f32, Vec<Vec<f32>>) {
+    let mut gw = vec![0.0f32; FEATURES];
+    let (mut gb, mut loss) = (0.0f32, 0.0f32);
+    for (x, y) in rows {
+        let e = x.iter().zip(w).map(|(a, b)| a * b).sum::<f32>() + b - y;
+        loss += e * e / 2.0;
+        gw.iter_mut().zip(x).for_each(|(g, v)| *g += e * v);
+        gb += e;
+    }
+    let n = rows.len() as f32;
+    gw.iter_mut().for_each(|g| *g /= n);
+    (loss / n, vec![gw, vec![gb / n]])
+}
+
+struct Args {
+    mode: Option<Mode>,
+    steps: usize,
+    out: Option<String>,
+    nan_at: Option<(usize, usize)>,
+    policy: NonFinitePolicy,
+    bucket: usize,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        mode: Some(Mode::Sharded),
+        steps: 20,
+        out: None,
+        nan_at: None,
+        policy: NonFinitePolicy::Error,
+        bucket: rmsprop_mpi::BUCKET,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().ok_or(format!("{k} needs a value"));
+        match k.as_str() {
+            "--mode" => {
+                a.mode = match v()?.as_str() {
+                    "single" => None,
+                    "data-parallel" | "ddp" => Some(Mode::DataParallel),
+                    "sharded" | "zero1" => Some(Mode::Sharded),
+                    m => return Err(format!("unknown mode {m:?}: single, data-parallel or sharded")),
+                }
+            }
+            "--steps" => a.steps = v()?.parse().map_err(|e| format!("--steps: {e}"))?,
+            "--out" => a.out = Some(v()?),
+            "--bucket" => a.bucket = v()?.parse().map_err(|e| format!("--bucket: {e}"))?,
+            "--nan-at" => {
+                let s = v()?;
+                let (step, rank) = s.split_once(':').ok_or("--nan-at STEP:RANK")?;
+                a.nan_at = Some((
+                    step.parse().map_err(|_| "--nan-at STEP:RANK")?,
+                    rank.parse().map_err(|_| "--nan-at STEP:RANK")?,
+                ));
+            }
+            "--policy" => {
+                a.policy = match v()?.as_str() {
+                    "error" => NonFinitePolicy::Error,
+                    "skip" => NonFinitePolicy::Skip,
+                    p => return Err(format!("unknown policy {p:?}: error or skip")),
+                }
+            }
+            _ => return Err(format!("unknown option {k:?}")),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let tensors = [TensorSpec::new("w", &[FEATURES]), TensorSpec::new("b", &[1])];
+    let config = RmsProp::default().with_lr(1e-5).with_clip_norm(5.0, NormScope::Global);
+    let mut params = vec![vec![0.0f32; FEATURES], vec![0.0f32]];
+    let mut code = ExitCode::SUCCESS;
+    // what each process has to say, printed at its end (and kept in `PREFIX.<rank>.log`)
+    let mut log: Vec<String> = Vec::new();
+    let mut universe = None;
+    let rank = match args.mode {
+        None => {
+            let rows: Vec<_> = (0..ROWS).map(row).collect();
+            let mut opt = Optimizer::<f32>::new(config, &tensors).expect("valid").with_nonfinite_policy(args.policy);
+            for step in 1..=args.steps {
+                let (loss, mut g) = loss_and_grad(&rows, &params[0], params[1][0]);
+                if args.nan_at.is_some_and(|(s, _)| s == step) {
+                    g[0][0] = f32::NAN;
+                }
+                println!("step {step} loss {loss}");
+                if let Err(e) = opt.step(&mut params, &g) {
+                    log.push(format!("process 0: step {step}: {e}"));
+                    code = ExitCode::from(3);
+                    break;
+                }
+            }
+            0
+        }
+        Some(mode) => {
+            let Some(u) = mpi::initialize() else {
+                eprintln!("error: MPI is already initialised");
+                return ExitCode::from(2);
+            };
+            let world = Mpi::new(u.world());
+            universe = Some(u);
+            let (rank, size) = (rmsprop::World::rank(&world), rmsprop::World::size(&world));
+            if !ROWS.is_multiple_of(size) {
+                eprintln!("error: the global batch of {ROWS} rows does not split evenly across {size} processes");
+                return ExitCode::from(2);
+            }
+            let per = ROWS / size;
+            let rows: Vec<_> = (rank * per..(rank + 1) * per).map(row).collect();
+            let policy = args.policy;
+            let mut opt = Distributed::<f32>::new(world, mode, config, &tensors)
+                .expect("valid")
+                .with_bucket(args.bucket)
+                .map_optimizer(|o| o.with_nonfinite_policy(policy));
+            for step in 1..=args.steps {
+                let (loss, mut g) = loss_and_grad(&rows, &params[0], params[1][0]);
+                if args.nan_at == Some((step, rank)) {
+                    g[0][FEATURES - 1] = f32::NAN;
+                }
+                let mut total = [f64::from(loss)];
+                rmsprop::World::all_sum(opt.world(), &mut total).expect("MPI");
+                if rank == 0 {
+                    println!("step {step} loss {}", total[0] as f32 / size as f32);
+                }
+                match opt.step(&mut params, &g) {
+                    Ok(StepOutcome::Applied) => {}
+                    Ok(StepOutcome::Skipped) => log.push(format!("process {rank}: step {step} skipped")),
+                    Err(e) => {
+                        log.push(format!("process {rank}: step {step}: {e}"));
+                        code = ExitCode::from(3);
+                        break;
+                    }
+                }
+            }
+            log.push(format!(
+                "process {rank}: optimizer state {} bytes, communication {:.3} ms",
+                opt.state_bytes(),
+                opt.comm_time().as_secs_f64() * 1e3
+            ));
+            rank
+        }
+    };
+    let said: String = log.iter().map(|l| format!("{l}\n")).collect();
+    eprint!("{said}");
+    if let Some(prefix) = &args.out {
+        if let Err(e) = std::fs::write(format!("{prefix}.{rank}.log"), &said) {
+            eprintln!("error: writing {prefix}.{rank}.log: {e}");
+            return ExitCode::from(1);
+        }
+        let bytes: Vec<u8> = params.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+        if let Err(e) = std::fs::write(format!("{prefix}.{rank}"), bytes) {
+            eprintln!("error: writing {prefix}.{rank}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    // every process has said and written all before any leaves (mpirun ends the others
+    // when one leaves with an error)
+    if let Some(u) = &universe {
+        mpi::collective::CommunicatorCollectives::barrier(&u.world());
+    }
+    code
+}

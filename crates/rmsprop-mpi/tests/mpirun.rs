@@ -1,0 +1,171 @@
+//! Distributed training launched with `mpirun` (2 processes, and 3 oversubscribed on two
+//! cores for uneven ranges): the sharded and data-parallel modes give the same bits on
+//! every process, and the training of one process with the same global batch within
+//! float32 rounding; a NaN on one process makes every process refuse (or skip) the step;
+//! each process of the sharded mode holds its share of the optimizer state.
+//!
+//! Needs OpenMPI (Debian: `apt-get install libopenmpi-dev openmpi-bin libclang-dev`);
+//! `.ci/run` sets `RMSPROP_REQUIRE_MPI=1`, which turns a missing `mpirun` into a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_distributed-regression");
+
+/// `mpirun`, or `None` (said loudly) where it is not installed and not required.
+fn mpirun() -> Option<&'static str> {
+    let found = Command::new("mpirun").arg("--version").output().is_ok_and(|o| o.status.success());
+    if found {
+        return Some("mpirun");
+    }
+    let how = "install OpenMPI: apt-get install libopenmpi-dev openmpi-bin libclang-dev";
+    if std::env::var("RMSPROP_REQUIRE_MPI").is_ok_and(|v| v == "1") {
+        panic!("mpirun not found and RMSPROP_REQUIRE_MPI=1: {how}");
+    }
+    eprintln!("\n*** SKIPPED: mpirun not found; {how} ***\n");
+    None
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rmsprop-mpi-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs the example on `np` processes (`None`: alone, without MPI) with `args`; its
+/// processes write their parameters to `out.<rank>`.
+fn run(np: Option<usize>, args: &[&str], out: &Path) -> Output {
+    let out = out.to_str().unwrap();
+    let mut cmd = match np {
+        Some(n) => {
+            let mut c = Command::new("mpirun");
+            c.args(["--allow-run-as-root", "--oversubscribe", "-np", &n.to_string(), BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    cmd.args(args).args(["--out", out]).output().expect("the example runs")
+}
+
+fn params(out: &Path, rank: usize) -> Vec<f32> {
+    let bytes = std::fs::read(format!("{}.{rank}", out.display())).unwrap();
+    bytes.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// What every process said (its own log: the processes' output interleaves).
+fn logs(out: &Path, np: usize) -> String {
+    (0..np).map(|r| std::fs::read_to_string(format!("{}.{r}.log", out.display())).unwrap()).collect()
+}
+
+#[test]
+fn sharded_equals_data_parallel_bit_for_bit_and_one_process_within_rounding() {
+    let Some(_) = mpirun() else { return };
+    let d = dir("equal");
+    let single = d.join("single");
+    assert!(run(None, &["--mode", "single", "--steps", "6"], &single).status.success());
+    let alone = params(&single, 0);
+    let largest = alone.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    assert!(largest > 0.0);
+    for np in [2, 3] {
+        for bucket in ["26214400", "1000"] {
+            let mut first: Option<Vec<u32>> = None;
+            for mode in ["data-parallel", "sharded"] {
+                let out = d.join(format!("{mode}-{np}-{bucket}"));
+                let o = run(Some(np), &["--mode", mode, "--steps", "6", "--bucket", bucket], &out);
+                assert!(o.status.success(), "{mode} on {np}: {}", text(&o));
+                for rank in 0..np {
+                    let x = params(&out, rank);
+                    let b = bits(&x);
+                    match &first {
+                        None => first = Some(b),
+                        Some(f) => {
+                            assert!(*f == b, "{mode} on {np} processes (bucket {bucket}): process {rank} differs")
+                        }
+                    }
+                    // against one process with the whole batch: the gradients' sums are
+                    // ordered differently, so within float32 rounding, not bit for bit
+                    let worst = x.iter().zip(&alone).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                    assert!(worst <= 1e-4 * largest, "{mode} on {np}: {worst} against {largest}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_nan_on_one_process_is_refused_or_skipped_by_every_process() {
+    let Some(_) = mpirun() else { return };
+    let d = dir("nan");
+    for mode in ["data-parallel", "sharded"] {
+        let before = d.join(format!("{mode}-2steps"));
+        assert!(run(Some(3), &["--mode", mode, "--steps", "2"], &before).status.success());
+        let refused = d.join(format!("{mode}-refused"));
+        let o = run(Some(3), &["--mode", mode, "--steps", "5", "--nan-at", "3:1"], &refused);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        let said = logs(&refused, 3);
+        // the NaN travels with the sum: to every process (data-parallel), or to the one
+        // owning that element (sharded), which then refuses the step for all
+        let own = |r: usize| {
+            said.contains(&format!("process {r}: step 3: non-finite gradient in tensor \"w\" at element 39999"))
+        };
+        let told = |r: usize| {
+            said.contains(&format!(
+                "process {r}: step 3: step 3 refused: 1 other process(es) found a non-finite gradient"
+            ))
+        };
+        let owners = (0..3).filter(|&r| own(r)).count();
+        assert_eq!(owners, if mode == "sharded" { 1 } else { 3 }, "{said}");
+        assert!((0..3).all(|r| own(r) != told(r)), "{said}");
+        // nothing changed on any process: the parameters are those after step 2
+        for rank in 0..3 {
+            assert_eq!(bits(&params(&refused, rank)), bits(&params(&before, 0)), "{mode}: process {rank}");
+        }
+        let skipped = d.join(format!("{mode}-skipped"));
+        let o = run(Some(3), &["--mode", mode, "--steps", "4", "--nan-at", "3:1", "--policy", "skip"], &skipped);
+        assert!(o.status.success(), "{}", text(&o));
+        let said = logs(&skipped, 3);
+        for rank in 0..3 {
+            assert!(said.contains(&format!("process {rank}: step 3 skipped")), "{said}");
+            assert_eq!(bits(&params(&skipped, rank)), bits(&params(&skipped, 0)));
+        }
+    }
+}
+
+#[test]
+fn each_process_holds_its_share_of_the_state() {
+    let Some(_) = mpirun() else { return };
+    let d = dir("bytes");
+    let whole = 40_001 * 4; // square_avg of 40 001 float32 parameters
+    for np in [2, 3] {
+        for (mode, expect_whole) in [("data-parallel", true), ("sharded", false)] {
+            let out = d.join(format!("{mode}-{np}"));
+            let o = run(Some(np), &["--mode", mode, "--steps", "1"], &out);
+            assert!(o.status.success(), "{}", text(&o));
+            let said = logs(&out, np);
+            let bytes: Vec<usize> = (0..np)
+                .map(|r| {
+                    let line =
+                        said.lines().find(|l| l.starts_with(&format!("process {r}: optimizer state "))).expect(&said);
+                    line.split_whitespace().nth(4).unwrap().parse().unwrap()
+                })
+                .collect();
+            if expect_whole {
+                assert!(bytes.iter().all(|&b| b == whole), "{bytes:?}");
+            } else {
+                // 1/N each, give or take a chunk of 16 384 elements (the cuts' granularity)
+                assert_eq!(bytes.iter().sum::<usize>(), whole);
+                for b in &bytes {
+                    assert!(b.abs_diff(whole / np) <= rmsprop::CHUNK * 4, "{bytes:?}");
+                }
+            }
+        }
+    }
+}
