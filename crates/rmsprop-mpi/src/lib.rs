@@ -33,12 +33,15 @@
 //! opt.step(&mut params, &local_grads).unwrap();
 //! ```
 
+pub mod checkpoint;
+
 use mpi::collective::SystemOperation;
 use mpi::datatype::Equivalence;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use rmsprop::{Error, Float, Optimizer, OptimizerConfig, Param, Partition, Result, StepOutcome, TensorSpec, World};
 use std::ops::Range;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Elements of the gradient reduced in one collective call: 25 MiB of `f32`,
@@ -101,6 +104,7 @@ pub struct Distributed<P: Param + Equivalence> {
     world: Mpi,
     partition: Partition,
     opt: Optimizer<P>,
+    tensors: Vec<TensorSpec>,
     /// Each tensor's range of the flat vector.
     spans: Vec<Range<usize>>,
     /// Elements per process in the padded layout (the longest range).
@@ -149,6 +153,7 @@ impl<P: Param + Equivalence> Distributed<P> {
             world,
             partition,
             opt,
+            tensors: tensors.to_vec(),
             spans,
             block,
             bucket,
@@ -206,6 +211,63 @@ impl<P: Param + Equivalence> Distributed<P> {
         elements * size_of::<P::Acc>()
     }
 
+    /// Writes a checkpoint of the optimizer state into the folder `dir` (see
+    /// [`checkpoint`]): each process its shard (sharded), or process 0 the whole state
+    /// (data-parallel); then process 0 the manifest. Every process calls it.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let rank = self.world.rank();
+        let written =
+            std::fs::create_dir_all(dir).map_err(|error| Error::Io { path: dir.to_path_buf(), error }).and_then(|()| {
+                let manifest = checkpoint::Manifest::new(
+                    &self.tensors,
+                    (self.mode == Mode::Sharded).then_some(&self.partition),
+                    self.opt.step_count(),
+                );
+                match self.mode {
+                    Mode::Sharded => self.opt.save(&dir.join(&manifest.files[rank])),
+                    Mode::DataParallel if rank == 0 => self.opt.save(&dir.join(&manifest.files[0])),
+                    Mode::DataParallel => Ok(()),
+                }
+            });
+        self.agree(written, "could not write its part of the checkpoint")?;
+        let manifest = if rank == 0 {
+            checkpoint::Manifest::new(
+                &self.tensors,
+                (self.mode == Mode::Sharded).then_some(&self.partition),
+                self.opt.step_count(),
+            )
+            .write(dir)
+        } else {
+            Ok(())
+        };
+        self.agree(manifest, "could not write the manifest")
+    }
+
+    /// Replaces the optimizer state with the checkpoint `from`: a folder written by
+    /// [`save`](Self::save) on any number of processes, or a single-process checkpoint
+    /// file (`Optimizer::save`). Every process calls it; if any cannot load it, none
+    /// changes.
+    pub fn load(&mut self, from: &Path) -> Result<()> {
+        let pieces = (self.mode == Mode::Sharded).then(|| self.partition.pieces(self.world.rank()));
+        let mut trial = self.opt.clone();
+        let loaded =
+            checkpoint::state_for(from, &self.tensors, pieces.as_deref()).and_then(|b| trial.load_bytes(&b, from));
+        self.agree(loaded, "could not load the checkpoint")?;
+        self.opt = trial;
+        Ok(())
+    }
+
+    /// `mine`, agreed on: an error on any process is an error on every one.
+    fn agree(&self, mine: Result<()>, what: &str) -> Result<()> {
+        let mut failed = [f64::from(u8::from(mine.is_err()))];
+        self.world.all_sum(&mut failed)?;
+        mine?;
+        if failed[0] > 0.0 {
+            return Err(Error::World(format!("{} other process(es) {what}", failed[0])));
+        }
+        Ok(())
+    }
+
     /// One step: `local_grads` is this process's gradient of its part of the global batch
     /// (whole tensors); `params` the whole model, the same on every process before and
     /// after. Every process calls it for every step. On an error or a skipped step nothing
@@ -231,7 +293,7 @@ impl<P: Param + Equivalence> Distributed<P> {
             return Err(Error::RefusedElsewhere { step, processes: bad[0] as usize, reason: "an invalid input" });
         }
         let size = self.world.size();
-        self.send.fill(P::default());
+        // the padding between the processes' ranges is never written: it stays zero
         for (t, g) in local_grads.iter().enumerate() {
             let span = self.spans[t].clone();
             for (at, from, n) in self.runs_of(span.start, span.len()) {

@@ -3,6 +3,11 @@
 //! with the format version, dtype and hyperparameters in its metadata (hyperparameters
 //! as JSON, `f64` printed shortest-round-trip, never `f32` printed).
 //!
+//! The state of a shard ([`Optimizer::sharded`]) is that of its pieces, and its metadata
+//! says which (`pieces`: `[first, length, whole]` per tensor); it loads only into the
+//! optimizer of the same pieces (the crate `rmsprop-mpi` re-cuts a sharded checkpoint for
+//! another number of processes, or joins it into one).
+//!
 //! Files are written atomically (a temporary file of a name no other save uses, in the same
 //! folder, then renamed; a symbolic link is followed, not replaced) and byte for byte the
 //! same for the same state (metadata in sorted order). Loading checks the version, the
@@ -152,7 +157,7 @@ impl<P: Param> Optimizer<P> {
         let groups: Vec<&OptimizerConfig> = self.groups().iter().collect();
         let tensors: Vec<(&str, &[usize], usize)> =
             self.tracked().iter().map(|t| (t.spec.name.as_str(), &t.spec.shape[..], t.group)).collect();
-        let meta = HashMap::from([
+        let mut meta = HashMap::from([
             ("format".to_string(), FORMAT_NAME.to_string()),
             ("format_version".to_string(), FORMAT_VERSION.to_string()),
             ("dtype".to_string(), P::Acc::DTYPE.name().to_string()),
@@ -162,6 +167,9 @@ impl<P: Param> Optimizer<P> {
             ("hyperparameters".to_string(), serde_json::to_string(&groups).expect("configs serialise")),
             ("tensors".to_string(), serde_json::to_string(&tensors).expect("specs serialise")),
         ]);
+        if let Some(pieces) = self.pieces() {
+            meta.insert("pieces".to_string(), serde_json::to_string(&pieces).expect("pieces serialise"));
+        }
         let views = arrays
             .iter()
             .map(|(name, dt, shape, bytes)| Ok((name.clone(), TensorView::new(*dt, shape.clone(), bytes)?)))
@@ -227,6 +235,20 @@ impl<P: Param> Optimizer<P> {
             ));
         }
         self.check_written_for(get("hyperparameters"), get("tensors"), path)?;
+        let theirs: Option<Vec<[usize; 3]>> = get("pieces")
+            .map(|text| serde_json::from_str(text))
+            .transpose()
+            .map_err(|e| corrupt(path, format!("metadata pieces is not a list of [first, length, whole]: {e}")))?;
+        if theirs != self.pieces() {
+            let say = |p: Option<Vec<[usize; 3]>>| match p {
+                None => "whole tensors".to_string(),
+                Some(p) => format!("the pieces [first, length, whole] {p:?}"),
+            };
+            return Err(corrupt(
+                path,
+                format!("written for {}, this optimizer holds {}", say(theirs), say(self.pieces())),
+            ));
+        }
         let counter = |key: &str| {
             let text = get(key).ok_or_else(|| corrupt(path, format!("missing metadata {key:?}")))?;
             text.parse::<u64>().ok().filter(|&v| i64::try_from(v).is_ok()).ok_or_else(|| {

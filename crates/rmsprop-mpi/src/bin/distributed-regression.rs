@@ -7,7 +7,10 @@
 //! distributed-regression --mode single --steps 20
 //! ```
 //!
-//! Options: `--mode single|data-parallel|sharded`, `--steps N`, `--out PREFIX` (each
+//! Options: `--mode single|data-parallel|sharded`, `--steps N` (the last step's number:
+//! a resumed run goes on from its checkpoint's), `--save DIR` (after the last step: the
+//! parameters and a checkpoint of the optimizer, see `rmsprop_mpi::checkpoint`),
+//! `--resume DIR` (from such a folder, written on any number of processes), `--out PREFIX` (each
 //! process writes its final parameters' bits to `PREFIX.<rank>`), `--nan-at STEP:RANK`
 //! (that process's gradient holds a NaN at that step), `--policy error|skip`, `--bucket N`
 //! (elements reduced per collective call).
@@ -16,6 +19,7 @@
 
 use rmsprop::{NonFinitePolicy, NormScope, Optimizer, RmsProp, StepOutcome, TensorSpec};
 use rmsprop_mpi::{Distributed, Mode, Mpi};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const FEATURES: usize = 40_000;
@@ -43,6 +47,22 @@ fn loss_and_grad(rows: &[(Vec<f32>, f32)], w: &[f32], b: f32) -> (f32, Vec<Vec<f
     (loss / n, vec![gw, vec![gb / n]])
 }
 
+/// The parameters saved beside a checkpoint (float32, little-endian, `w` then `b`).
+fn save_params(dir: &Path, params: &[Vec<f32>]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let bytes: Vec<u8> = params.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.join("params.bin"), bytes).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+fn load_params(dir: &Path) -> Result<Vec<Vec<f32>>, String> {
+    let bytes = std::fs::read(dir.join("params.bin")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if bytes.len() != (FEATURES + 1) * 4 {
+        return Err(format!("{}: {} bytes of parameters, expected {}", dir.display(), bytes.len(), (FEATURES + 1) * 4));
+    }
+    let v: Vec<f32> = bytes.chunks(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+    Ok(vec![v[..FEATURES].to_vec(), v[FEATURES..].to_vec()])
+}
+
 struct Args {
     mode: Option<Mode>,
     steps: usize,
@@ -50,6 +70,8 @@ struct Args {
     nan_at: Option<(usize, usize)>,
     policy: NonFinitePolicy,
     bucket: usize,
+    save: Option<PathBuf>,
+    resume: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -60,6 +82,8 @@ fn parse() -> Result<Args, String> {
         nan_at: None,
         policy: NonFinitePolicy::Error,
         bucket: rmsprop_mpi::BUCKET,
+        save: None,
+        resume: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -75,6 +99,8 @@ fn parse() -> Result<Args, String> {
             }
             "--steps" => a.steps = v()?.parse().map_err(|e| format!("--steps: {e}"))?,
             "--out" => a.out = Some(v()?),
+            "--save" => a.save = Some(v()?.into()),
+            "--resume" => a.resume = Some(v()?.into()),
             "--bucket" => a.bucket = v()?.parse().map_err(|e| format!("--bucket: {e}"))?,
             "--nan-at" => {
                 let s = v()?;
@@ -116,7 +142,19 @@ fn main() -> ExitCode {
         None => {
             let rows: Vec<_> = (0..ROWS).map(row).collect();
             let mut opt = Optimizer::<f32>::new(config, &tensors).expect("valid").with_nonfinite_policy(args.policy);
-            for step in 1..=args.steps {
+            if let Some(dir) = &args.resume {
+                let loaded = load_params(dir).and_then(|p| {
+                    let state = rmsprop_mpi::checkpoint::state_for(dir, &tensors, None).map_err(|e| e.to_string())?;
+                    opt.load_bytes(&state, dir).map_err(|e| e.to_string())?;
+                    params = p;
+                    Ok(())
+                });
+                if let Err(e) = loaded {
+                    eprintln!("error: resuming from {}: {e}", dir.display());
+                    return ExitCode::from(1);
+                }
+            }
+            for step in opt.step_count() as usize + 1..=args.steps {
                 let (loss, mut g) = loss_and_grad(&rows, &params[0], params[1][0]);
                 if args.nan_at.is_some_and(|(s, _)| s == step) {
                     g[0][0] = f32::NAN;
@@ -126,6 +164,18 @@ fn main() -> ExitCode {
                     log.push(format!("process 0: step {step}: {e}"));
                     code = ExitCode::from(3);
                     break;
+                }
+            }
+            if let Some(dir) = &args.save {
+                let saved = save_params(dir, &params).and_then(|()| {
+                    opt.save(&dir.join("optimizer.safetensors")).map_err(|e| e.to_string())?;
+                    rmsprop_mpi::checkpoint::Manifest::new(&tensors, None, opt.step_count())
+                        .write(dir)
+                        .map_err(|e| e.to_string())
+                });
+                if let Err(e) = saved {
+                    eprintln!("error: saving to {}: {e}", dir.display());
+                    return ExitCode::from(1);
                 }
             }
             0
@@ -149,7 +199,20 @@ fn main() -> ExitCode {
                 .expect("valid")
                 .with_bucket(args.bucket)
                 .map_optimizer(|o| o.with_nonfinite_policy(policy));
-            for step in 1..=args.steps {
+            if let Some(dir) = &args.resume {
+                match load_params(dir) {
+                    Ok(p) => params = p,
+                    Err(e) => {
+                        eprintln!("error: process {rank}: resuming: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+                if let Err(e) = opt.load(dir) {
+                    eprintln!("error: process {rank}: resuming from {}: {e}", dir.display());
+                    return ExitCode::from(1);
+                }
+            }
+            for step in opt.optimizer().step_count() as usize + 1..=args.steps {
                 let (loss, mut g) = loss_and_grad(&rows, &params[0], params[1][0]);
                 if args.nan_at == Some((step, rank)) {
                     g[0][FEATURES - 1] = f32::NAN;
@@ -167,6 +230,13 @@ fn main() -> ExitCode {
                         code = ExitCode::from(3);
                         break;
                     }
+                }
+            }
+            if let Some(dir) = &args.save {
+                let params_saved = if rank == 0 { save_params(dir, &params) } else { Ok(()) };
+                if let Err(e) = params_saved.and_then(|()| opt.save(dir).map_err(|e| e.to_string())) {
+                    eprintln!("error: process {rank}: saving to {}: {e}", dir.display());
+                    return ExitCode::from(1);
                 }
             }
             log.push(format!(

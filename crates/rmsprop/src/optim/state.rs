@@ -161,6 +161,11 @@ impl<P: Param> Optimizer<P> {
         Some((t, k))
     }
 
+    /// A shard's pieces, `[first, length, whole]` per tensor; `None` for whole tensors.
+    pub(crate) fn pieces(&self) -> Option<Vec<[usize; 3]>> {
+        self.sharded.then(|| self.tensors.iter().map(|t| [t.first, t.numel, t.full]).collect())
+    }
+
     pub(crate) fn tracked(&self) -> &[Tracked] {
         &self.tensors
     }
