@@ -199,3 +199,43 @@ fn a_checkpoint_of_two_processes_resumes_on_three_and_on_one() {
         assert!(worst <= 1e-4 * largest, "{name}: {worst} against {largest}");
     }
 }
+
+#[test]
+fn a_process_that_dies_ends_the_run_and_the_last_checkpoint_resumes_on_fewer() {
+    let Some(_) = mpirun() else { return };
+    let d = dir("dies");
+    let ckpt = d.join("ckpt");
+    let ck = ckpt.to_str().unwrap();
+    let mut child = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "3", BIN, "--mode", "sharded", "--steps", "8"])
+        .args(["--save", ck, "--save-every", "2", "--die-at", "5:1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the job ends, not hangs: within a minute, with an error naming the process
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the job still runs a minute after a process died");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    let said = text(&o);
+    assert!(!o.status.success(), "{said}");
+    assert!(said.contains("rank 1") && said.contains("signal 6"), "{said}");
+    // the last checkpoint is step 4's, and it resumes on two processes
+    assert_eq!(std::fs::read_to_string(ckpt.join("latest")).unwrap().trim(), "step-4");
+    let resumed = d.join("resumed");
+    let o = run(Some(2), &["--mode", "sharded", "--steps", "8", "--resume", ck], &resumed);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("step 5 loss"), "{}", text(&o));
+    let never = d.join("never");
+    assert!(run(Some(3), &["--mode", "sharded", "--steps", "8"], &never).status.success());
+    let (x, reference) = (params(&resumed, 0), params(&never, 0));
+    let largest = reference.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let worst = x.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 1e-4 * largest, "{worst} against {largest}");
+}

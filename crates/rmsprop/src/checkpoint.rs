@@ -236,7 +236,7 @@ impl<P: Param> Optimizer<P> {
         }
         self.check_written_for(get("hyperparameters"), get("tensors"), path)?;
         let theirs: Option<Vec<[usize; 3]>> = get("pieces")
-            .map(|text| serde_json::from_str(text))
+            .map(serde_json::from_str)
             .transpose()
             .map_err(|e| corrupt(path, format!("metadata pieces is not a list of [first, length, whole]: {e}")))?;
         if theirs != self.pieces() {

@@ -10,7 +10,10 @@
 //! Options: `--mode single|data-parallel|sharded`, `--steps N` (the last step's number:
 //! a resumed run goes on from its checkpoint's), `--save DIR` (after the last step: the
 //! parameters and a checkpoint of the optimizer, see `rmsprop_mpi::checkpoint`),
-//! `--resume DIR` (from such a folder, written on any number of processes), `--out PREFIX` (each
+//! `--save-every K` (with `--save DIR`, distributed: also after every K-th step, each
+//! into `DIR/step-<n>`, then `DIR/latest` names it), `--resume DIR` (from such a folder,
+//! or the one `DIR/latest` names, written on any number of processes), `--die-at
+//! STEP:RANK` (that process aborts at that step, as a crashed process would), `--out PREFIX` (each
 //! process writes its final parameters' bits to `PREFIX.<rank>`), `--nan-at STEP:RANK`
 //! (that process's gradient holds a NaN at that step), `--policy error|skip`, `--bucket N`
 //! (elements reduced per collective call).
@@ -54,6 +57,14 @@ fn save_params(dir: &Path, params: &[Vec<f32>]) -> Result<(), String> {
     std::fs::write(dir.join("params.bin"), bytes).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
+/// `dir`, or the checkpoint `dir/latest` names.
+fn checkpoint_dir(dir: &Path) -> PathBuf {
+    match std::fs::read_to_string(dir.join("latest")) {
+        Ok(name) if !dir.join("manifest.json").exists() => dir.join(name.trim()),
+        _ => dir.to_path_buf(),
+    }
+}
+
 fn load_params(dir: &Path) -> Result<Vec<Vec<f32>>, String> {
     let bytes = std::fs::read(dir.join("params.bin")).map_err(|e| format!("{}: {e}", dir.display()))?;
     if bytes.len() != (FEATURES + 1) * 4 {
@@ -61,6 +72,13 @@ fn load_params(dir: &Path) -> Result<Vec<Vec<f32>>, String> {
     }
     let v: Vec<f32> = bytes.chunks(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
     Ok(vec![v[..FEATURES].to_vec(), v[FEATURES..].to_vec()])
+}
+
+/// Names `step-<step>` in `dir/latest`, atomically.
+fn point_latest(dir: &Path, step: usize) -> Result<(), String> {
+    let tmp = dir.join(".latest.tmp");
+    std::fs::write(&tmp, format!("step-{step}\n")).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join("latest")).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 struct Args {
@@ -71,7 +89,9 @@ struct Args {
     policy: NonFinitePolicy,
     bucket: usize,
     save: Option<PathBuf>,
+    save_every: usize,
     resume: Option<PathBuf>,
+    die_at: Option<(usize, usize)>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -83,7 +103,9 @@ fn parse() -> Result<Args, String> {
         policy: NonFinitePolicy::Error,
         bucket: rmsprop_mpi::BUCKET,
         save: None,
+        save_every: 0,
         resume: None,
+        die_at: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -101,6 +123,15 @@ fn parse() -> Result<Args, String> {
             "--out" => a.out = Some(v()?),
             "--save" => a.save = Some(v()?.into()),
             "--resume" => a.resume = Some(v()?.into()),
+            "--save-every" => a.save_every = v()?.parse().map_err(|e| format!("--save-every: {e}"))?,
+            "--die-at" => {
+                let s = v()?;
+                let (step, rank) = s.split_once(':').ok_or("--die-at STEP:RANK")?;
+                a.die_at = Some((
+                    step.parse().map_err(|_| "--die-at STEP:RANK")?,
+                    rank.parse().map_err(|_| "--die-at STEP:RANK")?,
+                ));
+            }
             "--bucket" => a.bucket = v()?.parse().map_err(|e| format!("--bucket: {e}"))?,
             "--nan-at" => {
                 let s = v()?;
@@ -143,6 +174,7 @@ fn main() -> ExitCode {
             let rows: Vec<_> = (0..ROWS).map(row).collect();
             let mut opt = Optimizer::<f32>::new(config, &tensors).expect("valid").with_nonfinite_policy(args.policy);
             if let Some(dir) = &args.resume {
+                let dir = &checkpoint_dir(dir);
                 let loaded = load_params(dir).and_then(|p| {
                     let state = rmsprop_mpi::checkpoint::state_for(dir, &tensors, None).map_err(|e| e.to_string())?;
                     opt.load_bytes(&state, dir).map_err(|e| e.to_string())?;
@@ -200,6 +232,7 @@ fn main() -> ExitCode {
                 .with_bucket(args.bucket)
                 .map_optimizer(|o| o.with_nonfinite_policy(policy));
             if let Some(dir) = &args.resume {
+                let dir = &checkpoint_dir(dir);
                 match load_params(dir) {
                     Ok(p) => params = p,
                     Err(e) => {
@@ -222,7 +255,22 @@ fn main() -> ExitCode {
                 if rank == 0 {
                     println!("step {step} loss {}", total[0] as f32 / size as f32);
                 }
+                if args.die_at == Some((step, rank)) {
+                    std::process::abort();
+                }
                 match opt.step(&mut params, &g) {
+                    Ok(StepOutcome::Applied) if args.save_every > 0 && step % args.save_every == 0 => {
+                        if let Some(dir) = &args.save {
+                            let at = dir.join(format!("step-{step}"));
+                            let saved = (if rank == 0 { save_params(&at, &params) } else { Ok(()) })
+                                .and_then(|()| opt.save(&at).map_err(|e| e.to_string()))
+                                .and_then(|()| if rank == 0 { point_latest(dir, step) } else { Ok(()) });
+                            if let Err(e) = saved {
+                                eprintln!("error: process {rank}: saving to {}: {e}", at.display());
+                                return ExitCode::from(1);
+                            }
+                        }
+                    }
                     Ok(StepOutcome::Applied) => {}
                     Ok(StepOutcome::Skipped) => log.push(format!("process {rank}: step {step} skipped")),
                     Err(e) => {
