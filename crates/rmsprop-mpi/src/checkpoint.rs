@@ -142,6 +142,15 @@ fn sources(from: &Path, tensors: &[TensorSpec]) -> Result<Vec<Source>> {
 /// process of a sharded run (`Optimizer::load_bytes` of its shard), or one whole file.
 /// The step counts, hyperparameters and dtypes come from the files, which must agree.
 pub fn state_for(from: &Path, tensors: &[TensorSpec], pieces: Option<&[Range<usize>]>) -> Result<Vec<u8>> {
+    if let Some(p) = pieces {
+        let fits = p.len() == tensors.len() && p.iter().zip(tensors).all(|(p, t)| p.start <= p.end && p.end <= t.len());
+        if !fits {
+            return Err(Error::InvalidCombination {
+                optimizer: "checkpoint",
+                reason: format!("pieces {p:?} are not pieces of tensors {tensors:?}"),
+            });
+        }
+    }
     let sources = sources(from, tensors)?;
     let mut metas = Vec::new();
     let mut views = Vec::new();

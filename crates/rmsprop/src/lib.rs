@@ -77,7 +77,7 @@ pub use flavor::Flavor;
 pub use float::{Dtype, Float, Param};
 // every optimizer's configuration (`RmsProp`, `Adagrad`, `Sgd`, `Adam`, `Adadelta`, `Yogi`)
 pub use optim::family::*;
-pub use optim::world::{Partition, Solo, World};
+pub use optim::world::{MAX_RANKS, Partition, Solo, World};
 pub use optim::{
     BiasCorrection, CHUNK, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig,
     PARALLEL_THRESHOLD, Parallelism, SgdMomentum, StepOutcome, TensorSpec,

@@ -56,6 +56,10 @@ impl World for Solo {
     }
 }
 
+/// The most processes a [`Partition`] cuts a model for (MPI counts them in an `int`; more
+/// than this is a mistake, not a cluster).
+pub const MAX_RANKS: usize = 1 << 24;
+
 /// Tensors laid end to end (the flat vector of a model's parameters, in registration
 /// order) and cut into one contiguous range per process, balanced in elements. A cut lies
 /// at a tensor's end or a multiple of [`CHUNK`] from a tensor's start, so a range differs
@@ -83,10 +87,10 @@ impl Partition {
     /// Errors: no process, or a model whose element count overflows `usize`.
     pub fn balanced<S: Into<TensorSpec> + Clone>(tensors: &[S], ranks: usize) -> Result<Self> {
         let specs: Vec<TensorSpec> = tensors.iter().cloned().map(Into::into).collect();
-        if ranks == 0 {
+        if ranks == 0 || ranks > MAX_RANKS {
             return Err(Error::InvalidCombination {
                 optimizer: "partition",
-                reason: "a partition needs at least one process".into(),
+                reason: format!("{ranks} processes: a partition has from 1 to {MAX_RANKS}"),
             });
         }
         let mut lens = Vec::with_capacity(specs.len());
@@ -202,6 +206,8 @@ mod tests {
             }
         }
         assert!(Partition::balanced(&tensors, 0).is_err());
+        assert!(Partition::balanced(&tensors, usize::MAX).is_err());
+        assert_eq!(Partition::balanced(&tensors, 100).unwrap().ranks(), 100); // more processes than cuts
         let absurd = [TensorSpec::new("a", &[usize::MAX]), TensorSpec::new("b", &[2])];
         assert!(matches!(Partition::balanced(&absurd, 2), Err(Error::TooLarge { .. })));
     }
