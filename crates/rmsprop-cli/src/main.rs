@@ -5,6 +5,7 @@
 //! (an argument, a hyperparameter, a data file) exits 1 with one line `error: ...` on
 //! stderr, or `{"error": "..."}` on stdout under `--json`.
 
+mod distributed;
 mod outdir;
 mod resolve;
 
@@ -148,7 +149,7 @@ struct Trace2dArgs {
     json: bool,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Impl {
     /// The book's update written out on the model's arrays.
     Scratch,
@@ -203,6 +204,11 @@ struct TrainArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Split each minibatch across the processes of an MPI job (`mpirun -np N rmsprop
+    /// train --impl trainer --distributed zero1`; a build with the `mpi` feature):
+    /// data-parallel, or with the optimizer state sharded. Process 0 prints and plots.
+    #[arg(long, value_enum)]
+    distributed: Option<distributed::Distribution>,
 }
 
 #[derive(Args)]
@@ -283,7 +289,7 @@ impl Printed {
 fn main() -> ExitCode {
     let json = std::env::args_os().skip(1).any(|a| a == "--json");
     let result = match Cli::try_parse() {
-        Ok(cli) => run(cli).map(|p| if json { Printed { text: pretty(&p.json), ..p } } else { p }),
+        Ok(cli) => run(cli).map(|p| if json && !p.json.is_null() { Printed { text: pretty(&p.json), ..p } } else { p }),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             return emit(&e.render().to_string(), true);
         }
@@ -450,6 +456,12 @@ fn run_train(a: TrainArgs) -> Result<Printed> {
         Model::Linear => Impl::Scratch,
         Model::Mlp => Impl::Trainer,
     });
+    if a.distributed.is_some() {
+        if (a.model, implementation) != (Model::Linear, Impl::Trainer) {
+            bail!("--distributed trains the linear model with --impl trainer");
+        }
+        distributed::available()?;
+    }
     let train_mlp = match (a.model, implementation) {
         (Model::Linear, _) => None,
         (Model::Mlp, Impl::Scratch) => {
@@ -484,10 +496,23 @@ fn run_train(a: TrainArgs) -> Result<Printed> {
     create(&dir)?;
     let protocol =
         Protocol { seed: a.seed, epochs: a.epochs as usize, batch_size: a.batch_size as usize, ..Protocol::default() };
-    let (curve, mut parts) = match train_mlp {
-        None => (train::train(&d, &update, &protocol)?, vec![]),
-        Some(train_mlp) => (train_mlp(&d, &config, &protocol)?, vec!["mlp".to_string()]),
+    let mut shared = None;
+    let (curve, mut parts) = match (train_mlp, a.distributed) {
+        // (the MLP with --distributed was refused above)
+        (Some(train_mlp), _) => (train_mlp(&d, &config, &protocol)?, vec!["mlp".to_string()]),
+        (None, None) => (train::train(&d, &update, &protocol)?, vec![]),
+        (None, Some(how)) => {
+            let run = distributed::train(&d, &config, &protocol, how)?;
+            let curve = run.curve.clone();
+            shared = Some(run);
+            (curve, vec![])
+        }
     };
+    if let Some(run) = &shared
+        && run.rank != 0
+    {
+        return Ok(Printed::ok(String::new(), json!(null))); // process 0 speaks for all
+    }
     parts.extend(outdir::train_parts(&name, a.lr, a.gamma, &a.set, a.seed, &a.data));
     let stem = dir.join(outdir::stem(&parts));
     let (csv, json_file) = (plot::with_suffix(&stem, "csv"), plot::with_suffix(&stem, "json"));
@@ -520,7 +545,20 @@ fn run_train(a: TrainArgs) -> Result<Printed> {
     j["diverged_at"] = json!(curve.diverged.as_ref().map(|d| d.step));
     j["curve"] = json!(curve);
     j["files"] = json!(files);
-    let text = format!("{name}: {}\n  with {}\n", curve.printed(), hyper::summary(&config));
+    let mut text = format!("{name}: {}\n  with {}\n", curve.printed(), hyper::summary(&config));
+    if let Some(run) = &shared {
+        let n = run.state_bytes.len();
+        text += &format!(
+            "  on {n} processes: optimizer state {:?} bytes per process (one process: {}), {:.1} ms in MPI's collectives\n",
+            run.state_bytes,
+            run.whole_bytes,
+            run.comm_seconds * 1e3
+        );
+        j["processes"] = json!(n);
+        j["state_bytes_per_process"] = json!(run.state_bytes);
+        j["state_bytes_one_process"] = json!(run.whole_bytes);
+        j["communication_seconds"] = json!(run.comm_seconds);
+    }
     Ok(Printed::ok(text, j))
 }
 

@@ -106,8 +106,12 @@ fn residual(data: &Dataset, i: usize, w: &[f32], b: f32) -> f32 {
     data.row(i).iter().zip(w).map(|(x, w)| x * w).sum::<f32>() + b - data.labels[i]
 }
 
+/// A step applied by the caller of [`train_shared`]: the parameters `[w, b]` and this
+/// process's gradient of them.
+pub type SharedStep<'a> = dyn FnMut(&mut [Vec<f32>], &[Vec<f32>]) -> rmsprop::Result<()> + 'a;
+
 /// An [`Update`] with its running state.
-enum Stepper {
+enum Stepper<'a> {
     Scratch {
         lr: f32,
         gamma: f32,
@@ -115,6 +119,8 @@ enum Stepper {
     },
     /// The optimizer and the names of its state arrays.
     Trainer(Box<Optimizer<f32>>, Vec<&'static str>),
+    /// A step made elsewhere (across processes: see [`train_shared`]).
+    Shared(&'a mut SharedStep<'a>),
 }
 
 /// The names the optimizer knows the two parameters by: the weights and the bias.
@@ -139,14 +145,31 @@ pub(crate) trait Learner {
 }
 
 /// The linear regression with its update.
-struct Linear {
+struct Linear<'a> {
     /// `[w, b]`.
     params: Vec<Vec<f32>>,
     grads: Vec<Vec<f32>>,
-    stepper: Stepper,
+    stepper: Stepper<'a>,
+    /// This process's share of each batch: the rows at `rank, rank + size, ...`.
+    share: Share,
 }
 
-impl Learner for Linear {
+/// Which rows of each minibatch a process computes the gradient of: those at positions
+/// `rank, rank + size, ...` (all of them for one process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// This process, `0..size`.
+    pub rank: usize,
+    /// The number of processes.
+    pub size: usize,
+}
+
+impl Share {
+    /// One process, all rows.
+    pub const ALL: Share = Share { rank: 0, size: 1 };
+}
+
+impl Learner for Linear<'_> {
     type Error = rmsprop::Error;
 
     fn rates(&self, step: u64) -> Option<Vec<f64>> {
@@ -164,6 +187,7 @@ impl Learner for Linear {
                 }
                 Some(all)
             }
+            Stepper::Shared(_) => None,
         }
     }
 
@@ -172,10 +196,10 @@ impl Learner for Linear {
     }
 
     fn step(&mut self, data: &Dataset, batch: &[usize]) -> rmsprop::Result<()> {
-        let Linear { params, grads, stepper } = self;
-        // gradient of the summed loss over the batch
+        let Linear { params, grads, stepper, share } = self;
+        // gradient of the summed loss over the batch (this process's share of it)
         grads.iter_mut().for_each(|g| g.fill(0.0));
-        for &i in batch {
+        for &i in batch.iter().skip(share.rank).step_by(share.size) {
             let r = residual(data, i, &params[0], params[1][0]);
             for (g, x) in grads[0].iter_mut().zip(data.row(i)) {
                 *g += r * x;
@@ -198,6 +222,7 @@ impl Learner for Linear {
             Stepper::Trainer(opt, _) => {
                 opt.step(params, grads)?;
             }
+            Stepper::Shared(step) => step(params, grads)?,
         }
         Ok(())
     }
@@ -217,6 +242,7 @@ impl Learner for Linear {
             Stepper::Trainer(opt, states) => {
                 NAMES.iter().find_map(|n| states.iter().find_map(|k| watch.state(step, k, n, wide(opt.state(n, k)?))))
             }
+            Stepper::Shared(_) => None,
         }))
     }
 }
@@ -226,16 +252,38 @@ impl Learner for Linear {
 ///
 /// Errors only when the optimizer configuration is invalid.
 pub fn train(data: &Dataset, update: &Update, protocol: &Protocol) -> rmsprop::Result<Curve> {
+    let (mut rng, params, grads) = start(protocol);
+    let stepper = Stepper::new(update, protocol.batch_size)?;
+    run(&mut Linear { params, grads, stepper, share: Share::ALL }, data, protocol, &mut rng)
+}
+
+/// [`train`] by one of several processes, each with the same data and protocol (so the
+/// same initial weights and shuffles): it computes the gradient of the summed loss over
+/// its `share` of each minibatch, and `step` applies it — combining the processes'
+/// gradients, e.g. `rmsprop_mpi::Distributed` with `Reduction::Sum` and `rescale_grad`
+/// divided by the batch size, Gluon's `trainer.step(batch_size)` over the global batch.
+/// `step` must leave the same parameters on every process; the curves are then the same.
+pub fn train_shared(
+    data: &Dataset,
+    protocol: &Protocol,
+    share: Share,
+    step: &mut SharedStep<'_>,
+) -> rmsprop::Result<Curve> {
+    let (mut rng, params, grads) = start(protocol);
+    run(&mut Linear { params, grads, stepper: Stepper::Shared(step), share }, data, protocol, &mut rng)
+}
+
+/// The run's random stream, the chapter's initial weights `w ~ N(0, 0.01²)`, `b = 0`
+/// drawn from it, and zero gradients.
+fn start(protocol: &Protocol) -> (ChaCha8Rng, Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let mut rng = ChaCha8Rng::seed_from_u64(protocol.seed);
     let init = Normal::new(0.0f32, 0.01).expect("valid");
     let params = vec![(0..FEATURES).map(|_| init.sample(&mut rng)).collect::<Vec<f32>>(), vec![0.0f32]];
-    let grads = vec![vec![0.0f32; FEATURES], vec![0.0f32]];
-    let stepper = Stepper::new(update, protocol.batch_size)?;
-    run(&mut Linear { params, grads, stepper }, data, protocol, &mut rng)
+    (rng, params, vec![vec![0.0f32; FEATURES], vec![0.0f32]])
 }
 
-impl Stepper {
-    fn new(update: &Update, batch_size: usize) -> rmsprop::Result<Stepper> {
+impl Stepper<'_> {
+    fn new(update: &Update, batch_size: usize) -> rmsprop::Result<Self> {
         Ok(match update {
             Update::Scratch { lr, gamma } => {
                 Stepper::Scratch { lr: *lr, gamma: *gamma, s: vec![vec![0.0f32; FEATURES], vec![0.0f32]] }
@@ -319,6 +367,24 @@ pub(crate) fn run<L: Learner>(
 mod tests {
     use super::*;
 
+    /// One process sharing with nobody, stepping the chapter's trainer itself, trains
+    /// exactly as `train` does.
+    #[test]
+    fn a_shared_run_of_one_process_is_the_trainers_run() {
+        let data = crate::data::embedded();
+        let protocol = Protocol::default();
+        let config = rmsprop::by_name::config("mxnet.rmsprop", [("learning_rate", 0.01), ("gamma1", 0.9)]).unwrap();
+        let alone = train(&data, &Update::Trainer(config.clone()), &protocol).unwrap();
+        let mut scaled = config.clone();
+        scaled.common_mut().rescale_grad /= protocol.batch_size as f64;
+        let mut opt = Optimizer::<f32>::new(scaled, &[("w", &[FEATURES, 1][..]), ("b", &[1][..])])
+            .unwrap()
+            .with_nonfinite_policy(NonFinitePolicy::Propagate);
+        let shared = train_shared(&data, &protocol, Share::ALL, &mut |p, g| opt.step(p, g).map(|_| ())).unwrap();
+        assert_eq!(shared.loss, alone.loss);
+        assert_eq!(shared.epochs, alone.epochs);
+    }
+
     /// The trainer steps with the gradient of the batch's summed loss divided by the batch
     /// size (Gluon's `trainer.step(batch_size)`), the last, short batch included: plain SGD
     /// moves by exactly η times that.
@@ -330,8 +396,12 @@ mod tests {
         for batch in [&[3usize, 17, 42, 99, 100, 101, 7, 8, 9, 1000][..], &[5, 6, 7]] {
             let w0 = vec![0.01f32, -0.02, 0.03, 0.0, 0.05];
             let stepper = Stepper::new(&Update::Trainer(sgd.clone()), batch_size).unwrap();
-            let mut linear =
-                Linear { params: vec![w0.clone(), vec![0.1]], grads: vec![vec![0.0; 5], vec![0.0]], stepper };
+            let mut linear = Linear {
+                params: vec![w0.clone(), vec![0.1]],
+                grads: vec![vec![0.0; 5], vec![0.0]],
+                stepper,
+                share: Share::ALL,
+            };
             linear.step(&data, batch).unwrap();
             // the summed gradient, in f64, over the nominal batch size
             let residual = |i: usize| -> f64 {

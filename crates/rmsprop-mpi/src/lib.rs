@@ -92,6 +92,18 @@ pub enum Mode {
     Sharded,
 }
 
+/// How the processes' gradients are combined.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reduction {
+    /// Their mean: each divided by the number of processes, then added
+    /// (`DistributedDataParallel`; each process's gradient is of its batch's mean loss).
+    #[default]
+    Mean,
+    /// Their sum (each process's gradient is of its rows' share of a loss already
+    /// normalised for the global batch, as Gluon's `trainer.step(batch_size)` does).
+    Sum,
+}
+
 /// An optimizer whose step is taken by every process of an MPI job together; see the
 /// [crate] documentation.
 ///
@@ -122,6 +134,7 @@ pub struct Distributed<P: Param + Equivalence> {
     gathered: Vec<P>,
     /// Data-parallel: the averaged gradient, flat.
     full: Vec<P>,
+    reduction: Reduction,
     comm_time: Duration,
 }
 
@@ -162,6 +175,7 @@ impl<P: Param + Equivalence> Distributed<P> {
             local,
             gathered: zeros(padded),
             full,
+            reduction: Reduction::Mean,
             comm_time: Duration::ZERO,
         })
     }
@@ -177,6 +191,12 @@ impl<P: Param + Equivalence> Distributed<P> {
     /// process) instead of [`BUCKET`].
     pub fn with_bucket(mut self, elements: usize) -> Self {
         self.bucket = (elements / self.world.size()).max(1);
+        self
+    }
+
+    /// Combines the processes' gradients by `r` (the mean by default).
+    pub fn with_reduction(mut self, r: Reduction) -> Self {
+        self.reduction = r;
         self
     }
 
@@ -292,7 +312,7 @@ impl<P: Param + Equivalence> Distributed<P> {
             let step = self.opt.step_count() + 1;
             return Err(Error::RefusedElsewhere { step, processes: bad[0] as usize, reason: "an invalid input" });
         }
-        let size = self.world.size();
+        let size = if self.reduction == Reduction::Mean { self.world.size() } else { 1 };
         // the padding between the processes' ranges is never written: it stays zero
         for (t, g) in local_grads.iter().enumerate() {
             let span = self.spans[t].clone();
