@@ -236,30 +236,17 @@ impl<P: Param + Equivalence> Distributed<P> {
     /// (data-parallel); then process 0 the manifest. Every process calls it.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let rank = self.world.rank();
-        let written =
-            std::fs::create_dir_all(dir).map_err(|error| Error::Io { path: dir.to_path_buf(), error }).and_then(|()| {
-                let manifest = checkpoint::Manifest::new(
-                    &self.tensors,
-                    (self.mode == Mode::Sharded).then_some(&self.partition),
-                    self.opt.step_count(),
-                );
-                match self.mode {
-                    Mode::Sharded => self.opt.save(&dir.join(&manifest.files[rank])),
-                    Mode::DataParallel if rank == 0 => self.opt.save(&dir.join(&manifest.files[0])),
-                    Mode::DataParallel => Ok(()),
-                }
-            });
+        let sharded = self.mode == Mode::Sharded;
+        let manifest =
+            checkpoint::Manifest::new(&self.tensors, sharded.then_some(&self.partition), self.opt.step_count());
+        let written = std::fs::create_dir_all(dir).map_err(|error| Error::Io { path: dir.to_path_buf(), error });
+        let written = written.and_then(|()| match self.mode {
+            Mode::Sharded => self.opt.save(&dir.join(&manifest.files[rank])),
+            Mode::DataParallel if rank == 0 => self.opt.save(&dir.join(&manifest.files[0])),
+            Mode::DataParallel => Ok(()),
+        });
         self.agree(written, "could not write its part of the checkpoint")?;
-        let manifest = if rank == 0 {
-            checkpoint::Manifest::new(
-                &self.tensors,
-                (self.mode == Mode::Sharded).then_some(&self.partition),
-                self.opt.step_count(),
-            )
-            .write(dir)
-        } else {
-            Ok(())
-        };
+        let manifest = if rank == 0 { manifest.write(dir) } else { Ok(()) };
         self.agree(manifest, "could not write the manifest")
     }
 
@@ -333,20 +320,22 @@ impl<P: Param + Equivalence> Distributed<P> {
         }
     }
 
-    /// Every process's block all-gathered from `mine` into `gathered`, bucket by bucket.
-    fn all_gather(&mut self, mine: &[P]) {
+    /// Every process's block all-gathered into `gathered`, bucket by bucket: the reduced
+    /// gradient (data-parallel) or the stepped parameters (sharded).
+    fn all_gather(&mut self) {
         let start = Instant::now();
-        let buckets: Vec<Range<usize>> = self.buckets().collect();
-        for (packed, part) in buckets.into_iter().zip(mine.chunks(self.bucket)) {
+        let mine = match self.mode {
+            Mode::DataParallel => &self.reduced,
+            Mode::Sharded => &self.local,
+        };
+        for (packed, part) in self.buckets().zip(mine.chunks(self.bucket)) {
             self.world.comm.all_gather_into(part, &mut self.gathered[packed]);
         }
         self.comm_time += start.elapsed();
     }
 
     fn step_data_parallel(&mut self, params: &mut [Vec<P>]) -> Result<StepOutcome> {
-        let reduced = std::mem::take(&mut self.reduced);
-        self.all_gather(&reduced);
-        self.reduced = reduced;
+        self.all_gather();
         for (at, from, n) in self.runs_of(0, self.full.len()) {
             self.full[from..from + n].copy_from_slice(&self.gathered[at..at + n]);
         }
@@ -378,9 +367,7 @@ impl<P: Param + Equivalence> Distributed<P> {
         }
         let outcome = self.opt.step_in(&self.world, &mut xs, &grads)?;
         if outcome == StepOutcome::Applied {
-            let local = std::mem::take(&mut self.local);
-            self.all_gather(&local);
-            self.local = local;
+            self.all_gather();
             for (t, x) in params.iter_mut().enumerate() {
                 let span = self.spans[t].clone();
                 for (at, from, n) in self.runs_of(span.start, span.len()) {

@@ -94,6 +94,13 @@ struct Args {
     die_at: Option<(usize, usize)>,
 }
 
+/// `STEP:RANK`, the value of option `option`.
+fn step_and_rank(option: &str, s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("{option} takes STEP:RANK (two whole numbers), not {s:?}");
+    let (step, rank) = s.split_once(':').ok_or_else(bad)?;
+    Ok((step.parse().map_err(|_| bad())?, rank.parse().map_err(|_| bad())?))
+}
+
 fn parse() -> Result<Args, String> {
     let mut a = Args {
         mode: Some(Mode::Sharded),
@@ -124,23 +131,9 @@ fn parse() -> Result<Args, String> {
             "--save" => a.save = Some(v()?.into()),
             "--resume" => a.resume = Some(v()?.into()),
             "--save-every" => a.save_every = v()?.parse().map_err(|e| format!("--save-every: {e}"))?,
-            "--die-at" => {
-                let s = v()?;
-                let (step, rank) = s.split_once(':').ok_or("--die-at STEP:RANK")?;
-                a.die_at = Some((
-                    step.parse().map_err(|_| "--die-at STEP:RANK")?,
-                    rank.parse().map_err(|_| "--die-at STEP:RANK")?,
-                ));
-            }
+            "--die-at" => a.die_at = Some(step_and_rank(&k, &v()?)?),
             "--bucket" => a.bucket = v()?.parse().map_err(|e| format!("--bucket: {e}"))?,
-            "--nan-at" => {
-                let s = v()?;
-                let (step, rank) = s.split_once(':').ok_or("--nan-at STEP:RANK")?;
-                a.nan_at = Some((
-                    step.parse().map_err(|_| "--nan-at STEP:RANK")?,
-                    rank.parse().map_err(|_| "--nan-at STEP:RANK")?,
-                ));
-            }
+            "--nan-at" => a.nan_at = Some(step_and_rank(&k, &v()?)?),
             "--policy" => {
                 a.policy = match v()?.as_str() {
                     "error" => NonFinitePolicy::Error,

@@ -87,8 +87,7 @@ impl<P: Param> Optimizer<P> {
         }
         if found[NONFINITE] > 0.0 {
             if self.policy == NonFinitePolicy::Skip {
-                self.skipped = self.skipped.saturating_add(1);
-                return Ok(StepOutcome::Skipped);
+                return Ok(self.skip());
             }
             let Ok(Some((i, index))) = local else {
                 return Err(refused(t, "a non-finite gradient", found[NONFINITE]));
@@ -108,8 +107,7 @@ impl<P: Param> Optimizer<P> {
             world.all_sum(&mut failed)?;
             if failed[0] > 0.0 {
                 if self.policy == NonFinitePolicy::Skip {
-                    self.skipped = self.skipped.saturating_add(1);
-                    return Ok(StepOutcome::Skipped);
+                    return Ok(self.skip());
                 }
                 return Err(verdict.err().unwrap_or_else(|| refused(t, "a non-finite result", failed[0])));
             }
@@ -120,6 +118,12 @@ impl<P: Param> Optimizer<P> {
         }
         self.step = t;
         Ok(StepOutcome::Applied)
+    }
+
+    /// A step skipped under [`NonFinitePolicy::Skip`]: counted, nothing else changes.
+    fn skip(&mut self) -> StepOutcome {
+        self.skipped = self.skipped.saturating_add(1);
+        StepOutcome::Skipped
     }
 
     /// The groups' configurations, if one was handed out mutably since the last step.
