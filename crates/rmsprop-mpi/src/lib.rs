@@ -34,6 +34,9 @@
 //! ```
 
 pub mod checkpoint;
+mod watchdog;
+
+pub use watchdog::EXIT_CODE;
 
 use mpi::collective::SystemOperation;
 use mpi::datatype::Equivalence;
@@ -48,20 +51,112 @@ use std::time::{Duration, Instant};
 /// `DistributedDataParallel`'s default `bucket_cap_mb`.
 pub const BUCKET: usize = 25 << 18;
 
+/// How long a collective waits for the other processes before the job is ended
+/// ([`Mpi::with_timeout`]): ten minutes, PyTorch's default for NCCL.
+pub const TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The processes of an MPI communicator, as the [`World`] of a step.
+///
+/// Its collectives have a deadline ([`TIMEOUT`] unless [`with_timeout`](Self::with_timeout)
+/// says otherwise): a process that waits longer for the others (one died, or hangs)
+/// says so on its standard error, naming the collective and the step, and ends the job
+/// (`MPI_Abort`, exit code [`EXIT_CODE`]) rather than waiting for ever.
 pub struct Mpi {
     comm: SimpleCommunicator,
+    watchdog: Option<watchdog::Watchdog>,
 }
 
 impl Mpi {
-    /// The processes of `comm` (`universe.world()` for all of them).
+    /// The processes of `comm` (`universe.world()` for all of them), with the deadline
+    /// [`TIMEOUT`].
     pub fn new(comm: SimpleCommunicator) -> Self {
-        Mpi { comm }
+        let rank = comm.rank() as usize;
+        Mpi { comm, watchdog: Some(watchdog::Watchdog::start(rank, TIMEOUT)) }
     }
 
-    /// The communicator.
+    /// The deadline of a collective: `None` for none (wait for ever).
+    ///
+    /// ```no_run
+    /// use rmsprop_mpi::Mpi;
+    /// use std::time::Duration;
+    /// let universe = mpi::initialize().expect("MPI initialised once");
+    /// let world = Mpi::new(universe.world()).with_timeout(Some(Duration::from_secs(30)));
+    /// ```
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        let rank = self.comm.rank() as usize;
+        self.watchdog = timeout.map(|t| watchdog::Watchdog::start(rank, t));
+        self
+    }
+
+    /// The deadline of a collective.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.watchdog.as_ref().map(|w| w.timeout())
+    }
+
+    /// The communicator (its collectives called directly have no deadline).
     pub fn comm(&self) -> &SimpleCommunicator {
         &self.comm
+    }
+
+    /// Waits until every process has called it (under the deadline).
+    pub fn barrier(&self) {
+        self.guard("barrier", || self.comm.barrier());
+    }
+
+    /// Every process's `mine`, on process 0 (in process order); `None` on the others.
+    /// Every process calls it.
+    ///
+    /// ```no_run
+    /// use rmsprop::World;
+    /// use rmsprop_mpi::Mpi;
+    /// let universe = mpi::initialize().expect("MPI initialised once");
+    /// let world = Mpi::new(universe.world());
+    /// let said = format!("process {}", world.rank());
+    /// if let Some(all) = world.gather_bytes(said.as_bytes()).unwrap() {
+    ///     assert_eq!(all.len(), world.size());
+    /// }
+    /// ```
+    pub fn gather_bytes(&self, mine: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        let size = self.size();
+        let mut lens = vec![0.0; size];
+        lens[self.rank()] = mine.len() as f64;
+        self.all_sum(&mut lens)?;
+        let too_long = |n: f64| Error::World(format!("{n} bytes from one process: at most {} in one gather", i32::MAX));
+        if let Some(&n) = lens.iter().find(|&&n| n > f64::from(i32::MAX)) {
+            return Err(too_long(n));
+        }
+        let counts: Vec<i32> = lens.iter().map(|&n| n as i32).collect();
+        let total: usize = lens.iter().map(|&n| n as usize).sum();
+        if total > i32::MAX as usize {
+            return Err(too_long(total as f64));
+        }
+        let root = self.comm.process_at_rank(0);
+        if self.rank() != 0 {
+            self.guard("gather of the results", || root.gather_varcount_into(mine));
+            return Ok(None);
+        }
+        let displs: Vec<i32> = counts.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n))).collect();
+        let mut all = vec![0u8; total];
+        {
+            let mut parts = mpi::datatype::PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
+            self.guard("gather of the results", || root.gather_varcount_into_root(mine, &mut parts));
+        }
+        Ok(Some(counts.iter().zip(&displs).map(|(&n, &at)| all[at as usize..(at + n) as usize].to_vec()).collect()))
+    }
+
+    /// Runs the collective `f` (named by `what`) under the deadline.
+    fn guard<R>(&self, what: &'static str, f: impl FnOnce() -> R) -> R {
+        match &self.watchdog {
+            Some(w) => w.guard(what, f),
+            None => f(),
+        }
+    }
+
+    /// Tells the watchdog the step the processes are at (for its message).
+    fn at_step(&self, step: u64) {
+        if let Some(w) = &self.watchdog {
+            w.at_step(step);
+        }
     }
 }
 
@@ -74,10 +169,13 @@ impl World for Mpi {
     }
     /// `MPI_Allreduce` with `MPI_SUM`. A step adds only counts and numbers with one
     /// non-zero contribution, which every reduction order adds exactly. (MPI's default
-    /// error handler ends the job on a failed collective.)
+    /// error handler ends the job on a failed collective; the deadline, on a process that
+    /// never answers.)
     fn all_sum(&self, v: &mut [f64]) -> Result<()> {
         let send = v.to_vec();
-        self.comm.all_reduce_into(&send[..], v, SystemOperation::sum());
+        self.guard("all-reduce of the step's agreement", || {
+            self.comm.all_reduce_into(&send[..], v, SystemOperation::sum())
+        });
         Ok(())
     }
 }
@@ -280,6 +378,7 @@ impl<P: Param + Equivalence> Distributed<P> {
     /// after. Every process calls it for every step. On an error or a skipped step nothing
     /// changes on any process.
     pub fn step(&mut self, params: &mut [Vec<P>], local_grads: &[Vec<P>]) -> Result<StepOutcome> {
+        self.world.at_step(self.opt.step_count() + 1);
         let lens = |v: &[Vec<P>]| v.iter().map(Vec::len).collect::<Vec<_>>();
         let fits = lens(params) == self.partition.lens() && lens(local_grads) == self.partition.lens();
         let mut bad = [f64::from(u8::from(!fits))];
@@ -311,7 +410,10 @@ impl<P: Param + Equivalence> Distributed<P> {
         }
         let start = Instant::now();
         for (packed, mine) in self.buckets().zip(self.reduced.chunks_mut(self.bucket)) {
-            self.world.comm.reduce_scatter_block_into(&self.send[packed], mine, SystemOperation::sum());
+            let (comm, send) = (&self.world.comm, &self.send[packed]);
+            self.world.guard("reduce-scatter of the gradient", || {
+                comm.reduce_scatter_block_into(send, mine, SystemOperation::sum())
+            });
         }
         self.comm_time += start.elapsed();
         match self.mode {
@@ -328,8 +430,13 @@ impl<P: Param + Equivalence> Distributed<P> {
             Mode::DataParallel => &self.reduced,
             Mode::Sharded => &self.local,
         };
+        let what = match self.mode {
+            Mode::DataParallel => "all-gather of the gradient",
+            Mode::Sharded => "all-gather of the parameters",
+        };
         for (packed, part) in self.buckets().zip(mine.chunks(self.bucket)) {
-            self.world.comm.all_gather_into(part, &mut self.gathered[packed]);
+            let (comm, into) = (&self.world.comm, &mut self.gathered[packed]);
+            self.world.guard(what, || comm.all_gather_into(part, into));
         }
         self.comm_time += start.elapsed();
     }

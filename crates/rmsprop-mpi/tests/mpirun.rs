@@ -2,7 +2,9 @@
 //! cores for uneven ranges): the sharded and data-parallel modes give the same bits on
 //! every process, and the training of one process with the same global batch within
 //! float32 rounding; a NaN on one process makes every process refuse (or skip) the step;
-//! each process of the sharded mode holds its share of the optimizer state.
+//! each process of the sharded mode holds its share of the optimizer state; a process
+//! that dies or hangs ends the job (by mpirun, or by the others after their timeout) and
+//! the last checkpoint resumes on fewer processes.
 //!
 //! Needs OpenMPI (Debian: `apt-get install libopenmpi-dev openmpi-bin libclang-dev`);
 //! `.ci/run` sets `RMSPROP_REQUIRE_MPI=1`, which turns a missing `mpirun` into a failure.
@@ -200,34 +202,31 @@ fn a_checkpoint_of_two_processes_resumes_on_three_and_on_one() {
     }
 }
 
-#[test]
-fn a_process_that_dies_ends_the_run_and_the_last_checkpoint_resumes_on_fewer() {
-    let Some(_) = mpirun() else { return };
-    let d = dir("dies");
-    let ckpt = d.join("ckpt");
-    let ck = ckpt.to_str().unwrap();
+/// Runs `mpirun` with `args` (the example's path among them) and waits for it to end:
+/// a minute at most, then it is killed and the test fails.
+fn ends_within_a_minute(args: &[&str]) -> Output {
     let mut child = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "3", BIN, "--mode", "sharded", "--steps", "8"])
-        .args(["--save", ck, "--save-every", "2", "--die-at", "5:1"])
+        .args(["--allow-run-as-root", "--oversubscribe"])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // the job ends, not hangs: within a minute, with an error naming the process
     let start = std::time::Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > std::time::Duration::from_secs(60) {
             let _ = child.kill();
-            panic!("the job still runs a minute after a process died");
+            panic!("the job still runs a minute after a process failed: {args:?}");
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let o = child.wait_with_output().unwrap();
-    let said = text(&o);
-    assert!(!o.status.success(), "{said}");
-    assert!(said.contains("rank 1") && said.contains("signal 6"), "{said}");
-    // the last checkpoint is step 4's, and it resumes on two processes
-    assert_eq!(std::fs::read_to_string(ckpt.join("latest")).unwrap().trim(), "step-4");
+    child.wait_with_output().unwrap()
+}
+
+/// Resumes the checkpoint folder `ck` (its `latest`: step 4's) on two processes, and
+/// compares the end with a run of three that never stopped.
+fn resumes_on_two(d: &Path, ck: &str) {
+    assert_eq!(std::fs::read_to_string(Path::new(ck).join("latest")).unwrap().trim(), "step-4");
     let resumed = d.join("resumed");
     let o = run(Some(2), &["--mode", "sharded", "--steps", "8", "--resume", ck], &resumed);
     assert!(o.status.success(), "{}", text(&o));
@@ -238,4 +237,102 @@ fn a_process_that_dies_ends_the_run_and_the_last_checkpoint_resumes_on_fewer() {
     let largest = reference.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     let worst = x.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst <= 1e-4 * largest, "{worst} against {largest}");
+}
+
+#[test]
+fn a_process_that_dies_ends_the_run_and_the_last_checkpoint_resumes_on_fewer() {
+    let Some(_) = mpirun() else { return };
+    let d = dir("dies");
+    let ck = d.join("ckpt");
+    let ck = ck.to_str().unwrap();
+    let o = ends_within_a_minute(&[
+        "-np",
+        "3",
+        BIN,
+        "--mode",
+        "sharded",
+        "--steps",
+        "8",
+        "--save",
+        ck,
+        "--save-every",
+        "2",
+        "--die-at",
+        "5:1",
+    ]);
+    // mpirun ends the job, naming the process
+    let said = text(&o);
+    assert!(!o.status.success(), "{said}");
+    assert!(said.contains("rank 1") && said.contains("signal 6"), "{said}");
+    resumes_on_two(&d, ck);
+}
+
+/// What the survivors say when their collective gets no answer within the timeout.
+fn no_answer(rank: usize) -> String {
+    format!("error: process {rank}: no answer from the other processes for ")
+}
+
+#[test]
+fn a_process_that_hangs_is_reported_by_the_others_after_the_timeout() {
+    let Some(_) = mpirun() else { return };
+    let d = dir("hangs");
+    let ck = d.join("ckpt");
+    let ck = ck.to_str().unwrap();
+    let o = ends_within_a_minute(&[
+        "-np",
+        "3",
+        BIN,
+        "--mode",
+        "sharded",
+        "--steps",
+        "8",
+        "--save",
+        ck,
+        "--save-every",
+        "2",
+        "--hang-at",
+        "5:1",
+        "--timeout",
+        "5",
+    ]);
+    let said = text(&o);
+    assert_eq!(o.status.code(), Some(rmsprop_mpi::EXIT_CODE), "{said}");
+    // each survivor names the collective and the step; the hung process says nothing
+    for r in [0, 2] {
+        let line = said.lines().find(|l| l.starts_with(&no_answer(r))).unwrap_or_else(|| panic!("{said}"));
+        assert!(
+            line.contains("in the all-reduce of the step's agreement at step 5: one of them died or hangs"),
+            "{line}"
+        );
+    }
+    assert!(!said.contains(&no_answer(1)), "{said}");
+    resumes_on_two(&d, ck);
+}
+
+#[test]
+fn a_process_that_dies_is_reported_by_the_others_when_mpirun_lets_them_run() {
+    let Some(_) = mpirun() else { return };
+    // mpirun told not to end the job when a process fails: the survivors' deadline does
+    let o = ends_within_a_minute(&[
+        "--mca",
+        "orte_abort_on_non_zero_status",
+        "0",
+        "-np",
+        "3",
+        BIN,
+        "--mode",
+        "data-parallel",
+        "--steps",
+        "8",
+        "--die-at",
+        "3:2",
+        "--timeout",
+        "5",
+    ]);
+    let said = text(&o);
+    assert!(!o.status.success(), "{said}");
+    for r in [0, 1] {
+        let line = said.lines().find(|l| l.starts_with(&no_answer(r))).unwrap_or_else(|| panic!("{said}"));
+        assert!(line.contains("at step 3: one of them died or hangs; ending the job"), "{line}");
+    }
 }

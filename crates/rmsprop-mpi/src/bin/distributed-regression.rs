@@ -13,7 +13,10 @@
 //! `--save-every K` (with `--save DIR`, distributed: also after every K-th step, each
 //! into `DIR/step-<n>`, then `DIR/latest` names it), `--resume DIR` (from such a folder,
 //! or the one `DIR/latest` names, written on any number of processes), `--die-at
-//! STEP:RANK` (that process aborts at that step, as a crashed process would), `--out PREFIX` (each
+//! STEP:RANK` (that process aborts at that step, as a crashed process would), `--hang-at
+//! STEP:RANK` (that process stops answering at that step, as a hung one would), `--timeout
+//! SECONDS` (how long a collective waits for the others before the job is ended; default
+//! ten minutes), `--out PREFIX` (each
 //! process writes its final parameters' bits to `PREFIX.<rank>`), `--nan-at STEP:RANK`
 //! (that process's gradient holds a NaN at that step), `--policy error|skip`, `--bucket N`
 //! (elements reduced per collective call).
@@ -92,6 +95,8 @@ struct Args {
     save_every: usize,
     resume: Option<PathBuf>,
     die_at: Option<(usize, usize)>,
+    hang_at: Option<(usize, usize)>,
+    timeout: Option<std::time::Duration>,
 }
 
 /// `STEP:RANK`, the value of option `option`.
@@ -113,6 +118,8 @@ fn parse() -> Result<Args, String> {
         save_every: 0,
         resume: None,
         die_at: None,
+        hang_at: None,
+        timeout: Some(rmsprop_mpi::TIMEOUT),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -132,6 +139,14 @@ fn parse() -> Result<Args, String> {
             "--resume" => a.resume = Some(v()?.into()),
             "--save-every" => a.save_every = v()?.parse().map_err(|e| format!("--save-every: {e}"))?,
             "--die-at" => a.die_at = Some(step_and_rank(&k, &v()?)?),
+            "--hang-at" => a.hang_at = Some(step_and_rank(&k, &v()?)?),
+            "--timeout" => {
+                let s: f64 = v()?.parse().map_err(|e| format!("--timeout: {e}"))?;
+                a.timeout = Some(
+                    std::time::Duration::try_from_secs_f64(s)
+                        .map_err(|_| format!("--timeout takes a number of seconds, not {s}"))?,
+                )
+            }
             "--bucket" => a.bucket = v()?.parse().map_err(|e| format!("--bucket: {e}"))?,
             "--nan-at" => a.nan_at = Some(step_and_rank(&k, &v()?)?),
             "--policy" => {
@@ -161,7 +176,10 @@ fn main() -> ExitCode {
     let mut code = ExitCode::SUCCESS;
     // what each process has to say, printed at its end (and kept in `PREFIX.<rank>.log`)
     let mut log: Vec<String> = Vec::new();
-    let mut universe = None;
+    let mut _universe = None;
+    // the distributed optimizer, kept to the end for the last barrier (dropped before the
+    // universe, which ends MPI)
+    let mut finished = None;
     let rank = match args.mode {
         None => {
             let rows: Vec<_> = (0..ROWS).map(row).collect();
@@ -210,8 +228,8 @@ fn main() -> ExitCode {
                 eprintln!("error: MPI is already initialised");
                 return ExitCode::from(2);
             };
-            let world = Mpi::new(u.world());
-            universe = Some(u);
+            let world = Mpi::new(u.world()).with_timeout(args.timeout);
+            _universe = Some(u);
             let (rank, size) = (rmsprop::World::rank(&world), rmsprop::World::size(&world));
             if !ROWS.is_multiple_of(size) {
                 eprintln!("error: the global batch of {ROWS} rows does not split evenly across {size} processes");
@@ -251,6 +269,9 @@ fn main() -> ExitCode {
                 if args.die_at == Some((step, rank)) {
                     std::process::abort();
                 }
+                if args.hang_at == Some((step, rank)) {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
                 match opt.step(&mut params, &g) {
                     Ok(StepOutcome::Applied) if args.save_every > 0 && step % args.save_every == 0 => {
                         if let Some(dir) = &args.save {
@@ -285,6 +306,7 @@ fn main() -> ExitCode {
                 opt.state_bytes(),
                 opt.comm_time().as_secs_f64() * 1e3
             ));
+            finished = Some(opt);
             rank
         }
     };
@@ -303,8 +325,8 @@ fn main() -> ExitCode {
     }
     // every process has said and written all before any leaves (mpirun ends the others
     // when one leaves with an error)
-    if let Some(u) = &universe {
-        mpi::collective::CommunicatorCollectives::barrier(&u.world());
+    if let Some(opt) = &finished {
+        opt.world().barrier();
     }
     code
 }
