@@ -1,11 +1,12 @@
-//! `rmsprop train --distributed ddp|zero1`, launched by `mpirun`: the chapter's trainer
-//! with each minibatch split across the processes (`rmsprop_mpi`, in a build with the
-//! `mpi` feature).
+//! `rmsprop train --distributed ddp|zero1` and `rmsprop sweep --distributed`, launched by
+//! `mpirun`: the chapter's trainer with each minibatch split across the processes, or the
+//! grid's runs spread over them (`rmsprop_mpi`, in a build with the `mpi` feature).
 
 use anyhow::Result;
 use clap::ValueEnum;
 use rmsprop::OptimizerConfig;
 use rmsprop_lab::data::Dataset;
+use rmsprop_lab::sweep::{Cell, SweepSpec};
 use rmsprop_lab::train::{Curve, Protocol};
 
 /// How `train` spreads its steps over the processes of an MPI job.
@@ -62,6 +63,49 @@ pub fn train(data: &Dataset, config: &OptimizerConfig, protocol: &Protocol, how:
     let state_bytes = held.chunks(2).map(|h| h[0] as usize).collect();
     let comm_seconds = held.chunks(2).map(|h| h[1]).fold(0.0, f64::max);
     Ok(Run { rank, curve, state_bytes, whole_bytes, comm_seconds })
+}
+
+/// Runs the grid of `spec` on every process of the MPI job this program was started in:
+/// process `r` of `N` runs the grid's runs `r, r + N, ...` (each seeded as in one
+/// process, so the results are one process's), and process 0 gathers them. The cells on
+/// process 0, `None` on the others; `progress` makes process 0's progress bar for its
+/// number of runs.
+#[cfg(feature = "mpi")]
+pub fn sweep(
+    data: &Dataset,
+    spec: &SweepSpec,
+    progress: impl Fn(u64) -> indicatif::ProgressBar,
+) -> Result<Option<Vec<Cell>>> {
+    use rmsprop::World;
+    use rmsprop_lab::sweep::{assemble, sweep_part};
+    use rmsprop_lab::train::Share;
+    use rmsprop_mpi::Mpi;
+    let universe = mpi::initialize().ok_or_else(|| anyhow::anyhow!("MPI was initialised twice"))?;
+    let world = Mpi::new(universe.world());
+    let share = Share { rank: world.rank(), size: world.size() };
+    let runs = (spec.lrs.len() * spec.gammas.len().max(1) * spec.seeds.len()) as u64;
+    let mine = runs.saturating_sub(share.rank as u64).div_ceil(share.size as u64);
+    let pb = if share.rank == 0 { progress(mine) } else { indicatif::ProgressBar::hidden() };
+    let part = sweep_part(data, spec, share, &|| pb.inc(1));
+    pb.finish_and_clear();
+    // the processes agree: one that failed makes every one stop, none waits for it
+    let mut failed = [f64::from(u8::from(part.is_err()))];
+    world.all_sum(&mut failed)?;
+    let part = part?;
+    if failed[0] > 0.0 {
+        anyhow::bail!("{} other process(es) could not run their part of the grid", failed[0]);
+    }
+    let Some(parts) = world.gather_bytes(&serde_json::to_vec(&part)?)? else {
+        return Ok(None);
+    };
+    let parts = parts.iter().map(|b| serde_json::from_slice(b)).collect::<serde_json::Result<Vec<Vec<Curve>>>>()?;
+    Ok(Some(assemble(spec, parts)?))
+}
+
+/// Without the `mpi` feature: the error of [`available`].
+#[cfg(not(feature = "mpi"))]
+pub fn sweep(_: &Dataset, _: &SweepSpec, _: impl Fn(u64) -> indicatif::ProgressBar) -> Result<Option<Vec<Cell>>> {
+    Err(missing())
 }
 
 /// Whether this build can train across processes: without the `mpi` feature, an error

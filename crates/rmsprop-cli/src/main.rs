@@ -57,7 +57,9 @@ enum Command {
                             rmsprop train --model mlp --optimizer pytorch.adam --lr 0.001   (built with --features candle)")]
     Train(TrainArgs),
     /// The exercises: a grid of learning rates x gamma, several seeds each, in parallel.
-    #[command(after_help = "Examples:\n  rmsprop sweep\n  rmsprop sweep --lrs 0.01,0.1 --gammas 0,0.9,1 --seeds 5")]
+    #[command(
+        after_help = "Examples:\n  rmsprop sweep\n  rmsprop sweep --lrs 0.01,0.1 --gammas 0,0.9,1 --seeds 5\n  mpirun -np 4 rmsprop sweep --distributed   (a build with --features mpi)"
+    )]
     Sweep(SweepArgs),
     /// Measure the step against a memory-bandwidth probe (ratios within one run).
     #[command(
@@ -233,6 +235,11 @@ struct SweepArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Spread the grid's runs over the processes of an MPI job (`mpirun -np N rmsprop
+    /// sweep --distributed`; a build with the `mpi` feature): process 0 gathers them,
+    /// prints and writes the files.
+    #[arg(long)]
+    distributed: bool,
 }
 
 #[derive(Args)]
@@ -584,6 +591,9 @@ fn run_sweep(a: SweepArgs) -> Result<Printed> {
     if a.lrs.is_empty() {
         bail!("--lrs: expected at least one learning rate");
     }
+    if a.distributed {
+        distributed::available()?;
+    }
     let base = by_name::config(&a.optimizer, Vec::<(String, by_name::Value)>::new())?;
     let takes_gamma = matches!(base, OptimizerConfig::RmsProp(_));
     let runs = a.lrs.len() as u64 * if takes_gamma { a.gammas.len().max(1) as u64 } else { 1 } * a.seeds;
@@ -601,11 +611,22 @@ fn run_sweep(a: SweepArgs) -> Result<Printed> {
         seeds: (0..a.seeds).collect(),
         protocol: Protocol::default(),
     };
-    let jobs = (spec.lrs.len() * spec.gammas.len().max(1)) as u64 * a.seeds;
-    let pb = if a.json { ProgressBar::hidden() } else { ProgressBar::new(jobs) };
-    pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} runs {elapsed}").expect("valid template"));
-    let cells = sweep::sweep(&d, &spec, &|| pb.inc(1))?;
-    pb.finish_and_clear();
+    let bar = |runs| {
+        let pb = if a.json { ProgressBar::hidden() } else { ProgressBar::new(runs) };
+        pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} runs {elapsed}").expect("valid template"));
+        pb
+    };
+    let cells = if a.distributed {
+        match distributed::sweep(&d, &spec, bar)? {
+            Some(cells) => cells,
+            None => return Ok(Printed::ok(String::new(), json!(null))), // process 0 speaks for all
+        }
+    } else {
+        let pb = bar(runs);
+        let cells = sweep::sweep(&d, &spec, &|| pb.inc(1))?;
+        pb.finish_and_clear();
+        cells
+    };
     let stem = outdir::stem(&outdir::sweep_parts(&a.optimizer, &spec.lrs, &spec.gammas, a.seeds, &a.data));
     let (csv, md) = (dir.join(format!("{stem}.csv")), dir.join(format!("{stem}.md")));
     std::fs::write(&csv, sweep::to_csv(&cells)).with_context(|| format!("writing {}", csv.display()))?;

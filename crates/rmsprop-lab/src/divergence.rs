@@ -23,18 +23,24 @@ use std::fmt;
 pub const FACTOR: f64 = 1e6;
 
 /// Where and why a run diverged.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Divergence {
     /// The step after which it was seen (1-based).
     pub step: u64,
     /// What left: `x[1]`, `loss`, `state square_avg of w[3]`.
     pub what: String,
-    /// Its value (`null` in JSON when not finite; see `reason`).
+    /// Its value (`null` in JSON when not finite, read back as NaN; see `reason`).
+    #[serde(deserialize_with = "finite_or_nan")]
     pub value: f64,
     /// The bound it left (`null` in JSON for a value that is not finite).
     pub bound: Option<f64>,
     /// The same in words, e.g. `x[1] = -5.100e6, beyond ±5e6 (1e6 × the start's scale)`.
     pub reason: String,
+}
+
+/// A number of JSON, `null` (how a non-finite one is written) read as NaN.
+fn finite_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 impl fmt::Display for Divergence {

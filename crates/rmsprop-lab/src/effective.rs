@@ -92,7 +92,7 @@ pub fn rates(
 }
 
 /// The smallest, median and largest rate over a model's parameters at one point of a run.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Spread {
     /// The epoch (fractional) of the point.
     pub epoch: f64,

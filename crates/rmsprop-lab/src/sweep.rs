@@ -1,9 +1,10 @@
 //! The chapter's exercises as a grid: learning rates x γ (0 and 1 included), several
-//! seeds each, run in parallel. A run whose loss leaves the finite numbers is reported
-//! as diverged, not as a crash.
+//! seeds each, run in parallel (and, through [`sweep_part`] and [`assemble`], spread over
+//! processes). A run whose loss leaves the finite numbers is reported as diverged, not as
+//! a crash.
 
 use crate::data::Dataset;
-use crate::train::{Curve, Protocol, Update, train};
+use crate::train::{Curve, Protocol, Share, Update, train};
 use rayon::prelude::*;
 use rmsprop::by_name::{self, Value};
 
@@ -94,14 +95,46 @@ impl Cell {
 
 /// Runs every (lr, γ, seed) of `spec` on `data` in parallel; `tick` is called once per
 /// finished run (for a progress bar). Cells come back in grid order (γ outer, lr inner).
+///
+/// ```
+/// use rmsprop_lab::{chapter, sweep::{self, SweepSpec}, train::Protocol};
+/// let data = chapter::chapter_data(None, Some(100)).unwrap();
+/// let spec = SweepSpec {
+///     optimizer: "mxnet.rmsprop".into(),
+///     lrs: vec![0.01],
+///     gammas: vec![0.9, 1.0],
+///     seeds: vec![0],
+///     protocol: Protocol::default(),
+/// };
+/// let cells = sweep::sweep(&data, &spec, &|| ()).unwrap();
+/// assert_eq!(cells.len(), 2);
+/// assert!(!cells[0].diverged());
+/// ```
 pub fn sweep(data: &Dataset, spec: &SweepSpec, tick: &(dyn Fn() + Sync)) -> rmsprop::Result<Vec<Cell>> {
+    assemble(spec, vec![sweep_part(data, spec, Share::ALL, tick)?])
+}
+
+/// The grid's cells, `(lr, γ)` in grid order.
+fn grid(spec: &SweepSpec) -> Vec<(f64, Option<f64>)> {
     let gammas: Vec<Option<f64>> =
         if spec.gammas.is_empty() { vec![None] } else { spec.gammas.iter().copied().map(Some).collect() };
-    let cells: Vec<(f64, Option<f64>)> = gammas.iter().flat_map(|&g| spec.lrs.iter().map(move |&lr| (lr, g))).collect();
+    gammas.iter().flat_map(|&g| spec.lrs.iter().map(move |&lr| (lr, g))).collect()
+}
+
+/// The share of the grid's runs of process `share.rank` of `share.size` (for a sweep
+/// spread over processes): the runs `i` with `i % size == rank`, in the grid's order of
+/// runs (cell by cell, each cell's seeds in order), run in parallel. Every process
+/// validates the whole grid first. [`assemble`] puts the processes' curves together.
+pub fn sweep_part(
+    data: &Dataset,
+    spec: &SweepSpec,
+    share: Share,
+    tick: &(dyn Fn() + Sync),
+) -> rmsprop::Result<Vec<Curve>> {
     // build (and so validate) every configuration before running anything
-    let configs = cells
-        .iter()
-        .map(|&(lr, gamma)| {
+    let configs = grid(spec)
+        .into_iter()
+        .map(|(lr, gamma)| {
             let mut h = vec![("lr", Value::Num(lr))];
             if let Some(g) = gamma {
                 h.push(("decay", Value::Num(g)));
@@ -109,16 +142,34 @@ pub fn sweep(data: &Dataset, spec: &SweepSpec, tick: &(dyn Fn() + Sync)) -> rmsp
             by_name::config(&spec.optimizer, h)
         })
         .collect::<rmsprop::Result<Vec<_>>>()?;
-    let jobs: Vec<(usize, u64)> = (0..cells.len()).flat_map(|c| spec.seeds.iter().map(move |&s| (c, s))).collect();
-    let curves = jobs
-        .par_iter()
+    let jobs: Vec<(usize, u64)> = (0..configs.len()).flat_map(|c| spec.seeds.iter().map(move |&s| (c, s))).collect();
+    jobs.par_iter()
+        .skip(share.rank)
+        .step_by(share.size.max(1))
         .map(|&(c, seed)| {
             let curve = train(data, &Update::Trainer(configs[c].clone()), &Protocol { seed, ..spec.protocol.clone() });
             tick();
             curve
         })
-        .collect::<rmsprop::Result<Vec<Curve>>>()?;
-    let mut curves = curves.into_iter();
+        .collect()
+}
+
+/// The cells of `spec` from the curves of every process's [`sweep_part`] (`parts[r]`:
+/// process `r`'s); an error if they are not the grid's runs.
+pub fn assemble(spec: &SweepSpec, parts: Vec<Vec<Curve>>) -> rmsprop::Result<Vec<Cell>> {
+    let cells = grid(spec);
+    let runs = cells.len() * spec.seeds.len();
+    let size = parts.len();
+    let expected = |r: usize| if r < runs { (runs - r).div_ceil(size) } else { 0 };
+    if size == 0 || parts.iter().enumerate().any(|(r, p)| p.len() != expected(r)) {
+        let got: Vec<usize> = parts.iter().map(Vec::len).collect();
+        return Err(rmsprop::Error::World(format!(
+            "the grid's {runs} runs came back from {size} processes as {got:?} curves"
+        )));
+    }
+    // run i is the (i / size)-th of process i % size's
+    let mut parts: Vec<_> = parts.into_iter().map(Vec::into_iter).collect();
+    let mut curves = (0..runs).map(|i| parts[i % size].next().expect("counted above"));
     Ok(cells
         .into_iter()
         .map(|(lr, gamma)| Cell {

@@ -51,7 +51,7 @@ pub enum Update {
 }
 
 /// The loss curve of one run.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Curve {
     /// Epoch of each logged point (`0, 2/30, ..., 2`); a run that diverged ends with the
     /// point where it did, if its loss there was finite.
