@@ -68,7 +68,7 @@ fn logs(out: &Path, np: usize) -> String {
 }
 
 #[test]
-fn sharded_equals_data_parallel_bit_for_bit_and_one_process_within_rounding() {
+fn sharded_equals_data_parallel_bit_for_bit_and_one_process_within_rounding_or_exactly_where_summed_alike() {
     let Some(_) = mpirun() else { return };
     let d = dir("equal");
     let single = d.join("single");
@@ -98,7 +98,26 @@ fn sharded_equals_data_parallel_bit_for_bit_and_one_process_within_rounding() {
                     assert!(worst <= 1e-4 * largest, "{mode} on {np}: {worst} against {largest}");
                 }
             }
+            // where the sums are the same (two processes' halves added: a + b = b + a),
+            // one process forming its gradient as they do gives the very bits
+            if np == 2 {
+                let same = d.join(format!("as-two-{bucket}"));
+                assert!(
+                    run(None, &["--mode", "single", "--steps", "6", "--as-processes", "2"], &same).status.success()
+                );
+                assert!(
+                    first.as_ref() == Some(&bits(&params(&same, 0))),
+                    "one process as two differs (bucket {bucket})"
+                );
+            }
         }
+    }
+    // one process through MPI: the reductions are copies, the bits those of the program alone
+    for mode in ["data-parallel", "sharded"] {
+        let out = d.join(format!("{mode}-1"));
+        let o = run(Some(1), &["--mode", mode, "--steps", "6"], &out);
+        assert!(o.status.success(), "{mode} on 1: {}", text(&o));
+        assert!(bits(&params(&out, 0)) == bits(&alone), "{mode} on one process differs from the program alone");
     }
 }
 

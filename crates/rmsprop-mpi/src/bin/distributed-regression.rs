@@ -16,7 +16,8 @@
 //! STEP:RANK` (that process aborts at that step, as a crashed process would), `--hang-at
 //! STEP:RANK` (that process stops answering at that step, as a hung one would), `--timeout
 //! SECONDS` (how long a collective waits for the others before the job is ended; default
-//! ten minutes), `--out PREFIX` (each
+//! ten minutes), `--as-processes N` (with `--mode single`: the gradient formed as N
+//! processes form theirs, each part's mean divided by N, added in order), `--out PREFIX` (each
 //! process writes its final parameters' bits to `PREFIX.<rank>`), `--nan-at STEP:RANK`
 //! (that process's gradient holds a NaN at that step), `--policy error|skip`, `--bucket N`
 //! (elements reduced per collective call).
@@ -51,6 +52,25 @@ fn loss_and_grad(rows: &[(Vec<f32>, f32)], w: &[f32], b: f32) -> (f32, Vec<Vec<f
     let n = rows.len() as f32;
     gw.iter_mut().for_each(|g| *g /= n);
     (loss / n, vec![gw, vec![gb / n]])
+}
+
+/// The gradient of one process as `parts` processes form theirs: each part's mean
+/// gradient divided by `parts`, the parts added in order (for two, the very sum MPI forms,
+/// whichever order it adds in). The loss is the parts' mean.
+fn as_processes(rows: &[(Vec<f32>, f32)], parts: usize, params: &[Vec<f32>]) -> (f32, Vec<Vec<f32>>) {
+    if parts == 1 {
+        return loss_and_grad(rows, &params[0], params[1][0]);
+    }
+    let mut sum = vec![vec![0.0f32; FEATURES], vec![0.0f32]];
+    let mut loss = 0.0;
+    for part in rows.chunks(rows.len() / parts) {
+        let (l, g) = loss_and_grad(part, &params[0], params[1][0]);
+        loss += l / parts as f32;
+        for (s, g) in sum.iter_mut().zip(&g) {
+            s.iter_mut().zip(g).for_each(|(s, g)| *s += g / parts as f32);
+        }
+    }
+    (loss, sum)
 }
 
 /// The parameters saved beside a checkpoint (float32, little-endian, `w` then `b`).
@@ -96,6 +116,7 @@ struct Args {
     resume: Option<PathBuf>,
     die_at: Option<(usize, usize)>,
     hang_at: Option<(usize, usize)>,
+    as_processes: usize,
     timeout: Option<std::time::Duration>,
 }
 
@@ -119,6 +140,7 @@ fn parse() -> Result<Args, String> {
         resume: None,
         die_at: None,
         hang_at: None,
+        as_processes: 1,
         timeout: Some(rmsprop_mpi::TIMEOUT),
     };
     let mut it = std::env::args().skip(1);
@@ -140,6 +162,12 @@ fn parse() -> Result<Args, String> {
             "--save-every" => a.save_every = v()?.parse().map_err(|e| format!("--save-every: {e}"))?,
             "--die-at" => a.die_at = Some(step_and_rank(&k, &v()?)?),
             "--hang-at" => a.hang_at = Some(step_and_rank(&k, &v()?)?),
+            "--as-processes" => {
+                a.as_processes = v()?.parse().map_err(|e| format!("--as-processes: {e}"))?;
+                if a.as_processes == 0 || !ROWS.is_multiple_of(a.as_processes) {
+                    return Err(format!("--as-processes takes a divisor of {ROWS}, not {}", a.as_processes));
+                }
+            }
             "--timeout" => {
                 let s: f64 = v()?.parse().map_err(|e| format!("--timeout: {e}"))?;
                 a.timeout = Some(
@@ -198,7 +226,7 @@ fn main() -> ExitCode {
                 }
             }
             for step in opt.step_count() as usize + 1..=args.steps {
-                let (loss, mut g) = loss_and_grad(&rows, &params[0], params[1][0]);
+                let (loss, mut g) = as_processes(&rows, args.as_processes, &params);
                 if args.nan_at.is_some_and(|(s, _)| s == step) {
                     g[0][0] = f32::NAN;
                 }
