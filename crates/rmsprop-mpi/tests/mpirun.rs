@@ -242,6 +242,12 @@ fn ends_within_a_minute(args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Eight sharded steps on three processes, checkpoints into `ck` every two, and `failure`.
+fn on_three_saving_every_two(ck: &str, failure: &[&str]) -> Output {
+    let run = ["-np", "3", BIN, "--mode", "sharded", "--steps", "8", "--save", ck, "--save-every", "2"];
+    ends_within_a_minute(&[&run[..], failure].concat())
+}
+
 /// Resumes the checkpoint folder `ck` (its `latest`: step 4's) on two processes, and
 /// compares the end with a run of three that never stopped.
 fn resumes_on_two(d: &Path, ck: &str) {
@@ -264,21 +270,7 @@ fn a_process_that_dies_ends_the_run_and_the_last_checkpoint_resumes_on_fewer() {
     let d = dir("dies");
     let ck = d.join("ckpt");
     let ck = ck.to_str().unwrap();
-    let o = ends_within_a_minute(&[
-        "-np",
-        "3",
-        BIN,
-        "--mode",
-        "sharded",
-        "--steps",
-        "8",
-        "--save",
-        ck,
-        "--save-every",
-        "2",
-        "--die-at",
-        "5:1",
-    ]);
+    let o = on_three_saving_every_two(ck, &["--die-at", "5:1"]);
     // mpirun ends the job, naming the process
     let said = text(&o);
     assert!(!o.status.success(), "{said}");
@@ -297,23 +289,7 @@ fn a_process_that_hangs_is_reported_by_the_others_after_the_timeout() {
     let d = dir("hangs");
     let ck = d.join("ckpt");
     let ck = ck.to_str().unwrap();
-    let o = ends_within_a_minute(&[
-        "-np",
-        "3",
-        BIN,
-        "--mode",
-        "sharded",
-        "--steps",
-        "8",
-        "--save",
-        ck,
-        "--save-every",
-        "2",
-        "--hang-at",
-        "5:1",
-        "--timeout",
-        "5",
-    ]);
+    let o = on_three_saving_every_two(ck, &["--hang-at", "5:1", "--timeout", "5"]);
     let said = text(&o);
     assert_eq!(o.status.code(), Some(rmsprop_mpi::EXIT_CODE), "{said}");
     // each survivor names the collective and the step; the hung process says nothing
