@@ -83,9 +83,7 @@ pub fn sweep(
     let universe = mpi::initialize().ok_or_else(|| anyhow::anyhow!("MPI was initialised twice"))?;
     let world = Mpi::new(universe.world());
     let share = Share { rank: world.rank(), size: world.size() };
-    let runs = (spec.lrs.len() * spec.gammas.len().max(1) * spec.seeds.len()) as u64;
-    let mine = runs.saturating_sub(share.rank as u64).div_ceil(share.size as u64);
-    let pb = if share.rank == 0 { progress(mine) } else { indicatif::ProgressBar::hidden() };
+    let pb = if share.rank == 0 { progress(share.count(spec.runs()) as u64) } else { indicatif::ProgressBar::hidden() };
     let part = sweep_part(data, spec, share, &|| pb.inc(1));
     pb.finish_and_clear();
     // the processes agree: one that failed makes every one stop, none waits for it

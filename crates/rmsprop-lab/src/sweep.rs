@@ -23,6 +23,13 @@ pub struct SweepSpec {
     pub protocol: Protocol,
 }
 
+impl SweepSpec {
+    /// The number of runs: cells (lr x γ) x seeds.
+    pub fn runs(&self) -> usize {
+        self.lrs.len() * self.gammas.len().max(1) * self.seeds.len()
+    }
+}
+
 /// One cell of the grid.
 #[derive(Clone, Debug)]
 pub struct Cell {
@@ -157,11 +164,8 @@ pub fn sweep_part(
 /// The cells of `spec` from the curves of every process's [`sweep_part`] (`parts[r]`:
 /// process `r`'s); an error if they are not the grid's runs.
 pub fn assemble(spec: &SweepSpec, parts: Vec<Vec<Curve>>) -> rmsprop::Result<Vec<Cell>> {
-    let cells = grid(spec);
-    let runs = cells.len() * spec.seeds.len();
-    let size = parts.len();
-    let expected = |r: usize| if r < runs { (runs - r).div_ceil(size) } else { 0 };
-    if size == 0 || parts.iter().enumerate().any(|(r, p)| p.len() != expected(r)) {
+    let (runs, size) = (spec.runs(), parts.len());
+    if size == 0 || parts.iter().enumerate().any(|(rank, p)| p.len() != Share { rank, size }.count(runs)) {
         let got: Vec<usize> = parts.iter().map(Vec::len).collect();
         return Err(rmsprop::Error::World(format!(
             "the grid's {runs} runs came back from {size} processes as {got:?} curves"
@@ -170,7 +174,7 @@ pub fn assemble(spec: &SweepSpec, parts: Vec<Vec<Curve>>) -> rmsprop::Result<Vec
     // run i is the (i / size)-th of process i % size's
     let mut parts: Vec<_> = parts.into_iter().map(Vec::into_iter).collect();
     let mut curves = (0..runs).map(|i| parts[i % size].next().expect("counted above"));
-    Ok(cells
+    Ok(grid(spec)
         .into_iter()
         .map(|(lr, gamma)| Cell {
             optimizer: spec.optimizer.clone(),

@@ -167,6 +167,16 @@ pub struct Share {
 impl Share {
     /// One process, all rows.
     pub const ALL: Share = Share { rank: 0, size: 1 };
+
+    /// How many of the positions `0..n` are this process's (`rank, rank + size, ...`).
+    ///
+    /// ```
+    /// use rmsprop_lab::train::Share;
+    /// assert_eq!((0..3).map(|rank| Share { rank, size: 3 }.count(20)).collect::<Vec<_>>(), [7, 7, 6]);
+    /// ```
+    pub fn count(self, n: usize) -> usize {
+        n.saturating_sub(self.rank).div_ceil(self.size.max(1))
+    }
 }
 
 impl Learner for Linear<'_> {
