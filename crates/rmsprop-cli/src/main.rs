@@ -310,7 +310,7 @@ fn main() -> ExitCode {
             if json {
                 emit(&pretty(&json!({ "error": line })), false)
             } else {
-                eprintln!("error: {line}");
+                say(format_args!("error: {line}"));
                 ExitCode::FAILURE
             }
         }
@@ -331,12 +331,19 @@ fn pretty(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).expect("a JSON value serialises") + "\n"
 }
 
+/// Writes one line of diagnostics to stderr. A stderr that cannot be written (closed, a
+/// full disk, `2>/dev/full`) loses the line, never the run: the result still goes to
+/// stdout and the exit code is the run's (`eprintln!` would panic).
+fn say(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Writes `text` to stdout; a reader that went away (`| head`) ends the program quietly.
 fn emit(text: &str, success: bool) -> ExitCode {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            eprintln!("error: writing the output: {e}");
+            say(format_args!("error: writing the output: {e}"));
             ExitCode::FAILURE
         }
         _ if success => ExitCode::SUCCESS,
@@ -373,11 +380,18 @@ fn create(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
+/// The hyperparameters of the `with …` line under a run of the optimizer `name`: every one
+/// that is on, and every 0 its preset does not have (`eps=0`).
+fn with_line(name: &str, config: &rmsprop::OptimizerConfig) -> String {
+    let preset = rmsprop::by_name::config(name, Vec::<(String, rmsprop::by_name::Value)>::new()).ok();
+    hyper::summary_against(config, preset.as_ref())
+}
+
 /// Says on stderr which files a text-mode run wrote.
 fn wrote(json: bool, files: &[PathBuf]) {
     if !json {
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-        eprintln!("wrote {}", names.join(", "));
+        say(format_args!("wrote {}", names.join(", ")));
     }
 }
 
@@ -445,7 +459,7 @@ fn run_trace2d(a: Trace2dArgs) -> Result<Printed> {
     let mut text = String::new();
     let mut j = Vec::new();
     for ((name, config), (_, t)) in names.iter().zip(&configs).zip(&runs) {
-        text += &format!("{name}: {}\n  with {}\n", t.printed(), hyper::summary(config));
+        text += &format!("{name}: {}\n  with {}\n", t.printed(), with_line(name, config));
         let mut r = run_json(name, config);
         r["printed"] = json!(t.printed());
         r["diverged"] = json!(t.diverged());
@@ -552,7 +566,7 @@ fn run_train(a: TrainArgs) -> Result<Printed> {
     j["diverged_at"] = json!(curve.diverged.as_ref().map(|d| d.step));
     j["curve"] = json!(curve);
     j["files"] = json!(files);
-    let mut text = format!("{name}: {}\n  with {}\n", curve.printed(), hyper::summary(&config));
+    let mut text = format!("{name}: {}\n  with {}\n", curve.printed(), with_line(&name, &config));
     if let Some(run) = &shared {
         let n = run.state_bytes.len();
         text += &format!(

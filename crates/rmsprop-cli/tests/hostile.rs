@@ -158,3 +158,79 @@ fn hostile_values_are_refused_in_one_line_by_every_subcommand() {
     // the folder that was not ours is untouched
     assert_eq!(std::fs::read_to_string(Path::new(other).join("keep.txt")).unwrap(), "precious");
 }
+
+/// A stderr that cannot be written (`2>/dev/full`) loses the diagnostics, not the run: the
+/// result still reaches stdout and the exit codes stay 0 for a run, 1 for a refusal
+/// (before: exit 101, a panic in `eprintln!`, and nothing on stdout).
+#[test]
+fn an_unwritable_stderr_does_not_stop_the_run() {
+    let dir = tmp("stderr-full");
+    let run = |args: &[&str]| {
+        let full = std::fs::File::options().write(true).open("/dev/full").unwrap();
+        Command::new(env!("CARGO_BIN_EXE_rmsprop")).args(args).current_dir(&dir).stderr(full).output().unwrap()
+    };
+    let ok = run(&["trace2d"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(out.starts_with("rmsprop: epoch 20, x1 -0.010599, x2 0.000000"), "{out}");
+    let refused = run(&["trace2d", "--lr", "nan"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let json = run(&["trace2d", "--lr", "nan", "--json"]);
+    assert_eq!(json.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&json.stdout).contains("\"error\""));
+}
+
+/// A FIFO given as a data file or a golden file is refused at once, not waited on (no
+/// writer would ever come), and a device likewise.
+#[cfg(unix)]
+#[test]
+fn a_fifo_is_refused_not_waited_on() {
+    let dir = tmp("fifo");
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let f = fifo.to_str().unwrap();
+    for args in [
+        &["train", "--data", f][..],
+        &["chapter", "--data", f, "--out", "ch"],
+        &["sweep", "--data", f, "--lrs", "0.01", "--gammas", "0.9"],
+        &["replay", f],
+        &["replay", "/dev/zero"],
+    ] {
+        let (code, err) = run_bounded(args, &dir);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains("not a regular file"), "{args:?}: {err}");
+    }
+}
+
+/// `chapter --out .` (the folder the shell is in) is refused before anything is written,
+/// and a chapter run that fails leaves no partial folder behind (before: a 2.5 MB
+/// `.rmsprop-chapter.partial-*` folder that later runs refused).
+#[test]
+fn chapter_into_the_current_folder_is_refused_and_leaves_nothing() {
+    let dir = tmp("chapter-dot");
+    for out in [".", "..", dir.to_str().unwrap()] {
+        let (code, err) = run_bounded(&["chapter", "--out", out], &dir);
+        assert_eq!(code, Some(1), "{out}: {err}");
+        assert!(err.contains("is the folder you are in (or holds it)"), "{out}: {err}");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "{out}: something was left");
+    }
+    // a folder of someone else's in a parent is refused and gets no partial sibling
+    let parent = dir.join("parent");
+    std::fs::create_dir_all(parent.join("theirs")).unwrap();
+    std::fs::write(parent.join("theirs/keep.txt"), "x").unwrap();
+    let (code, _) = run_bounded(&["chapter", "--out", "parent/theirs"], &dir);
+    assert_eq!(code, Some(1));
+    let names: Vec<_> = std::fs::read_dir(&parent).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["theirs"], "only their folder is there");
+}
+
+/// The `with …` line says `eps=0` when it was given, though 0 is usually left out.
+#[test]
+fn the_with_line_shows_a_zero_the_preset_does_not_have() {
+    let dir = tmp("with-zero");
+    let o = common::rmsprop(&["trace2d", "--optimizer", "pytorch.rmsprop", "--set", "eps=0", "--lr", "0.1"], &dir);
+    let out = common::stdout(&o);
+    assert!(out.contains("\n  with lr=0.1 decay=0.99 eps=0 eps_placement=outside_sqrt\n"), "{out}");
+    let o = common::rmsprop(&["trace2d", "--optimizer", "pytorch.rmsprop"], &dir);
+    assert!(!common::stdout(&o).contains("momentum"), "{}", common::stdout(&o));
+}

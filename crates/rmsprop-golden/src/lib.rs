@@ -16,6 +16,8 @@
 
 #![warn(missing_docs)]
 
+mod strict;
+
 use rmsprop::by_name::{self, Value as Hyper};
 use rmsprop::{
     EpsPlacement, Error, Flavor, Float, NonFinitePolicy, Optimizer, OptimizerConfig, Param, Result, TensorSpec,
@@ -84,26 +86,51 @@ pub type Adjust<'a> = &'a dyn Fn(&mut OptimizerConfig, &str);
 /// [`replay_file`] with every case's configuration passed through `adjust` first.
 pub fn replay_file_with(path: &Path, adjust: Adjust) -> Result<FileReport> {
     let bad = |reason: String| Error::Golden { path: path.to_path_buf(), reason };
-    let text = std::fs::read_to_string(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
-    let root: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let text = rmsprop::file::read_regular(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
+    let root: Value = strict::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let Some(top) = root.as_object() else {
+        return Err(bad("not a JSON object".into()));
+    };
+    if top.contains_key("problem") {
+        return Err(bad(
+            "a whole-training file (a network trained on a data set, see testdata/golden/mlp/README.md), not per-step \
+             cases: it is replayed by `cargo run -p rmsprop-candle --example replay_mlp`"
+                .into(),
+        ));
+    }
+    if let Some(key) = top.keys().find(|k| !TOP_LEVEL.contains(&k.as_str())) {
+        return Err(bad(format!("unknown top-level key {key:?} (a golden file has {})", TOP_LEVEL.join(", "))));
+    }
     let version = root.get("format_version").and_then(Value::as_u64);
     if version != Some(1) {
         return Err(bad(format!("format_version {version:?}, expected 1")));
     }
-    let cases = if let Some(traces) = root.get("traces").and_then(Value::as_array) {
-        traces.iter().map(replay_trace).collect()
-    } else if let Some(cases) = root.get("cases").and_then(Value::as_array) {
-        if let Some(n) = root.get("num_cases").and_then(Value::as_u64)
-            && n as usize != cases.len()
-        {
-            return Err(bad(format!("num_cases is {n} but the file holds {} cases", cases.len())));
+    let list = |key: &str| -> Result<Option<&Vec<Value>>> {
+        root.get(key).map(|v| v.as_array().ok_or_else(|| bad(format!("`{key}` is not an array")))).transpose()
+    };
+    let cases = match (list("traces")?, list("cases")?) {
+        (Some(_), Some(_)) => return Err(bad("both `cases` and `traces`: a file holds one kind".into())),
+        (Some(traces), None) => traces.iter().map(replay_trace).collect(),
+        (None, Some(cases)) => {
+            match root.get("num_cases").map(Value::as_u64) {
+                Some(Some(n)) if n as usize == cases.len() => {}
+                Some(Some(n)) => return Err(bad(format!("num_cases is {n} but the file holds {} cases", cases.len()))),
+                Some(None) => return Err(bad("num_cases is not a whole number".into())),
+                None => {}
+            }
+            cases.iter().map(|c| replay_case_with(c, adjust)).collect()
         }
-        cases.iter().map(|c| replay_case_with(c, adjust)).collect()
-    } else {
-        return Err(bad("neither `cases` nor `traces` found".into()));
+        (None, None) => return Err(bad("neither `cases` nor `traces` found".into())),
     };
     Ok(FileReport { path: path.to_path_buf(), cases })
 }
+
+/// The keys a golden file's top level may have.
+const TOP_LEVEL: [&str; 6] = ["format_version", "framework", "framework_version", "num_cases", "cases", "traces"];
+
+/// The largest relative tolerance a case may give: a looser one checks nothing worth the
+/// name (an optimizer that moved the wrong way by a tenth would pass).
+pub const MAX_RTOL: f64 = 1e-1;
 
 /// Replays one per-step case given as JSON.
 pub fn replay_case(case: &Value) -> CaseReport {
@@ -405,6 +432,9 @@ impl Case {
             if !(tol.is_finite() && tol >= 0.0) {
                 return Err(format!("tolerance {name} = {tol}: expected a finite number >= 0"));
             }
+            if tol > MAX_RTOL {
+                return Err(format!("tolerance {name} = {tol} is above {MAX_RTOL}: a check that loose is meaningless"));
+            }
         }
         if !matches!(self.grad_kind.as_str(), "mixed" | "normal" | "objective" | "signed_logmag") {
             return Err(format!("unknown grad_kind {:?}", self.grad_kind));
@@ -430,6 +460,37 @@ impl Case {
             return Err(format!("a row does not have the {n} elements of x0"));
         }
         Ok(n)
+    }
+
+    /// `hyperparams.framework` (the framework's own keyword arguments), read by
+    /// [`by_name`](rmsprop::by_name) as that framework's spelling of its preset, must give
+    /// the configuration `normalized` gives: a case whose two descriptions disagree says
+    /// two things and checks neither.
+    fn check_framework(&self, normalized: &OptimizerConfig) -> Res<()> {
+        let flavor = flavor_of(&self.framework)?;
+        let name = format!("{}.{}", flavor.name(), self.optimizer);
+        let given = Value::Object(self.hyperparams.framework.clone());
+        let mut theirs = by_name::config_json(&name, &given).map_err(|e| format!("hyperparams.framework: {e}"))?;
+        // MXNet's plain RMSProp keeps `gamma2` but uses it only when centred: not a difference
+        if let (OptimizerConfig::RmsProp(t), OptimizerConfig::RmsProp(n)) = (&mut theirs, normalized)
+            && t.momentum_with_centered
+            && !t.centered
+        {
+            t.momentum = n.momentum;
+        }
+        if &theirs != normalized {
+            let differ: Vec<String> = by_name::hyperparameters(&theirs)
+                .into_iter()
+                .zip(by_name::hyperparameters(normalized))
+                .filter(|(a, b)| a != b)
+                .map(|((k, a), (_, b))| format!("{k} {a} vs {b}"))
+                .collect();
+            return Err(format!(
+                "hyperparams.framework and hyperparams.normalized describe different optimizers ({})",
+                if differ.is_empty() { "their options differ".to_string() } else { differ.join(", ") }
+            ));
+        }
+        Ok(())
     }
 
     /// With `float32` hyperparameters, `effective_float64` must be the f32 roundings
@@ -472,6 +533,7 @@ impl Case {
         let n = self.check_shape()?;
         self.check_effective()?;
         let mut config = self.hyperparams.normalized.config(&self.framework)?;
+        self.check_framework(&config)?;
         adjust(&mut config, &self.dtype);
         // one tensor `x`, or the tensors of `shapes` (`x0`, `x1`, …), concatenated in the file
         let shapes = self.shapes.clone().unwrap_or_else(|| vec![vec![n]]);

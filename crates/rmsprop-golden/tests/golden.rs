@@ -231,3 +231,64 @@ fn a_trace_with_an_absurd_step_count_fails_without_overflow() {
         assert!(!r.passed && r.detail.contains(&format!("{steps} steps")), "{}", r.detail);
     }
 }
+
+/// A golden file that says more, or other, than it checks is refused before anything is
+/// replayed: a key twice (a second, lax `x_rtol` made a wrong value pass), `cases` beside
+/// `traces` (one was ignored), a `traces` that is not a list, a key the format does not
+/// have; a case whose framework arguments disagree with its normalised ones, or whose
+/// tolerance checks nothing, fails.
+#[test]
+fn files_that_say_more_than_they_check_are_refused() {
+    let dir = std::env::temp_dir().join(format!("rmsprop-golden-strict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(golden_dir().join("torch.json")).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let case = file["cases"][0].clone();
+    let one = |case: &serde_json::Value| {
+        serde_json::json!({"format_version": 1, "framework": "torch", "framework_version": "2.15.0",
+                           "num_cases": 1, "cases": [case]})
+    };
+    let refused = |name: &str, text: &str, says: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let e = rmsprop_golden::replay_file(&path).map(|r| r.summary()).unwrap_err().to_string();
+        assert!(e.contains(says), "{name}: {e}");
+    };
+    // a wrong value behind a second, lax tolerance: parsed as one, it would pass
+    let mut wrong = case.clone();
+    wrong["x"][49][3] = serde_json::json!(wrong["x"][49][3].as_f64().unwrap() + 1e-3);
+    let sealed = one(&wrong).to_string();
+    let lax = sealed.replacen("\"x_rtol\":", "\"x_rtol\":1e300,\"x_rtol\":", 1);
+    assert_ne!(lax, sealed);
+    refused("duplicate.json", &lax, "the key \"x_rtol\" appears twice in one object");
+    let mut both = one(&case);
+    both["traces"] = serde_json::json!([]);
+    refused("both.json", &both.to_string(), "both `cases` and `traces`");
+    let mut not_list = one(&case);
+    not_list.as_object_mut().unwrap().remove("cases");
+    not_list["traces"] = serde_json::json!({"a": 1});
+    refused("not-list.json", &not_list.to_string(), "`traces` is not an array");
+    let mut unknown = one(&case);
+    unknown["tolerance_override"] = serde_json::json!(1.0);
+    refused("unknown.json", &unknown.to_string(), "unknown top-level key \"tolerance_override\"");
+    let mlp = golden_dir().join("mlp/torch.json");
+    let e = rmsprop_golden::replay_file(&mlp).map(|r| r.summary()).unwrap_err().to_string();
+    assert!(e.contains("a whole-training file"), "{e}");
+
+    // per case: the framework's own arguments are read and must agree
+    assert!(rmsprop_golden::replay_case(&case).passed);
+    let mut disagree = case.clone();
+    let lr = disagree["hyperparams"]["framework"]["lr"].as_f64().unwrap();
+    disagree["hyperparams"]["framework"]["lr"] = serde_json::json!(lr * 2.0);
+    let r = rmsprop_golden::replay_case(&disagree);
+    assert!(!r.passed && r.detail.contains("describe different optimizers (lr"), "{}", r.detail);
+    let mut unknown_kwarg = case.clone();
+    unknown_kwarg["hyperparams"]["framework"]["lookahead"] = serde_json::json!(5);
+    let r = rmsprop_golden::replay_case(&unknown_kwarg);
+    assert!(!r.passed && r.detail.contains("lookahead"), "{}", r.detail);
+    let mut loose = wrong.clone();
+    loose["tolerance"]["x_rtol"] = serde_json::json!(0.5);
+    let r = rmsprop_golden::replay_case(&loose);
+    assert!(!r.passed && r.detail.contains("x_rtol = 0.5 is above 0.1"), "{}", r.detail);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

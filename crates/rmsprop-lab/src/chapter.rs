@@ -141,28 +141,45 @@ pub fn run(opts: &ChapterOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Ch
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
         move |error| LabError::Io { path: path.to_path_buf(), error }
     }
-    let earlier = match std::fs::read_dir(&opts.out).map(|mut entries| entries.next().is_none()) {
+    // `.` or `..` has no name to put a sibling beside: the folder by its own name
+    let out = match std::fs::canonicalize(&opts.out) {
+        Ok(real) => real,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => opts.out.clone(),
+        Err(e) => return Err(io(&opts.out)(e)),
+    };
+    if let Ok(here) = std::env::current_dir().and_then(std::fs::canonicalize)
+        && (here.starts_with(&out) || out.file_name().is_none())
+    {
+        return Err(LabError::HoldsCurrentFolder { path: opts.out.clone() });
+    }
+    let earlier = match std::fs::read_dir(&out).map(|mut entries| entries.next().is_none()) {
         Ok(true) => true,
-        Ok(false) if opts.out.join("numbers.json").is_file() => true,
+        Ok(false) if out.join("numbers.json").is_file() => true,
         Ok(false) => return Err(LabError::NotChapterFolder { path: opts.out.clone() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(io(&opts.out)(e)),
     };
-    let partial = sibling(&opts.out, "partial");
+    let partial = sibling(&out, "partial");
     std::fs::create_dir_all(&partial).map_err(io(&partial))?;
-    let result = write_chapter(opts, &partial, progress);
+    // on every failure from here on the partial folder goes, and an earlier folder stays
+    let result = write_chapter(opts, &partial, progress).and_then(|o| {
+        let old = sibling(&out, "old");
+        if earlier {
+            std::fs::rename(&out, &old).map_err(io(&opts.out))?;
+        }
+        if let Err(e) = std::fs::rename(&partial, &out) {
+            if earlier {
+                let _ = std::fs::rename(&old, &out);
+            }
+            return Err(io(&opts.out)(e));
+        }
+        if earlier {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        Ok(o)
+    });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&partial);
-        return result;
-    }
-    // the finished folder takes the old one's place; the old one goes only after that
-    let old = sibling(&opts.out, "old");
-    if earlier {
-        std::fs::rename(&opts.out, &old).map_err(io(&opts.out))?;
-    }
-    std::fs::rename(&partial, &opts.out).map_err(io(&opts.out))?;
-    if earlier {
-        let _ = std::fs::remove_dir_all(&old);
     }
     result.map(|mut o| {
         o.files = o.files.iter().map(|f| opts.out.join(f.strip_prefix(&partial).unwrap_or(f))).collect();

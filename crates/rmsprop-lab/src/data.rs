@@ -238,7 +238,8 @@ fn moments<I: Iterator<Item = f64>>(column: impl Fn() -> I) -> (f64, f64) {
 
 /// Reads and standardises an airfoil file.
 pub fn load(path: &Path) -> Result<Dataset, DataError> {
-    let bytes = std::fs::read(path).map_err(|error| DataError::Io { path: path.into(), error })?;
+    // a FIFO or a device is refused at once, not waited on
+    let bytes = rmsprop::file::read_regular(path).map_err(|error| DataError::Io { path: path.into(), error })?;
     from_bytes(&bytes, path)
 }
 

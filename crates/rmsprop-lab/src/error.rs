@@ -28,6 +28,16 @@ pub enum LabError {
         /// The folder.
         path: PathBuf,
     },
+    /// An output folder that holds the current folder: the chapter replaces its folder
+    /// whole, which would pull the ground from under the shell that runs it.
+    #[error(
+        "{path} is the folder you are in (or holds it): the chapter replaces its output folder whole; give a new \
+         folder with --out, e.g. --out chapter"
+    )]
+    HoldsCurrentFolder {
+        /// The folder.
+        path: PathBuf,
+    },
     /// Writing an output file.
     #[error("{path}: {error}")]
     Io {

@@ -31,8 +31,26 @@ fn value(v: &Value) -> String {
 
 /// `name=value` for every hyperparameter that is on, in [`by_name::hyperparameters`] order.
 pub fn summary(config: &OptimizerConfig) -> String {
+    summary_against(config, None)
+}
+
+/// [`summary`], and every number that is 0 where `preset` (the flavour's default of the
+/// same optimizer) holds another value: `eps=0` is a choice worth seeing, `momentum=0` of a
+/// preset without momentum is not.
+///
+/// ```
+/// use rmsprop::by_name::config;
+/// use rmsprop_lab::hyper::summary_against;
+/// let preset = config("pytorch.rmsprop", [("lr", 0.01)]).unwrap();
+/// let c = config("pytorch.rmsprop", [("eps", 0.0)]).unwrap();
+/// assert_eq!(summary_against(&c, Some(&preset)), "lr=0.01 decay=0.99 eps=0 eps_placement=outside_sqrt");
+/// ```
+pub fn summary_against(config: &OptimizerConfig, preset: Option<&OptimizerConfig>) -> String {
     let h = by_name::hyperparameters(config);
+    let defaults = preset.map(by_name::hyperparameters).unwrap_or_default();
     let get = |k: &str| h.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    let chosen_zero =
+        |k: &str| defaults.iter().any(|(n, v)| *n == k && matches!(v, Value::Num(d) if *d != 0.0 && !d.is_nan()));
     // MXNet's plain RMSProp keeps gamma2 but has no momentum buffer unless centred
     let inert = matches!(config, OptimizerConfig::RmsProp(r) if r.momentum_with_centered && !r.centered);
     let momentum_on = matches!(get("momentum"), Some(Value::Num(m)) if m != 0.0) && !inert;
@@ -40,10 +58,10 @@ pub fn summary(config: &OptimizerConfig) -> String {
     let shown = |k: &str, v: &Value| match (k, v) {
         // how the preset rounds and orders its arithmetic: in the JSON, not in a legend
         ("rounding" | "step_form" | "precision", _) => false,
-        ("momentum" | "momentum_style", _) if !momentum_on => false,
+        ("momentum" | "momentum_style", _) if !momentum_on && !chosen_zero(k) => false,
         ("weight_decay_mode", _) => decay_on,
         ("rescale_grad", Value::Num(x)) => *x != 1.0,
-        (_, Value::Num(x)) => *x != 0.0 || matches!(k, "lr" | "decay" | "beta1" | "beta2" | "rho"),
+        (_, Value::Num(x)) => *x != 0.0 || matches!(k, "lr" | "decay" | "beta1" | "beta2" | "rho") || chosen_zero(k),
         (_, Value::Bool(b)) => *b,
         (_, Value::Str(_)) => !matches!(k, "bias_correction"),
     };

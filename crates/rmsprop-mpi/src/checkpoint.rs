@@ -12,7 +12,7 @@
 //! one single-process checkpoint file, which `Optimizer::load` reads.
 
 use rmsprop::{Error, OptimizerConfig, Partition, Result, TensorSpec};
-use safetensors::tensor::{SafeTensors, TensorView};
+use safetensors::tensor::SafeTensors;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -54,8 +54,8 @@ impl Manifest {
     /// Reads `dir/manifest.json`, checking that it describes whole tensors, piece by piece.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&path).map_err(|error| Error::Io { path: path.clone(), error })?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| corrupt(&path, format!("not a manifest: {e}")))?;
+        let text = rmsprop::file::read_regular(&path).map_err(|error| Error::Io { path: path.clone(), error })?;
+        let m: Manifest = serde_json::from_slice(&text).map_err(|e| corrupt(&path, format!("not a manifest: {e}")))?;
         if m.format != MANIFEST_FORMAT || m.version != 1 {
             return Err(corrupt(
                 &path,
@@ -112,12 +112,14 @@ struct Source {
     path: PathBuf,
     bytes: Vec<u8>,
     pieces: Vec<Range<usize>>,
+    /// The step the folder's manifest says every file is at (none for a single file).
+    manifest_step: Option<u64>,
 }
 
 /// The sources of `from`: a checkpoint folder (with its manifest), or one single-process
 /// checkpoint file of `tensors`.
 fn sources(from: &Path, tensors: &[TensorSpec]) -> Result<Vec<Source>> {
-    let read = |path: PathBuf| std::fs::read(&path).map_err(|error| Error::Io { path: path.clone(), error });
+    let read = |path: PathBuf| rmsprop::file::read_regular(&path).map_err(|error| Error::Io { path, error });
     if from.is_dir() {
         let m = Manifest::read(from)?;
         if m.tensors != tensors {
@@ -126,13 +128,16 @@ fn sources(from: &Path, tensors: &[TensorSpec]) -> Result<Vec<Source>> {
         m.files
             .iter()
             .zip(m.pieces)
-            .map(|(f, pieces)| Ok(Source { path: from.join(f), bytes: read(from.join(f))?, pieces }))
+            .map(|(f, pieces)| {
+                Ok(Source { path: from.join(f), bytes: read(from.join(f))?, pieces, manifest_step: Some(m.step) })
+            })
             .collect()
     } else {
         Ok(vec![Source {
             path: from.to_path_buf(),
             bytes: read(from.to_path_buf())?,
             pieces: tensors.iter().map(|t| 0..t.len()).collect(),
+            manifest_step: None,
         }])
     }
 }
@@ -155,10 +160,18 @@ pub fn state_for(from: &Path, tensors: &[TensorSpec], pieces: Option<&[Range<usi
     let mut metas = Vec::new();
     let mut views = Vec::new();
     for s in &sources {
-        let st =
-            SafeTensors::deserialize(&s.bytes).map_err(|e| corrupt(&s.path, format!("not a safetensors file: {e}")))?;
-        let (_, header) = SafeTensors::read_metadata(&s.bytes).map_err(|e| corrupt(&s.path, e.to_string()))?;
-        metas.push(header.metadata().clone().unwrap_or_default());
+        // each file's format, version and checksum, as the core's loader checks them
+        let (st, meta) = rmsprop::checkpoint::verify(&s.bytes, &s.path)?;
+        if let Some(step) = s.manifest_step.filter(|&step| meta.get("step") != Some(&step.to_string())) {
+            return Err(corrupt(
+                &s.path,
+                format!(
+                    "step {} in the file, {step} in the folder's manifest.json: the files are not of one checkpoint",
+                    meta.get("step").map_or("missing", String::as_str)
+                ),
+            ));
+        }
+        metas.push(meta);
         views.push(st);
     }
     let first = &metas[0];
@@ -225,12 +238,8 @@ pub fn state_for(from: &Path, tensors: &[TensorSpec], pieces: Option<&[Range<usi
         let triples: Vec<[usize; 3]> = p.iter().zip(tensors).map(|(p, t)| [p.start, p.len(), t.len()]).collect();
         meta.insert("pieces".into(), serde_json::to_string(&triples).expect("serialises"));
     }
-    let views = arrays
-        .iter()
-        .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| corrupt(from, format!("cannot serialise: {e}")))?;
-    safetensors::serialize(views, Some(meta)).map_err(|e| corrupt(from, format!("cannot serialise: {e}")))
+    // the re-cut file is a new one, with a checksum of its own
+    rmsprop::checkpoint::seal(&arrays, meta, from)
 }
 
 /// Joins the checkpoint folder `dir` into one single-process checkpoint file `out`, which

@@ -162,7 +162,26 @@ fn damaged_or_mismatched_checkpoints_are_errors() {
     write_shards(&d3, 2, 2);
     std::fs::copy(d3.join("shard-1-of-2.safetensors"), d.join("shard-1-of-2.safetensors")).unwrap();
     let e = state_for(&d, &tensors, None).unwrap_err();
-    assert!(e.to_string().contains("metadata step differs"), "{e}");
+    assert!(e.to_string().contains("step 2 in the file, 1 in the folder's manifest.json"), "{e}");
+    write_shards(&d, 2, 1);
+    // a manifest whose step is not its files' (every file agrees with the others)
+    let mut m = Manifest::read(&d).unwrap();
+    m.step = 5;
+    m.write(&d).unwrap();
+    let e = state_for(&d, &tensors, None).unwrap_err();
+    assert!(e.to_string().contains("step 1 in the file, 5 in the folder's manifest.json"), "{e}");
+    m.step = 1;
+    m.write(&d).unwrap();
+    state_for(&d, &tensors, None).unwrap();
+    // one flipped bit in a shard's state
+    let shard = d.join("shard-0-of-2.safetensors");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x10;
+    std::fs::write(&shard, &bytes).unwrap();
+    let e = state_for(&d, &tensors, None).unwrap_err();
+    assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    write_shards(&d, 2, 1);
     // a manifest whose pieces leave a gap, or that points out of its folder
     let mut m = Manifest::read(&d3).unwrap();
     m.pieces[1][2].start += 1;

@@ -175,6 +175,19 @@ pub fn set(config: &mut OptimizerConfig, name: &str, value: &Value) -> Result<bo
     Ok(set_common(config.common_mut(), name, value)? || config.set_field(name, value)?)
 }
 
+/// Every name [`set`] and [`config`] read a hyperparameter of `config` by: the ones every
+/// optimizer shares (`lr`, `learning_rate`, `weight_decay`, ...), then its own in every
+/// framework's spelling.
+///
+/// ```
+/// let c = rmsprop::Flavor::Keras.config("rmsprop").unwrap();
+/// let names = rmsprop::by_name::names(&c);
+/// assert!(names.contains(&"learning_rate") && names.contains(&"rho") && names.contains(&"epsilon"));
+/// ```
+pub fn names(config: &OptimizerConfig) -> Vec<&'static str> {
+    [COMMON, &config.field_names()].concat()
+}
+
 /// Builds a configuration from an optimizer name and `(name, value)` pairs.
 ///
 /// ```
@@ -199,7 +212,7 @@ pub fn config<K: AsRef<str>, V: Into<Value>>(
     let mut config = flavor.config(&optimizer)?;
     for (k, v) in hyper.iter().filter(|(k, _)| k != "flavor") {
         if !(set_common(config.common_mut(), k, v)? || config.set_field(k, v)?) {
-            let known = [COMMON, &config.field_names(), &["flavor"]].concat().join(", ");
+            let known = [names(&config), vec!["flavor"]].concat().join(", ");
             return Err(Error::UnknownHyperparameter { optimizer: optimizer.clone(), name: k.clone(), known });
         }
     }

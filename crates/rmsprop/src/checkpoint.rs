@@ -9,11 +9,15 @@
 //! another number of processes, or joins it into one).
 //!
 //! Files are written atomically (a temporary file of a name no other save uses, in the same
-//! folder, then renamed; a symbolic link is followed, not replaced) and byte for byte the
-//! same for the same state (metadata in sorted order). Loading checks the version, the
-//! optimizer, the tensors, every name, shape and dtype, the counters, and every state value
-//! (finite; squares not negative), and changes nothing unless all of them fit: save, load
-//! and continue is bit-identical to never stopping.
+//! folder, then renamed; a symbolic link is followed, even one whose file does not exist
+//! yet, and stays a link) and byte for byte the same for the same state (metadata in sorted
+//! order). A save replaces only a regular file: a folder, a device, a FIFO or a socket at
+//! the path (or at the end of its links) is refused. Every file carries a CRC-32 of its
+//! arrays and metadata (`checksum`, see [`checksum`]); loading verifies it, then checks the
+//! version, the optimizer, the tensors, every name, shape and dtype, the counters, and every
+//! state value (finite; squares not negative), and changes nothing unless all of them fit:
+//! save, load and continue is bit-identical to never stopping, and a flipped bit anywhere
+//! in the file is an error, never other state.
 //!
 //! ```
 //! use rmsprop::{Optimizer, RmsProp};
@@ -39,8 +43,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The checkpoint format version this build writes and reads.
-pub const FORMAT_VERSION: &str = "1";
+/// The checkpoint format version this build writes (version 2: with a `checksum`).
+pub const FORMAT_VERSION: &str = "2";
+
+/// The earlier version this build still reads: the same layout without a checksum.
+pub const FORMAT_VERSION_UNCHECKED: &str = "1";
+
+/// The metadata entry holding a checkpoint's [`checksum`].
+pub const CHECKSUM_KEY: &str = "checksum";
 
 /// The `format` metadata entry that marks our files.
 pub const FORMAT_NAME: &str = "rmsprop-optimizer-state";
@@ -70,7 +80,55 @@ fn read_metadata(bytes: &[u8], path: &Path) -> Result<HashMap<String, String>> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })
+    crate::file::read_regular(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })
+}
+
+/// The checksum a checkpoint carries under [`CHECKSUM_KEY`]: `crc32:` and eight hex digits
+/// of the CRC-32 (IEEE) of every array (sorted by name: the name, its dtype, its shape and
+/// its bytes, each length-prefixed) and every metadata entry but the checksum itself (in
+/// sorted order, key and value length-prefixed). CRC-32 finds every error of up to 32
+/// consecutive bits, so any single flipped bit of the data or the metadata.
+///
+/// ```
+/// use rmsprop::checkpoint::{checksum, CHECKSUM_KEY};
+/// use std::collections::HashMap;
+/// let meta = HashMap::from([("format".to_string(), "x".to_string())]);
+/// let sum = checksum(&[("w.square_avg", "F32", &[2][..], &[0u8; 8][..])], &meta);
+/// assert!(sum.starts_with("crc32:") && sum.len() == 14);
+/// // the checksum entry itself is not covered
+/// let mut with = meta.clone();
+/// with.insert(CHECKSUM_KEY.to_string(), sum.clone());
+/// assert_eq!(checksum(&[("w.square_avg", "F32", &[2][..], &[0u8; 8][..])], &with), sum);
+/// ```
+pub fn checksum(arrays: &[(&str, &str, &[usize], &[u8])], metadata: &HashMap<String, String>) -> String {
+    let mut h = crc32fast::Hasher::new();
+    let mut field = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    let mut arrays = arrays.to_vec();
+    arrays.sort_by_key(|a| a.0);
+    for (name, dtype, shape, data) in arrays {
+        field(name.as_bytes());
+        field(dtype.as_bytes());
+        field(&shape.iter().flat_map(|d| (*d as u64).to_le_bytes()).collect::<Vec<u8>>());
+        field(data);
+    }
+    let sorted: BTreeMap<&String, &String> = metadata.iter().filter(|(k, _)| *k != CHECKSUM_KEY).collect();
+    for (k, v) in sorted {
+        field(k.as_bytes());
+        field(v.as_bytes());
+    }
+    format!("crc32:{:08x}", h.finalize())
+}
+
+/// The checksum of a parsed file, as [`checksum`] forms it.
+fn checksum_of(st: &SafeTensors, meta: &HashMap<String, String>) -> String {
+    let tensors = st.tensors();
+    let dtypes: Vec<String> = tensors.iter().map(|(_, v)| format!("{:?}", v.dtype())).collect();
+    let arrays: Vec<(&str, &str, &[usize], &[u8])> =
+        tensors.iter().zip(&dtypes).map(|((n, v), d)| (n.as_str(), d.as_str(), v.shape(), v.data())).collect();
+    checksum(&arrays, meta)
 }
 
 fn corrupt(path: &Path, reason: String) -> Error {
@@ -97,13 +155,80 @@ fn sorted_header(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
     Ok([&(header.len() as u64).to_le_bytes()[..], &header, data].concat())
 }
 
-/// Where a save to `path` writes: the file a symbolic link points to (the link stays), or
-/// `path` itself.
-fn write_target(path: &Path) -> PathBuf {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
-        _ => path.to_path_buf(),
+/// The bytes of a checkpoint file of `arrays` (name, dtype, shape, little-endian data) and
+/// `metadata`, as [`Optimizer::save`] writes them: [`checksum`] added under
+/// [`CHECKSUM_KEY`], metadata in sorted order. For tools that write the state themselves
+/// (the `rmsprop-mpi` crate re-cuts shards); `path` names the file in errors.
+pub fn seal(
+    arrays: &[(String, StDtype, Vec<usize>, Vec<u8>)],
+    mut metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let dtypes: Vec<String> = arrays.iter().map(|a| format!("{:?}", a.1)).collect();
+    let covered: Vec<(&str, &str, &[usize], &[u8])> = arrays
+        .iter()
+        .zip(&dtypes)
+        .map(|((name, _, shape, bytes), dtype)| (name.as_str(), dtype.as_str(), &shape[..], &bytes[..]))
+        .collect();
+    metadata.insert(CHECKSUM_KEY.to_string(), checksum(&covered, &metadata));
+    let views = arrays
+        .iter()
+        .map(|(name, dt, shape, bytes)| Ok((name.clone(), TensorView::new(*dt, shape.clone(), bytes)?)))
+        .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
+        .map_err(|e| corrupt(path, format!("cannot serialise: {e}")))?;
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(path, format!("cannot serialise: {e}")))?;
+    sorted_header(bytes, path)
+}
+
+/// Checks that `bytes` are a checkpoint of ours whose contents are what was written: the
+/// format, a version this build reads, and (version 2) the [`checksum`]. Returns the
+/// parsed file and its metadata. [`Optimizer::load`] starts with it; `path` names the
+/// file in errors.
+///
+/// ```
+/// let e = rmsprop::checkpoint::verify(b"junk", "x".as_ref()).unwrap_err();
+/// assert!(e.to_string().contains("not a safetensors file"));
+/// ```
+pub fn verify<'a>(bytes: &'a [u8], path: &Path) -> Result<(SafeTensors<'a>, HashMap<String, String>)> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
+    let meta = read_metadata(bytes, path)?;
+    let get = |k: &str| meta.get(k).map(String::as_str);
+    if get("format") != Some(FORMAT_NAME) {
+        return Err(corrupt(path, format!("format {:?}, expected {FORMAT_NAME:?}", get("format"))));
     }
+    match get("format_version") {
+        Some(FORMAT_VERSION) => {
+            let found = get(CHECKSUM_KEY).ok_or_else(|| corrupt(path, format!("missing metadata {CHECKSUM_KEY:?}")))?;
+            let computed = checksum_of(&st, &meta);
+            if found != computed {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "checksum mismatch (the file says {found}, its contents give {computed}): the file was \
+                         damaged or changed after it was written"
+                    ),
+                ));
+            }
+        }
+        Some(FORMAT_VERSION_UNCHECKED) => {}
+        other => {
+            return Err(corrupt(
+                path,
+                format!(
+                    "format version {other:?}, this build reads versions {FORMAT_VERSION} and \
+                     {FORMAT_VERSION_UNCHECKED}"
+                ),
+            ));
+        }
+    }
+    Ok((st, meta))
+}
+
+/// Where a save to `path` writes: the end of its symbolic links (the links stay), or
+/// `path` itself; refused when something other than a regular file is there.
+fn write_target(path: &Path) -> Result<PathBuf> {
+    crate::file::write_target(path).map_err(|why| corrupt(path, why))
 }
 
 /// A temporary name beside `target` that no other save of this process uses.
@@ -170,15 +295,8 @@ impl<P: Param> Optimizer<P> {
         if let Some(pieces) = self.pieces() {
             meta.insert("pieces".to_string(), serde_json::to_string(&pieces).expect("pieces serialise"));
         }
-        let views = arrays
-            .iter()
-            .map(|(name, dt, shape, bytes)| Ok((name.clone(), TensorView::new(*dt, shape.clone(), bytes)?)))
-            .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
-            .map_err(|e| corrupt(path, format!("cannot serialise: {e}")))?;
-        let bytes =
-            safetensors::serialize(views, Some(meta)).map_err(|e| corrupt(path, format!("cannot serialise: {e}")))?;
-        let bytes = sorted_header(bytes, path)?;
-        let target = write_target(path);
+        let bytes = seal(&arrays, meta, path)?;
+        let target = write_target(path)?;
         let tmp = temporary(&target)?;
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::options().write(true).create_new(true).open(&tmp)?;
@@ -210,18 +328,8 @@ impl<P: Param> Optimizer<P> {
     /// assert!(e.to_string().starts_with("checkpoint mem: not a safetensors file"));
     /// ```
     pub fn load_bytes(&mut self, bytes: &[u8], path: &Path) -> Result<()> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(path, format!("not a safetensors file: {e}")))?;
-        let meta = read_metadata(bytes, path)?;
+        let (st, meta) = verify(bytes, path)?;
         let get = |k: &str| meta.get(k).map(String::as_str);
-        if get("format") != Some(FORMAT_NAME) {
-            return Err(corrupt(path, format!("format {:?}, expected {FORMAT_NAME:?}", get("format"))));
-        }
-        if get("format_version") != Some(FORMAT_VERSION) {
-            return Err(corrupt(
-                path,
-                format!("format version {:?}, this build reads version {FORMAT_VERSION}", get("format_version")),
-            ));
-        }
         if get("param_dtype") != Some(P::NAME) || get("dtype") != Some(P::Acc::DTYPE.name()) {
             return Err(corrupt(
                 path,

@@ -313,20 +313,6 @@ pub(crate) fn check_nonneg(optimizer: &'static str, name: &'static str, v: f64) 
     if v.is_finite() && v >= 0.0 { Ok(()) } else { Err(invalid(optimizer, name, v, "a finite number >= 0")) }
 }
 
-/// `sqrt(s + eps)` with `eps = 0` over an accumulator that starts at 0 is `0 / 0` wherever a
-/// gradient is 0: certain NaN, refused.
-pub(crate) fn check_denominator(optimizer: &'static str, eps: f64, initial_accumulator: f64) -> Result<()> {
-    if eps == 0.0 && initial_accumulator == 0.0 {
-        return Err(Error::InvalidCombination {
-            optimizer,
-            reason: "eps = 0 with initial_accumulator = 0 divides 0 by 0 wherever a gradient is 0; give eps > 0 or \
-                     a positive initial_accumulator"
-                .into(),
-        });
-    }
-    Ok(())
-}
-
 pub(crate) fn check_pos(optimizer: &'static str, name: &'static str, v: f64) -> Result<()> {
     if v.is_finite() && v > 0.0 { Ok(()) } else { Err(invalid(optimizer, name, v, "a finite number > 0")) }
 }

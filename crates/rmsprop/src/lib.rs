@@ -64,6 +64,7 @@ pub mod by_name;
 pub mod checkpoint;
 mod common;
 mod error;
+pub mod file;
 mod flavor;
 mod float;
 mod kernel;

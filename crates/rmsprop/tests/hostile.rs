@@ -65,27 +65,67 @@ fn schedules_are_checked_at_every_step() {
     }
 }
 
-/// Hyperparameters that are certain to make the first step non-finite are refused up front.
+/// What a framework accepts is accepted, even where it is certain to give 0 / 0 (Keras' and
+/// TF's own tests run RMSProp with `epsilon = 0`; PyTorch takes `eps = 0` in every
+/// optimizer; optax divides by `1 - decay^t` whatever the decay): the step that would
+/// write NaN is then the non-finite policy's — refused under `Error` with nothing changed,
+/// skipped under `Skip`, written under `Propagate` as the framework writes it.
 #[test]
-fn certain_nan_is_refused_at_validation() {
-    let refused = |c: rmsprop::OptimizerConfig, says: &str| {
-        let e = Optimizer::<f64>::new(c, &[("w", &[2][..])]).unwrap_err().to_string();
-        assert!(e.contains(says), "{e}");
-    };
-    refused(RmsProp::default().with_eps(0.0, EpsPlacement::InsideSqrt).into(), "eps = 0 with initial_accumulator = 0");
-    refused(Adagrad::default().with_eps(0.0, EpsPlacement::InsideSqrt).into(), "eps = 0 with initial_accumulator = 0");
-    refused(Adam::default().with_eps(0.0).into(), "eps = 0 with eps_root = 0");
-    refused(Adadelta::default().with_eps(0.0).into(), "eps = 0 divides 0 by 0");
-    refused(RmsProp::default().with_decay(1.0).with_bias_correction(true).into(), "1 - decay^t = 0");
+fn certain_nan_is_accepted_and_left_to_the_policy() {
     use by_name::Value::{Bool, Num};
-    let optax = by_name::config("optax.rmsprop", [("decay", Num(1.0)), ("bias_correction", Bool(true))]);
-    assert!(optax.unwrap_err().to_string().contains("1 - decay^t = 0"));
-    // eps = 0 is fine where nothing is 0 / 0: TF1 starts s at 1
+    use rmsprop::{NonFinitePolicy, OptimizerConfig, StepOutcome};
+    let cases: Vec<(&str, OptimizerConfig)> = vec![
+        ("rmsprop eps 0", RmsProp::default().with_eps(0.0, EpsPlacement::InsideSqrt).into()),
+        ("keras rho 0 eps 0", by_name::config("keras.rmsprop", [("rho", 0.0), ("epsilon", 0.0)]).unwrap()),
+        ("pytorch rmsprop eps 0", by_name::config("pytorch.rmsprop", [("eps", 0.0)]).unwrap()),
+        ("adagrad eps 0", Adagrad::default().with_eps(0.0, EpsPlacement::InsideSqrt).into()),
+        ("pytorch adam eps 0", Adam::default().with_eps(0.0).into()),
+        ("pytorch adamw eps 0", by_name::config("pytorch.adamw", [("eps", 0.0)]).unwrap()),
+        ("mxnet adam eps 0", by_name::config("mxnet.adam", [("epsilon", 0.0)]).unwrap()),
+        ("optax adam eps 0", by_name::config("optax.adam", [("eps", 0.0)]).unwrap()),
+        ("adadelta eps 0", Adadelta::default().with_eps(0.0).into()),
+        (
+            "optax rmsprop decay 1 bias-corrected",
+            by_name::config("optax.rmsprop", [("decay", Num(1.0)), ("bias_correction", Bool(true))]).unwrap(),
+        ),
+    ];
+    for (what, config) in cases {
+        let new =
+            |policy| Optimizer::<f64>::new(config.clone(), &[("w", &[2][..])]).unwrap().with_nonfinite_policy(policy);
+        let (x0, g) = ([vec![1.0, 2.0]], [vec![0.0, 1.0]]);
+        let mut opt = new(NonFinitePolicy::Error);
+        let mut x = x0.clone();
+        let e = opt.step(&mut x, &g).unwrap_err();
+        assert!(matches!(e, Error::NonFiniteResult { step: 1, .. }), "{what}: {e}");
+        assert_eq!(x, x0, "{what}: a refused step changed the parameters");
+        assert_eq!(opt.step_count(), 0, "{what}");
+        let mut opt = new(NonFinitePolicy::Skip);
+        assert_eq!(opt.step(&mut x, &g).unwrap(), StepOutcome::Skipped, "{what}");
+        assert_eq!(x, x0, "{what}");
+        let mut opt = new(NonFinitePolicy::Propagate);
+        assert_eq!(opt.step(&mut x, &g).unwrap(), StepOutcome::Applied, "{what}");
+        assert!(x[0].iter().any(|v| v.is_nan()), "{what}: as the framework, NaN where 0 / 0: {x:?}");
+    }
+    // eps = 0 where nothing is 0 / 0 steps as usual: TF1 starts s at 1
     let tf1 = RmsProp::default().with_eps(0.0, EpsPlacement::InsideSqrt).with_initial_accumulator(1.0);
     let mut opt = Optimizer::<f64>::new(tf1, &[("w", &[2][..])]).unwrap();
     let mut x = [vec![1.0, 2.0]];
     opt.step(&mut x, &[vec![0.0, 1.0]]).unwrap();
     assert!(x[0].iter().all(|v| v.is_finite()), "{x:?}");
+}
+
+/// A hyperparameter a framework does not have is refused by name: PyTorch's and MXNet's
+/// Adam add no ε inside the root, so `eps_root` there would be silently unused (and the
+/// guard's bound on the denominator wrong).
+#[test]
+fn eps_root_is_optax_only() {
+    for name in ["pytorch.adam", "pytorch.adamw", "mxnet.adam"] {
+        let e = by_name::config(name, [("eps", 0.0), ("eps_root", 1e-8)]).unwrap_err().to_string();
+        assert!(e.contains("eps_root = 0.00000001 is optax's"), "{name}: {e}");
+    }
+    assert!(by_name::config("optax.adam", [("eps", 0.0), ("eps_root", 1e-8)]).is_ok());
+    let e = Optimizer::<f32>::new(Adam::default().with_eps(0.0), &[("w", &[1][..])]);
+    assert!(e.is_ok(), "eps = 0 alone is PyTorch's right");
 }
 
 /// A value finite in f64 but not in the type the step computes in is refused.

@@ -140,6 +140,63 @@ proptest! {
     }
 }
 
+/// Every optimizer of every flavour, with each hyperparameter it reads by name set to 0, a
+/// tiny, a huge or an ordinary value (alone, and over `eps = 0`): whatever the configuration
+/// accepted, no step under `Error` applies a non-finite result, none is refused whose
+/// result would have been finite, and a refused one changes nothing (`agree`).
+#[test]
+fn no_configuration_by_name_gets_a_non_finite_step_past_the_guard() {
+    use rmsprop::by_name::{self, Value};
+    let values: Vec<Value> = [0.0, 5e-324, 1e-300, 1e-40, 1e-8, 0.5, 1.0, 2.0, 1e30, 1e300]
+        .into_iter()
+        .map(Value::Num)
+        .chain([Value::Bool(true), Value::Bool(false)])
+        .collect();
+    let params = vec![vec![1.0, -2.0, 0.5, 1e-3, 3.0, -0.25], vec![0.1]];
+    let mixed = |scale: f64| vec![vec![0.0, 1.0 * scale, -1e-3 * scale, 0.0, 2e-30, -1.0], vec![scale]];
+    let zero = vec![vec![0.0; 6], vec![0.0]];
+    let sequences = [
+        vec![zero.clone(), mixed(1.0), zero.clone(), mixed(1e3)],
+        vec![mixed(1.0), mixed(1e-20), zero.clone(), mixed(1e18)],
+        vec![mixed(1e35), zero.clone()],
+    ];
+    let (mut configurations, mut steps) = (0, 0);
+    for flavor in Flavor::ALL {
+        for name in by_name::optimizers() {
+            let Ok(preset) = flavor.config(name) else { continue };
+            let mut bases = vec![preset.clone()];
+            let mut eps0 = preset.clone();
+            if by_name::set(&mut eps0, "eps", &Value::Num(0.0)).unwrap_or(false) {
+                bases.push(eps0);
+            }
+            for base in &bases {
+                for key in by_name::names(base) {
+                    for value in &values {
+                        let mut config = base.clone();
+                        if !matches!(by_name::set(&mut config, key, value), Ok(true)) || config.validate().is_err() {
+                            continue;
+                        }
+                        configurations += 1;
+                        for seq in &sequences {
+                            let what = format!("{flavor:?} {name} {key}={value}");
+                            let f32s: Vec<_> = seq.iter().map(|g| cast(g, |v| v as f32)).collect();
+                            agree(config.clone(), cast(&params, |v| v as f32), &f32s)
+                                .unwrap_or_else(|e| panic!("f32, {what}: {e}"));
+                            let f64s: Vec<_> = seq.iter().map(|g| cast(g, |v| v * 1e135)).collect();
+                            agree(config.clone(), cast(&params, |v| v), &f64s)
+                                .unwrap_or_else(|e| panic!("f64, {what}: {e}"));
+                            agree(config.clone(), cast(&params, |v| v), seq)
+                                .unwrap_or_else(|e| panic!("f64 (unscaled), {what}: {e}"));
+                            steps += 3 * seq.len();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(configurations > 1000 && steps > 10_000, "{configurations} configurations, {steps} steps");
+}
+
 fn rmsprop_f32(config: RmsProp) -> Optimizer<f32> {
     Optimizer::new(config, &[("w", &[2][..])]).unwrap()
 }

@@ -9,7 +9,7 @@ use crate::by_name::{Field, field};
 #[cfg(test)]
 use crate::common::Rounding;
 use crate::common::{Common, WeightDecayMode, check_nonneg, check_unit, common_access, common_setters};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::flavor::Flavor;
 use crate::float::{Float, Param};
 use crate::kernel::{Arith, Ema, Loop, MAX_SLOTS, Planned, Prep, WeightOps, select, with_arith, with_prep};
@@ -89,14 +89,9 @@ impl Rule for Adadelta {
         const N: &str = "adadelta";
         self.common.validate(N)?;
         check_unit(N, "rho", self.rho)?;
-        check_nonneg(N, "eps", self.eps)?;
-        if self.eps == 0.0 {
-            return Err(Error::InvalidCombination {
-                optimizer: N,
-                reason: "eps = 0 divides 0 by 0 at the first zero gradient (sqrt(0 + eps) / sqrt(0 + eps))".into(),
-            });
-        }
-        Ok(())
+        // eps = 0 (PyTorch accepts it) gives 0 / 0 at the first zero gradient: the
+        // non-finite policy's to refuse
+        check_nonneg(N, "eps", self.eps)
     }
 
     fn slots(&self) -> Vec<Slot> {

@@ -8,7 +8,7 @@ use crate::by_name::{Field, PLACEMENTS, STEP_FORMS, field};
 #[cfg(test)]
 use crate::common::Rounding;
 use crate::common::{
-    Common, StepForm, WeightDecayMode, check_denominator, check_nonneg, common_access, common_setters,
+    Common, StepForm, WeightDecayMode, check_nonneg, common_access, common_setters,
 };
 use crate::error::Result;
 use crate::flavor::Flavor;
@@ -127,8 +127,7 @@ impl Rule for Adagrad {
         self.common.validate(N)?;
         check_nonneg(N, "eps", self.eps)?;
         check_nonneg(N, "initial_accumulator", self.initial_accumulator)?;
-        check_nonneg(N, "lr_decay", self.lr_decay)?;
-        check_denominator(N, self.eps, self.initial_accumulator)
+        check_nonneg(N, "lr_decay", self.lr_decay)
     }
 
     fn slots(&self) -> Vec<Slot> {

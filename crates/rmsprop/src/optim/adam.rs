@@ -163,7 +163,19 @@ impl Rule for Adam {
 
     fn validate(&self) -> Result<()> {
         self.common.validate("adam")?;
-        validate_moments("adam", [self.beta1, self.beta2], self.eps, self.eps_root)
+        validate_moments("adam", [self.beta1, self.beta2], self.eps, self.eps_root)?;
+        // only optax's rule has ε inside the root; PyTorch's and MXNet's kernels never add it
+        if self.eps_root != 0.0 && self.bias_correction != BiasCorrection::Moments {
+            return Err(Error::InvalidCombination {
+                optimizer: "adam",
+                reason: format!(
+                    "eps_root = {} is optax's (bias_correction = moments); PyTorch's and MXNet's Adam have no \
+                     eps_root: leave it 0",
+                    self.eps_root
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn slots(&self) -> Vec<Slot> {
@@ -192,7 +204,9 @@ impl Rule for Adam {
         let m_hat = b.div(b.sum(&[(1.0, m), (1.0, g)])?, c1)?;
         let v_hat = b.div(v.max(v_max), c2)?;
         b.sum(&[(1.0, v_hat), (1.0, b.scalar(self.eps_root)), (1.0, b.hp(self.eps))])?;
-        let floor = (b.hp(self.eps) + b.scalar(self.eps_root).sqrt()) * 0.999;
+        // the root's floor as each rule forms it: only optax's adds ε_root inside the root
+        let eps_root = if self.bias_correction == BiasCorrection::Moments { self.eps_root } else { 0.0 };
+        let floor = (b.hp(self.eps) + b.scalar(eps_root).sqrt()) * 0.999;
         let lr = b.lr();
         b.div(lr, c1)?;
         b.div(m_hat * lr.max(1.0), floor)?;
@@ -414,15 +428,10 @@ pub(super) fn validate_moments(optimizer: &'static str, betas: [f64; 2], eps: f6
             return Err(invalid(optimizer, name, b, "a number in [0, 1)"));
         }
     }
+    // eps = 0 with eps_root = 0 is PyTorch's and optax's to accept: the 0 / 0 it gives
+    // where the second moment is 0 is the non-finite policy's
     check_nonneg(optimizer, "eps", eps)?;
-    check_nonneg(optimizer, "eps_root", eps_root)?;
-    if eps == 0.0 && eps_root == 0.0 {
-        return Err(Error::InvalidCombination {
-            optimizer,
-            reason: "eps = 0 with eps_root = 0 divides 0 by 0 wherever the second moment is 0".into(),
-        });
-    }
-    Ok(())
+    check_nonneg(optimizer, "eps_root", eps_root)
 }
 
 #[cfg(test)]

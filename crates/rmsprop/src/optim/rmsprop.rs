@@ -7,7 +7,7 @@ use super::guard::{Bounds, Inputs, Reach};
 use super::{Ctx, Rule, Slot};
 use crate::by_name::{Field, MOMENTUM_STYLES, PLACEMENTS, STEP_FORMS, field, flag};
 use crate::common::{
-    Common, Rounding, StepForm, check_denominator, check_nonneg, check_unit, common_access, common_setters,
+    Common, Rounding, StepForm, check_nonneg, check_unit, common_access, common_setters,
 };
 use crate::error::{Error, Result};
 use crate::flavor::Flavor;
@@ -242,14 +242,9 @@ impl Rule for RmsProp {
                 reason: "nesterov = true needs momentum > 0".into(),
             });
         }
-        // what is certain to give NaN: 1 - decay^t = 0, and 0 / 0 on the first zero gradient
-        if self.bias_correction && self.decay == 1.0 {
-            return Err(Error::InvalidCombination {
-                optimizer: N,
-                reason: "bias_correction = true with decay = 1 divides by 1 - decay^t = 0".into(),
-            });
-        }
-        check_denominator(N, self.eps, self.initial_accumulator)
+        // eps = 0 over a zero accumulator, or decay = 1 with bias correction (1 - decay^t = 0),
+        // are the frameworks' to accept: the 0 / 0 they lead to is the non-finite policy's
+        Ok(())
     }
 
     fn slots(&self) -> Vec<Slot> {
