@@ -2,6 +2,13 @@
 //! variable, each nested inside the previous one's, so that the innermost call sees every
 //! variable's storage (each under its write lock) and every gradient's (read lock) at once,
 //! and the core's fused step runs on them directly.
+//!
+//! The locks are taken in one global order, that of the storages' addresses (candle's own
+//! order for the locks of one in-place op), whatever order the variables are registered
+//! in: two trainers over the same variables, or a trainer and candle's in-place ops, never
+//! wait on each other in a circle. The trainer steps each storage once (tied weights are
+//! one variable to it) and refuses a gradient that is a variable's own storage before
+//! taking any lock.
 
 use candle_core::backend::BackendStorage;
 use candle_core::backprop::GradStore;
@@ -61,8 +68,10 @@ impl<P> AsRef<[P]> for Open<P> {
 impl<P> AsMut<[P]> for Open<P> {
     fn as_mut(&mut self) -> &mut [P] {
         // SAFETY: as `as_ref`; only parameters are opened mutably (under their write lock),
-        // distinct variables have distinct storages, and no gradient aliases its variable
-        // (`inplace_op2` refuses one that does), so the slices are disjoint.
+        // the trainer's variables have distinct storages (tied ones are stepped once, see
+        // `Trainer::from_groups`), and no gradient aliases a variable (its own: refused by
+        // `inplace_op2`; another's: refused by `Trainer::step` before any lock), so the
+        // slices are disjoint.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 }
@@ -99,17 +108,23 @@ pub(crate) type Body<'a, P> = dyn FnMut(&mut [Open<P>], &[Open<P>]) + 'a;
 ///
 /// Errors: a storage of another type than `P`, a gradient of another shape than its
 /// variable, a variable that is not contiguous (a `Var` always is).
+/// `order` lists the variables' indices in the order their locks are taken; the body sees
+/// them in the order of `vars`.
 pub(crate) fn with_storages<P: Element>(
     vars: &[(String, Var)],
+    order: &[usize],
     grads: &GradStore,
     opened: &mut Opened<P>,
     body: &mut Body<'_, P>,
 ) -> candle_core::Result<()> {
+    let closed = || Open { ptr: std::ptr::null_mut(), len: 0 };
     opened.xs.clear();
     opened.gs.clear();
+    opened.xs.resize_with(vars.len(), closed);
+    opened.gs.resize_with(vars.len(), closed);
     let open = RefCell::new(std::mem::take(opened));
     let body = RefCell::new(body);
-    let result = descend(vars, grads, &open, &body);
+    let result = descend(vars, order, grads, &open, &body);
     *opened = open.into_inner();
     // stale from here on: never read before the next step clears them
     result
@@ -117,12 +132,14 @@ pub(crate) fn with_storages<P: Element>(
 
 fn descend<P: Element>(
     vars: &[(String, Var)],
+    order: &[usize],
     grads: &GradStore,
     open: &RefCell<Opened<P>>,
     body: &RefCell<&mut Body<'_, P>>,
 ) -> candle_core::Result<()> {
-    match vars.split_first() {
-        Some(((name, x), rest)) => {
+    match order.split_first() {
+        Some((&index, rest)) => {
+            let (name, x) = &vars[index];
             let g = grads.get(x).ok_or_else(|| candle_core::Error::Msg(format!("no gradient for {name:?}")))?;
             if g.dims() != x.dims() {
                 let msg = format!("the gradient of {name:?} has shape {:?}, the variable {:?}", g.dims(), x.dims());
@@ -137,10 +154,11 @@ fn descend<P: Element>(
                 copy = g.contiguous()?;
                 &copy
             };
-            x.inplace_op2(g, &Level { rest, grads, open, body })
+            x.inplace_op2(g, &Level { vars, index, rest, grads, open, body })
         }
         None => {
-            // every enclosing `inplace_op2` call is still on the stack: every lock is held
+            // every enclosing `inplace_op2` call is still on the stack: every lock is held,
+            // and every slot is open (`order` lists each variable once)
             let mut open = open.borrow_mut();
             let Opened { xs, gs } = &mut *open;
             (body.borrow_mut())(xs, gs);
@@ -151,7 +169,11 @@ fn descend<P: Element>(
 
 /// One level of the nesting: opens its variable's storage and descends.
 struct Level<'a, 'b, 'c, P: Element> {
-    rest: &'a [(String, Var)],
+    vars: &'a [(String, Var)],
+    /// The variable this level opens.
+    index: usize,
+    /// The variables still to open, in lock order.
+    rest: &'a [usize],
     grads: &'a GradStore,
     open: &'a RefCell<Opened<P>>,
     body: &'a RefCell<&'b mut Body<'c, P>>,
@@ -187,9 +209,9 @@ impl<P: Element> InplaceOp2 for Level<'_, '_, '_, P> {
         }
         {
             let mut open = self.open.borrow_mut();
-            open.xs.push(Open { ptr: x.as_mut_ptr(), len: x.len() });
-            open.gs.push(Open { ptr: g.as_ptr().cast_mut(), len: g.len() });
+            open.xs[self.index] = Open { ptr: x.as_mut_ptr(), len: x.len() };
+            open.gs[self.index] = Open { ptr: g.as_ptr().cast_mut(), len: g.len() };
         }
-        descend(self.rest, self.grads, self.open, self.body)
+        descend(self.vars, self.rest, self.grads, self.open, self.body)
     }
 }

@@ -76,6 +76,37 @@ pub enum Error {
         /// The variable.
         name: String,
     },
+    /// Two variables that share one storage but are not one variable (a view made a
+    /// `Var`): which of their gradients steps the shared elements is not defined.
+    #[error(
+        "variables {name:?} and {other:?} share one storage but are different tensors: the trainer cannot step both \
+         (give it one of them)"
+    )]
+    SharedStorage {
+        /// The later variable.
+        name: String,
+        /// The earlier one.
+        other: String,
+    },
+    /// One variable (tied weights) in two groups with different configurations.
+    #[error("variable {name:?} is also {other:?} (tied weights) in another parameter group: put it in one group")]
+    TiedAcrossGroups {
+        /// The later name.
+        name: String,
+        /// The name it was first registered under.
+        other: String,
+    },
+    /// A gradient that is a variable of the trainer: stepping would read it while writing it.
+    #[error(
+        "the gradient of {name:?} is the storage of variable {other:?}: a gradient must be a tensor of its own; \
+         nothing was updated"
+    )]
+    GradientIsAVariable {
+        /// The variable whose gradient it is.
+        name: String,
+        /// The variable whose storage it is.
+        other: String,
+    },
     /// A trainer with no variables.
     #[error("no variables to train")]
     Empty,
@@ -118,12 +149,12 @@ struct Stepper<P: Element> {
 }
 
 impl<P: Element> Stepper<P> {
-    /// One core step on the variables' own storage.
-    fn step(&mut self, vars: &[(String, Var)], grads: &GradStore) -> Result<StepOutcome> {
+    /// One core step on the variables' own storage, their locks taken in `order`.
+    fn step(&mut self, vars: &[(String, Var)], order: &[usize], grads: &GradStore) -> Result<StepOutcome> {
         let mut outcome = None;
         let opt = &mut self.opt;
         let body = &mut |xs: &mut [in_place::Open<P>], gs: &[in_place::Open<P>]| outcome = Some(opt.step(xs, gs));
-        in_place::with_storages::<P>(vars, grads, &mut self.opened, body)?;
+        in_place::with_storages::<P>(vars, order, grads, &mut self.opened, body)?;
         Ok(outcome.expect("the step ran")?)
     }
 }
@@ -154,8 +185,15 @@ macro_rules! map_inner {
 /// An optimizer of the `rmsprop` crate over candle variables.
 #[derive(Debug)]
 pub struct Trainer {
-    /// The variables, by name, in the optimizer's registration order.
+    /// The variables, by name, in the optimizer's registration order: each storage once.
     vars: Vec<(String, Var)>,
+    /// Their storages' addresses, and the indices of `vars` in address order (the order
+    /// their locks are taken in).
+    keys: Vec<usize>,
+    order: Vec<usize>,
+    /// Names under which a variable was given again (tied weights), with the name it is
+    /// stepped and saved under.
+    aliases: Vec<(String, String)>,
     inner: Inner,
     /// Each group's learning rate as built, the reference of `set_learning_rate`.
     base_lrs: Vec<f64>,
@@ -246,7 +284,35 @@ impl Trainer {
     }
 
     /// Groups of named variables, each with its configuration, stepped group after group.
-    fn from_groups(groups: Vec<(OptimizerConfig, Vec<(String, Var)>)>) -> Result<Self> {
+    ///
+    /// A variable given twice (the same `Var`, or one `Var` under two names of a
+    /// `VarMap`: tied weights, e.g. an embedding shared with the output layer) is one
+    /// parameter, stepped once per step with its gradient (candle's backward sums the
+    /// gradients of a tensor used twice), named by its first name; [`aliases`](Self::aliases)
+    /// lists the others. Two different tensors on one storage are refused.
+    fn from_groups(mut groups: Vec<(OptimizerConfig, Vec<(String, Var)>)>) -> Result<Self> {
+        let mut seen: std::collections::HashMap<usize, (String, candle_core::TensorId, usize)> = Default::default();
+        let mut aliases = Vec::new();
+        for (group, (_, vars)) in groups.iter_mut().enumerate() {
+            let mut kept = Vec::with_capacity(vars.len());
+            for (name, var) in vars.drain(..) {
+                let key = storage_key(&var);
+                match seen.get(&key) {
+                    None => {
+                        seen.insert(key, (name.clone(), var.id(), group));
+                        kept.push((name, var));
+                    }
+                    Some((other, id, _)) if *id != var.id() => {
+                        return Err(Error::SharedStorage { name, other: other.clone() });
+                    }
+                    Some((other, _, g)) if *g != group => {
+                        return Err(Error::TiedAcrossGroups { name, other: other.clone() });
+                    }
+                    Some((other, ..)) => aliases.push((name, other.clone())),
+                }
+            }
+            *vars = kept;
+        }
         let vars: Vec<(String, Var)> = groups.iter().flat_map(|(_, v)| v.iter().cloned()).collect();
         let (first, first_var) = vars.first().ok_or(Error::Empty)?;
         let first_dtype = first_var.dtype();
@@ -277,7 +343,10 @@ impl Trainer {
             dtype => return Err(Error::UnsupportedDtype { name: first.clone(), dtype }),
         };
         let base_lrs = groups.iter().map(|(config, _)| config.common().lr).collect();
-        Ok(Trainer { vars, inner, base_lrs })
+        let keys: Vec<usize> = vars.iter().map(|(_, v)| storage_key(v)).collect();
+        let mut order: Vec<usize> = (0..vars.len()).collect();
+        order.sort_by_key(|&i| keys[i]);
+        Ok(Trainer { vars, keys, order, aliases, inner, base_lrs })
     }
 
     /// What a non-finite gradient or result does (default: refuse the step, change nothing).
@@ -292,9 +361,25 @@ impl Trainer {
         self
     }
 
-    /// The variables' names, in the order they are stepped.
+    /// The variables' names, in the order they are stepped (a variable given under several
+    /// names: its first; see [`aliases`](Self::aliases)).
     pub fn names(&self) -> Vec<&str> {
         self.vars.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// The names under which a variable was given again (tied weights), each with the name
+    /// it is stepped and saved under.
+    ///
+    /// ```
+    /// use candle_core::{Device, DType, Var};
+    /// let w = Var::ones((2, 2), DType::F32, &Device::Cpu).unwrap();
+    /// let named = [("embed.weight".to_string(), w.clone()), ("out.weight".to_string(), w)];
+    /// let trainer = rmsprop_candle::Trainer::from_named(named, rmsprop::Flavor::PyTorch.rmsprop()).unwrap();
+    /// assert_eq!(trainer.names(), ["embed.weight"]);
+    /// assert_eq!(trainer.aliases(), [("out.weight".to_string(), "embed.weight".to_string())]);
+    /// ```
+    pub fn aliases(&self) -> &[(String, String)] {
+        &self.aliases
     }
 
     /// Steps taken.
@@ -323,10 +408,16 @@ impl Trainer {
     /// ([`from_named`](Self::from_named)). A strided gradient (put in the store by hand)
     /// is copied to a contiguous one; backward's own gradients are used where they are.
     pub fn step(&mut self, grads: &GradStore) -> Result<StepOutcome> {
-        if let Some((name, _)) = self.vars.iter().find(|(_, var)| grads.get(var).is_none()) {
-            return Err(Error::NoGradient { name: name.clone() });
+        for (name, var) in &self.vars {
+            let g = grads.get(var).ok_or_else(|| Error::NoGradient { name: name.clone() })?;
+            // a gradient on a variable's storage would be read while written (and its
+            // lock taken twice): refused before any lock is held
+            let key = storage_key(g);
+            if let Some(i) = self.keys.iter().position(|&k| k == key) {
+                return Err(Error::GradientIsAVariable { name: name.clone(), other: self.vars[i].0.clone() });
+            }
         }
-        on_inner!(&mut self.inner, o => o.step(&self.vars, grads))
+        on_inner!(&mut self.inner, o => o.step(&self.vars, &self.order, grads))
     }
 
     /// The gradients of `loss`, then [`step`](Self::step).
@@ -391,6 +482,14 @@ impl Trainer {
             }
         })
     }
+}
+
+/// Where a tensor's elements live: the address of its storage, the same for every tensor
+/// that shares it (a `Var` and its clones, views) and stable while any of them lives. Its
+/// read lock is taken for the look, alone.
+fn storage_key(t: &Tensor) -> usize {
+    let (storage, _) = t.storage_and_layout();
+    std::ptr::from_ref(&*storage).addr()
 }
 
 /// The variables of `varmap` with their names, in name order.
