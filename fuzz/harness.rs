@@ -6,7 +6,7 @@
 // accepted, what it produced must hold the promises the docs make.
 
 #[allow(unused_imports)]
-use rmsprop::{MomentumStyle, Optimizer, RmsProp, by_name};
+use rmsprop::{Float, MomentumStyle, Optimizer, RmsProp, by_name};
 use rmsprop_golden as golden;
 #[allow(unused_imports)]
 use std::path::Path;
@@ -54,10 +54,25 @@ pub fn golden(bytes: &[u8]) {
     }
 }
 
+/// The golden reader on a whole file: duplicate keys, both `cases` and `traces`, unknown
+/// top-level keys are refused; what is accepted reads the same through serde_json's own
+/// (last-key-wins) reader, so no part of an accepted file is ignored.
+pub fn golden_file(bytes: &[u8]) {
+    let path = Path::new("fuzz.json");
+    let Ok(strict) = golden::replay_bytes(bytes, path, &|_, _| {}) else { return };
+    let lenient: serde_json::Value = serde_json::from_slice(bytes).expect("accepted JSON is JSON");
+    let again = golden::replay_bytes(lenient.to_string().as_bytes(), path, &|_, _| {}).expect("reads again");
+    let outcome = |r: &golden::FileReport| r.cases.iter().map(|c| (c.name.clone(), c.passed)).collect::<Vec<_>>();
+    assert_eq!(outcome(&strict), outcome(&again), "a part of the accepted file was read two ways");
+}
+
 /// The by-name configuration: the first byte picks a name, the rest is the JSON of the
-/// hyperparameters. An accepted configuration builds an optimizer that can step.
+/// hyperparameters. An accepted configuration reads back the same and steps under the
+/// default policy as it promises: an applied step leaves every parameter and state value
+/// finite, a refused one changes nothing, and where the unchecked step stays finite the
+/// checked one is applied with the same bits.
 pub fn by_name(bytes: &[u8]) {
-    const NAMES: [&str; 14] = [
+    const NAMES: [&str; 20] = [
         "rmsprop",
         "pytorch.rmsprop",
         "mxnet.rmsprop",
@@ -72,17 +87,59 @@ pub fn by_name(bytes: &[u8]) {
         "adadelta",
         "optax.adam",
         "mxnet.sgd",
+        "pytorch.adam",
+        "mxnet.adam",
+        "optax.adamw",
+        "yogi",
+        "pytorch.adagrad",
+        "mxnet.adadelta",
     ];
     let Some((&pick, rest)) = bytes.split_first() else { return };
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(rest) else { return };
-    let Ok(config) = by_name::config_json(NAMES[usize::from(pick) % NAMES.len()], &json) else { return };
+    let name = NAMES[usize::from(pick) % NAMES.len()];
+    let Ok(config) = by_name::config_json(name, &json) else { return };
     // what was accepted reads back to the same configuration
-    let again = by_name::config(NAMES[usize::from(pick) % NAMES.len()], by_name::hyperparameters(&config));
+    let again = by_name::config(name, by_name::hyperparameters(&config));
     assert!(again.is_ok_and(|c| c == config), "an accepted configuration does not read back");
-    if let Ok(mut opt) = Optimizer::<f32>::new(config.clone(), &[("w", &[3][..])]) {
-        let _ = opt.step(&mut [vec![1.0f32, -2.0, 0.0]], &[vec![0.5f32, 0.0, -1e3]]);
-    }
-    if let Ok(mut opt) = Optimizer::<f64>::new(config, &[("w", &[3][..])]) {
-        let _ = opt.step(&mut [vec![1.0f64, -2.0, 0.0]], &[vec![0.5f64, 0.0, -1e3]]);
+    let x0 = [1.0, -2.0, 0.0, 3e-3];
+    let grads: [[f64; 4]; 3] = [[0.5, 0.0, -1e3, 0.0], [0.0; 4], [2e-30, 1.0, 0.0, -7.0]];
+    steps_as_promised::<f32>(&config, x0.map(|v| v as f32), &grads.map(|g| g.map(|v| v as f32)));
+    steps_as_promised::<f64>(&config, x0, &grads);
+}
+
+/// Steps `config` from `x0` through `grads` checked (`Error`) and unchecked (`Propagate`)
+/// side by side: see [`by_name`].
+fn steps_as_promised<P: rmsprop::Param + rmsprop::Float>(config: &rmsprop::OptimizerConfig, x0: [P; 4], grads: &[[P; 4]]) {
+    use rmsprop::{NonFinitePolicy, StepOutcome};
+    let shapes = [("w", &[4][..])];
+    let Ok(checked) = Optimizer::<P>::new(config.clone(), &shapes) else { return };
+    let mut checked = checked.with_nonfinite_policy(NonFinitePolicy::Error);
+    let mut free = Optimizer::<P>::new(config.clone(), &shapes).expect("built once").with_nonfinite_policy(NonFinitePolicy::Propagate);
+    let snapshot = |o: &Optimizer<P>, x: &[P]| -> Vec<u64> {
+        let mut v: Vec<u64> = x.iter().map(|x| x.to_f64().to_bits()).collect();
+        for slot in o.group(0).expect("one group").state_names() {
+            v.extend(o.state("w", slot).expect("kept").iter().map(|s| s.to_f64().to_bits()));
+        }
+        v
+    };
+    let finite = |bits: &[u64]| bits.iter().all(|b| f64::from_bits(*b).is_finite());
+    let (mut xc, mut xf) = ([x0.to_vec()], [x0.to_vec()]);
+    for g in grads {
+        let before = snapshot(&checked, &xc[0]);
+        let unchecked = free.step(&mut xf, &[g.to_vec()]);
+        let after_free = snapshot(&free, &xf[0]);
+        match checked.step(&mut xc, &[g.to_vec()]) {
+            Ok(StepOutcome::Applied) => {
+                let after = snapshot(&checked, &xc[0]);
+                assert!(finite(&after), "an applied step wrote a non-finite value");
+                assert_eq!(after, after_free, "a checked step differs from the unchecked one");
+            }
+            Ok(StepOutcome::Skipped) => panic!("skipped under the Error policy"),
+            Err(_) => {
+                assert_eq!(snapshot(&checked, &xc[0]), before, "a refused step changed something");
+                assert!(unchecked.is_err() || !finite(&after_free), "a step refused whose result was finite");
+                return;
+            }
+        }
     }
 }

@@ -518,6 +518,8 @@ fn run_train(a: TrainArgs) -> Result<Printed> {
     let protocol =
         Protocol { seed: a.seed, epochs: a.epochs as usize, batch_size: a.batch_size as usize, ..Protocol::default() };
     let mut shared = None;
+    let pb = spinner(a.json);
+    pb.set_message(format!("training on {} rows", d.rows));
     let (curve, mut parts) = match (train_mlp, a.distributed) {
         // (the MLP with --distributed was refused above)
         (Some(train_mlp), _) => (train_mlp(&d, &config, &protocol)?, vec!["mlp".to_string()]),
@@ -529,6 +531,7 @@ fn run_train(a: TrainArgs) -> Result<Printed> {
             (curve, vec![])
         }
     };
+    pb.finish_and_clear();
     if let Some(run) = &shared
         && run.rank != 0
     {
@@ -567,6 +570,17 @@ fn run_train(a: TrainArgs) -> Result<Printed> {
     j["curve"] = json!(curve);
     j["files"] = json!(files);
     let mut text = format!("{name}: {}\n  with {}\n", curve.printed(), with_line(&name, &config));
+    let log_every = protocol.log_interval(d.rows);
+    if log_every != protocol.log_every {
+        text += &format!(
+            "  the loss on all {} rows logged every {log_every} examples, not the book's {}: at most {} whole-set \
+             passes per epoch\n",
+            d.rows,
+            protocol.log_every,
+            train::MAX_LOGS_PER_EPOCH
+        );
+    }
+    j["log_every"] = json!(log_every);
     if let Some(run) = &shared {
         let n = run.state_bytes.len();
         text += &format!(
@@ -757,7 +771,8 @@ fn run_bench(a: BenchArgs) -> Result<Printed> {
         if needed > available {
             let gb = |b: u64| b as f64 / 1e9;
             bail!(
-                "{n} elements need {:.1} GB for the probes and {} variant(s); this machine has {:.1} GB available",
+                "{n} elements need {:.1} GB for the probes and {} variant(s); this process can have {:.1} GB (the \
+                 least of the machine's available memory, its address-space limit and its cgroup's)",
                 gb(needed),
                 variants.len(),
                 gb(available)
@@ -773,7 +788,7 @@ fn run_bench(a: BenchArgs) -> Result<Printed> {
             pb.set_message(format!("{layout:?} n={n} threads={t}"));
             rows.extend(bench::with_threads(t, || {
                 bench::measure(layout, n, &variants, t, a.rounds as usize, min_batch)
-            }));
+            })?);
             pb.inc(1);
         }
     }

@@ -234,3 +234,23 @@ fn the_with_line_shows_a_zero_the_preset_does_not_have() {
     let o = common::rmsprop(&["trace2d", "--optimizer", "pytorch.rmsprop"], &dir);
     assert!(!common::stdout(&o).contains("momentum"), "{}", common::stdout(&o));
 }
+
+/// Under an address-space limit (`ulimit -v`), a size the process cannot hold is refused in
+/// one line before anything is allocated (before: a panic on the failed allocation, as the
+/// check read only the machine's available memory).
+#[cfg(target_os = "linux")]
+#[test]
+fn bench_respects_the_processs_memory_limit() {
+    let dir = tmp("ulimit");
+    let bin = env!("CARGO_BIN_EXE_rmsprop");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v 6000000 && exec {bin} bench --model-sizes 3e8 --sizes= --quick --rounds 1"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: ") && err.lines().count() == 1 && !err.contains("panicked"), "{err}");
+    assert!(err.contains("this process can have") && err.contains("address-space limit"), "{err}");
+}

@@ -85,9 +85,20 @@ pub type Adjust<'a> = &'a dyn Fn(&mut OptimizerConfig, &str);
 
 /// [`replay_file`] with every case's configuration passed through `adjust` first.
 pub fn replay_file_with(path: &Path, adjust: Adjust) -> Result<FileReport> {
-    let bad = |reason: String| Error::Golden { path: path.to_path_buf(), reason };
     let text = rmsprop::file::read_regular(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
-    let root: Value = strict::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    replay_bytes(&text, path, adjust)
+}
+
+/// [`replay_file_with`] on the bytes of a golden file; `path` names it in the report and in
+/// errors.
+///
+/// ```
+/// let e = rmsprop_golden::replay_bytes(br#"{"format_version": 1, "format_version": 1}"#, "x.json".as_ref(), &|_, _| {});
+/// assert!(e.unwrap_err().to_string().contains("\"format_version\" appears twice"));
+/// ```
+pub fn replay_bytes(text: &[u8], path: &Path, adjust: Adjust) -> Result<FileReport> {
+    let bad = |reason: String| Error::Golden { path: path.to_path_buf(), reason };
+    let root: Value = strict::from_slice(text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let Some(top) = root.as_object() else {
         return Err(bad("not a JSON object".into()));
     };

@@ -191,9 +191,21 @@ pub enum Array {
 }
 
 impl Array {
-    /// `n` copies of `v`.
-    pub fn new(n: usize, v: f32, huge: bool) -> Array {
-        if huge { Array::Huge(Buffer::filled(n, v)) } else { Array::Plain(vec![v; n]) }
+    /// `n` copies of `v`, or `None` when the process cannot have that memory (a size
+    /// from the command line must not abort the program).
+    ///
+    /// ```
+    /// assert!(rmsprop_lab::bench::Array::new(1 << 60, 0.0, false).is_none());
+    /// assert!(rmsprop_lab::bench::Array::new(1 << 60, 0.0, true).is_none());
+    /// ```
+    pub fn new(n: usize, v: f32, huge: bool) -> Option<Array> {
+        if huge {
+            return Buffer::try_filled(n, v).map(Array::Huge);
+        }
+        let mut plain = Vec::new();
+        plain.try_reserve_exact(n).ok()?;
+        plain.resize(n, v);
+        Some(Array::Plain(plain))
     }
     fn slice_mut(&mut self) -> &mut [f32] {
         match self {
@@ -235,13 +247,31 @@ pub fn memory_needed(n: usize, variants: &[Variant]) -> u64 {
     per_element.saturating_mul(n as u64)
 }
 
-/// The memory this machine has available now, in bytes (`MemAvailable` of `/proc/meminfo`),
-/// where the system says.
+/// The memory this process can still have, in bytes, where the system says: the least of
+/// the machine's available memory (`MemAvailable` of `/proc/meminfo`), what the process's
+/// address-space limit (`ulimit -v`, RLIMIT_AS) leaves beside what it has mapped, and what
+/// its cgroup's `memory.max` leaves beside the group's use.
 pub fn memory_available() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib.saturating_mul(1024))
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let field = |text: &str, key: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].split_whitespace().next()?.parse().ok()
+    };
+    let machine = read("/proc/meminfo").and_then(|m| field(&m, "MemAvailable:")).map(|kib| kib.saturating_mul(1024));
+    // `Max address space  <soft> <hard> bytes`, the soft limit in force
+    let address_space = read("/proc/self/limits").and_then(|l| field(&l, "Max address space")).and_then(|limit| {
+        let mapped = read("/proc/self/status").and_then(|s| field(&s, "VmSize:"))?.saturating_mul(1024);
+        Some(limit.saturating_sub(mapped))
+    });
+    // cgroup v2: `0::/the/group` names the folder of its `memory.max` (`max`: no limit)
+    let cgroup = read("/proc/self/cgroup").and_then(|c| {
+        let group = c.lines().find_map(|l| l.strip_prefix("0::"))?.trim().to_string();
+        let dir = format!("/sys/fs/cgroup{group}");
+        let max: u64 = read(&format!("{dir}/memory.max"))?.trim().parse().ok()?;
+        let used: u64 = read(&format!("{dir}/memory.current"))?.trim().parse().ok()?;
+        Some(max.saturating_sub(used))
+    });
+    [machine, address_space, cgroup].into_iter().flatten().min()
 }
 
 /// Measures `variants` over `layout` with about `n` elements on the current rayon pool
@@ -257,22 +287,28 @@ pub fn measure(
     threads: usize,
     rounds: usize,
     min_batch: f64,
-) -> Vec<Row> {
+) -> Result<Vec<Row>, rmsprop::Error> {
     let sizes = sizes(layout, n);
     let elements: usize = sizes.iter().sum();
-    let mut probes: Vec<[Array; 3]> =
-        [false, true].into_iter().map(|huge| [1.0, 0.5, 0.25].map(|v| Array::new(n, v, huge))).collect();
-    let mut setups: Vec<(Optimizer<f32>, Array, Array)> = variants
-        .iter()
-        .map(|v| {
-            let specs: Vec<TensorSpec> =
-                sizes.iter().enumerate().map(|(i, &k)| TensorSpec::new(format!("p{i}"), &[k])).collect();
-            let opt = Optimizer::<f32>::new(v.config(), &specs)
-                .expect("valid configuration")
-                .with_nonfinite_policy(v.policy());
-            (opt, Array::new(elements, 1.0, true), Array::new(elements, 1e-3, true))
+    // every array is allocated fallibly: a size the process cannot hold is an error
+    let array = |n: usize, v: f32, huge: bool| {
+        Array::new(n, v, huge).ok_or_else(|| rmsprop::Error::TooLarge {
+            tensor: "a benchmark array".into(),
+            shape: vec![n],
+            reason: format!("this process cannot allocate its {} MB", (n as u64).saturating_mul(4) / 1_000_000),
         })
-        .collect();
+    };
+    let mut probes = Vec::new();
+    for huge in [false, true] {
+        probes.push([array(n, 1.0, huge)?, array(n, 0.5, huge)?, array(n, 0.25, huge)?]);
+    }
+    let mut setups: Vec<(Optimizer<f32>, Array, Array)> = Vec::new();
+    for v in variants {
+        let specs: Vec<TensorSpec> =
+            sizes.iter().enumerate().map(|(i, &k)| TensorSpec::new(format!("p{i}"), &[k])).collect();
+        let opt = Optimizer::<f32>::new(v.config(), &specs)?.with_nonfinite_policy(v.policy());
+        setups.push((opt, array(elements, 1.0, true)?, array(elements, 1e-3, true)?));
+    }
     let mut contenders: Vec<Box<dyn FnMut() + '_>> = Vec::new();
     for [x, g, s] in &mut probes {
         let (x, g, s) = (x.slice_mut(), &*g.slice_mut(), s.slice_mut());
@@ -322,7 +358,7 @@ pub fn measure(
     for (k, v) in variants.iter().enumerate() {
         row(v.name(), true, &secs[2 + k], elements, v.bytes_per_element());
     }
-    rows
+    Ok(rows)
 }
 
 /// The median (mean of the middle two for an even count).
@@ -377,16 +413,23 @@ mod tests {
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
     }
 
+    /// A size no process can hold is an error from `measure`, not an abort.
+    #[test]
+    fn an_allocation_the_process_cannot_make_is_an_error() {
+        let e = measure(Layout::Single, 1 << 58, &[Variant::Plain], 1, 1, 0.0).unwrap_err().to_string();
+        assert!(e.contains("this process cannot allocate"), "{e}");
+    }
+
     /// Every variant and both probes get a row, with the rounds asked for.
     #[test]
     fn measure_returns_a_row_per_contender() {
-        let rows = measure(Layout::Single, 1000, &Variant::ALL, 1, 2, 0.0);
+        let rows = measure(Layout::Single, 1000, &Variant::ALL, 1, 2, 0.0).unwrap();
         let names: Vec<&str> = rows.iter().map(|r| r.variant.as_str()).collect();
         let all =
             ["probe", "probe", "plain", "plain_rsqrt", "plain_checked", "centered", "centered_checked", "momentum"];
         assert_eq!(names, all);
         assert!(rows.iter().all(|r| r.rounds == 2 && r.ratio_to_probe > 0.0 && r.ratio_to_probe.is_finite()));
-        let model = measure(Layout::Model, 5000, &[Variant::Plain], 1, 1, 0.0);
+        let model = measure(Layout::Model, 5000, &[Variant::Plain], 1, 1, 0.0).unwrap();
         assert_eq!(model.len(), 1, "no probe rows for the model layout");
         assert_eq!(model[0].n, sizes(Layout::Model, 5000).iter().sum::<usize>());
     }

@@ -102,6 +102,22 @@ pub enum DataError {
         /// Its largest magnitude.
         largest: f64,
     },
+    /// A column whose values differ by less than `f64` can tell apart once standardised
+    /// (their spread rounds to 0 against their mean).
+    #[error(
+        "{path}: column {column} varies by {spread:e} around {mean:e}, too little to standardise in float64 (the \
+         standardised values would not be finite)"
+    )]
+    NoSpread {
+        /// The file.
+        path: PathBuf,
+        /// 1-based column.
+        column: usize,
+        /// Its mean.
+        mean: f64,
+        /// Its standard deviation.
+        spread: f64,
+    },
 }
 
 /// Where a data set came from.
@@ -191,6 +207,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<[f64; COLUMNS]>, DataError> 
 /// that its mean or spread overflows even when scaled, is an error (never a column of
 /// zeros or NaN).
 pub fn standardise(rows: &[[f64; COLUMNS]], path: &Path, source: Source) -> Result<Dataset, DataError> {
+    // each column's moments in units of its `scale` (1 but for very large or small values)
+    let mut scale = [1.0; COLUMNS];
     let mut mean = [0.0; COLUMNS];
     let mut std = [0.0; COLUMNS];
     for j in 0..COLUMNS {
@@ -199,16 +217,23 @@ pub fn standardise(rows: &[[f64; COLUMNS]], path: &Path, source: Source) -> Resu
         if column().all(|v| v == first) {
             return Err(DataError::Constant { path: path.into(), column: j + 1, value: first });
         }
-        (mean[j], std[j]) = moments(column);
+        (scale[j], mean[j], std[j]) = moments(column);
+        // scaled by its largest magnitude, a column's moments are finite and its spread is
+        // positive unless its values overflow f64 together
         if !(mean[j].is_finite() && std[j].is_finite() && std[j] > 0.0) {
             let largest = column().map(f64::abs).fold(0.0, f64::max);
             return Err(DataError::TooLarge { path: path.into(), column: j + 1, largest });
         }
     }
-    let z = |r: &[f64; COLUMNS], j: usize| ((r[j] - mean[j]) / std[j]) as f32;
-    // x - mean overflows only for spreads near f64's limit
+    let z = |r: &[f64; COLUMNS], j: usize| ((r[j] / scale[j] - mean[j]) / std[j]) as f32;
+    // x - mean overflows only for spreads near f64's limit; (x - mean) / std, where the
+    // spread is tiny against the mean (values 1e300 apart by 1e-20 of themselves), beyond f32
     if let Some(j) = (0..COLUMNS).find(|&j| rows.iter().any(|r| !z(r, j).is_finite())) {
         let largest = rows.iter().map(|r| r[j].abs()).fold(0.0, f64::max);
+        let (mean, spread) = (mean[j] * scale[j], std[j] * scale[j]);
+        if spread < largest * 1e-30 {
+            return Err(DataError::NoSpread { path: path.into(), column: j + 1, mean, spread });
+        }
         return Err(DataError::TooLarge { path: path.into(), column: j + 1, largest });
     }
     Ok(Dataset {
@@ -219,21 +244,31 @@ pub fn standardise(rows: &[[f64; COLUMNS]], path: &Path, source: Source) -> Resu
     })
 }
 
-/// Mean and population standard deviation of a column: as the chapter computes them, or,
-/// where that overflows (values beyond about 1e154), of the column scaled by its largest
-/// magnitude, scaled back.
-fn moments<I: Iterator<Item = f64>>(column: impl Fn() -> I) -> (f64, f64) {
+/// Below this largest magnitude a column's squared deviations (at most its square) lose
+/// bits to f64's subnormal range, or vanish: such a column is scaled first.
+const SMALL: f64 = 1e-100;
+
+/// `(scale, mean, std)`: the mean and population standard deviation of a column in units
+/// of `scale` — 1, as the chapter computes them, or, where that overflows (values beyond
+/// about 1e154) or the squares underflow (values below [`SMALL`]), the column's largest
+/// magnitude (the standardised values are then formed in those units too, so that a
+/// subnormal mean or spread loses no bits).
+fn moments<I: Iterator<Item = f64>>(column: impl Fn() -> I) -> (f64, f64, f64) {
     let plain = |scale: f64| {
         let n = column().count() as f64;
         let mean = column().map(|v| v / scale).sum::<f64>() / n;
         let var = column().map(|v| (v / scale - mean).powi(2)).sum::<f64>() / n;
-        (mean * scale, var.sqrt() * scale)
+        (scale, mean, var.sqrt())
     };
-    let (mean, std) = plain(1.0);
-    if mean.is_finite() && std.is_finite() {
-        return (mean, std);
+    let largest = column().map(f64::abs).fold(0.0, f64::max);
+    if largest < SMALL && largest > 0.0 {
+        return plain(largest);
     }
-    plain(column().map(f64::abs).fold(0.0, f64::max))
+    let (_, mean, std) = plain(1.0);
+    if mean.is_finite() && std.is_finite() {
+        return (1.0, mean, std);
+    }
+    plain(largest)
 }
 
 /// Reads and standardises an airfoil file.

@@ -1,7 +1,8 @@
 //! Linear regression on the airfoil data, as the chapter trains it (`d2l.train_ch7`,
 //! `d2l.train_gluon_ch7`): `w ~ N(0, 0.01²)` (5x1), `b = 0`, loss `(ŷ - y)² / 2`,
 //! minibatches reshuffled every epoch, the loss on the whole set logged every 100
-//! examples.
+//! examples (on a file large enough that this would cost more than the training, less
+//! often: [`Protocol::log_interval`]).
 
 use crate::data::{Dataset, FEATURES};
 use crate::divergence::{Divergence, Watch};
@@ -29,6 +30,29 @@ pub struct Protocol {
 impl Default for Protocol {
     fn default() -> Self {
         Protocol { batch_size: 10, epochs: 2, seed: 0, log_every: 100 }
+    }
+}
+
+/// The most whole-set losses one epoch logs: each costs a pass over every row, so the
+/// book's interval on a large file would make the logging quadratic in its size.
+pub const MAX_LOGS_PER_EPOCH: usize = 100;
+
+impl Protocol {
+    /// How many examples apart the whole-set loss is logged on `rows` rows: `log_every`
+    /// (the book's 100: 15 points an epoch on its 1503 rows), widened to a multiple of it
+    /// where an epoch would log more than [`MAX_LOGS_PER_EPOCH`] times, so that a run costs
+    /// at most that many passes over the data per epoch besides the training.
+    ///
+    /// ```
+    /// use rmsprop_lab::train::Protocol;
+    /// let p = Protocol::default();
+    /// assert_eq!(p.log_interval(1503), 100);
+    /// assert_eq!(p.log_interval(3_000_000), 30_000);
+    /// ```
+    pub fn log_interval(&self, rows: usize) -> usize {
+        let every = self.log_every.max(1);
+        let logs = rows / every;
+        every * logs.div_ceil(MAX_LOGS_PER_EPOCH).max(1)
     }
 }
 
@@ -323,7 +347,8 @@ pub(crate) fn run<L: Learner>(
     let initial = learner.loss(data)?;
     let watch = Watch::new(&learner.values()?, initial);
     let batches = data.rows.div_ceil(protocol.batch_size);
-    let logged = |batch_i: usize| ((batch_i + 1) * protocol.batch_size).is_multiple_of(protocol.log_every);
+    let log_every = protocol.log_interval(data.rows);
+    let logged = |batch_i: usize| ((batch_i + 1) * protocol.batch_size).is_multiple_of(log_every);
     // the logged points are evenly spaced over the run, as the chapter plots them
     let logs_per_epoch = (0..batches).filter(|&b| logged(b)).count();
     let total_logs = (logs_per_epoch * protocol.epochs).max(1) as f64;

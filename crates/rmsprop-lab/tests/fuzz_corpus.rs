@@ -26,6 +26,7 @@ fn the_committed_fuzz_corpus_replays() {
         ("checkpoint", harness::checkpoint),
         ("golden", harness::golden),
         ("by_name", harness::by_name),
+        ("golden_file", harness::golden_file),
     ] {
         let n = replay(target, body);
         assert!(n >= 2, "{target}: only {n} inputs");

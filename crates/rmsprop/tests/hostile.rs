@@ -164,3 +164,25 @@ fn a_large_clip_norm_does_not_overflow_in_f32() {
         assert!((a - w).abs() <= 1e-6 * w.abs(), "{a} against {w}");
     }
 }
+
+/// A million one-element tensors register (before: the duplicate-name check compared each
+/// name with every earlier one, hours of work, and the test never finished). Not a timing:
+/// a watchdog of five minutes turns the quadratic check's hang into a failure.
+#[test]
+fn a_million_small_tensors_register() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let names: Vec<String> = (0..1_000_000).map(|i| format!("t{i}")).collect();
+        let specs: Vec<(&str, &[usize])> = names.iter().map(|n| (n.as_str(), &[1usize][..])).collect();
+        let count = Optimizer::<f32>::new(RmsProp::default(), &specs).map(|o| o.tensors().count());
+        // a duplicate among them is still found
+        let mut dup = specs.clone();
+        dup.push(("t500000", &[1][..]));
+        let duplicate =
+            matches!(Optimizer::<f32>::new(RmsProp::default(), &dup), Err(Error::DuplicateTensor(n)) if n == "t500000");
+        let _ = tx.send((count.ok(), duplicate));
+    });
+    let (count, duplicate) = rx.recv_timeout(std::time::Duration::from_secs(300)).expect("registration hangs");
+    assert_eq!(count, Some(1_000_000));
+    assert!(duplicate, "the duplicate name was not found");
+}

@@ -232,10 +232,10 @@ impl<P: Param> Optimizer<P> {
     ) -> Result<()> {
         config.validate()?;
         check_representable::<P::Acc>(&config)?;
-        for (i, s) in specs.iter().enumerate() {
-            if self.tensors.iter().any(|t| t.spec.name == s.name) || specs[..i].iter().any(|t| t.name == s.name) {
-                return Err(Error::DuplicateTensor(s.name.clone()));
-            }
+        // one pass with a hash set: a model of a million small tensors registers in linear time
+        let mut names: std::collections::HashSet<&str> = self.tensors.iter().map(|t| t.spec.name.as_str()).collect();
+        if let Some(s) = specs.iter().find(|s| !names.insert(s.name.as_str())) {
+            return Err(Error::DuplicateTensor(s.name.clone()));
         }
         let group = self.groups.len();
         let slots = config.slots();
