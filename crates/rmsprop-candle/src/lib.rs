@@ -2,7 +2,9 @@
 //!
 //! A [`Trainer`] steps the variables of a [`VarMap`] (keyed by their names, in name order)
 //! or named [`Var`]s with the core's fused loops, in place in candle's CPU storage: no
-//! copy of a parameter or gradient per step. `f32` and `f64` variables have state of
+//! copy of a parameter or gradient per step. A step opens one variable at a time (under
+//! candle's lock of its storage), so it never waits in a circle with another thread using
+//! the variables; tied weights are one parameter. `f32` and `f64` variables have state of
 //! their own type; `bf16` and `f16` variables have `f32` state.
 //!
 //! ```
@@ -141,21 +143,22 @@ enum Inner {
     F16(Stepper<f16>),
 }
 
-/// An optimizer with the lists of open storages its steps reuse.
+/// An optimizer in the dtype of the variables.
 #[derive(Debug)]
 struct Stepper<P: Element> {
     opt: Optimizer<P>,
-    opened: in_place::Opened<P>,
 }
 
 impl<P: Element> Stepper<P> {
-    /// One core step on the variables' own storage, their locks taken in `order`.
-    fn step(&mut self, vars: &[(String, Var)], order: &[usize], grads: &GradStore) -> Result<StepOutcome> {
-        let mut outcome = None;
-        let opt = &mut self.opt;
-        let body = &mut |xs: &mut [in_place::Open<P>], gs: &[in_place::Open<P>]| outcome = Some(opt.step(xs, gs));
-        in_place::with_storages::<P>(vars, order, grads, &mut self.opened, body)?;
-        Ok(outcome.expect("the step ran")?)
+    /// One core step on the variables' own storage, opened one at a time.
+    fn step(&mut self, vars: &[(String, Var)], grads: &GradStore) -> Result<StepOutcome> {
+        let mut opener = in_place::Opener { vars, grads, failed: None };
+        match self.opt.step_each(&mut opener) {
+            Ok(outcome) => Ok(outcome),
+            // candle's own error, as candle said it
+            Err(_) if opener.failed.is_some() => Err(Error::Candle(opener.failed.take().expect("kept"))),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -187,10 +190,8 @@ macro_rules! map_inner {
 pub struct Trainer {
     /// The variables, by name, in the optimizer's registration order: each storage once.
     vars: Vec<(String, Var)>,
-    /// Their storages' addresses, and the indices of `vars` in address order (the order
-    /// their locks are taken in).
+    /// Their storages' addresses.
     keys: Vec<usize>,
-    order: Vec<usize>,
     /// Names under which a variable was given again (tied weights), with the name it is
     /// stepped and saved under.
     aliases: Vec<(String, String)>,
@@ -333,7 +334,7 @@ impl Trainer {
             for (config, vars) in &groups[1..] {
                 opt.add_group(config.clone(), &specs(vars))?;
             }
-            Ok(Stepper { opt, opened: Default::default() })
+            Ok(Stepper { opt })
         }
         let inner = match first_dtype {
             DType::F32 => Inner::F32(build(&groups)?),
@@ -344,20 +345,18 @@ impl Trainer {
         };
         let base_lrs = groups.iter().map(|(config, _)| config.common().lr).collect();
         let keys: Vec<usize> = vars.iter().map(|(_, v)| storage_key(v)).collect();
-        let mut order: Vec<usize> = (0..vars.len()).collect();
-        order.sort_by_key(|&i| keys[i]);
-        Ok(Trainer { vars, keys, order, aliases, inner, base_lrs })
+        Ok(Trainer { vars, keys, aliases, inner, base_lrs })
     }
 
     /// What a non-finite gradient or result does (default: refuse the step, change nothing).
     pub fn with_nonfinite_policy(mut self, policy: NonFinitePolicy) -> Self {
-        self.inner = map_inner!(self.inner, o => Stepper { opt: o.opt.with_nonfinite_policy(policy), ..o });
+        self.inner = map_inner!(self.inner, o => Stepper { opt: o.opt.with_nonfinite_policy(policy) });
         self
     }
 
     /// A learning-rate schedule.
     pub fn with_schedule(mut self, schedule: Schedule) -> Self {
-        self.inner = map_inner!(self.inner, o => Stepper { opt: o.opt.with_schedule(schedule), ..o });
+        self.inner = map_inner!(self.inner, o => Stepper { opt: o.opt.with_schedule(schedule) });
         self
     }
 
@@ -417,7 +416,7 @@ impl Trainer {
                 return Err(Error::GradientIsAVariable { name: name.clone(), other: self.vars[i].0.clone() });
             }
         }
-        on_inner!(&mut self.inner, o => o.step(&self.vars, &self.order, grads))
+        on_inner!(&mut self.inner, o => o.step(&self.vars, grads))
     }
 
     /// The gradients of `loss`, then [`step`](Self::step).

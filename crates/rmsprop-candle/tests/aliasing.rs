@@ -1,8 +1,8 @@
 //! One storage reached twice: tied weights train (each storage stepped once, with candle's
 //! summed gradient), a gradient that is a variable is refused before any lock, and two
-//! trainers over the same variables in opposite orders never wait on each other. Every case
-//! runs under a watchdog: a step that never returns fails the test instead of hanging it
-//! (before, each of these steps deadlocked).
+//! trainers over the same variables, or a trainer and a thread computing with them, never
+//! wait on each other. Every case runs under a watchdog: a step that never returns fails
+//! the test instead of hanging it (before, each of these steps deadlocked).
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
@@ -147,8 +147,7 @@ fn one_variable_under_two_names_is_tied_and_across_groups_refused() {
 }
 
 /// Two trainers over the same variables registered in opposite orders, stepping at the
-/// same time from two threads: the locks are taken in one order (the storages'), so both
-/// finish.
+/// same time from two threads: each holds one variable's lock at a time, so both finish.
 #[test]
 fn two_trainers_in_opposite_orders_both_finish() {
     let steps = watchdog("two trainers in opposite orders", || {
@@ -170,4 +169,36 @@ fn two_trainers_in_opposite_orders_both_finish() {
         (a.join().unwrap(), b.join().unwrap())
     });
     assert_eq!(steps, (300, 300));
+}
+
+/// Another thread computing with the variables (`b + a`, which holds both read locks, in
+/// the order it names them) while the trainer steps them: neither waits for the other in
+/// a circle.
+#[test]
+fn another_thread_reading_the_variables_during_steps_does_not_deadlock() {
+    let steps = watchdog("b + a in a loop beside the steps", || {
+        let vars: Vec<Var> = (0..4).map(|i| var(&[i as f32 + 1.0; 256])).collect();
+        let named: Vec<(String, Var)> = vars.iter().enumerate().map(|(i, v)| (format!("v{i}"), v.clone())).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = [(3usize, 0usize), (0, 3), (2, 1), (1, 2)]
+            .into_iter()
+            .map(|(i, j)| {
+                let (a, b, stop) = (vars[i].clone(), vars[j].clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = (b.as_tensor() + a.as_tensor()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut t = Trainer::from_named(named, Flavor::PyTorch.rmsprop().with_lr(1e-4)).unwrap();
+        let refs: Vec<&Var> = vars.iter().collect();
+        for _ in 0..500 {
+            t.step(&store(&refs)).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        readers.into_iter().for_each(|r| r.join().unwrap());
+        t.step_count()
+    });
+    assert_eq!(steps, 500);
 }

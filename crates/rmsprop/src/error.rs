@@ -168,6 +168,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A tensor that [`Tensors::with`](crate::Tensors::with) could not open for a step.
+    #[error("tensor {tensor:?} could not be opened: {reason}; nothing was updated")]
+    Access {
+        /// The tensor.
+        tensor: String,
+        /// Why, in the words of whoever holds it.
+        reason: String,
+    },
     /// An I/O error, with the file it concerns.
     #[error("{path}: {error}")]
     Io {

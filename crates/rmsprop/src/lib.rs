@@ -81,6 +81,6 @@ pub use optim::family::*;
 pub use optim::world::{MAX_RANKS, Partition, Solo, World};
 pub use optim::{
     BiasCorrection, CHUNK, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig,
-    PARALLEL_THRESHOLD, Parallelism, SgdMomentum, StepOutcome, TensorSpec,
+    PARALLEL_THRESHOLD, Parallelism, SgdMomentum, StepOutcome, TensorSpec, Tensors,
 };
 pub use schedule::Schedule;

@@ -117,8 +117,70 @@ fn cast<P: Param>(v: &[Vec<f64>], to: fn(f64) -> P) -> Vec<Vec<P>> {
     v.iter().map(|t| t.iter().map(|&x| to(x)).collect()).collect()
 }
 
+/// Tensors opened one at a time from plain vectors ([`rmsprop::Tensors`]).
+struct Each<'a, P>(&'a mut [Vec<P>], &'a [Vec<P>]);
+
+impl<P> rmsprop::Tensors<P> for Each<'_, P> {
+    fn with(&mut self, i: usize, f: &mut dyn FnMut(&mut [P], &[P])) -> rmsprop::Result<()> {
+        f(&mut self.0[i], &self.1[i]);
+        Ok(())
+    }
+}
+
+/// `step_each` (tensors opened one at a time, three passes) gives exactly `step`'s
+/// outcome, parameters and state, under every policy, with and without norm clipping.
+fn each_equals_step<P: Param + Copy + std::fmt::Debug>(
+    config: OptimizerConfig,
+    params: Vec<Vec<P>>,
+    steps: &[Vec<Vec<P>>],
+    policy: NonFinitePolicy,
+) -> Result<(), String>
+where
+    P::Acc: Into<f64>,
+{
+    let specs: Vec<(&str, Vec<usize>)> = SHAPES.iter().map(|&(n, len)| (n, vec![len])).collect();
+    let specs: Vec<(&str, &[usize])> = specs.iter().map(|(n, s)| (*n, s.as_slice())).collect();
+    let Ok(a) = Optimizer::<P>::new(config.clone(), &specs) else { return Ok(()) };
+    let mut a = a.with_nonfinite_policy(policy);
+    let mut b = Optimizer::<P>::new(config, &specs).unwrap().with_nonfinite_policy(policy);
+    let (mut xa, mut xb) = (params.clone(), params);
+    for (t, g) in steps.iter().enumerate() {
+        let oa = a.step(&mut xa, g).map_err(|e| e.to_string());
+        let ob = b.step_each(&mut Each(&mut xb, g)).map_err(|e| e.to_string());
+        if oa != ob {
+            return Err(format!("step {}: step gave {oa:?}, step_each {ob:?}", t + 1));
+        }
+        if !same_bits(&snapshot(&a, &xa), &snapshot(&b, &xb)) {
+            return Err(format!("step {}: the two differ", t + 1));
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn step_each_is_step_in_f32(
+        config in config(),
+        clip in prop::sample::select(vec![None, Some((1e-3, rmsprop::NormScope::Global)), Some((1.0, rmsprop::NormScope::PerTensor))]),
+        policy in prop::sample::select(vec![NonFinitePolicy::Error, NonFinitePolicy::Skip, NonFinitePolicy::Propagate]),
+        params in tensors((-3.0f64..3.0).prop_map(|e| 10f64.powf(e))),
+        steps in prop::collection::vec(tensors(magnitude()), 1..5),
+        nan in prop::sample::select(vec![None, Some(f64::NAN), Some(f64::INFINITY)]),
+    ) {
+        let mut config = config;
+        let mut steps = steps;
+        if let Some(v) = nan {
+            let last = steps.len() - 1;
+            steps[last][0][3] = v; // the first tensor's fourth element, at the last step
+        }
+        if let Some((c, scope)) = clip {
+            config.common_mut().clip_norm = Some(rmsprop::ClipNorm { max_norm: c, scope });
+        }
+        let steps: Vec<_> = steps.iter().map(|g| cast(g, |v| v as f32)).collect();
+        each_equals_step(config, cast(&params, |v| v as f32), &steps, policy).map_err(TestCaseError::fail)?;
+    }
 
     #[test]
     fn f32_refuses_exactly_the_steps_that_would_not_be_finite(

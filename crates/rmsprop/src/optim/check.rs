@@ -9,12 +9,21 @@ use crate::float::{Float, Param};
 use crate::kernel::{Arrays, MAX_SLOTS};
 
 impl<P: Param> Optimizer<P> {
-    /// The gradient scan of a checked step: the first non-finite gradient element (tensor,
-    /// index) of the step `take` prepared, else each group's largest `|g|` (and `|x|` in a
-    /// group with weight decay, which the bounds need) into `scratch.group_largest`. Chunk
-    /// by chunk across threads like the step itself, or tensor by tensor.
-    pub(super) fn scan(&mut self) -> Option<(usize, usize)> {
+    /// Sets each group's largest `|g|` and `|x|` to 0, before [`scan`](Self::scan)s.
+    pub(super) fn reset_largest(&mut self) {
+        let group_largest = &mut self.scratch.group_largest;
+        group_largest.clear();
+        group_largest.resize(self.groups.len(), [0.0; 2]);
+    }
+
+    /// The gradient scan of a checked step over the tensors `range` (their pointers taken):
+    /// the first non-finite gradient element (tensor, index), else each group's largest
+    /// `|g|` (and `|x|` in a group with weight decay, which the bounds need) added into
+    /// `scratch.group_largest`. Chunk by chunk across threads like the step itself, or
+    /// tensor by tensor.
+    pub(super) fn scan(&mut self, range: std::ops::Range<usize>) -> Option<(usize, usize)> {
         let per_chunk = self.parallel();
+        let chunk_range = self.chunks_of(range.clone());
         let Scratch { ptrs, largest, group_largest, .. } = &mut self.scratch;
         let (tensors, groups) = (&self.tensors, &self.groups);
         let scan = |tensor: usize, a: Arrays<P::Acc, P>| {
@@ -34,7 +43,7 @@ impl<P: Param> Optimizer<P> {
         if per_chunk {
             use rayon::prelude::*;
             let ptrs = &*ptrs;
-            self.chunks
+            self.chunks[chunk_range.clone()]
                 .par_iter()
                 .map(|c| {
                     // SAFETY: a chunk lies within its tensor.
@@ -44,12 +53,10 @@ impl<P: Param> Optimizer<P> {
                 .collect_into_vec(largest);
         } else {
             largest.clear();
-            largest.extend(ptrs.iter().enumerate().map(|(t, p)| scan(t, p.arrays)));
+            largest.extend(range.clone().map(|t| scan(t, ptrs[t].arrays)));
         }
-        group_largest.clear();
-        group_largest.resize(groups.len(), [0.0; 2]);
         for (i, found) in largest.iter().enumerate() {
-            let tensor = if per_chunk { self.chunks[i].tensor } else { i };
+            let tensor = if per_chunk { self.chunks[chunk_range.start + i].tensor } else { range.start + i };
             match found {
                 Err(index) => return Some((tensor, *index)),
                 Ok([g, x]) => {
@@ -65,6 +72,17 @@ impl<P: Param> Optimizer<P> {
     /// bounds, else by a trial of the groups they cannot clear. On success
     /// `scratch.next_bounds` holds the state bounds after the step.
     pub(super) fn check_results(&mut self, t: u64) -> Result<()> {
+        if self.check_bounds(t) {
+            self.start_trial();
+            self.trial_step(t, 0..self.chunks.len())?;
+            self.finish_trial();
+        }
+        Ok(())
+    }
+
+    /// The bounds of step `t` for every group into `scratch.next_bounds`; true when some
+    /// group's step must be tried on copies first (`scratch.tried`).
+    pub(super) fn check_bounds(&mut self, t: u64) -> bool {
         let Scratch { next_bounds, group_largest, tried, .. } = &mut self.scratch;
         next_bounds.clear();
         tried.clear();
@@ -76,23 +94,40 @@ impl<P: Param> Optimizer<P> {
             tried.push(reach.is_none());
             next_bounds.push(reach.map_or([f64::INFINITY; MAX_SLOTS], |r| r.state));
         }
-        if tried.contains(&true) { self.trial_step(t) } else { Ok(()) }
+        tried.contains(&true)
     }
 
-    /// Runs each chunk of the groups the bounds could not clear through its kernel on a
-    /// copy of its parameters and state, and checks every result; measures the state of
-    /// those groups into `scratch.next_bounds`. Across threads like the step itself, each
-    /// with its own copy; the failure reported is the first in chunk order.
+    /// Sets what the trials measured to 0, before [`trial_step`](Self::trial_step)s.
+    pub(super) fn start_trial(&mut self) {
+        for trial in &mut self.trials {
+            trial.measured.clear();
+            trial.measured.resize(self.groups.len(), [0.0; MAX_SLOTS]);
+        }
+    }
+
+    /// The state bounds of the tried groups after the trials: what they measured.
+    pub(super) fn finish_trial(&mut self) {
+        let Scratch { next_bounds, tried, .. } = &mut self.scratch;
+        let trials = &self.trials;
+        for (group, bound) in next_bounds.iter_mut().enumerate().filter(|(g, _)| tried[*g]) {
+            *bound = std::array::from_fn(|k| trials.iter().map(|t| t.measured[group][k]).fold(0.0, f64::max));
+        }
+    }
+
+    /// Runs each chunk of `range` of the groups the bounds could not clear through its
+    /// kernel on a copy of its parameters and state, and checks every result; measures the
+    /// state of those groups into the trials (see [`finish_trial`](Self::finish_trial)).
+    /// Across threads like the step itself, each with its own copy; the failure reported
+    /// is the first in chunk order.
     #[cold]
-    fn trial_step(&mut self, t: u64) -> Result<()> {
+    pub(super) fn trial_step(&mut self, t: u64, range: std::ops::Range<usize>) -> Result<()> {
         let workers = if self.parallel() { self.trials.len() } else { 1 };
         let Optimizer { trials, chunks, tensors, groups, scratch, plan, .. } = self;
-        let Scratch { next_bounds, tried, ptrs, .. } = scratch;
+        let Scratch { tried, ptrs, .. } = scratch;
         let (tried, ptrs, kernels) = (&*tried, &*ptrs, &plan.kernels);
+        let chunks = &chunks[range];
         let work = |w: usize, trial: &mut Trial<P>| -> std::result::Result<(), (usize, Error)> {
             let Trial { x, bufs, measured } = trial;
-            measured.clear();
-            measured.resize(groups.len(), [0.0; MAX_SLOTS]);
             for (i, c) in chunks.iter().enumerate().skip(w).step_by(workers) {
                 let (p, group) = (ptrs[c.tensor], tensors[c.tensor].group);
                 if !tried[group] {
@@ -138,13 +173,10 @@ impl<P: Param> Optimizer<P> {
         } else {
             work(0, &mut trials[0]).err()
         };
-        if let Some((_, e)) = failed {
-            return Err(e);
+        match failed {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
         }
-        for (group, bound) in next_bounds.iter_mut().enumerate().filter(|(g, _)| tried[*g]) {
-            *bound = std::array::from_fn(|k| trials.iter().map(|t| t.measured[group][k]).fold(0.0, f64::max));
-        }
-        Ok(())
     }
 
     /// Every group's scheduled rate for step `t` is a finite number >= 0 (a constant rate

@@ -18,6 +18,7 @@ pub use self::rmsprop::{EpsPlacement, MomentumStyle};
 pub use self::sgd::SgdMomentum;
 pub use driver::Optimizer;
 pub(crate) use registry::Rule;
+pub use step::Tensors;
 
 // The family: one line per optimizer (its file, `optim/<module>.rs`, holds the rest).
 registry::registry! {

@@ -19,6 +19,18 @@ impl<P: Param> Optimizer<P> {
     /// in the arithmetic type), then, for a shard, summed across `world`, where every
     /// other process put zero.
     pub(super) fn square_sums<W: World + ?Sized>(&mut self, world: &W) -> Result<()> {
+        self.scratch.block_sums.fill(0.0);
+        self.square_sums_of(0..self.chunks.len());
+        // a shard holds its chunks only; a whole model (data-parallel) holds them all
+        if self.sharded && world.size() > 1 {
+            world.all_sum(&mut self.scratch.block_sums)?;
+        }
+        Ok(())
+    }
+
+    /// The sums of squares of the chunks `range` (their tensors' pointers taken) into
+    /// `scratch.block_sums`.
+    pub(super) fn square_sums_of(&mut self, range: std::ops::Range<usize>) {
         let parallel = self.parallel();
         let Scratch { ptrs, chunk_sums, block_sums, .. } = &mut self.scratch;
         let tensors = &self.tensors;
@@ -34,24 +46,19 @@ impl<P: Param> Optimizer<P> {
             };
             [in_f64, in_turn]
         };
+        let chunks = &self.chunks[range];
         if parallel {
             use rayon::prelude::*;
-            self.chunks.par_iter().map(sums).collect_into_vec(chunk_sums);
+            chunks.par_iter().map(sums).collect_into_vec(chunk_sums);
         } else {
             chunk_sums.clear();
-            chunk_sums.extend(self.chunks.iter().map(sums));
+            chunk_sums.extend(chunks.iter().map(sums));
         }
-        block_sums.fill(0.0);
-        for (c, s) in self.chunks.iter().zip(chunk_sums.iter()) {
+        for (c, s) in chunks.iter().zip(chunk_sums.iter()) {
             let tr = &tensors[c.tensor];
             let b = tr.blocks.start + (tr.first + c.start) / CHUNK;
             block_sums[2 * b..2 * b + 2].copy_from_slice(s);
         }
-        // a shard holds its chunks only; a whole model (data-parallel) holds them all
-        if self.sharded && world.size() > 1 {
-            world.all_sum(block_sums)?;
-        }
-        Ok(())
     }
 }
 

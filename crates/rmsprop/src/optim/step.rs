@@ -70,7 +70,12 @@ impl<P: Param> Optimizer<P> {
         let local = match self.take(params, grads) {
             Err(e) => Err(e),
             Ok(()) => {
-                let nonfinite = if checked { self.scan() } else { None };
+                let nonfinite = if checked {
+                    self.reset_largest();
+                    self.scan(0..self.tensors.len())
+                } else {
+                    None
+                };
                 self.validate_changed().map(|()| nonfinite)
             }
         };
@@ -112,12 +117,123 @@ impl<P: Param> Optimizer<P> {
                 return Err(verdict.err().unwrap_or_else(|| refused(t, "a non-finite result", failed[0])));
             }
         }
-        self.run();
+        self.run(0..self.chunks.len());
         if checked {
             self.bounds.copy_from_slice(&self.scratch.next_bounds);
         }
         self.step = t;
         Ok(StepOutcome::Applied)
+    }
+
+    /// One step over tensors that `tensors` opens one at a time, for a caller that cannot
+    /// hold every parameter at once without risking a deadlock (candle's variables, each
+    /// behind its own lock, that another thread may be reading two at a time): the step
+    /// opens each tensor three times — to check its length and scan its gradient, to try
+    /// it on copies where the guard needs a trial, to update it — and holds no tensor
+    /// between two openings. What it promises is [`step`](Self::step)'s, for tensors
+    /// nobody else writes during the step: a refused step (an error from `tensors` in its
+    /// first pass included) changes nothing.
+    ///
+    /// ```
+    /// use rmsprop::{Optimizer, RmsProp, Tensors};
+    /// struct Two(Vec<Vec<f32>>, Vec<Vec<f32>>);
+    /// impl Tensors<f32> for Two {
+    ///     fn with(&mut self, i: usize, f: &mut dyn FnMut(&mut [f32], &[f32])) -> rmsprop::Result<()> {
+    ///         f(&mut self.0[i], &self.1[i]); // a lock would be taken and released around this
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let specs = [("a", &[2][..]), ("b", &[1][..])];
+    /// let (mut one, mut other) = (Optimizer::<f32>::new(RmsProp::default(), &specs).unwrap(), Optimizer::<f32>::new(RmsProp::default(), &specs).unwrap());
+    /// let mut t = Two(vec![vec![1.0, 2.0], vec![3.0]], vec![vec![0.5, -0.5], vec![1.0]]);
+    /// one.step_each(&mut t).unwrap();
+    /// let mut x = vec![vec![1.0f32, 2.0], vec![3.0]];
+    /// other.step(&mut x, &[vec![0.5f32, -0.5], vec![1.0]]).unwrap();
+    /// assert_eq!(t.0, x);
+    /// ```
+    pub fn step_each(&mut self, tensors: &mut dyn Tensors<P>) -> Result<StepOutcome> {
+        let checked = self.policy != NonFinitePolicy::Propagate;
+        let n = self.tensors.len();
+        let clips = self.groups.iter().any(|c| c.common().clip_norm.is_some());
+        self.validate_changed()?;
+        let t = self.step + 1;
+        // first pass: lengths, the gradient scan and the sums of squares, tensor by tensor
+        self.reset_largest();
+        self.scratch.block_sums.fill(0.0);
+        self.scratch.ptrs.clear();
+        let mut nonfinite = None;
+        for i in 0..n {
+            let mut taken = Ok(());
+            tensors.with(i, &mut |x, g| {
+                taken = self.take_one(i, x, g);
+                if taken.is_ok() {
+                    if checked && nonfinite.is_none() {
+                        nonfinite = self.scan(i..i + 1);
+                    }
+                    if clips {
+                        self.square_sums_of(self.chunks_of(i..i + 1));
+                    }
+                }
+            })?;
+            taken?;
+        }
+        if let Some((i, index)) = nonfinite {
+            if self.policy == NonFinitePolicy::Skip {
+                return Ok(self.skip());
+            }
+            let mut value = String::new();
+            tensors.with(i, &mut |_, g| {
+                if let Some(v) = g.get(index) {
+                    value = format!("{v:?}");
+                }
+            })?;
+            let (tensor, index) = (self.tensors[i].spec.name.clone(), self.tensors[i].first + index);
+            return Err(Error::NonFiniteGradient { tensor, index, value });
+        }
+        if !matches!(self.schedule, Schedule::Constant) {
+            self.check_schedule(t)?;
+        }
+        self.plan_kernels(t);
+        // second pass, where the bounds cannot clear a group: its tensors tried on copies
+        if checked && self.check_bounds(t) {
+            self.start_trial();
+            for i in 0..n {
+                let mut tried = Ok(());
+                tensors.with(i, &mut |x, g| {
+                    tried = self.take_one(i, x, g).and_then(|()| self.trial_step(t, self.chunks_of(i..i + 1)));
+                })?;
+                if let Err(e) = tried {
+                    if self.policy == NonFinitePolicy::Skip && matches!(e, Error::NonFiniteResult { .. }) {
+                        return Ok(self.skip());
+                    }
+                    return Err(e);
+                }
+            }
+            self.finish_trial();
+        }
+        // last pass: the update
+        for i in 0..n {
+            let mut taken = Ok(());
+            tensors.with(i, &mut |x, g| {
+                taken = self.take_one(i, x, g);
+                if taken.is_ok() {
+                    self.run(self.chunks_of(i..i + 1));
+                }
+            })?;
+            taken?;
+        }
+        if checked {
+            self.bounds.copy_from_slice(&self.scratch.next_bounds);
+        }
+        self.step = t;
+        Ok(StepOutcome::Applied)
+    }
+
+    /// The chunks (indices into `self.chunks`) of the tensors `range`: registration order
+    /// keeps each tensor's chunks together.
+    pub(super) fn chunks_of(&self, range: std::ops::Range<usize>) -> std::ops::Range<usize> {
+        let at = |t: usize| self.chunks.partition_point(|c| c.tensor < t);
+        at(range.start)..at(range.end)
     }
 
     /// A step skipped under [`NonFinitePolicy::Skip`]: counted, nothing else changes.
@@ -145,25 +261,38 @@ impl<P: Param> Optimizer<P> {
         if params.len() != self.tensors.len() || grads.len() != self.tensors.len() {
             return Err(self.count_mismatch(params.len(), grads.len()));
         }
-        let (ptrs, arena) = (&mut self.scratch.ptrs, &mut self.arena);
-        ptrs.clear();
-        for ((tr, x), g) in self.tensors.iter().zip(params.iter_mut()).zip(grads) {
+        self.scratch.ptrs.clear();
+        for (i, (x, g)) in params.iter_mut().zip(grads).enumerate() {
             // each slice is taken once: the lengths checked are those of the very slices
             // the pointers come from, whatever an `AsMut` would answer a second time
-            let (x, g) = (x.as_mut(), g.as_ref());
-            if x.len() != tr.numel || g.len() != tr.numel {
-                ptrs.clear();
-                return Err(tr.length_mismatch(x.len(), g.len()));
+            if let Err(e) = self.take_one(i, x.as_mut(), g.as_ref()) {
+                self.scratch.ptrs.clear();
+                return Err(e);
             }
-            let bufs = std::array::from_fn(|k| match tr.offset[k] {
-                // SAFETY: `o + numel` is within the arena (laid out in `add_pieces`);
-                // `Buffer::as_mut_ptr` is the buffer's raw pointer, so taking the next
-                // tensor's pointer does not invalidate this one.
-                Some(o) => unsafe { arena[k].as_mut_ptr().add(o) },
-                None => std::ptr::null_mut(),
-            });
-            let arrays = Arrays { x: x.as_mut_ptr(), g: g.as_ptr(), bufs, n: tr.numel };
-            ptrs.push(Ptrs { kernel: tr.group, arrays });
+        }
+        Ok(())
+    }
+
+    /// Tensor `i`'s arrays for the step under way, its length checked: pushed as the next
+    /// tensor's (`i` the count so far), or, in a later pass of [`step_each`](Self::step_each),
+    /// replacing its earlier pointers (its planned kernel kept).
+    fn take_one(&mut self, i: usize, x: &mut [P], g: &[P]) -> Result<()> {
+        let (tr, arena) = (&self.tensors[i], &mut self.arena);
+        if x.len() != tr.numel || g.len() != tr.numel {
+            return Err(tr.length_mismatch(x.len(), g.len()));
+        }
+        let bufs = std::array::from_fn(|k| match tr.offset[k] {
+            // SAFETY: `o + numel` is within the arena (laid out in `add_pieces`);
+            // `Buffer::as_mut_ptr` is the buffer's raw pointer, so taking the next
+            // tensor's pointer does not invalidate this one.
+            Some(o) => unsafe { arena[k].as_mut_ptr().add(o) },
+            None => std::ptr::null_mut(),
+        });
+        let arrays = Arrays { x: x.as_mut_ptr(), g: g.as_ptr(), bufs, n: tr.numel };
+        let ptrs = &mut self.scratch.ptrs;
+        match ptrs.get_mut(i) {
+            Some(p) => p.arrays = arrays,
+            None => ptrs.push(Ptrs { kernel: tr.group, arrays }),
         }
         Ok(())
     }
@@ -179,10 +308,16 @@ impl<P: Param> Optimizer<P> {
     /// the same), then one per tensor of groups that clip by the tensor's own norm. The
     /// norms are the whole model's, settled with `world`.
     fn plan<W: World + ?Sized>(&mut self, world: &W, t: u64) -> Result<()> {
-        let scope = |c: &OptimizerConfig| c.common().clip_norm.map(|c| c.scope);
-        if self.groups.iter().any(|c| scope(c).is_some()) {
+        if self.groups.iter().any(|c| c.common().clip_norm.is_some()) {
             self.square_sums(world)?;
         }
+        self.plan_kernels(t);
+        Ok(())
+    }
+
+    /// The kernels of step `t`, the sums of squares (if any group clips) already formed.
+    fn plan_kernels(&mut self, t: u64) {
+        let scope = |c: &OptimizerConfig| c.common().clip_norm.map(|c| c.scope);
         let mut per_tensor = false;
         let squares = Squares { tensors: &self.tensors, sums: &self.scratch.block_sums };
         let Plan { kernels, steady } = &mut self.plan;
@@ -219,17 +354,17 @@ impl<P: Param> Optimizer<P> {
                 }
             }
         }
-        Ok(())
     }
 
-    /// The second half of a step: every chunk through its tensor's kernel, on this thread
-    /// or across rayon's.
-    fn run(&self) {
+    /// The second half of a step: every chunk of `range` through its tensor's kernel, on
+    /// this thread or across rayon's.
+    fn run(&self, range: std::ops::Range<usize>) {
+        let chunks = &self.chunks[range];
         if self.parallel() {
             use rayon::prelude::*;
-            self.chunks.par_iter().for_each(|c| self.run_chunk(c));
+            chunks.par_iter().for_each(|c| self.run_chunk(c));
         } else {
-            for c in &self.chunks {
+            for c in chunks {
                 self.run_chunk(c);
             }
         }
@@ -254,6 +389,15 @@ impl<P: Param> Optimizer<P> {
             Parallelism::Parallel => true,
         }
     }
+}
+
+/// Tensors a step opens one at a time ([`Optimizer::step_each`]): each behind a lock, say,
+/// that must not be held while another is taken.
+pub trait Tensors<P> {
+    /// Calls `f` once with tensor `i`'s parameter (to update in place) and gradient, in
+    /// registration order of `i`; both stay valid only during the call. An error (the
+    /// tensor cannot be opened) ends the step with it.
+    fn with(&mut self, i: usize, f: &mut dyn FnMut(&mut [P], &[P])) -> Result<()>;
 }
 
 /// This process's refusal of step `t` for what `count` other processes found.
