@@ -50,8 +50,11 @@ pub fn candle_aliasing(bytes: &[u8]) {
         .expect("entries");
     let mut grads = loss.backward().expect("gradients");
     let before: Vec<Vec<f32>> = vars.iter().map(|v| v.as_tensor().to_vec1().expect("values")).collect();
-    if swap_gradient && n > 1 {
-        let (a, b) = (&stepped[0], vars.iter().find(|v| v.id() != stepped[0].id()).expect("another"));
+    if swap_gradient {
+        // another variable of the trainer, or the variable itself: either is refused (a
+        // variable the trainer does not step is a tensor like any other)
+        let a = &stepped[0];
+        let b = stepped.iter().find(|v| v.id() != a.id()).unwrap_or(a);
         grads.insert(a.as_tensor(), b.as_tensor().clone());
         let refused = trainer.step(&grads);
         assert!(refused.is_err(), "a gradient on a variable's storage was accepted");

@@ -293,11 +293,16 @@ impl Trainer {
     /// lists the others. Two different tensors on one storage are refused.
     fn from_groups(mut groups: Vec<(OptimizerConfig, Vec<(String, Var)>)>) -> Result<Self> {
         let mut seen: std::collections::HashMap<usize, (String, candle_core::TensorId, usize)> = Default::default();
+        // a name means one variable: given to two, which one it names is not defined
+        let mut named: std::collections::HashMap<String, usize> = Default::default();
         let mut aliases = Vec::new();
         for (group, (_, vars)) in groups.iter_mut().enumerate() {
             let mut kept = Vec::with_capacity(vars.len());
             for (name, var) in vars.drain(..) {
                 let key = storage_key(&var);
+                if *named.entry(name.clone()).or_insert(key) != key {
+                    return Err(rmsprop::Error::DuplicateTensor(name).into());
+                }
                 match seen.get(&key) {
                     None => {
                         seen.insert(key, (name.clone(), var.id(), group));

@@ -134,6 +134,11 @@ fn one_variable_under_two_names_is_tied_and_across_groups_refused() {
     let named = [("a".to_string(), a.clone()), ("again".to_string(), again)];
     let t = Trainer::from_named(named, Flavor::PyTorch.rmsprop()).unwrap();
     assert_eq!((t.names(), t.aliases()), (vec!["a"], &[("again".to_string(), "a".to_string())][..]));
+    // one name for two variables (one of them also under another name) is refused
+    let b = var(&[5.0, 6.0]);
+    let named = [("p1".to_string(), a.clone()), ("p0".to_string(), a.clone()), ("p0".to_string(), b)];
+    let e = Trainer::from_named(named, Flavor::PyTorch.rmsprop()).unwrap_err();
+    assert!(matches!(e, Error::Optimizer(rmsprop::Error::DuplicateTensor(ref n)) if n == "p0"), "{e}");
     let varmap = VarMap::new();
     {
         let mut data = varmap.data().lock().unwrap();
