@@ -169,7 +169,7 @@ pub enum Error {
         reason: String,
     },
     /// A tensor that [`Tensors::with`](crate::Tensors::with) could not open for a step.
-    #[error("tensor {tensor:?} could not be opened: {reason}; nothing was updated")]
+    #[error("tensor {tensor:?} could not be opened for the step: {reason}")]
     Access {
         /// The tensor.
         tensor: String,

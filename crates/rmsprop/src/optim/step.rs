@@ -132,7 +132,9 @@ impl<P: Param> Optimizer<P> {
     /// it on copies where the guard needs a trial, to update it — and holds no tensor
     /// between two openings. What it promises is [`step`](Self::step)'s, for tensors
     /// nobody else writes during the step: a refused step (an error from `tensors` in its
-    /// first pass included) changes nothing.
+    /// first or second pass included) changes nothing. A tensor that opened in the first
+    /// pass and fails to in the last ([`Error::Access`]) leaves the tensors before it
+    /// updated and the step uncounted.
     ///
     /// ```
     /// use rmsprop::{Optimizer, RmsProp, Tensors};
