@@ -45,7 +45,7 @@ enum Command {
     /// An optimizer's trajectory on a 2-D objective, with a contour plot.
     #[command(
         after_help = "Examples:\n  rmsprop trace2d                       # the chapter's demo: rmsprop, lr 0.4, gamma 0.9\n  \
-                            rmsprop trace2d --gamma 1             # the exercise: diverged at step 2\n  \
+                            rmsprop trace2d --gamma 1             # the exercise: diverged at step 1\n  \
                             rmsprop trace2d --lr 0.4 --optimizer rmsprop --optimizer adagrad\n  \
                             rmsprop trace2d --optimizer rmsprop --optimizer sgd --optimizer adam --set sgd.momentum=0.9\n  \
                             rmsprop trace2d --objective rosenbrock --optimizer pytorch.rmsprop --steps 500 --set centered=true"
@@ -219,10 +219,10 @@ struct SweepArgs {
     #[arg(long, default_value = "mxnet.rmsprop")]
     optimizer: String,
     /// Learning rates.
-    #[arg(long, value_delimiter = ',', value_parser = learning_rate, default_values_t = chapter::GRID_LRS)]
+    #[arg(long, value_delimiter = ',', value_parser = learning_rate, default_value = GRID_LRS_TEXT)]
     lrs: Vec<f64>,
     /// Values of γ (0 and 1 are the chapter's exercise); ignored for optimizers without one.
-    #[arg(long, value_delimiter = ',', value_parser = decay, default_values_t = chapter::GRID_GAMMAS)]
+    #[arg(long, value_delimiter = ',', value_parser = decay, default_value = GRID_GAMMAS_TEXT)]
     gammas: Vec<f64>,
     /// Seeds per cell.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
@@ -292,6 +292,12 @@ impl Printed {
         Printed { text, json, success: true }
     }
 }
+
+/// The chapter's sweep grid as `--lrs` and `--gammas` take it (comma-separated), so that
+/// `--help` shows the defaults in the form the flags take (`chapter::GRID_LRS` and
+/// `GRID_GAMMAS`; a test checks they agree).
+const GRID_LRS_TEXT: &str = "0.001,0.003,0.01,0.03,0.1";
+const GRID_GAMMAS_TEXT: &str = "0,0.5,0.9,0.99,1";
 
 fn main() -> ExitCode {
     let json = std::env::args_os().skip(1).any(|a| a == "--json");

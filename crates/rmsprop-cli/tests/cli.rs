@@ -201,3 +201,40 @@ fn bench_json_has_the_documented_fields() {
         assert_eq!(r["rounds"], 2, "{r}");
     }
 }
+
+/// `sweep --help` shows the grid's defaults in the form `--lrs` and `--gammas` take them
+/// (comma-separated), and a sweep given no grid runs the chapter's.
+#[test]
+fn sweep_defaults_read_as_the_flags_take_them_and_are_the_chapters_grid() {
+    let dir = tmp("sweep-defaults");
+    let help = stdout(&rmsprop(&["sweep", "--help"], &dir));
+    assert!(help.contains("[default: 0.001,0.003,0.01,0.03,0.1]"), "{help}");
+    assert!(help.contains("[default: 0,0.5,0.9,0.99,1]"), "{help}");
+    let j = json(&["sweep", "--seeds", "1", "--rows", "50", "--json"], &dir);
+    let cells = j["cells"].as_array().unwrap();
+    let mut lrs: Vec<f64> = cells.iter().map(|c| c["lr"].as_f64().unwrap()).collect();
+    let mut gammas: Vec<f64> = cells.iter().map(|c| c["gamma"].as_f64().unwrap()).collect();
+    for v in [&mut lrs, &mut gammas] {
+        v.sort_by(f64::total_cmp);
+        v.dedup();
+    }
+    assert_eq!(lrs, rmsprop_lab::chapter::GRID_LRS);
+    assert_eq!(gammas, rmsprop_lab::chapter::GRID_GAMMAS);
+}
+
+/// The exercise's example in `trace2d --help` says the step at which γ = 1 diverges as
+/// the run prints it.
+#[test]
+fn the_help_says_where_gamma_one_diverges_as_the_run_does() {
+    let dir = tmp("help-gamma-one");
+    let help = stdout(&rmsprop(&["trace2d", "--help"], &dir));
+    let out = stdout(&rmsprop(&["trace2d", "--gamma", "1"], &dir));
+    let said = help.lines().find(|l| l.contains("rmsprop trace2d --gamma 1 ")).expect("the example");
+    let step = |text: &str| {
+        text.split("diverged at step ")
+            .nth(1)
+            .map(|r| r.split(|c: char| !c.is_ascii_digit()).next().unwrap().to_string())
+    };
+    assert_eq!(step(said), step(&out), "help: {said}\nrun: {out}");
+    assert_eq!(step(&out).as_deref(), Some("1"));
+}
