@@ -75,7 +75,9 @@ pub fn configs(names: &[String], given: &Overrides) -> Result<Vec<OptimizerConfi
             for s in sets.iter().filter(|s| s.scope.as_ref().is_none_or(|sc| sc == name)) {
                 h.push((s.key.clone(), s.value.clone()));
                 config = by_name::config(name, h.clone()).with_context(|| match &s.scope {
+                    // "scope it" only where there is another optimizer to scope it away from
                     Some(_) => format!("--set {}", s.text),
+                    None if names.len() == 1 => format!("--set {}", s.text),
                     None => format!(
                         "--set {} goes to every --optimizer and {name} refuses it (scope it: --set NAME.{}=...)",
                         s.text, s.key

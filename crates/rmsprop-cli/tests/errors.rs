@@ -63,3 +63,20 @@ fn help_and_version_succeed() {
     let o = rmsprop(&["--version"], &dir);
     assert!(o.status.success() && stdout(&o).starts_with("rmsprop "));
 }
+
+/// "Scope it" advice only where the run has several optimizers to scope a `--set` among.
+#[test]
+fn scope_advice_only_with_several_optimizers() {
+    let dir = tmp("scope-advice");
+    let one = stderr(&rmsprop(&["trace2d", "--optimizer", "pytorch.rmsprop", "--set", "alpah=0.9"], &dir));
+    assert!(
+        one.starts_with(
+            "error: --set alpah=0.9: unknown hyperparameter \"alpah\" for rmsprop (did you mean \"alpha\"?)"
+        ),
+        "{one}"
+    );
+    assert!(!one.contains("scope it"), "{one}");
+    let two =
+        stderr(&rmsprop(&["trace2d", "--optimizer", "rmsprop", "--optimizer", "adam", "--set", "momentum=0.9"], &dir));
+    assert!(two.contains("goes to every --optimizer and adam refuses it (scope it"), "{two}");
+}

@@ -209,7 +209,13 @@ pub fn config<K: AsRef<str>, V: Into<Value>>(
             flavor = word(k, v)?.parse()?;
         }
     }
-    let mut config = flavor.config(&optimizer)?;
+    // the name as given, flavour and all, in the message of an unknown one
+    let mut config = flavor.config(&optimizer).map_err(|e| match e {
+        Error::UnknownName { kind: "optimizer", known, .. } => {
+            Error::UnknownName { kind: "optimizer", name: name.to_string(), known }
+        }
+        e => e,
+    })?;
     for (k, v) in hyper.iter().filter(|(k, _)| k != "flavor") {
         if !(set_common(config.common_mut(), k, v)? || config.set_field(k, v)?) {
             let known = [names(&config), vec!["flavor"]].concat().join(", ");

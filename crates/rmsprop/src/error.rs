@@ -29,7 +29,7 @@ pub enum Error {
         reason: String,
     },
     /// A name given to the by-name constructor that the optimizer does not have.
-    #[error("unknown hyperparameter {name:?} for {optimizer}: expected one of {known}")]
+    #[error("unknown hyperparameter {name:?} for {optimizer}{}: expected one of {known}", did_you_mean(name, known))]
     UnknownHyperparameter {
         /// Optimizer family.
         optimizer: String,
@@ -39,7 +39,7 @@ pub enum Error {
         known: String,
     },
     /// An optimizer or flavour name that does not exist.
-    #[error("unknown {kind} {name:?}: expected one of {known}")]
+    #[error("unknown {kind} {name:?}{}: expected one of {known}", did_you_mean(name, known))]
     UnknownName {
         /// `"optimizer"`, `"flavor"`, ...
         kind: &'static str,
@@ -196,3 +196,30 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// ` (did you mean "rmsprop"?)` where one of the comma-separated `known` names is within a
+/// few edits of `name` (optimal string alignment: a swap of two letters is one edit; case
+/// ignored); every name at the least distance is offered (`gamma3`: `"gamma", "gamma1" or
+/// "gamma2"`). A name with a prefix (`pytorch.rmsprp`) is compared by its last part and
+/// suggested with its prefix. Empty where nothing is close.
+fn did_you_mean(name: &str, known: &str) -> String {
+    let (prefix, last) = match name.rsplit_once('.') {
+        Some((p, l)) if !known.contains('.') => (format!("{p}."), l),
+        _ => (String::new(), name),
+    };
+    let last = last.to_ascii_lowercase();
+    let close: Vec<(usize, &str)> = known
+        .split(", ")
+        .map(|k| (strsim::osa_distance(&last, &k.to_ascii_lowercase()), k))
+        .filter(|(d, k)| *d > 0 && *d <= (k.len() / 3).max(1))
+        .collect();
+    let Some(least) = close.iter().map(|(d, _)| *d).min() else { return String::new() };
+    let mut best: Vec<String> =
+        close.iter().filter(|(d, _)| *d == least).map(|(_, k)| format!("{:?}", format!("{prefix}{k}"))).collect();
+    best.dedup();
+    let last = best.pop().unwrap_or_default();
+    match best.is_empty() {
+        true => format!(" (did you mean {last}?)"),
+        false => format!(" (did you mean {} or {last}?)", best.join(", ")),
+    }
+}

@@ -79,7 +79,7 @@ fn duplicate_tensor_names() {
 #[test]
 fn unknown_hyperparameter_name() {
     let e = msg(by_name::config("rmsprop", [("learning_rate", 0.01), ("gamma3", 0.9)]).unwrap_err());
-    assert!(e.starts_with("unknown hyperparameter \"gamma3\" for rmsprop: expected one of lr, learning_rate"), "{e}");
+    assert!(e.starts_with("unknown hyperparameter \"gamma3\" for rmsprop (did you mean \"gamma\", \"gamma1\" or \"gamma2\"?): expected one of lr, learning_rate"), "{e}");
     assert!(e.contains("gamma1"), "{e}");
     let e = msg(by_name::config("rmsprops", [("lr", 0.01)]).unwrap_err());
     assert!(e.starts_with("unknown optimizer \"rmsprops\""), "{e}");
@@ -213,4 +213,26 @@ fn a_propagated_nan_is_not_clipped_into_a_number() {
     // the clipped ones moved as a gradient of ±1 would: first step of RMSProp, lr 0.01
     let one = 0.01 / (0.1f64 + 1e-6).sqrt();
     assert!((p[0][1] - (0.5 - one)).abs() < 1e-12 && (p[0][2] - (0.5 + one)).abs() < 1e-12, "{:?}", p[0]);
+}
+
+/// An unknown name keeps the flavour it was given with, and a near miss gets a "did you
+/// mean" (a swapped pair of letters is one edit); a name far from every known one gets
+/// none.
+#[test]
+fn unknown_names_say_what_was_meant() {
+    let msg = |name: &str| rmsprop::by_name::config(name, Vec::<(String, f64)>::new()).unwrap_err().to_string();
+    assert!(
+        msg("pytorch.rmsprp").starts_with("unknown optimizer \"pytorch.rmsprp\" (did you mean \"pytorch.rmsprop\"?)"),
+        "{}",
+        msg("pytorch.rmsprp")
+    );
+    assert!(msg("adma").starts_with("unknown optimizer \"adma\" (did you mean \"adam\"?)"), "{}", msg("adma"));
+    assert!(
+        msg("pytroch.adam").starts_with("unknown flavor \"pytroch\" (did you mean \"pytorch\"?)"),
+        "{}",
+        msg("pytroch.adam")
+    );
+    assert!(msg("nope").starts_with("unknown optimizer \"nope\": expected one of"), "{}", msg("nope"));
+    let e = rmsprop::by_name::config("pytorch.rmsprop", [("alpah", 0.9)]).unwrap_err().to_string();
+    assert!(e.starts_with("unknown hyperparameter \"alpah\" for rmsprop (did you mean \"alpha\"?)"), "{e}");
 }
