@@ -219,6 +219,10 @@ struct Case {
     x0: Vec<f64>,
     grads: Vec<Vec<f64>>,
     x: Vec<Vec<f64>>,
+    /// The learning rate written into the group before each step, as a scheduler does
+    /// (`timm.json`); absent: the constant `hyperparams.normalized.lr`.
+    #[serde(default)]
+    lr_schedule: Option<Vec<f64>>,
     state: BTreeMap<String, Value>,
     #[serde(default)]
     objective: Option<Objective>,
@@ -306,6 +310,7 @@ fn flavor_of(framework: &str) -> Res<Flavor> {
         "optax" => Ok(Flavor::Optax),
         "keras" => Ok(Flavor::Keras),
         "mxnet" => Ok(Flavor::Mxnet),
+        "timm" => Ok(Flavor::Timm),
         other => Err(format!("unknown framework {other:?}")),
     }
 }
@@ -393,12 +398,13 @@ enum StateRef {
 fn state_ref(framework: &str, optimizer: &str, key: &str) -> Res<StateRef> {
     use StateRef::*;
     let r = match (framework, optimizer, key) {
-        ("torch", _, "step") | ("optax", _, "count") | ("keras", _, "iteration") | ("mxnet", _, "num_update") => {
-            Counter
-        }
+        ("torch" | "timm", _, "step")
+        | ("optax", _, "count")
+        | ("keras", _, "iteration")
+        | ("mxnet", _, "num_update") => Counter,
         ("keras", _, "learning_rate") => LearningRate,
         (
-            "torch",
+            "torch" | "timm",
             _,
             k @ ("square_avg" | "grad_avg" | "momentum_buffer" | "sum" | "exp_avg" | "exp_avg_sq" | "max_exp_avg_sq"
             | "acc_delta"),
@@ -467,6 +473,15 @@ impl Case {
                 self.x.len()
             ));
         }
+        if let Some(lrs) = &self.lr_schedule
+            && (lrs.len() != self.steps || lrs.first() != Some(&self.hyperparams.normalized.lr))
+        {
+            return Err(format!(
+                "lr_schedule has {} rates for {} steps, or does not start at normalized.lr",
+                lrs.len(),
+                self.steps
+            ));
+        }
         if self.grads.iter().chain(&self.x).any(|r| r.len() != n) {
             return Err(format!("a row does not have the {n} elements of x0"));
         }
@@ -480,7 +495,13 @@ impl Case {
     fn check_framework(&self, normalized: &OptimizerConfig) -> Res<()> {
         let flavor = flavor_of(&self.framework)?;
         let name = format!("{}.{}", flavor.name(), self.optimizer);
-        let given = Value::Object(self.hyperparams.framework.clone());
+        let mut given = self.hyperparams.framework.clone();
+        // PyTorch's choice of kernel path, not of semantics: the cases record the
+        // single-tensor path (`foreach=False`), which is what we reproduce
+        if matches!(self.framework.as_str(), "torch" | "timm") && given.get("foreach") == Some(&Value::Bool(false)) {
+            given.remove("foreach");
+        }
+        let given = Value::Object(given);
         let mut theirs = by_name::config_json(&name, &given).map_err(|e| format!("hyperparams.framework: {e}"))?;
         // MXNet's plain RMSProp keeps `gamma2` but uses it only when centred: not a difference
         if let (OptimizerConfig::RmsProp(t), OptimizerConfig::RmsProp(n)) = (&mut theirs, normalized)
@@ -573,6 +594,10 @@ impl Case {
             (0..n).map(|i| self.x.iter().map(|r| r[i].abs()).fold(self.x0[i].abs(), f64::max)).collect();
         let mut worst = Worst::default();
         for (t, (g, expected)) in self.grads.iter().zip(&self.x).enumerate() {
+            if let Some(lrs) = &self.lr_schedule {
+                // as a scheduler writes `param_groups[0]["lr"]` before the step
+                opt.group_mut(0).map_err(|e| e.to_string())?.common_mut().lr = lrs[t];
+            }
             opt.step(&mut x, &split(g)).map_err(|e| format!("step {}: {e}", t + 1))?;
             for (i, a) in x.iter().flatten().enumerate() {
                 worst.see(a.to_f64(), expected[i], self.tolerance.x_rtol * scale[i], || format!("x[{}][{i}]", t + 1));

@@ -57,7 +57,7 @@ pub fn summary_against(config: &OptimizerConfig, preset: Option<&OptimizerConfig
     let decay_on = matches!(get("weight_decay"), Some(Value::Num(w)) if w != 0.0);
     let shown = |k: &str, v: &Value| match (k, v) {
         // how the preset rounds and orders its arithmetic: in the JSON, not in a legend
-        ("rounding" | "step_form" | "precision", _) => false,
+        ("rounding" | "step_form" | "average_form" | "precision", _) => false,
         ("momentum" | "momentum_style", _) if !momentum_on && !chosen_zero(k) => false,
         ("weight_decay_mode", _) => decay_on,
         ("rescale_grad", Value::Num(x)) => *x != 1.0,

@@ -18,7 +18,7 @@
 use crate::common::{ClipNorm, Common, HyperPrecision, NormScope, Rounding, StepForm, WeightDecayMode};
 use crate::error::{Error, Result};
 use crate::flavor::Flavor;
-use crate::optim::{BiasCorrection, EpsPlacement, MomentumStyle, OptimizerConfig, SgdMomentum};
+use crate::optim::{AverageForm, BiasCorrection, EpsPlacement, MomentumStyle, OptimizerConfig, SgdMomentum};
 use std::fmt;
 
 /// A hyperparameter value: a number, a switch, or a word (`"inside_sqrt"`).
@@ -333,6 +333,8 @@ const ROUNDINGS: &[(&str, Rounding)] = &[
     ("xla", Rounding::Xla),
     ("mxnet", Rounding::Mxnet),
 ];
+pub(crate) const AVERAGE_FORMS: &[(&str, AverageForm)] =
+    &[("weighted", AverageForm::Weighted), ("increment", AverageForm::Increment)];
 pub(crate) const MOMENTUM_STYLES: &[(&str, MomentumStyle)] =
     &[("lr_outside_buffer", MomentumStyle::LrOutsideBuffer), ("lr_inside_buffer", MomentumStyle::LrInsideBuffer)];
 pub(crate) const SGD_MOMENTA: &[(&str, SgdMomentum)] =

@@ -3,7 +3,7 @@
 
 use crate::common::{HyperPrecision, Rounding, StepForm, WeightDecayMode};
 use crate::error::{Error, Result};
-use crate::optim::{EpsPlacement, MomentumStyle, OptimizerConfig, RmsProp};
+use crate::optim::{AverageForm, EpsPlacement, MomentumStyle, OptimizerConfig, RmsProp};
 use std::fmt;
 use std::str::FromStr;
 
@@ -31,14 +31,27 @@ pub enum Flavor {
     Mxnet,
     /// Burn `burn-optim`.
     Burn,
+    /// timm's `RMSpropTF` (PyTorch Image Models): TensorFlow's RMSProp on PyTorch's
+    /// kernels, what PyTorch users train TensorFlow recipes (EfficientNet, MobileNetV3)
+    /// with.
+    Timm,
 }
 
 impl Flavor {
     /// Every flavour, in the order of the crate docs' table.
-    pub const ALL: [Flavor; 7] =
-        [Flavor::D2l, Flavor::PyTorch, Flavor::Keras, Flavor::Tf1, Flavor::Optax, Flavor::Mxnet, Flavor::Burn];
+    pub const ALL: [Flavor; 8] = [
+        Flavor::D2l,
+        Flavor::PyTorch,
+        Flavor::Keras,
+        Flavor::Tf1,
+        Flavor::Optax,
+        Flavor::Mxnet,
+        Flavor::Burn,
+        Flavor::Timm,
+    ];
 
-    /// The flavour's short name (`d2l`, `pytorch`, `keras`, `tf1`, `optax`, `mxnet`, `burn`).
+    /// The flavour's short name (`d2l`, `pytorch`, `keras`, `tf1`, `optax`, `mxnet`, `burn`,
+    /// `timm`).
     pub fn name(self) -> &'static str {
         match self {
             Flavor::D2l => "d2l",
@@ -48,6 +61,7 @@ impl Flavor {
             Flavor::Optax => "optax",
             Flavor::Mxnet => "mxnet",
             Flavor::Burn => "burn",
+            Flavor::Timm => "timm",
         }
     }
 
@@ -60,7 +74,7 @@ impl Flavor {
     /// ```
     pub fn rounding(self) -> Rounding {
         match self {
-            Flavor::PyTorch => Rounding::Torch,
+            Flavor::PyTorch | Flavor::Timm => Rounding::Torch,
             Flavor::Optax | Flavor::Keras => Rounding::Xla,
             Flavor::Mxnet => Rounding::Mxnet,
             Flavor::D2l | Flavor::Tf1 | Flavor::Burn => Rounding::AsWritten,
@@ -70,6 +84,14 @@ impl Flavor {
     /// This framework's RMSProp with its default hyperparameters. Where the framework
     /// has no default learning rate (TF1, optax, Burn), the one of its documentation
     /// examples is used: 0.001 (TF1), 0.01 (optax, Burn).
+    ///
+    /// ```
+    /// use rmsprop::{AverageForm, Flavor, MomentumStyle};
+    /// // timm's RMSpropTF(params): lr 0.01, alpha 0.9, eps 1e-10 inside the root, s₀ = 1
+    /// let timm = Flavor::Timm.rmsprop();
+    /// assert_eq!((timm.common.lr, timm.decay, timm.eps, timm.initial_accumulator), (0.01, 0.9, 1e-10, 1.0));
+    /// assert_eq!((timm.momentum_style, timm.average_form), (MomentumStyle::LrInsideBuffer, AverageForm::Increment));
+    /// ```
     pub fn rmsprop(self) -> RmsProp {
         self.rmsprop_as_written().with_rounding(self.rounding())
     }
@@ -93,9 +115,22 @@ impl Flavor {
                 .with_eps(1e-7, EpsPlacement::InsideSqrt)
                 .with_momentum(0.0, MomentumStyle::LrInsideBuffer)
                 .with_weight_decay(0.0, WeightDecayMode::Decoupled),
+            // `training_ops.cc`: `ms += (grad.square() - ms) * (1 - rho)`,
+            // `mom = mom * momentum + (grad * lr) / sqrt(ms + epsilon)`
             Flavor::Tf1 => d
-                .with_step_form(StepForm::ScaledGradient)
+                .with_step_form(StepForm::ScaledProduct)
+                .with_average_form(AverageForm::Increment)
                 .with_lr(0.001)
+                .with_decay(0.9)
+                .with_eps(1e-10, EpsPlacement::InsideSqrt)
+                .with_initial_accumulator(1.0)
+                .with_momentum(0.0, MomentumStyle::LrInsideBuffer),
+            // timm `rmsprop_tf.py`: `square_avg.add_(g² - square_avg, alpha=1-alpha)`,
+            // `buf.mul_(momentum).addcdiv_(g, avg, value=lr)`, `param.add_(-buf)`
+            Flavor::Timm => d
+                .with_step_form(StepForm::ScaledProduct)
+                .with_average_form(AverageForm::Increment)
+                .with_lr(0.01)
                 .with_decay(0.9)
                 .with_eps(1e-10, EpsPlacement::InsideSqrt)
                 .with_initial_accumulator(1.0)
@@ -156,6 +191,7 @@ impl FromStr for Flavor {
             "keras3" | "tf2" => "keras",
             "tensorflow1" => "tf1",
             "gluon" | "mxnet1" => "mxnet",
+            "rmsproptf" | "pytorch-image-models" => "timm",
             other => other,
         };
         Flavor::ALL.into_iter().find(|f| f.name() == alias).ok_or_else(|| Error::UnknownName {

@@ -26,8 +26,12 @@
 //! | [`Flavor::Optax`] | 0.01¹ | 0.9 (`decay`) | 1e-8 | inside √ (`eps_in_sqrt`) | 0 (`initial_scale`) | none, η inside (`trace`), Nesterov | yes, bias correction optional | — | f64 |
 //! | [`Flavor::Mxnet`] | 0.001 | 0.9 (`gamma1`) | 1e-8 | inside √ | 0 | `gamma2` 0.9, η inside, **only when centred** | yes | coupled, clipped with g | **f32** |
 //! | [`Flavor::Burn`] | 0.01¹ | 0.99 (`alpha`) | 1e-5 | outside √ | 0 | **0.9**, η outside buffer | `s - m²` | coupled | f32 |
+//! | [`Flavor::Timm`] | 0.01 | 0.9 (`alpha`) | 1e-10 | inside √ | **1** | 0, η inside buffer (`lr_in_momentum`) | `s - m² + ε` | coupled (`decoupled_decay`: `x (1 - η wd)`) | f64 |
 //!
 //! ¹ no default in the framework; the value of its documentation examples.
+//!
+//! TF1 and timm move the averages by their increment, `s += (1-γ)(g² - s)`
+//! ([`AverageForm::Increment`]), the others by the weighted sum `γ s + (1-γ) g²`.
 //!
 //! Other differences a port runs into: the MXNet 1.x operators hold `lr`, `gamma1`,
 //! `gamma2`, `epsilon`, `wd`, `rescale_grad` and the clip bounds in `float32` even for
@@ -80,7 +84,7 @@ pub use float::{Dtype, Float, Param};
 pub use optim::family::*;
 pub use optim::world::{MAX_RANKS, Partition, Solo, World};
 pub use optim::{
-    BiasCorrection, CHUNK, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig,
+    AverageForm, BiasCorrection, CHUNK, EpsPlacement, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig,
     PARALLEL_THRESHOLD, Parallelism, SgdMomentum, StepOutcome, TensorSpec, Tensors,
 };
 pub use schedule::Schedule;

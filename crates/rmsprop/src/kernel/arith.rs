@@ -29,6 +29,16 @@ pub(crate) trait Arith: Copy + Send + Sync + 'static {
     fn add_sq<T: Float>(s: T, g: T) -> T {
         s + g * g
     }
+    /// `m + (g - m)(1-β)`, a moving average moved by its increment (TensorFlow's order).
+    #[inline(always)]
+    fn ema_increment<T: Float>(e: Ema<T>, m: T, g: T) -> T {
+        m + (g - m) * e.one_minus
+    }
+    /// `s + (g² - s)(1-β)` (TensorFlow's `ms += (grad.square() - ms) * (1 - rho)`).
+    #[inline(always)]
+    fn ema_sq_increment<T: Float>(e: Ema<T>, s: T, g: T) -> T {
+        s + (g * g - s) * e.one_minus
+    }
     /// `v - m²`, a variance.
     #[inline(always)]
     fn sub_sq<T: Float>(v: T, m: T) -> T {
@@ -96,6 +106,16 @@ impl Arith for Torch {
     #[inline(always)]
     fn ema_sq<T: Float>(e: Ema<T>, s: T, g: T) -> T {
         (e.one_minus * g).mul_add(g, e.beta * s)
+    }
+    /// `m.add_(g - m, alpha=1-β)` (timm): `fma(1-β, g - m, m)`.
+    #[inline(always)]
+    fn ema_increment<T: Float>(e: Ema<T>, m: T, g: T) -> T {
+        e.one_minus.mul_add(g - m, m)
+    }
+    /// `s.add_(g² - s, alpha=1-β)` (timm): `fma(1-β, g² - s, s)`.
+    #[inline(always)]
+    fn ema_sq_increment<T: Float>(e: Ema<T>, s: T, g: T) -> T {
+        e.one_minus.mul_add(g * g - s, s)
     }
     /// `s.addcmul_(g, g, value=1)`: `fma(g, g, s)`.
     #[inline(always)]
@@ -174,6 +194,9 @@ pub(crate) struct Ema<T> {
     lerp: T,
     /// `w < ½`: the lerp starts from `m`, else from `g`.
     lerp_from_m: bool,
+    /// Moved by its increment ([`AverageForm::Increment`](crate::AverageForm)): a loop
+    /// that has both forms selects with it.
+    pub increment: bool,
 }
 
 impl<T: Float> Ema<T> {
@@ -182,7 +205,12 @@ impl<T: Float> Ema<T> {
         let one_minus = T::from_f64(1.0 - beta);
         let lerp_from_m = one_minus.to_f64() < 0.5;
         let lerp = if lerp_from_m { one_minus } else { one_minus - T::ONE };
-        Ema { beta: T::from_f64(beta), one_minus, lerp, lerp_from_m }
+        Ema { beta: T::from_f64(beta), one_minus, lerp, lerp_from_m, increment: false }
+    }
+
+    /// The same average, moved by its increment when `on`.
+    pub(crate) fn with_increment(self, on: bool) -> Self {
+        Ema { increment: on, ..self }
     }
 }
 

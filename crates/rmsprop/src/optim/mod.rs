@@ -14,7 +14,7 @@ use crate::kernel::Prep;
 use serde::{Deserialize, Serialize};
 
 pub use self::adam::BiasCorrection;
-pub use self::rmsprop::{EpsPlacement, MomentumStyle};
+pub use self::rmsprop::{AverageForm, EpsPlacement, MomentumStyle};
 pub use self::sgd::SgdMomentum;
 pub use driver::Optimizer;
 pub(crate) use registry::Rule;

@@ -5,9 +5,9 @@
 
 use super::guard::{Bounds, Inputs, Reach};
 use super::{Ctx, Rule, Slot};
-use crate::by_name::{Field, MOMENTUM_STYLES, PLACEMENTS, STEP_FORMS, field, flag};
+use crate::by_name::{AVERAGE_FORMS, Field, MOMENTUM_STYLES, PLACEMENTS, STEP_FORMS, field, flag};
 use crate::common::{
-    Common, Rounding, StepForm, check_nonneg, check_unit, common_access, common_setters,
+    Common, Rounding, StepForm, WeightDecayMode, check_nonneg, check_unit, common_access, common_setters,
 };
 use crate::error::{Error, Result};
 use crate::flavor::Flavor;
@@ -40,6 +40,20 @@ pub enum MomentumStyle {
     LrInsideBuffer,
 }
 
+/// How the moving averages are moved: the same formula, rounded in two orders.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AverageForm {
+    /// `s = γ s + (1-γ) g²` (PyTorch, Keras, optax, MXNet, the chapter).
+    #[default]
+    Weighted,
+    /// `s += (1-γ) (g² - s)`, `m += (1-γ) (g - m)`: TensorFlow's kernels
+    /// (`training_ops.cc`, `ApplyRMSProp`) and timm's `RMSpropTF`
+    /// (`square_avg.add_(g² - square_avg, alpha=1-γ)`, one fused multiply-add under
+    /// [`Rounding::Torch`](crate::Rounding::Torch)).
+    Increment,
+}
+
 /// RMSProp (Tieleman & Hinton 2012) in every framework's variant.
 ///
 /// `Default` is the chapter's (D2L §12.8): η 0.01, γ 0.9, ε 1e-6 inside the root.
@@ -49,7 +63,7 @@ pub enum MomentumStyle {
 /// ```text
 /// g  = preprocess(g)                       (see Common: maximize, rescale, clip, coupled decay)
 /// s  = γ s + (1-γ) g²                      (s starts at initial_accumulator)
-/// m  = γ m + (1-γ) g                       (centered only)
+/// m  = γ m + (1-γ) g                       (centered only; both as average_form rounds)
 /// ŝ, m̂ = s/(1-γ^t), m/(1-γ^t)             (bias_correction, optax) else s, m
 /// v  = centered ? ŝ - m̂² : ŝ               (clamp_variance: max(v, 0))
 /// d  = inside ? sqrt(v + ε) : sqrt(v) + ε
@@ -107,6 +121,10 @@ pub struct RmsProp {
     pub bias_correction: bool,
     /// The rounding order of `η g / d`.
     pub step_form: StepForm,
+    /// The rounding order of the averages (TensorFlow's and timm's increment, or the
+    /// weighted sum).
+    #[serde(default)]
+    pub average_form: AverageForm,
     /// Allow `f32` steps to replace `1/sqrt(s + ε)` by a reciprocal-square-root estimate
     /// refined by one Newton step, instead of correctly rounded: about 2⁻²⁷ relative with
     /// AVX-512 (below an `f32` ulp), about 2⁻²² with AVX2 (a few ulps of the update, not of
@@ -133,6 +151,7 @@ impl Default for RmsProp {
             nesterov: false,
             bias_correction: false,
             step_form: StepForm::ScaledRate,
+            average_form: AverageForm::Weighted,
             fast_rsqrt: false,
         }
     }
@@ -183,6 +202,11 @@ impl RmsProp {
         self.step_form = form;
         self
     }
+    /// Sets the rounding order of the averages.
+    pub fn with_average_form(mut self, form: AverageForm) -> Self {
+        self.average_form = form;
+        self
+    }
     /// Allow the approximate reciprocal square root (see [`RmsProp::fast_rsqrt`]).
     pub fn with_fast_rsqrt(mut self, on: bool) -> Self {
         self.fast_rsqrt = on;
@@ -222,6 +246,26 @@ impl Rule for RmsProp {
         field!(flag nesterov: "nesterov"),
         field!(flag bias_correction: "bias_correction"),
         field!(choice step_form in STEP_FORMS; "step_form"),
+        field!(choice average_form in AVERAGE_FORMS; "average_form"),
+        // timm's `RMSpropTF` switches: read, never written
+        Field {
+            names: &["lr_in_momentum"],
+            get: None,
+            set: |r, k, v| {
+                r.momentum_style =
+                    if flag(k, v)? { MomentumStyle::LrInsideBuffer } else { MomentumStyle::LrOutsideBuffer };
+                Ok(())
+            },
+        },
+        Field {
+            names: &["decoupled_decay"],
+            get: None,
+            set: |r, k, v| {
+                r.common.weight_decay_mode =
+                    if flag(k, v)? { WeightDecayMode::Decoupled } else { WeightDecayMode::Coupled };
+                Ok(())
+            },
+        },
     ];
     common_access!();
 
@@ -262,8 +306,14 @@ impl Rule for RmsProp {
         let g = b.grad()?;
         let decay = self.common.hp(self.decay);
         let (gamma, one_minus_gamma) = (b.scalar(decay), b.scalar(1.0 - decay));
-        let s = b.sum(&[(gamma, b.state(0)), (one_minus_gamma, b.ok(g * g)?)])?;
-        let m = if self.centered { b.sum(&[(gamma, b.state(1)), (one_minus_gamma, g)])? } else { 0.0 };
+        // the increment `s + (1-γ)(g² - s)` is bounded by its terms' magnitudes
+        let increment = self.average_form == AverageForm::Increment;
+        let average = |state: f64, target: f64| match increment {
+            true => b.sum(&[(1.0, state), (one_minus_gamma, b.sum(&[(1.0, target), (1.0, state)])?)]),
+            false => b.sum(&[(gamma, state), (one_minus_gamma, target)]),
+        };
+        let s = average(b.state(0), b.ok(g * g)?)?;
+        let m = if self.centered { average(b.state(1), g)? } else { 0.0 };
         let correction =
             if self.bias_correction { b.scalar(1.0 - self.common.rounding.power(decay, inputs.t)) } else { 1.0 };
         let (s_hat, m_hat) = (b.div(s, correction * 0.999)?, b.div(m, correction * 0.999)?);
@@ -353,7 +403,7 @@ impl<T: Float> Scalars<T> {
         let decay = c.hp(r.decay);
         let lr = T::from_f64(c.hp(ctx.lr));
         Scalars {
-            avg: Ema::new(decay),
+            avg: Ema::new(decay).with_increment(r.average_form == AverageForm::Increment),
             eps: EpsAt::new(T::from_f64(c.hp(r.eps)), r.eps_placement == EpsPlacement::InsideSqrt),
             lr,
             mu: T::from_f64(c.hp(r.momentum)),
@@ -418,11 +468,11 @@ impl<P: Param, A: Arith, O: Form, const CENTERED: bool, const MOMENTUM: u8, cons
         for i in 0..n {
             let x0 = x[i].load();
             let gi = if PREP { prep.grad::<A>(g[i].load(), x0) } else { g[i].load() };
-            s[i] = A::ema_sq(avg, s[i], gi);
+            s[i] = select(avg.increment, A::ema_sq_increment(avg, s[i], gi), A::ema_sq(avg, s[i], gi));
             // ŝ = s / (1 - γ^t)
             let mut v = if EXTRA { A::div_by(s[i], e.bias_correction) } else { s[i] };
             if CENTERED {
-                m[i] = A::ema(avg, m[i], gi);
+                m[i] = select(avg.increment, A::ema_increment(avg, m[i], gi), A::ema(avg, m[i], gi));
                 let mh = if EXTRA { A::div_by(m[i], e.bias_correction) } else { m[i] };
                 v = A::sub_sq(v, mh);
                 if EXTRA {

@@ -56,9 +56,12 @@ fn fused_equals_general_bit_for_bit() {
                                 (1.0, Rounding::Xla, 0.9),
                                 (0.5, Rounding::Mxnet, 0.9),
                             ] {
-                                for extra in extras {
+                                for (extra, average) in extras.into_iter().flat_map(|e| {
+                                    [(e, super::AverageForm::Weighted), (e, super::AverageForm::Increment)]
+                                }) {
                                     let r = extra(
                                         RmsProp::default()
+                                            .with_average_form(average)
                                             .with_centered(centered)
                                             .with_momentum(momentum, style)
                                             .with_eps(1e-6, place)
@@ -153,7 +156,14 @@ impl RmsProp {
             let gi = ctx.prep.grad_as(c.rounding, g[i].load(), x0);
             // PyTorch: `s.mul_(γ).addcmul_(g, g, value=1-γ)`, `m.lerp_(g, 1-γ)`,
             // `s.addcmul(m, m, value=-1)`, each with one fused multiply-add
-            s[i] = if torch {
+            let increment = self.average_form == super::AverageForm::Increment;
+            // TensorFlow / timm: `s += (1-γ)(g² - s)`, `m += (1-γ)(g - m)` (timm: `add_` with
+            // `alpha`, one fused multiply-add)
+            s[i] = if increment && torch {
+                one_minus_gamma.mul_add(gi * gi - s[i], s[i])
+            } else if increment {
+                s[i] + (gi * gi - s[i]) * one_minus_gamma
+            } else if torch {
                 (one_minus_gamma * gi).mul_add(gi, gamma * s[i])
             } else if alex {
                 gamma * s[i] + one_minus_gamma * gi * gi
@@ -163,6 +173,8 @@ impl RmsProp {
             let mut v = if self.bias_correction { unbias(s[i]) } else { s[i] };
             if self.centered {
                 m[i] = match (torch, one_minus_gamma.to_f64() < 0.5) {
+                    _ if increment && torch => one_minus_gamma.mul_add(gi - m[i], m[i]),
+                    _ if increment => m[i] + (gi - m[i]) * one_minus_gamma,
                     (true, true) => one_minus_gamma.mul_add(gi - m[i], m[i]),
                     (true, false) => (one_minus_gamma - T::ONE).mul_add(gi - m[i], gi),
                     (false, _) => gamma * m[i] + one_minus_gamma * gi,
