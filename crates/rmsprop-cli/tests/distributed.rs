@@ -130,5 +130,5 @@ fn a_sweep_spread_over_processes_gives_the_tables_of_one() {
     let o = mpirun(2, &["sweep", "--distributed", "--optimizer", "d2l.nothing", "--out", "bad"], &dir);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("error: unknown optimizer \"nothing\""), "{err}");
+    assert!(err.contains("error: unknown optimizer \"d2l.nothing\""), "{err}");
 }
