@@ -473,14 +473,18 @@ impl Case {
                 self.x.len()
             ));
         }
-        if let Some(lrs) = &self.lr_schedule
-            && (lrs.len() != self.steps || lrs.first() != Some(&self.hyperparams.normalized.lr))
-        {
-            return Err(format!(
-                "lr_schedule has {} rates for {} steps, or does not start at normalized.lr",
-                lrs.len(),
-                self.steps
-            ));
+        if let Some(lrs) = &self.lr_schedule {
+            if lrs.len() != self.steps {
+                return Err(format!("lr_schedule has {} rates for {} steps: one per step", lrs.len(), self.steps));
+            }
+            let lr = self.hyperparams.normalized.lr;
+            if let Some(&first) = lrs.first()
+                && first != lr
+            {
+                return Err(format!(
+                    "lr_schedule starts at {first:?}, not at normalized.lr = {lr:?}: the first step's rate is the configured one"
+                ));
+            }
         }
         if self.grads.iter().chain(&self.x).any(|r| r.len() != n) {
             return Err(format!("a row does not have the {n} elements of x0"));

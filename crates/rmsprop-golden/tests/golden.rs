@@ -49,6 +49,25 @@ fn timm() {
     assert!(report.exact() >= 9, "only {} of 24 timm cases bit-exact:\n{}", report.exact(), off.join("\n"));
 }
 
+/// A learning-rate schedule that is not one rate per step, or whose first rate is not the
+/// configured one, is refused with what is wrong with it.
+#[test]
+fn a_schedule_that_does_not_fit_its_case_fails() {
+    let text = std::fs::read_to_string(golden_dir().join("timm.json")).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let case = file["cases"].as_array().unwrap().iter().find(|c| c.get("lr_schedule").is_some()).unwrap();
+    assert!(rmsprop_golden::replay_case(case).passed, "the untouched case passes");
+    let mut short = case.clone();
+    short["lr_schedule"].as_array_mut().unwrap().pop();
+    let r = rmsprop_golden::replay_case(&short);
+    let steps = case["steps"].as_u64().unwrap();
+    assert!(!r.passed && r.detail.contains(&format!("has {} rates for {steps} steps", steps - 1)), "{}", r.detail);
+    let mut elsewhere = case.clone();
+    elsewhere["lr_schedule"][0] = serde_json::json!(0.5);
+    let r = rmsprop_golden::replay_case(&elsewhere);
+    assert!(!r.passed && r.detail.contains("lr_schedule starts at 0.5, not at normalized.lr"), "{}", r.detail);
+}
+
 /// optax's Yogi (`yogi.json`), one tensor and several: every case within its tolerance,
 /// the float32 ones bit for bit. (The float64 ones differ by an ulp after a few steps: they
 /// were recorded eagerly, where `decay ** count` comes out correctly rounded, not by XLA's

@@ -125,16 +125,10 @@ impl Flavor {
                 .with_eps(1e-10, EpsPlacement::InsideSqrt)
                 .with_initial_accumulator(1.0)
                 .with_momentum(0.0, MomentumStyle::LrInsideBuffer),
-            // timm `rmsprop_tf.py`: `square_avg.add_(g² - square_avg, alpha=1-alpha)`,
-            // `buf.mul_(momentum).addcdiv_(g, avg, value=lr)`, `param.add_(-buf)`
-            Flavor::Timm => d
-                .with_step_form(StepForm::ScaledProduct)
-                .with_average_form(AverageForm::Increment)
-                .with_lr(0.01)
-                .with_decay(0.9)
-                .with_eps(1e-10, EpsPlacement::InsideSqrt)
-                .with_initial_accumulator(1.0)
-                .with_momentum(0.0, MomentumStyle::LrInsideBuffer),
+            // timm `rmsprop_tf.py` writes TF1's update on PyTorch's kernels
+            // (`square_avg.add_(g² - square_avg, alpha=1-alpha)`,
+            // `buf.mul_(momentum).addcdiv_(g, avg, value=lr)`), with lr 0.01 by default
+            Flavor::Timm => Flavor::Tf1.rmsprop_as_written().with_lr(0.01),
             Flavor::Optax => d
                 .with_step_form(StepForm::ScaledReciprocal)
                 .with_lr(0.01)

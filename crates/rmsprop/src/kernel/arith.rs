@@ -194,9 +194,6 @@ pub(crate) struct Ema<T> {
     lerp: T,
     /// `w < ½`: the lerp starts from `m`, else from `g`.
     lerp_from_m: bool,
-    /// Moved by its increment ([`AverageForm::Increment`](crate::AverageForm)): a loop
-    /// that has both forms selects with it.
-    pub increment: bool,
 }
 
 impl<T: Float> Ema<T> {
@@ -205,12 +202,7 @@ impl<T: Float> Ema<T> {
         let one_minus = T::from_f64(1.0 - beta);
         let lerp_from_m = one_minus.to_f64() < 0.5;
         let lerp = if lerp_from_m { one_minus } else { one_minus - T::ONE };
-        Ema { beta: T::from_f64(beta), one_minus, lerp, lerp_from_m, increment: false }
-    }
-
-    /// The same average, moved by its increment when `on`.
-    pub(crate) fn with_increment(self, on: bool) -> Self {
-        Ema { increment: on, ..self }
+        Ema { beta: T::from_f64(beta), one_minus, lerp, lerp_from_m }
     }
 }
 

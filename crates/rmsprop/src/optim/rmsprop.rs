@@ -403,7 +403,7 @@ impl<T: Float> Scalars<T> {
         let decay = c.hp(r.decay);
         let lr = T::from_f64(c.hp(ctx.lr));
         Scalars {
-            avg: Ema::new(decay).with_increment(r.average_form == AverageForm::Increment),
+            avg: Ema::new(decay),
             eps: EpsAt::new(T::from_f64(c.hp(r.eps)), r.eps_placement == EpsPlacement::InsideSqrt),
             lr,
             mu: T::from_f64(c.hp(r.momentum)),
@@ -413,6 +413,7 @@ impl<T: Float> Scalars<T> {
                 } else {
                     1.0
                 }),
+                increment: r.average_form == AverageForm::Increment,
                 clamp_variance: r.clamp_variance && r.centered,
                 nesterov: r.nesterov,
                 weights: c.weight_ops(c.hp(ctx.lr)),
@@ -427,6 +428,8 @@ impl<T: Float> Scalars<T> {
 struct Extras<T> {
     /// Division by `1 - γ^t` with bias correction, else by 1 (exact).
     bias_correction: Divisor<T>,
+    /// The averages moved by their increment ([`AverageForm::Increment`]), else weighted.
+    increment: bool,
     /// `v = max(v, 0)` (centred only).
     clamp_variance: bool,
     /// Nesterov momentum.
@@ -438,7 +441,7 @@ struct Extras<T> {
 impl<T: Float> Extras<T> {
     /// True when any option is on (bias correction with `1 - γ^t = 1` counts as off).
     fn any(&self) -> bool {
-        !self.bias_correction.is_identity() || self.clamp_variance || self.nesterov || self.weights.any()
+        !self.bias_correction.is_identity() || self.increment || self.clamp_variance || self.nesterov || self.weights.any()
     }
 }
 
@@ -468,11 +471,13 @@ impl<P: Param, A: Arith, O: Form, const CENTERED: bool, const MOMENTUM: u8, cons
         for i in 0..n {
             let x0 = x[i].load();
             let gi = if PREP { prep.grad::<A>(g[i].load(), x0) } else { g[i].load() };
-            s[i] = select(avg.increment, A::ema_sq_increment(avg, s[i], gi), A::ema_sq(avg, s[i], gi));
+            let weighted = A::ema_sq(avg, s[i], gi);
+            s[i] = if EXTRA { select(e.increment, A::ema_sq_increment(avg, s[i], gi), weighted) } else { weighted };
             // ŝ = s / (1 - γ^t)
             let mut v = if EXTRA { A::div_by(s[i], e.bias_correction) } else { s[i] };
             if CENTERED {
-                m[i] = select(avg.increment, A::ema_increment(avg, m[i], gi), A::ema(avg, m[i], gi));
+                let weighted = A::ema(avg, m[i], gi);
+                m[i] = if EXTRA { select(e.increment, A::ema_increment(avg, m[i], gi), weighted) } else { weighted };
                 let mh = if EXTRA { A::div_by(m[i], e.bias_correction) } else { m[i] };
                 v = A::sub_sq(v, mh);
                 if EXTRA {

@@ -125,6 +125,26 @@ fn fast_rsqrt_is_close_to_exact() {
     }
 }
 
+/// TF1's averages move by their increment with or without the estimate: the estimate
+/// replaces only the root, so the state is the exact loop's, bit for bit.
+#[test]
+fn fast_rsqrt_keeps_the_increment_form() {
+    let n = 4096;
+    let g: Vec<f32> = (0..n).map(|i| (i * 7919 % 1000) as f32 / 100.0 - 5.0).collect();
+    let state = |r: RmsProp| {
+        let ctx = Ctx { t: 1, lr: 0.01, prep: r.common.prep::<f32>(None) };
+        let mut x = vec![1.0f32; n];
+        let mut st = [vec![1.0f32; n], vec![], vec![]];
+        let [s, m, b] = &mut st;
+        r.kernel::<f32>(&ctx).run(&mut x, &g, &mut [&mut s[..], &mut m[..], &mut b[..]]);
+        st[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    let tf1 = Flavor::Tf1.rmsprop();
+    let exact = state(tf1.clone());
+    assert_ne!(exact, state(tf1.clone().with_average_form(AverageForm::Weighted)), "the forms round alike here");
+    assert_eq!(state(tf1.with_fast_rsqrt(true)), exact);
+}
+
 impl RmsProp {
     /// The loop with every option checked per element: the reference the fused loops
     /// reproduce bit for bit.
