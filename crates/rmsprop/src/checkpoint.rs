@@ -241,7 +241,7 @@ fn temporary(target: &Path) -> Result<PathBuf> {
 }
 
 /// The first value of a state array that cannot be: not finite, or a negative square.
-fn bad_value<T: Float>(values: &[T], squares: bool) -> Option<(usize, f64, &'static str)> {
+pub(crate) fn bad_value<T: Float>(values: &[T], squares: bool) -> Option<(usize, f64, &'static str)> {
     values.iter().map(|v| v.to_f64()).enumerate().find_map(|(i, v)| {
         if !v.is_finite() {
             Some((i, v, "state must be finite"))

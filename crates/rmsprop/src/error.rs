@@ -168,6 +168,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// State given to [`Optimizer::set_state`](crate::Optimizer::set_state) that does not
+    /// fit the optimizer; nothing was changed.
+    #[error("state {what}: {reason}; nothing was changed")]
+    InvalidState {
+        /// The tensor and slot (`"w.square_avg"`), or what else is wrong.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A tensor that [`Tensors::with`](crate::Tensors::with) could not open for a step.
     #[error("tensor {tensor:?} could not be opened for the step: {reason}")]
     Access {

@@ -236,3 +236,48 @@ fn unknown_names_say_what_was_meant() {
     let e = rmsprop::by_name::config("pytorch.rmsprop", [("alpah", 0.9)]).unwrap_err().to_string();
     assert!(e.starts_with("unknown hyperparameter \"alpah\" for rmsprop (did you mean \"alpha\"?)"), "{e}");
 }
+
+/// State set from outside (another framework's checkpoint) is checked whole before
+/// anything changes: every used slot once, of the right length, finite, squares not
+/// negative, nothing the optimizer does not have.
+#[test]
+fn set_state_refuses_what_does_not_fit_and_changes_nothing() {
+    use rmsprop::{Optimizer, RmsProp};
+    let config = RmsProp::default().with_centered(true);
+    let mut opt = Optimizer::<f64>::new(config, &[("w", &[2][..]), ("b", &[1][..])]).unwrap();
+    let (s, m, sb, mb) = ([1.0, 2.0], [0.5, -0.5], [3.0], [0.25]);
+    let good = [
+        ("w", "square_avg", &s[..]),
+        ("w", "grad_avg", &m[..]),
+        ("b", "square_avg", &sb[..]),
+        ("b", "grad_avg", &mb[..]),
+    ];
+    let refused = |opt: &mut Optimizer<f64>, entries: &[(&str, &str, &[f64])], says: &str| {
+        let e = opt.set_state(9, entries).unwrap_err().to_string();
+        assert!(e.contains(says) && e.ends_with("nothing was changed"), "{e}");
+        assert_eq!((opt.step_count(), opt.state("w", "square_avg")), (0, Some(&[0.0, 0.0][..])));
+    };
+    refused(&mut opt, &good[..3], "state b.grad_avg: not given");
+    refused(&mut opt, &[&good[..], &good[..1]].concat(), "state w.square_avg: given twice");
+    refused(
+        &mut opt,
+        &[good[0], good[1], good[2], ("b", "grad_avg", &m[..])],
+        "b.grad_avg: 2 values for a tensor of 1",
+    );
+    refused(&mut opt, &[good[0], ("w", "grad_avg", &[f64::NAN, 0.0][..]), good[2], good[3]], "element 0 is NaN");
+    refused(
+        &mut opt,
+        &[good[0], good[1], ("b", "square_avg", &[-1.0][..]), good[3]],
+        "a sum of squares is never negative",
+    );
+    refused(
+        &mut opt,
+        &[&good[..], &[("w", "momentum_buffer", &s[..])][..]].concat(),
+        "w.momentum_buffer: this optimizer has no such state",
+    );
+    opt.set_state(9, &good).unwrap();
+    assert_eq!(
+        (opt.step_count(), opt.state("w", "grad_avg"), opt.state("b", "square_avg")),
+        (9, Some(&m[..]), Some(&sb[..]))
+    );
+}

@@ -148,6 +148,60 @@ impl<P: Param> Optimizer<P> {
         self.buffer(t, k)
     }
 
+    /// Replaces the step count and every state tensor, all or nothing: `entries` are
+    /// `(tensor, slot, values)` under the names [`state`](Self::state) reads (another
+    /// framework's checkpoint, say). Every slot the optimizer uses must be given once, of
+    /// the tensor's length and finite (a sum of squares not negative); nothing else may be.
+    /// The count of skipped steps is kept.
+    ///
+    /// ```
+    /// use rmsprop::{Optimizer, RmsProp};
+    /// let mut opt = Optimizer::<f32>::new(RmsProp::default(), &[("w", &[2][..])]).unwrap();
+    /// opt.set_state(7, &[("w", "square_avg", &[0.5, 2.0][..])]).unwrap();
+    /// assert_eq!((opt.step_count(), opt.state("w", "square_avg")), (7, Some(&[0.5f32, 2.0][..])));
+    /// let e = opt.set_state(8, &[("w", "square_avg", &[-1.0, 2.0][..])]).unwrap_err();
+    /// assert!(e.to_string().contains("a sum of squares is never negative"), "{e}");
+    /// assert_eq!(opt.step_count(), 7); // nothing changed
+    /// ```
+    pub fn set_state(&mut self, step: u64, entries: &[(&str, &str, &[P::Acc])]) -> crate::Result<()> {
+        let invalid = |what: String, reason: String| Error::InvalidState { what, reason };
+        let mut bufs = Vec::with_capacity(self.tensors.len());
+        let mut used = vec![false; entries.len()];
+        for tr in &self.tensors {
+            let mut b = Vec::with_capacity(MAX_SLOTS);
+            for slot in self.groups[tr.group].slots() {
+                if !slot.used {
+                    b.push(Vec::new());
+                    continue;
+                }
+                let what = format!("{}.{}", tr.spec.name, slot.name);
+                let mut given = entries.iter().enumerate().filter(|(_, e)| e.0 == tr.spec.name && e.1 == slot.name);
+                let (i, (_, _, values)) = given.next().ok_or_else(|| invalid(what.clone(), "not given".into()))?;
+                if given.next().is_some() {
+                    return Err(invalid(what, "given twice".into()));
+                }
+                used[i] = true;
+                if values.len() != tr.numel {
+                    return Err(invalid(what, format!("{} values for a tensor of {}", values.len(), tr.numel)));
+                }
+                if let Some((k, v, why)) = crate::checkpoint::bad_value(values, slot.nonneg) {
+                    return Err(invalid(what, format!("element {k} is {v}: {why}")));
+                }
+                b.push(values.to_vec());
+            }
+            bufs.push(b);
+        }
+        if let Some(i) = used.iter().position(|u| !u) {
+            let (t, s, _) = entries[i];
+            return Err(invalid(format!("{t}.{s}"), "this optimizer has no such state".into()));
+        }
+        if i64::try_from(step).is_err() {
+            return Err(invalid("step".into(), format!("{step} is beyond 2^63 - 1")));
+        }
+        self.restore(step, self.skipped, bufs);
+        Ok(())
+    }
+
     /// State slot `k` of tensor `t`, if used.
     pub(crate) fn buffer(&self, t: usize, k: usize) -> Option<&[P::Acc]> {
         let tr = &self.tensors[t];
