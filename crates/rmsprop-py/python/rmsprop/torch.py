@@ -1,0 +1,272 @@
+"""Every RMSProp flavour as a ``torch.optim.Optimizer``, stepping CPU tensors in place.
+
+``RMSprop`` is ``torch.optim.RMSprop`` (same signature and defaults) unless given another
+``flavor``; ``RMSpropTF`` is timm's ``RMSpropTF`` (TensorFlow's RMSProp on PyTorch's
+kernels). Each parameter keeps its own state and step count and is skipped while it has no
+gradient, as in ``torch.optim``; ``state_dict()`` is in torch's (or timm's) layout, so
+checkpoints move between these optimizers and theirs. Learning-rate schedulers work
+unchanged: every step reads each group's hyperparameters.
+
+>>> import torch, rmsprop.torch
+>>> w = torch.nn.Parameter(torch.ones(3))
+>>> opt = rmsprop.torch.RMSprop([w], lr=0.01)
+>>> w.grad = torch.full((3,), 0.5)
+>>> opt.step()
+>>> round(w[0].item(), 4)  # 1 - 0.01 * 0.5 / (sqrt(0.01 * 0.25) + 1e-8)
+0.9
+"""
+
+from collections import defaultdict
+
+import torch
+from torch.optim import Optimizer
+
+from . import _core
+
+__all__ = ["RMSprop", "RMSpropTF", "FLAVORS"]
+
+#: The RMSProp flavours ``RMSprop(..., flavor=...)`` takes.
+FLAVORS = ("pytorch", "tf1", "keras", "optax", "mxnet", "d2l", "burn", "timm")
+
+_SUPPORTED = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+# group keys that torch, its schedulers or SWA write and that are not hyperparameters
+_NOT_HYPERPARAMETERS = frozenset(
+    {
+        "params",
+        "name",
+        "initial_lr",
+        "foreach",
+        "fused",
+        "capturable",
+        "differentiable",
+        "max_lr",
+        "min_lr",
+        "base_lr",
+        "max_momentum",
+        "base_momentum",
+        "swa_lr",
+        "nonfinite",
+        "max_lr_snapshot",
+    }
+)
+
+
+def _state_dtype(dtype):
+    """The dtype our state is kept in: float64 for float64 parameters, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check(t, what):
+    """``t``'s address after checking it can be stepped in place; a clear error otherwise."""
+    if t.is_sparse or t.layout != torch.strided:
+        raise TypeError(f"{what} is sparse ({t.layout}): only dense tensors are stepped")
+    if t.device.type != "cpu":
+        raise ValueError(f"{what} is on {t.device}: only CPU tensors are stepped (move the model to the CPU)")
+    if t.dtype not in _SUPPORTED:
+        raise TypeError(f"{what} is {t.dtype}: float32, float64, bfloat16 or float16 are stepped")
+    if not t.is_contiguous():
+        raise ValueError(
+            f"{what} is not contiguous (strides {t.stride()} for shape {tuple(t.shape)}): "
+            "stepping a copy would lose the update; make the parameter contiguous"
+        )
+    return t.data_ptr()
+
+
+class _Flavoured(Optimizer):
+    """The optimizers' common part: the engine, the step, the state in torch's layout."""
+
+    #: switches of the framework's optimizer we do not have yet: refused when on
+    _not_yet = ()
+
+    def __init__(self, params, defaults, optimizer, nonfinite):
+        self._engine = _core.Engine(optimizer, nonfinite)
+        self._optimizer_name = optimizer
+        defaults = dict(defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        # refused here, not at the first step, if a value is wrong or a key unknown
+        self._engine.configure(len(self.param_groups) - 1, self._hyperparameters(self.param_groups[-1]))
+
+    def _hyperparameters(self, group):
+        for k in self._not_yet:
+            if group.get(k):
+                raise ValueError(f"{k}=True is not supported yet by {type(self).__name__}")
+        return [(k, v) for k, v in group.items() if k not in _NOT_HYPERPARAMETERS and k not in self._not_yet]
+
+    def _tensors(self):
+        """``(index, group, parameter)`` over every parameter, numbered as ``state_dict`` does."""
+        k = 0
+        for gi, group in enumerate(self.param_groups):
+            for p in group["params"]:
+                yield k, gi, p
+                k += 1
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One step of every parameter that has a gradient; returns ``closure()``'s loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for gi, group in enumerate(self.param_groups):
+            self._engine.configure(gi, self._hyperparameters(group))
+        items, stepped = [], []
+        for k, gi, p in self._tensors():
+            g = p.grad
+            if g is None or p.numel() == 0:
+                continue
+            what = f"parameter {k} (group {gi}, shape {tuple(p.shape)})"
+            x = _check(p, what)
+            if g.dtype != p.dtype or g.shape != p.shape:
+                raise TypeError(f"the gradient of {what} is {g.dtype} {tuple(g.shape)}, not {p.dtype} {tuple(p.shape)}")
+            items.append((k, gi, x, _check(g, f"the gradient of {what}"), p.numel(), str(p.dtype)))
+            stepped.append(p)
+        if self._engine.step(items, torch.get_num_threads()) and stepped:
+            # the values changed behind autograd's back: let it see that they did
+            torch.autograd.graph.increment_version(stepped)
+        return loss
+
+    @property
+    def skipped_steps(self):
+        """Steps skipped under ``nonfinite="skip"``."""
+        return self._engine.skipped_steps
+
+    def _materialized(self):
+        """The state in torch's layout: copies of what the engine holds."""
+        state = defaultdict(dict)
+        for k, _, p in self._tensors():
+            held = self._engine.state_of(k)
+            if held is None:
+                continue
+            step, names = held
+            entry = {"step": torch.tensor(float(step))}
+            for name in names:
+                out = torch.empty(p.numel(), dtype=_state_dtype(p.dtype))
+                self._engine.read_state(k, name, out.data_ptr(), p.numel())
+                entry[name] = out.view(p.shape).to(p.dtype)
+            state[p] = entry
+        return state
+
+    def state_dict(self):
+        own, self.state = self.state, self._materialized()
+        try:
+            return super().state_dict()
+        finally:
+            self.state = own
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        loaded, self.state = self.state, defaultdict(dict)
+        for gi, group in enumerate(self.param_groups):
+            self._engine.configure(gi, self._hyperparameters(group))
+        for k, gi, p in self._tensors():
+            entry = loaded.get(p)
+            if not entry:
+                continue
+            step = entry.get("step", 0)
+            step = int(step.item() if torch.is_tensor(step) else step)
+            values = {
+                name: v.detach().to(dtype=_state_dtype(p.dtype)).contiguous().view(-1)
+                for name, v in entry.items()
+                if name != "step"
+            }
+            for name, v in values.items():
+                if v.numel() != p.numel():
+                    raise ValueError(f"state {name} of parameter {k} has {v.numel()} elements, the parameter {p.numel()}")
+            self._engine.set_state(
+                k, gi, p.numel(), str(p.dtype), step, [(name, v.data_ptr()) for name, v in values.items()]
+            )
+
+
+class RMSprop(_Flavoured):
+    """``torch.optim.RMSprop``, or another framework's RMSProp with ``flavor=``.
+
+    With the default ``flavor="pytorch"`` the signature, the defaults and every step are
+    torch's. ``flavor="tf1" | "keras" | "optax" | "mxnet" | "d2l" | "burn" | "timm"`` gives
+    that framework's semantics and defaults: the arguments given replace them, under
+    torch's names or the framework's own (``rho=``, ``decay=``, ``eps_in_sqrt=``, ...).
+    ``nonfinite`` is ``"propagate"`` (as torch), ``"skip"`` or ``"error"``.
+    """
+
+    _TORCH = dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, maximize=False)
+
+    def __init__(
+        self,
+        params,
+        lr=None,
+        alpha=None,
+        eps=None,
+        weight_decay=None,
+        momentum=None,
+        centered=None,
+        capturable=False,
+        foreach=None,
+        maximize=None,
+        differentiable=False,
+        *,
+        flavor="pytorch",
+        nonfinite="propagate",
+        **flavor_options,
+    ):
+        if flavor not in FLAVORS:
+            raise ValueError(f"flavor = {flavor!r}: expected one of {', '.join(FLAVORS)}")
+        if differentiable:
+            raise ValueError("differentiable=True is not supported: the step is not a torch graph")
+        given = dict(
+            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered, maximize=maximize
+        )
+        given = {k: v for k, v in given.items() if v is not None}
+        if flavor == "pytorch":
+            defaults = dict(self._TORCH, **given)
+        else:
+            defaults = dict({"lr": dict(_core.preset(f"{flavor}.rmsprop"))["lr"]}, **given)
+        defaults.update(flavor_options)
+        defaults.update(foreach=foreach, capturable=capturable, differentiable=False)
+        super().__init__(params, defaults, f"{flavor}.rmsprop", nonfinite)
+
+
+class RMSpropTF(_Flavoured):
+    """timm's ``RMSpropTF`` (``timm.optim.RMSpropTF``), same signature and defaults.
+
+    TensorFlow's RMSProp as timm writes it on PyTorch's kernels: ε inside the root, the
+    average starting at 1 and moved by its increment, the learning rate inside the momentum
+    buffer (``lr_in_momentum``), coupled or ``decoupled_decay`` weight decay. (timm's
+    ``corrected_weight_decay`` and ``caution`` are refused when on: not yet here.)
+    """
+
+    _not_yet = ("corrected_weight_decay", "caution")
+
+    def __init__(
+        self,
+        params,
+        lr=1e-2,
+        alpha=0.9,
+        eps=1e-10,
+        weight_decay=0,
+        momentum=0.0,
+        centered=False,
+        decoupled_decay=False,
+        corrected_weight_decay=False,
+        lr_in_momentum=True,
+        caution=False,
+        foreach=None,
+        *,
+        nonfinite="propagate",
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            alpha=alpha,
+            eps=eps,
+            centered=centered,
+            weight_decay=weight_decay,
+            decoupled_decay=decoupled_decay,
+            corrected_weight_decay=corrected_weight_decay,
+            lr_in_momentum=lr_in_momentum,
+            caution=caution,
+            foreach=foreach,
+        )
+        super().__init__(params, defaults, "timm.rmsprop", nonfinite)
