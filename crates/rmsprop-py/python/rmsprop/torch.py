@@ -23,7 +23,7 @@ from torch.optim import Optimizer
 
 from . import _core
 
-__all__ = ["RMSprop", "RMSpropTF", "FLAVORS"]
+__all__ = ["RMSprop", "RMSpropTF", "SGD", "Adagrad", "Adam", "AdamW", "by_name", "FLAVORS"]
 
 #: The RMSProp flavours ``RMSprop(..., flavor=...)`` takes.
 FLAVORS = ("pytorch", "tf1", "keras", "optax", "mxnet", "d2l", "burn", "timm")
@@ -48,6 +48,7 @@ _NOT_HYPERPARAMETERS = frozenset(
         "swa_lr",
         "nonfinite",
         "max_lr_snapshot",
+        "param_names",
     }
 )
 
@@ -78,6 +79,8 @@ class _Flavoured(Optimizer):
 
     #: switches of the framework's optimizer we do not have yet: refused when on
     _not_yet = ()
+    #: whether ``state_dict()`` carries a ``step`` (torch's SGD keeps none)
+    _has_step = True
 
     def __init__(self, params, defaults, optimizer, nonfinite):
         self._engine = _core.Engine(optimizer, nonfinite)
@@ -94,7 +97,17 @@ class _Flavoured(Optimizer):
         for k in self._not_yet:
             if group.get(k):
                 raise ValueError(f"{k}=True is not supported yet by {type(self).__name__}")
-        return [(k, v) for k, v in group.items() if k not in _NOT_HYPERPARAMETERS and k not in self._not_yet]
+        out = []
+        for k, v in group.items():
+            if k in _NOT_HYPERPARAMETERS or k in self._not_yet:
+                continue
+            if k == "betas":  # torch's pair, the crate's two names
+                out += [("beta1", v[0]), ("beta2", v[1])]
+            elif k == "decoupled_weight_decay":  # torch's Adam switch for AdamW's decay
+                out.append(("weight_decay_mode", "decoupled" if v else "coupled"))
+            else:
+                out.append((k, v))
+        return out
 
     def _tensors(self):
         """``(index, group, parameter)`` over every parameter, numbered as ``state_dict`` does."""
@@ -142,12 +155,13 @@ class _Flavoured(Optimizer):
             if held is None:
                 continue
             step, names = held
-            entry = {"step": torch.tensor(float(step))}
+            entry = {"step": torch.tensor(float(step))} if self._has_step else {}
             for name in names:
                 out = torch.empty(p.numel(), dtype=_state_dtype(p.dtype))
                 self._engine.read_state(k, name, out.data_ptr(), p.numel())
                 entry[name] = out.view(p.shape).to(p.dtype)
-            state[p] = entry
+            if entry:  # torch keeps no state where there is none (SGD without momentum)
+                state[p] = entry
         return state
 
     def state_dict(self):
@@ -270,3 +284,149 @@ class RMSpropTF(_Flavoured):
             foreach=foreach,
         )
         super().__init__(params, defaults, "timm.rmsprop", nonfinite)
+
+
+class SGD(_Flavoured):
+    """``torch.optim.SGD``: same signature, defaults and steps (momentum, dampening, Nesterov)."""
+
+    _has_step = False
+
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        momentum=0,
+        dampening=0,
+        weight_decay=0,
+        nesterov=False,
+        *,
+        maximize=False,
+        foreach=None,
+        differentiable=False,
+        fused=None,
+        nonfinite="propagate",
+    ):
+        defaults = dict(
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize
+        )
+        super().__init__(params, dict(defaults, foreach=foreach, fused=fused), "pytorch.sgd", nonfinite)
+
+
+class Adagrad(_Flavoured):
+    """``torch.optim.Adagrad``: same signature, defaults and steps."""
+
+    def __init__(
+        self,
+        params,
+        lr=1e-2,
+        lr_decay=0,
+        weight_decay=0,
+        initial_accumulator_value=0,
+        eps=1e-10,
+        foreach=None,
+        *,
+        maximize=False,
+        differentiable=False,
+        fused=None,
+        nonfinite="propagate",
+    ):
+        defaults = dict(
+            lr=lr,
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+            maximize=maximize,
+        )
+        super().__init__(params, dict(defaults, foreach=foreach, fused=fused), "pytorch.adagrad", nonfinite)
+
+
+class Adam(_Flavoured):
+    """``torch.optim.Adam``: same signature, defaults and steps (``amsgrad``,
+    ``decoupled_weight_decay``)."""
+
+    _optimizer = "pytorch.adam"
+
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0,
+        amsgrad=False,
+        *,
+        foreach=None,
+        maximize=False,
+        capturable=False,
+        differentiable=False,
+        fused=None,
+        decoupled_weight_decay=False,
+        nonfinite="propagate",
+    ):
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        super().__init__(params, dict(defaults, foreach=foreach, fused=fused), self._optimizer, nonfinite)
+
+
+class AdamW(Adam):
+    """``torch.optim.AdamW``: same signature, defaults (weight decay 0.01) and steps."""
+
+    _optimizer = "pytorch.adamw"
+
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=1e-2,
+        amsgrad=False,
+        *,
+        maximize=False,
+        foreach=None,
+        capturable=False,
+        differentiable=False,
+        fused=None,
+        nonfinite="propagate",
+    ):
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize=maximize,
+            foreach=foreach,
+            fused=fused,
+            decoupled_weight_decay=True,  # as torch's AdamW, an Adam with this switch on
+            nonfinite=nonfinite,
+        )
+
+
+class _ByName(_Flavoured):
+    def __init__(self, name, params, nonfinite, hyper):
+        lr = dict(_core.preset(name))["lr"]
+        super().__init__(params, dict({"lr": lr}, **hyper), name, nonfinite)
+
+
+def by_name(name, params, *, nonfinite="propagate", **hyperparameters):
+    """Any optimizer of any flavour by its name (``"keras.rmsprop"``, ``"optax.adam"``,
+    ``"mxnet.sgd"``, ...), hyperparameters under any framework's spelling; unknown names and
+    keys are refused with what was meant.
+
+    >>> import torch, rmsprop.torch
+    >>> w = torch.nn.Parameter(torch.zeros(2))
+    >>> opt = rmsprop.torch.by_name("keras.rmsprop", [w], rho=0.8)
+    >>> opt.param_groups[0]["lr"], opt.param_groups[0]["rho"]
+    (0.001, 0.8)
+    """
+    return _ByName(name, params, nonfinite, hyperparameters)

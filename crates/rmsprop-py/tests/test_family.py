@@ -1,0 +1,120 @@
+"""The rest of the family against ``torch.optim`` (``foreach=False``), as
+``test_rmsprop.py`` does RMSprop: SGD takes no root and agrees in every bit over a free run;
+Adagrad, Adam and AdamW agree in every bit except where torch's MKL square root is not
+correctly rounded, and there within 2 ulps of the larger of the parameter and its step
+(Adagrad, whose root meets the gradient at once) or 4 (Adam, whose root is divided by
+``sqrt(1 - β₂ᵗ)`` and offset by ε, two more roundings, before it divides the step)."""
+
+import copy
+
+import pytest
+import torch
+from test_rmsprop import bits, cnn, correctly_rounded_sqrt, mlp, ulp
+
+import rmsprop.torch as ours
+
+STEPS = 50
+
+SGD_VARIANTS = {
+    "plain": dict(),
+    "momentum": dict(momentum=0.9),
+    "dampening": dict(momentum=0.9, dampening=0.3),
+    "nesterov": dict(momentum=0.9, nesterov=True),
+    "weight_decay": dict(momentum=0.5, weight_decay=0.01),
+    "maximize": dict(maximize=True, lr=1e-3),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("variant", sorted(SGD_VARIANTS))
+def test_sgd_is_torchs_bit_for_bit(variant, dtype):
+    kw = dict(lr=0.05) | SGD_VARIANTS[variant]
+    model_a, loss_fn = cnn(dtype)
+    model_b = copy.deepcopy(model_a)
+    theirs = torch.optim.SGD(model_a.parameters(), foreach=False, **kw)
+    mine = ours.SGD(model_b.parameters(), **kw)
+    for _ in range(STEPS):
+        for m, o in ((model_a, theirs), (model_b, mine)):
+            o.zero_grad()
+            loss_fn(m).backward()
+            o.step()
+    sd = mine.state_dict()["state"]
+    for k, (a, b) in enumerate(zip(model_a.parameters(), model_b.parameters())):
+        assert torch.equal(bits(a), bits(b)), f"parameter {k}"
+        if "momentum" in kw:
+            assert torch.equal(bits(theirs.state[a]["momentum_buffer"]), bits(sd[k]["momentum_buffer"]))
+        else:
+            assert k not in sd
+
+
+def adam_root(group, st):
+    return st["max_exp_avg_sq"] if group.get("amsgrad") else st["exp_avg_sq"]
+
+
+CASES = {
+    "adagrad": (torch.optim.Adagrad, ours.Adagrad, dict(lr=0.05), lambda g, st: st["sum"]),
+    "adagrad_decays": (
+        torch.optim.Adagrad,
+        ours.Adagrad,
+        dict(lr=0.05, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1),
+        lambda g, st: st["sum"],
+    ),
+    "adam": (torch.optim.Adam, ours.Adam, dict(lr=0.01), adam_root),
+    "adam_amsgrad_decay": (torch.optim.Adam, ours.Adam, dict(lr=0.01, amsgrad=True, weight_decay=0.01), adam_root),
+    "adam_decoupled": (torch.optim.Adam, ours.Adam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True), adam_root),
+    "adamw": (torch.optim.AdamW, ours.AdamW, dict(lr=0.01, betas=(0.8, 0.99)), adam_root),
+    "adamw_maximize": (torch.optim.AdamW, ours.AdamW, dict(lr=0.001, maximize=True), adam_root),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("model", [mlp, cnn])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_family_is_torchs(case, model, dtype):
+    their_cls, my_cls, kw, root = CASES[case]
+    model_a, loss_fn = model(dtype)
+    model_b = copy.deepcopy(model_a)
+    pa, pb = list(model_a.parameters()), list(model_b.parameters())
+    theirs, mine = their_cls(pa, foreach=False, **kw), my_cls(pb, **kw)
+    checked = {"bitwise": 0, "inexact": 0}
+    for _ in range(STEPS):
+        for m, o in ((model_a, theirs), (model_b, mine)):
+            o.zero_grad()
+            loss_fn(m).backward()
+        before = [p.detach().clone() for p in pa]
+        theirs.step()
+        mine.step()
+        sd = mine.state_dict()["state"]
+        for k, (a, b) in enumerate(zip(pa, pb)):
+            st = theirs.state[a]
+            assert sorted(st) == sorted(sd[k]), f"parameter {k}: state {sorted(st)} vs {sorted(sd[k])}"
+            assert float(st["step"]) == float(sd[k]["step"])
+            for name, v in st.items():
+                if name != "step":  # the averages and sums take no root
+                    assert torch.equal(bits(v), bits(sd[k][name])), f"parameter {k}: {name}"
+            arg = root(theirs.param_groups[0], st)
+            exact = torch.sqrt(arg) == correctly_rounded_sqrt(arg)
+            assert bool((bits(a) == bits(b))[exact].all()), f"parameter {k} differs where torch's root is exact"
+            scale = torch.maximum(before[k].abs(), (before[k] - a).abs())
+            ulps = ((a - b).abs() / ulp(scale))[~exact]
+            bound = 2 if their_cls is torch.optim.Adagrad else 4
+            assert bool((ulps <= bound).all()), f"parameter {k}: {ulps.max()} ulps"
+            checked["bitwise"] += int(exact.sum())
+            checked["inexact"] += int((~exact).sum())
+        with torch.no_grad():
+            for a, b in zip(pa, pb):
+                b.copy_(a)
+        mine.load_state_dict(theirs.state_dict())
+    assert checked["bitwise"] > 2 * checked["inexact"], checked
+
+
+def test_by_name_takes_any_flavour_and_refuses_what_it_does_not_know():
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = ours.by_name("optax.adam", [w], b1=0.8)
+    w.grad = torch.ones(3)
+    opt.step()
+    assert sorted(opt.state_dict()["state"][0]) == ["exp_avg", "exp_avg_sq", "step"]
+    with pytest.raises(ValueError, match='unknown optimizer "pytorch.adma" \\(did you mean "pytorch.adam"\\?\\)'):
+        ours.by_name("pytorch.adma", [w])
+    with pytest.raises(ValueError, match='unknown hyperparameter "bet1"'):
+        ours.by_name("pytorch.adam", [w], bet1=0.9)
