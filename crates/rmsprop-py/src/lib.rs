@@ -316,25 +316,38 @@ impl Engine {
                 Some(_) => {}
             }
         }
-        self.pool(threads)?;
-        let (pool, params) = (&self.pool.as_ref().expect("made above").1, &mut self.params);
-        let result: Result<(), (u64, rmsprop::Error)> = py.detach(|| {
-            pool.install(|| {
-                for &(key, _, x, g, numel, _) in &items {
-                    let p = params.get_mut(&key).expect("made above");
-                    with_core!(&mut p.core, o, P => {
-                        // SAFETY: the Python side checked that `x` and `g` address `numel`
-                        // elements of `P` in live contiguous CPU tensors, held for the call;
-                        // they overlap neither each other nor another parameter (checked above).
-                        let (x, g) = unsafe {
-                            (std::slice::from_raw_parts_mut(x as *mut P, numel), std::slice::from_raw_parts(g as *const P, numel))
-                        };
-                        o.step(&mut [x], &[g]).map_err(|e| (key, e))?;
-                    });
-                }
-                Ok(())
-            })
-        });
+        // a thread pool only where a step will use it: waking its threads costs tens of
+        // microseconds, more than a small model's whole step
+        let large = items.iter().any(|it| it.4 >= rmsprop::PARALLEL_THRESHOLD);
+        let parallel = threads > 1 && large;
+        let mode = if parallel { Parallelism::Auto } else { Parallelism::Serial };
+        for it in &items {
+            let p = self.params.get_mut(&it.0).expect("made above");
+            with_core!(&mut p.core, o, _P => o.set_parallelism(mode));
+        }
+        if parallel {
+            self.pool(threads)?;
+        }
+        let (pool, params) = (self.pool.as_ref().map(|p| &p.1), &mut self.params);
+        let run = || -> Result<(), (u64, rmsprop::Error)> {
+            for &(key, _, x, g, numel, _) in &items {
+                let p = params.get_mut(&key).expect("made above");
+                with_core!(&mut p.core, o, P => {
+                    // SAFETY: the Python side checked that `x` and `g` address `numel`
+                    // elements of `P` in live contiguous CPU tensors, held for the call;
+                    // they overlap neither each other nor another parameter (checked above).
+                    let (x, g) = unsafe {
+                        (std::slice::from_raw_parts_mut(x as *mut P, numel), std::slice::from_raw_parts(g as *const P, numel))
+                    };
+                    o.step(&mut [x], &[g]).map_err(|e| (key, e))?;
+                });
+            }
+            Ok(())
+        };
+        let result = match (parallel, pool) {
+            (true, Some(pool)) => py.detach(|| pool.install(run)),
+            _ => py.detach(run),
+        };
         result.map_err(|(key, e)| PyValueError::new_err(format!("parameter {key}: {e}")))?;
         Ok(true)
     }

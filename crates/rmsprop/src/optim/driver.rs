@@ -330,6 +330,24 @@ impl<P: Param> Optimizer<P> {
         self
     }
 
+    /// Changes whether steps may use several threads (a caller that decides per step, as
+    /// a framework following its thread setting does).
+    ///
+    /// ```
+    /// use rmsprop::{Optimizer, Parallelism, RmsProp};
+    /// let mut opt = Optimizer::<f32>::new(RmsProp::default(), &[("w", &[4][..])]).unwrap();
+    /// opt.set_parallelism(Parallelism::Serial);
+    /// assert_eq!(opt.parallelism(), Parallelism::Serial);
+    /// ```
+    pub fn set_parallelism(&mut self, p: Parallelism) {
+        self.parallel = p;
+    }
+
+    /// Whether steps may use several threads.
+    pub fn parallelism(&self) -> Parallelism {
+        self.parallel
+    }
+
     /// Sets the learning-rate schedule (applies to every group's base rate).
     pub fn with_schedule(mut self, schedule: Schedule) -> Self {
         self.schedule = schedule;
