@@ -1,5 +1,5 @@
 """The rest of the family against ``torch.optim`` (``foreach=False``), as
-``test_rmsprop.py`` does RMSprop: SGD takes no root and agrees in every bit over a free run;
+``test_rmsprop.py`` does RMSprop (Adadelta, with two roots a step, at the end): SGD takes no root and agrees in every bit over a free run;
 Adagrad, Adam and AdamW agree in every bit except where torch's MKL square root is not
 correctly rounded, and there within 2 ulps of the larger of the parameter and its step
 (Adagrad, whose root meets the gradient at once) or 4 (Adam, whose root is divided by
@@ -118,3 +118,53 @@ def test_by_name_takes_any_flavour_and_refuses_what_it_does_not_know():
         ours.by_name("pytorch.adma", [w])
     with pytest.raises(ValueError, match='unknown hyperparameter "bet1"'):
         ours.by_name("pytorch.adam", [w], bet1=0.9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kw", [dict(), dict(lr=0.5, rho=0.8, weight_decay=0.01), dict(maximize=True)])
+def test_adadelta_is_torchs(kw, dtype):
+    """Two roots a step: where both are correctly rounded in torch, the parameter and both
+    averages agree in every bit; elsewhere ``square_avg`` still does (it takes no root) and
+    the parameter within 4 ulps of its largest term (two roots, a division and a product
+    from the quotient) and ``acc_delta`` within 8 (it holds that quotient squared, which
+    doubles its relative error)."""
+    model_a, loss_fn = cnn(dtype)
+    model_b = copy.deepcopy(model_a)
+    pa, pb = list(model_a.parameters()), list(model_b.parameters())
+    theirs, mine = torch.optim.Adadelta(pa, foreach=False, **kw), ours.Adadelta(pb, **kw)
+    checked = {"bitwise": 0, "inexact": 0}
+    rho, eps = theirs.param_groups[0]["rho"], theirs.param_groups[0]["eps"]
+    for _ in range(STEPS):
+        for m, o in ((model_a, theirs), (model_b, mine)):
+            o.zero_grad()
+            loss_fn(m).backward()
+        before = [(p.detach().clone(), theirs.state[p].get("acc_delta", torch.zeros_like(p)).clone()) for p in pa]
+        theirs.step()
+        mine.step()
+        sd = mine.state_dict()["state"]
+        for k, (a, b) in enumerate(zip(pa, pb)):
+            st = theirs.state[a]
+            assert sorted(st) == sorted(sd[k]) and float(st["step"]) == float(sd[k]["step"])
+            assert torch.equal(bits(st["square_avg"]), bits(sd[k]["square_avg"])), f"parameter {k}: square_avg"
+            x_old, acc_old = before[k]
+            roots = [st["square_avg"].add(eps), acc_old.add(eps)]
+            exact = roots[0].sqrt() == correctly_rounded_sqrt(roots[0])
+            exact &= roots[1].sqrt() == correctly_rounded_sqrt(roots[1])
+            delta = (x_old - a).abs() / theirs.param_groups[0]["lr"]
+            for name, t_a, t_b, terms, bound in (
+                ("param", a, b, [x_old.abs(), (x_old - a).abs()], 4),
+                ("acc_delta", st["acc_delta"], sd[k]["acc_delta"], [rho * acc_old.abs(), (1 - rho) * delta * delta], 8),
+            ):
+                assert bool((bits(t_a) == bits(t_b))[exact].all()), f"parameter {k}: {name} where the roots are exact"
+                scale = t_a.abs()
+                for term in terms:
+                    scale = torch.maximum(scale, term)
+                ulps = ((t_a - t_b).abs() / ulp(scale))[~exact]
+                assert bool((ulps <= bound).all()), f"parameter {k}: {name} {ulps.max()} ulps"
+            checked["bitwise"] += int(exact.sum())
+            checked["inexact"] += int((~exact).sum())
+        with torch.no_grad():
+            for a, b in zip(pa, pb):
+                b.copy_(a)
+        mine.load_state_dict(theirs.state_dict())
+    assert checked["bitwise"] > checked["inexact"], checked

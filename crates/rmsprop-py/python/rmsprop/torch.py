@@ -23,7 +23,7 @@ from torch.optim import Optimizer
 
 from . import _core
 
-__all__ = ["RMSprop", "RMSpropTF", "SGD", "Adagrad", "Adam", "AdamW", "by_name", "FLAVORS"]
+__all__ = ["RMSprop", "RMSpropTF", "SGD", "Adagrad", "Adadelta", "Adam", "AdamW", "by_name", "FLAVORS"]
 
 #: The RMSProp flavours ``RMSprop(..., flavor=...)`` takes.
 FLAVORS = ("pytorch", "tf1", "keras", "optax", "mxnet", "d2l", "burn", "timm")
@@ -339,6 +339,27 @@ class Adagrad(_Flavoured):
             maximize=maximize,
         )
         super().__init__(params, dict(defaults, foreach=foreach, fused=fused), "pytorch.adagrad", nonfinite)
+
+
+class Adadelta(_Flavoured):
+    """``torch.optim.Adadelta``: same signature, defaults and steps."""
+
+    def __init__(
+        self,
+        params,
+        lr=1.0,
+        rho=0.9,
+        eps=1e-6,
+        weight_decay=0,
+        foreach=None,
+        *,
+        capturable=False,
+        maximize=False,
+        differentiable=False,
+        nonfinite="propagate",
+    ):
+        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
+        super().__init__(params, dict(defaults, foreach=foreach), "pytorch.adadelta", nonfinite)
 
 
 class Adam(_Flavoured):
