@@ -58,8 +58,11 @@ def _state_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+_NAMES = {d: str(d) for d in _SUPPORTED}
+
+
 def _check(t, what):
-    """``t``'s address after checking it can be stepped in place; a clear error otherwise."""
+    """Refuses ``t`` with a clear error if it cannot be stepped in place."""
     if t.is_sparse or t.layout != torch.strided:
         raise TypeError(f"{what} is sparse ({t.layout}): only dense tensors are stepped")
     if t.device.type != "cpu":
@@ -71,7 +74,14 @@ def _check(t, what):
             f"{what} is not contiguous (strides {t.stride()} for shape {tuple(t.shape)}): "
             "stepping a copy would lose the update; make the parameter contiguous"
         )
-    return t.data_ptr()
+
+
+def _refuse(k, gi, p, g):
+    """The error for parameter ``k`` of group ``gi`` or its gradient ``g``."""
+    what = f"parameter {k} (group {gi}, shape {tuple(p.shape)})"
+    _check(p, what)
+    _check(g, f"the gradient of {what}")
+    raise TypeError(f"the gradient of {what} is {g.dtype} {tuple(g.shape)}, not {p.dtype} {tuple(p.shape)}")
 
 
 class _Flavoured(Optimizer):
@@ -124,19 +134,31 @@ class _Flavoured(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        items, stepped, k = [], [], 0
         for gi, group in enumerate(self.param_groups):
             self._engine.configure(gi, self._hyperparameters(group))
-        items, stepped = [], []
-        for k, gi, p in self._tensors():
-            g = p.grad
-            if g is None or p.numel() == 0:
-                continue
-            what = f"parameter {k} (group {gi}, shape {tuple(p.shape)})"
-            x = _check(p, what)
-            if g.dtype != p.dtype or g.shape != p.shape:
-                raise TypeError(f"the gradient of {what} is {g.dtype} {tuple(g.shape)}, not {p.dtype} {tuple(p.shape)}")
-            items.append((k, gi, x, _check(g, f"the gradient of {what}"), p.numel(), str(p.dtype)))
-            stepped.append(p)
+            for p in group["params"]:
+                g = p.grad
+                if g is not None:
+                    dtype = p.dtype
+                    # the common case in a few attribute reads; the slow path says what is wrong
+                    if not (
+                        g.dtype is dtype
+                        and dtype in _NAMES
+                        and p.is_cpu
+                        and g.is_cpu
+                        and p.layout is torch.strided
+                        and g.layout is torch.strided
+                        and p.is_contiguous()
+                        and g.is_contiguous()
+                        and g.shape == p.shape
+                    ):
+                        _refuse(k, gi, p, g)
+                    n = p.numel()
+                    if n:
+                        items.append((k, gi, p.data_ptr(), g.data_ptr(), n, _NAMES[dtype]))
+                        stepped.append(p)
+                k += 1
         if self._engine.step(items, torch.get_num_threads()) and stepped:
             # the values changed behind autograd's back: let it see that they did
             torch.autograd.graph.increment_version(stepped)
