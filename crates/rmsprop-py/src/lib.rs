@@ -7,7 +7,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 use rmsprop::by_name::{self, Value};
-use rmsprop::{NonFinitePolicy, Optimizer, OptimizerConfig, Parallelism};
+use rmsprop::{NonFinitePolicy, Optimizer, OptimizerConfig, Parallelism, StepOutcome};
 use std::collections::HashMap;
 
 /// A parameter's element type, as torch names it.
@@ -159,6 +159,62 @@ impl Engine {
         Ok(&self.pool.as_ref().expect("set above").1)
     }
 }
+
+/// One parameter's values, step count and state before a step, to put back if a later
+/// parameter refuses the step.
+struct Saved<P: rmsprop::Param> {
+    x: (*mut P, Vec<P>),
+    step: u64,
+    state: Vec<(&'static str, Vec<P::Acc>)>,
+}
+
+// SAFETY: the pointer is the parameter's, which the step holds for its whole duration; it
+// is written only by the thread that runs the step.
+unsafe impl<P: rmsprop::Param> Send for Saved<P> {}
+
+impl<P: rmsprop::Param> Saved<P> {
+    fn take(o: &Optimizer<P>, x: &mut [P]) -> Self {
+        let names = o.group(0).map(|c| c.state_names()).unwrap_or_default();
+        let state = names.into_iter().filter_map(|n| Some((n, o.state("p", n)?.to_vec()))).collect();
+        Saved { x: (x.as_mut_ptr(), x.to_vec()), step: o.step_count(), state }
+    }
+
+    fn restore(self, o: &mut Optimizer<P>) {
+        let (ptr, values) = self.x;
+        // SAFETY: `ptr` addresses the `values.len()` elements `take` copied, still held by
+        // the step under way (see `Engine::step`).
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), ptr, values.len()) };
+        let entries: Vec<(&str, &str, &[P::Acc])> = self.state.iter().map(|(n, v)| ("p", *n, &v[..])).collect();
+        o.set_state(self.step, &entries).expect("the state it had");
+    }
+}
+
+/// [`Saved`] in the parameter's type.
+enum AnySaved {
+    F32(Saved<f32>),
+    F64(Saved<f64>),
+    Bf16(Saved<half::bf16>),
+    F16(Saved<half::f16>),
+}
+
+macro_rules! any_saved {
+    ($($t:ty => $v:ident),*) => {
+        $(impl From<Saved<$t>> for AnySaved {
+            fn from(s: Saved<$t>) -> AnySaved {
+                AnySaved::$v(s)
+            }
+        })*
+        impl AnySaved {
+            fn restore(self, core: &mut Core) {
+                match (self, core) {
+                    $((AnySaved::$v(s), Core::$v(o)) => s.restore(o),)*
+                    _ => unreachable!("a parameter keeps its type"),
+                }
+            }
+        }
+    };
+}
+any_saved!(f32 => F32, f64 => F64, half::bf16 => Bf16, half::f16 => F16);
 
 /// Whether two byte ranges `[a, a + n)` and `[b, b + m)` share a byte.
 fn overlap((a, n): (usize, usize), (b, m): (usize, usize)) -> bool {
@@ -329,27 +385,53 @@ impl Engine {
             self.pool(threads)?;
         }
         let (pool, params) = (self.pool.as_ref().map(|p| &p.1), &mut self.params);
-        let run = || -> Result<(), (u64, rmsprop::Error)> {
+        // under "error" and "skip" the step is all or nothing across parameters, as one
+        // optimizer's is: each parameter's values and state are kept until every one stepped
+        let guarded = self.policy != NonFinitePolicy::Propagate;
+        let run = || -> Result<bool, (u64, rmsprop::Error)> {
+            let mut kept: Vec<(u64, AnySaved)> = Vec::new();
+            let undo = |params: &mut HashMap<u64, Param>, kept: Vec<(u64, AnySaved)>| {
+                for (key, saved) in kept.into_iter().rev() {
+                    saved.restore(&mut params.get_mut(&key).expect("stepped").core);
+                }
+            };
             for &(key, _, x, g, numel, _) in &items {
                 let p = params.get_mut(&key).expect("made above");
-                with_core!(&mut p.core, o, P => {
+                let outcome = with_core!(&mut p.core, o, P => {
                     // SAFETY: the Python side checked that `x` and `g` address `numel`
                     // elements of `P` in live contiguous CPU tensors, held for the call;
                     // they overlap neither each other nor another parameter (checked above).
                     let (x, g) = unsafe {
                         (std::slice::from_raw_parts_mut(x as *mut P, numel), std::slice::from_raw_parts(g as *const P, numel))
                     };
-                    o.step(&mut [x], &[g]).map_err(|e| (key, e))?;
+                    if guarded {
+                        kept.push((key, AnySaved::from(Saved::take(o, x))));
+                    }
+                    o.step(&mut [x], &[g])
                 });
+                match outcome {
+                    Ok(StepOutcome::Applied) => {}
+                    Ok(StepOutcome::Skipped) => {
+                        undo(params, kept);
+                        return Ok(false);
+                    }
+                    Err(e) => {
+                        undo(params, kept);
+                        return Err((key, e));
+                    }
+                }
             }
-            Ok(())
+            Ok(true)
         };
         let result = match (parallel, pool) {
             (true, Some(pool)) => py.detach(|| pool.install(run)),
             _ => py.detach(run),
         };
-        result.map_err(|(key, e)| PyValueError::new_err(format!("parameter {key}: {e}")))?;
-        Ok(true)
+        let applied = result.map_err(|(key, e)| PyValueError::new_err(format!("parameter {key}: {e}")))?;
+        if !applied {
+            self.skipped += 1;
+        }
+        Ok(applied)
     }
 
     /// Steps skipped under policy `"skip"`.

@@ -247,3 +247,27 @@ def test_the_readmes_python_runs():
         if "opt" in scope:
             model(torch.ones(2, 3)).sum().backward()
             scope["opt"].step()
+
+
+@pytest.mark.parametrize("policy", ["error", "skip"])
+def test_a_step_that_would_not_be_finite_changes_no_parameter(policy):
+    # finite gradients whose squares overflow float32 in the second parameter only: the
+    # first parameter, stepped before it, is put back as it was
+    ps = params()
+    opt = ours.RMSprop(ps, lr=0.1, momentum=0.9, nonfinite=policy)
+    grads(ps, 0)
+    opt.step()
+    grads(ps, 3)
+    ps[1].grad[2] = 1e30
+    before = snapshot(opt, ps)
+    if policy == "error":
+        with pytest.raises(ValueError, match="parameter 1: .*not finite|parameter 1: .*non-finite"):
+            opt.step()
+    else:
+        opt.step()
+        assert opt.skipped_steps == 1
+    assert same(snapshot(opt, ps), before)
+    # and the next good step goes on from there, as if the refused one had not been given
+    grads(ps, 4)
+    opt.step()
+    assert opt.state_dict()["state"][0]["step"].item() == 2.0
