@@ -41,6 +41,15 @@ fn parse_set(text: &str) -> Result<Set> {
     Ok(Set { scope, key, value: Value::parse(v.trim()), text: text.to_string() })
 }
 
+/// Whether `--set` `s` sets `field` of optimizer `name` (under any of its spellings): set
+/// after a marker value, the marker is gone.
+fn sets_field(name: &str, s: &Set, field: &str) -> bool {
+    const MARKER: f64 = 0.123_456_789;
+    let h = [(field.to_string(), Value::Num(MARKER)), (s.key.clone(), s.value.clone())];
+    by_name::config(name, h)
+        .is_ok_and(|c| by_name::hyperparameters(&c).into_iter().any(|(k, v)| k == field && v != Value::Num(MARKER)))
+}
+
 /// The configuration of each of `names` (in order) with the command line's values applied.
 /// The error says which value an optimizer refused, and why.
 pub fn configs(names: &[String], given: &Overrides) -> Result<Vec<OptimizerConfig>> {
@@ -73,6 +82,15 @@ pub fn configs(names: &[String], given: &Overrides) -> Result<Vec<OptimizerConfi
             }
             let mut config = by_name::config(name, h.clone()).with_context(|| format!("{name} with --lr/--gamma"))?;
             for s in sets.iter().filter(|s| s.scope.as_ref().is_none_or(|sc| sc == name)) {
+                // two flags for one value would leave one of them silently ignored
+                let both = |flag: &str, v: Option<f64>, field: &str, what: &str| match v {
+                    Some(v) if sets_field(name, s, field) => {
+                        bail!("--{flag} {v} and --set {} both set {name}'s {what}: give one of them", s.text)
+                    }
+                    _ => Ok(()),
+                };
+                both("lr", given.lr, "lr", "learning rate")?;
+                both("gamma", given.gamma.filter(|_| is_rmsprop(preset)), "decay", "decay γ")?;
                 h.push((s.key.clone(), s.value.clone()));
                 config = by_name::config(name, h.clone()).with_context(|| match &s.scope {
                     // "scope it" only where there is another optimizer to scope it away from

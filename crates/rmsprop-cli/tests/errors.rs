@@ -12,6 +12,15 @@ fn bad_input_gets_one_clear_line() {
     refused(&["trace2d", "--lr", "-1"], "invalid value '-1' for '--lr <LR>'");
     refused(&["trace2d", "--objective", "moon"], "unknown objective \"moon\"");
     refused(&["trace2d", "--optimizer", "adam", "--gamma", "0.9"], "--gamma sets RMSProp's decay");
+    // one value from two flags: refused, whatever the spelling
+    refused(
+        &["trace2d", "--lr", "0.1", "--set", "learning_rate=0.2"],
+        "error: --lr 0.1 and --set learning_rate=0.2 both set rmsprop's learning rate: give one of them",
+    );
+    refused(
+        &["trace2d", "--optimizer", "pytorch.rmsprop", "--gamma", "0.9", "--set", "alpha=0.8"],
+        "error: --gamma 0.9 and --set alpha=0.8 both set pytorch.rmsprop's decay γ: give one of them",
+    );
     refused(&["trace2d", "--bogus"], "unexpected argument '--bogus'");
     refused(&["trace2d", "--steps", "many"], "--steps");
     refused(&["train", "--impl", "trainer", "--lr", "-1"], "--lr");
