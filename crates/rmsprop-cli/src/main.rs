@@ -447,7 +447,8 @@ fn run_trace2d(a: Trace2dArgs) -> Result<Printed> {
     let demo = a.optimizers.is_empty();
     let names = if demo { vec!["rmsprop".to_string()] } else { a.optimizers.clone() };
     let lr = a.lr.or(demo.then_some(0.4));
-    let configs = resolve::configs(&names, &Overrides { lr, gamma: a.gamma, sets: &a.set })?;
+    let typed = [a.lr.is_some(), a.gamma.is_some()];
+    let configs = resolve::configs(&names, &Overrides { lr, gamma: a.gamma, sets: &a.set, typed })?;
     let dir = outdir::dir(a.out.as_deref(), "trace2d");
     create(&dir)?;
     let mut runs = Vec::new();
@@ -513,8 +514,9 @@ fn run_train(a: TrainArgs) -> Result<Printed> {
                 // the chapter's Trainer("rmsprop", {"learning_rate": 0.01, "gamma1": 0.9})
                 None => ("mxnet.rmsprop".to_string(), a.lr.or(Some(0.01)), a.gamma.or(Some(0.9))),
             };
+            let typed = [a.lr.is_some(), a.gamma.is_some()];
             let config =
-                resolve::configs(std::slice::from_ref(&name), &Overrides { lr, gamma, sets: &a.set })?.remove(0);
+                resolve::configs(std::slice::from_ref(&name), &Overrides { lr, gamma, sets: &a.set, typed })?.remove(0);
             (name, Update::Trainer(config.clone()), config)
         }
     };

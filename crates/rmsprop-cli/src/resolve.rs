@@ -17,6 +17,9 @@ pub struct Overrides<'a> {
     pub gamma: Option<f64>,
     /// `--set`, as written.
     pub sets: &'a [String],
+    /// Whether `lr` and `gamma` were typed (`--lr`, `--gamma`) rather than the command's
+    /// own defaults (the chapter's demo at 0.4), which a `--set` replaces.
+    pub typed: [bool; 2],
 }
 
 /// One `--set`.
@@ -89,8 +92,9 @@ pub fn configs(names: &[String], given: &Overrides) -> Result<Vec<OptimizerConfi
                     }
                     _ => Ok(()),
                 };
-                both("lr", given.lr, "lr", "learning rate")?;
-                both("gamma", given.gamma.filter(|_| is_rmsprop(preset)), "decay", "decay γ")?;
+                both("lr", given.lr.filter(|_| given.typed[0]), "lr", "learning rate")?;
+                let gamma = given.gamma.filter(|_| given.typed[1] && is_rmsprop(preset));
+                both("gamma", gamma, "decay", "decay γ")?;
                 h.push((s.key.clone(), s.value.clone()));
                 config = by_name::config(name, h.clone()).with_context(|| match &s.scope {
                     // "scope it" only where there is another optimizer to scope it away from
@@ -114,7 +118,7 @@ mod tests {
     fn run(names: &[&str], lr: Option<f64>, gamma: Option<f64>, sets: &[&str]) -> Result<Vec<OptimizerConfig>> {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        configs(&names, &Overrides { lr, gamma, sets: &sets })
+        configs(&names, &Overrides { lr, gamma, sets: &sets, typed: [true, true] })
     }
 
     #[test]

@@ -21,6 +21,13 @@ fn bad_input_gets_one_clear_line() {
         &["trace2d", "--optimizer", "pytorch.rmsprop", "--gamma", "0.9", "--set", "alpha=0.8"],
         "error: --gamma 0.9 and --set alpha=0.8 both set pytorch.rmsprop's decay γ: give one of them",
     );
+    // the command's own defaults (the demo's lr 0.4, the Trainer's γ 0.9) are not typed
+    // flags: a --set replaces them
+    let dir = tmp("set-replaces-defaults");
+    let o = rmsprop(&["trace2d", "--set", "lr=0.2", "--out", "t"], &dir);
+    assert!(o.status.success() && stdout(&o).contains("with lr=0.2 "), "{}{}", stdout(&o), stderr(&o));
+    let o = rmsprop(&["train", "--impl", "trainer", "--set", "gamma1=0.8", "--epochs", "1", "--out", "t"], &dir);
+    assert!(o.status.success() && stdout(&o).contains("decay=0.8"), "{}{}", stdout(&o), stderr(&o));
     refused(&["trace2d", "--bogus"], "unexpected argument '--bogus'");
     refused(&["trace2d", "--steps", "many"], "--steps");
     refused(&["train", "--impl", "trainer", "--lr", "-1"], "--lr");
