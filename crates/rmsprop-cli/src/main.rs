@@ -301,7 +301,13 @@ const GRID_GAMMAS_TEXT: &str = "0,0.5,0.9,0.99,1";
 
 fn main() -> ExitCode {
     let json = std::env::args_os().skip(1).any(|a| a == "--json");
-    let result = match Cli::try_parse() {
+    // `rmsprop help --help` is the help itself (clap would take `--help` for a subcommand)
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "help") && args[2..].iter().any(|a| a == "--help" || a == "-h") {
+        args.truncate(1);
+        args.push("--help".into());
+    }
+    let result = match Cli::try_parse_from(args) {
         Ok(cli) => run(cli).map(|p| if json && !p.json.is_null() { Printed { text: pretty(&p.json), ..p } } else { p }),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             return emit(&e.render().to_string(), true);

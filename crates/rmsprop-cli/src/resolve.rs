@@ -56,6 +56,10 @@ fn sets_field(name: &str, s: &Set, field: &str) -> bool {
 /// The configuration of each of `names` (in order) with the command line's values applied.
 /// The error says which value an optimizer refused, and why.
 pub fn configs(names: &[String], given: &Overrides) -> Result<Vec<OptimizerConfig>> {
+    if let Some(name) = names.iter().find(|n| n.contains(',')) {
+        let each: Vec<String> = name.split(',').map(|n| format!("--optimizer {}", n.trim())).collect();
+        bail!("--optimizer {name:?}: one optimizer per flag, repeat it ({})", each.join(" "));
+    }
     let sets = given.sets.iter().map(|s| parse_set(s)).collect::<Result<Vec<_>>>()?;
     for s in &sets {
         if let Some(scope) = s.scope.as_ref().filter(|sc| !names.contains(sc)) {

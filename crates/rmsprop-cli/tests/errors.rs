@@ -12,6 +12,10 @@ fn bad_input_gets_one_clear_line() {
     refused(&["trace2d", "--lr", "-1"], "invalid value '-1' for '--lr <LR>'");
     refused(&["trace2d", "--objective", "moon"], "unknown objective \"moon\"");
     refused(&["trace2d", "--optimizer", "adam", "--gamma", "0.9"], "--gamma sets RMSProp's decay");
+    refused(
+        &["trace2d", "--optimizer", "rmsprop,adam"],
+        "error: --optimizer \"rmsprop,adam\": one optimizer per flag, repeat it (--optimizer rmsprop --optimizer adam)",
+    );
     // one value from two flags: refused, whatever the spelling
     refused(
         &["trace2d", "--lr", "0.1", "--set", "learning_rate=0.2"],
@@ -78,6 +82,13 @@ fn help_and_version_succeed() {
     }
     let o = rmsprop(&["--version"], &dir);
     assert!(o.status.success() && stdout(&o).starts_with("rmsprop "));
+    // `help` and `help --help` both print the command's help
+    let help = stdout(&rmsprop(&["--help"], &dir));
+    assert!(help.contains("Usage: rmsprop"), "{help}");
+    for args in [&["help"][..], &["help", "--help"], &["help", "-h"]] {
+        let o = rmsprop(args, &dir);
+        assert!(o.status.success() && stdout(&o).contains("Usage: rmsprop"), "{args:?}: {}", stderr(&o));
+    }
 }
 
 /// "Scope it" advice only where the run has several optimizers to scope a `--set` among.
