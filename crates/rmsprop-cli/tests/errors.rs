@@ -16,6 +16,12 @@ fn bad_input_gets_one_clear_line() {
         &["trace2d", "--optimizer", "rmsprop,adam"],
         "error: --optimizer \"rmsprop,adam\": one optimizer per flag, repeat it (--optimizer rmsprop --optimizer adam)",
     );
+    // numbers as written, not forty digits
+    refused(
+        &["trace2d", "--set", "decay=1e39"],
+        "error: --set decay=1e39: invalid hyperparameter rmsprop.decay = 1e39: expected a number in [0, 1]",
+    );
+    refused(&["trace2d", "--set", "lr=-2.5e-12"], "invalid hyperparameter rmsprop.lr = -2.5e-12: expected");
     // one value from two flags: refused, whatever the spelling
     refused(
         &["trace2d", "--lr", "0.1", "--set", "learning_rate=0.2"],

@@ -322,7 +322,13 @@ pub(crate) fn check_unit(optimizer: &'static str, name: &'static str, v: f64) ->
 }
 
 pub(crate) fn invalid(optimizer: &'static str, name: &'static str, v: f64, expected: &'static str) -> Error {
-    Error::InvalidHyperparameter { optimizer, name, value: format!("{v}"), expected }
+    Error::InvalidHyperparameter { optimizer, name, value: number(v), expected }
+}
+
+/// `v` as a person writes it: `1e39` and `-2.5e-12` rather than forty digits, `0.9` and
+/// `100` as they are (the CLI's error tests check both).
+pub(crate) fn number(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-5..1e16).contains(&v.abs()) { format!("{v:e}") } else { format!("{v}") }
 }
 
 /// Generates the `with_*` setters of the [`Common`] fields on an optimizer config.

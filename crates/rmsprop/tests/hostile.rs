@@ -133,7 +133,7 @@ fn eps_root_is_optax_only() {
 fn hyperparameters_must_fit_the_step_type() {
     let lr = RmsProp::default().with_lr(1e300);
     let e = Optimizer::<f32>::new(lr.clone(), &[("w", &[2][..])]).unwrap_err().to_string();
-    assert!(e.starts_with("invalid hyperparameter rmsprop.lr = 1000000000000000000000000"), "{e}");
+    assert!(e.starts_with("invalid hyperparameter rmsprop.lr = 1e300: expected"), "{e}");
     assert!(e.contains("float32's range"), "{e}");
     assert!(Optimizer::<f64>::new(lr, &[("w", &[2][..])]).is_ok(), "fine in f64");
     let mut held = by_name::config("mxnet.rmsprop", [("rescale_grad", 5.1e39)]).unwrap();

@@ -25,7 +25,7 @@ pub(super) fn check_representable<T: Float>(config: &OptimizerConfig) -> Result<
             return Err(Error::InvalidHyperparameter {
                 optimizer: config.name(),
                 name,
-                value: x.to_string(),
+                value: crate::common::number(x),
                 expected: "a value within float32's range (|x| <= 3.4e38), the type the step computes in",
             });
         }
