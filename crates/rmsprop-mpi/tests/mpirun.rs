@@ -292,9 +292,12 @@ fn a_process_that_hangs_is_reported_by_the_others_after_the_timeout() {
     let o = on_three_saving_every_two(ck, &["--hang-at", "5:1", "--timeout", "5"]);
     let said = text(&o);
     assert_eq!(o.status.code(), Some(rmsprop_mpi::EXIT_CODE), "{said}");
-    // each survivor names the collective and the step; the hung process says nothing
-    for r in [0, 2] {
-        let line = said.lines().find(|l| l.starts_with(&no_answer(r))).unwrap_or_else(|| panic!("{said}"));
+    // each survivor that reports names the collective and the step (the first to report
+    // ends the job with MPI_Abort, which may kill the other before it prints); the hung
+    // process says nothing
+    let reports: Vec<&str> = said.lines().filter(|l| [0, 2].iter().any(|&r| l.starts_with(&no_answer(r)))).collect();
+    assert!(!reports.is_empty(), "{said}");
+    for line in reports {
         assert!(
             line.contains("in the all-reduce of the step's agreement at step 5: one of them died or hangs"),
             "{line}"
@@ -326,8 +329,12 @@ fn a_process_that_dies_is_reported_by_the_others_when_mpirun_lets_them_run() {
     ]);
     let said = text(&o);
     assert!(!o.status.success(), "{said}");
-    for r in [0, 1] {
-        let line = said.lines().find(|l| l.starts_with(&no_answer(r))).unwrap_or_else(|| panic!("{said}"));
+    // the first survivor to report ends the job with MPI_Abort, which may kill the other
+    // before it prints (Open MPI: "you may or may not see output from other processes"):
+    // at least one reports, and every report names the step
+    let reports: Vec<&str> = said.lines().filter(|l| [0, 1].iter().any(|&r| l.starts_with(&no_answer(r)))).collect();
+    assert!(!reports.is_empty(), "{said}");
+    for line in reports {
         assert!(line.contains("at step 3: one of them died or hangs; ending the job"), "{line}");
     }
 }
