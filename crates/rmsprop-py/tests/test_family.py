@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-from test_rmsprop import bits, cnn, correctly_rounded_sqrt, mlp, ulp
+from test_rmsprop import bits, cnn, correctly_rounded_sqrt, mlp, resync, ulp
 
 import rmsprop.torch as ours
 
@@ -101,10 +101,7 @@ def test_the_family_is_torchs(case, model, dtype):
             assert bool((ulps <= bound).all()), f"parameter {k}: {ulps.max()} ulps"
             checked["bitwise"] += int(exact.sum())
             checked["inexact"] += int((~exact).sum())
-        with torch.no_grad():
-            for a, b in zip(pa, pb):
-                b.copy_(a)
-        mine.load_state_dict(theirs.state_dict())
+        resync(theirs, mine, pa, pb)
     assert checked["bitwise"] > 2 * checked["inexact"], checked
 
 
@@ -163,8 +160,5 @@ def test_adadelta_is_torchs(kw, dtype):
                 assert bool((ulps <= bound).all()), f"parameter {k}: {name} {ulps.max()} ulps"
             checked["bitwise"] += int(exact.sum())
             checked["inexact"] += int((~exact).sum())
-        with torch.no_grad():
-            for a, b in zip(pa, pb):
-                b.copy_(a)
-        mine.load_state_dict(theirs.state_dict())
+        resync(theirs, mine, pa, pb)
     assert checked["bitwise"] > checked["inexact"], checked

@@ -104,6 +104,14 @@ def st_b_param(mine, k):
     return [p for g in mine.param_groups for p in g["params"]][k]
 
 
+def resync(theirs, mine, theirs_params, my_params):
+    """The next step starts from the same place: torch's parameters and state."""
+    with torch.no_grad():
+        for a, b in zip(theirs_params, my_params):
+            b.copy_(a)
+    mine.load_state_dict(theirs.state_dict())
+
+
 def run_synced(make_theirs, make_mine, model_fn, dtype, denominator, schedule=False):
     model_a, loss_fn = model_fn(dtype)
     model_b = copy.deepcopy(model_a)
@@ -127,11 +135,7 @@ def run_synced(make_theirs, make_mine, model_fn, dtype, denominator, schedule=Fa
         compare_step(theirs, mine, pa, before, denominator, checked)
         for s in scheds:
             s.step()
-        # the next step starts from the same place: torch's parameters and state
-        with torch.no_grad():
-            for a, b in zip(pa, pb):
-                b.copy_(a)
-        mine.load_state_dict(theirs.state_dict())
+        resync(theirs, mine, pa, pb)
     assert checked["bitwise"] > 2 * checked["inexact_roots"], checked  # float32: ~15 % inexact
     return checked
 
