@@ -1,14 +1,18 @@
 """The rest of the family against ``torch.optim`` (``foreach=False``), as
-``test_rmsprop.py`` does RMSprop (Adadelta, with two roots a step, at the end): SGD takes no root and agrees in every bit over a free run;
-Adagrad, Adam and AdamW agree in every bit except where torch's MKL square root is not
-correctly rounded, and there within 2 ulps of the larger of the parameter and its step
-(Adagrad, whose root meets the gradient at once) or 4 (Adam, whose root is divided by
-``sqrt(1 - β₂ᵗ)`` and offset by ε, two more roundings, before it divides the step)."""
+``test_rmsprop.py`` does RMSprop (Adadelta, with two roots a step, at the end), and Yogi
+against ``torch_optimizer.Yogi`` (torch has none; that package is PyTorch users' Yogi):
+SGD takes no root and agrees in every bit over a free run; Adagrad, Adam, AdamW and Yogi
+agree in every bit except where torch's MKL square root is not correctly rounded, and
+there within 2 ulps of the larger of the parameter and its step (Adagrad, whose root meets
+the gradient at once) or 4 (Adam and Yogi, whose root is divided by ``sqrt(1 - β₂ᵗ)`` and
+offset by ε, two more roundings, before it divides the step)."""
 
 import copy
+import functools
 
 import pytest
 import torch
+import torch_optimizer  # .ci/run installs it; without it these tests fail
 from test_rmsprop import bits, cnn, correctly_rounded_sqrt, mlp, resync, ulp
 
 import rmsprop.torch as ours
@@ -51,19 +55,54 @@ def adam_root(group, st):
     return st["max_exp_avg_sq"] if group.get("amsgrad") else st["exp_avg_sq"]
 
 
+def sum_root(group, st):
+    return st["sum"]
+
+
+def yogi_root(group, st):
+    return st["exp_avg_sq"]
+
+
+def single_tensor(cls):
+    """torch's optimizer on its per-tensor kernels, the ones it documents as the reference."""
+    return functools.partial(cls, foreach=False)
+
+
+# theirs, ours, hyperparameters, the root's argument, the bound in ulps where that root is not exact
 CASES = {
-    "adagrad": (torch.optim.Adagrad, ours.Adagrad, dict(lr=0.05), lambda g, st: st["sum"]),
+    "adagrad": (single_tensor(torch.optim.Adagrad), ours.Adagrad, dict(lr=0.05), sum_root, 2),
     "adagrad_decays": (
-        torch.optim.Adagrad,
+        single_tensor(torch.optim.Adagrad),
         ours.Adagrad,
         dict(lr=0.05, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1),
-        lambda g, st: st["sum"],
+        sum_root,
+        2,
     ),
-    "adam": (torch.optim.Adam, ours.Adam, dict(lr=0.01), adam_root),
-    "adam_amsgrad_decay": (torch.optim.Adam, ours.Adam, dict(lr=0.01, amsgrad=True, weight_decay=0.01), adam_root),
-    "adam_decoupled": (torch.optim.Adam, ours.Adam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True), adam_root),
-    "adamw": (torch.optim.AdamW, ours.AdamW, dict(lr=0.01, betas=(0.8, 0.99)), adam_root),
-    "adamw_maximize": (torch.optim.AdamW, ours.AdamW, dict(lr=0.001, maximize=True), adam_root),
+    "adam": (single_tensor(torch.optim.Adam), ours.Adam, dict(lr=0.01), adam_root, 4),
+    "adam_amsgrad_decay": (
+        single_tensor(torch.optim.Adam),
+        ours.Adam,
+        dict(lr=0.01, amsgrad=True, weight_decay=0.01),
+        adam_root,
+        4,
+    ),
+    "adam_decoupled": (
+        single_tensor(torch.optim.Adam),
+        ours.Adam,
+        dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),
+        adam_root,
+        4,
+    ),
+    "adamw": (single_tensor(torch.optim.AdamW), ours.AdamW, dict(lr=0.01, betas=(0.8, 0.99)), adam_root, 4),
+    "adamw_maximize": (single_tensor(torch.optim.AdamW), ours.AdamW, dict(lr=0.001, maximize=True), adam_root, 4),
+    "yogi": (torch_optimizer.Yogi, ours.Yogi, dict(), yogi_root, 4),
+    "yogi_decay": (
+        torch_optimizer.Yogi,
+        ours.Yogi,
+        dict(lr=0.05, betas=(0.3, 0.99), eps=1e-4, initial_accumulator=0.01, weight_decay=0.01),
+        yogi_root,
+        4,
+    ),
 }
 
 
@@ -71,11 +110,11 @@ CASES = {
 @pytest.mark.parametrize("model", [mlp, cnn])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_the_family_is_torchs(case, model, dtype):
-    their_cls, my_cls, kw, root = CASES[case]
+    their_cls, my_cls, kw, root, bound = CASES[case]
     model_a, loss_fn = model(dtype)
     model_b = copy.deepcopy(model_a)
     pa, pb = list(model_a.parameters()), list(model_b.parameters())
-    theirs, mine = their_cls(pa, foreach=False, **kw), my_cls(pb, **kw)
+    theirs, mine = their_cls(pa, **kw), my_cls(pb, **kw)
     checked = {"bitwise": 0, "inexact": 0}
     for _ in range(STEPS):
         for m, o in ((model_a, theirs), (model_b, mine)):
@@ -89,6 +128,7 @@ def test_the_family_is_torchs(case, model, dtype):
             st = theirs.state[a]
             assert sorted(st) == sorted(sd[k]), f"parameter {k}: state {sorted(st)} vs {sorted(sd[k])}"
             assert float(st["step"]) == float(sd[k]["step"])
+            assert type(st["step"]) is type(sd[k]["step"]), "the step is kept as theirs keeps it"
             for name, v in st.items():
                 if name != "step":  # the averages and sums take no root
                     assert torch.equal(bits(v), bits(sd[k][name])), f"parameter {k}: {name}"
@@ -97,7 +137,6 @@ def test_the_family_is_torchs(case, model, dtype):
             assert bool((bits(a) == bits(b))[exact].all()), f"parameter {k} differs where torch's root is exact"
             scale = torch.maximum(before[k].abs(), (before[k] - a).abs())
             ulps = ((a - b).abs() / ulp(scale))[~exact]
-            bound = 2 if their_cls is torch.optim.Adagrad else 4
             assert bool((ulps <= bound).all()), f"parameter {k}: {ulps.max()} ulps"
             checked["bitwise"] += int(exact.sum())
             checked["inexact"] += int((~exact).sum())
@@ -162,3 +201,26 @@ def test_adadelta_is_torchs(kw, dtype):
             checked["inexact"] += int((~exact).sum())
         resync(theirs, mine, pa, pb)
     assert checked["bitwise"] > checked["inexact"], checked
+
+
+def test_a_yogi_checkpoint_moves_both_ways():
+    """torch_optimizer's Yogi keeps its step as a Python int: ours writes it so, and each
+    loads the other's ``state_dict`` with every bit of both moments."""
+    model_a, loss_fn = mlp(torch.float32)
+    model_b = copy.deepcopy(model_a)
+    theirs, mine = torch_optimizer.Yogi(model_a.parameters(), lr=0.05), ours.Yogi(model_b.parameters(), lr=0.05)
+    for m, o in ((model_a, theirs), (model_b, mine)):
+        for _ in range(3):
+            o.zero_grad()
+            loss_fn(m).backward()
+            o.step()
+    into_theirs = torch_optimizer.Yogi(copy.deepcopy(model_b).parameters(), lr=0.5)
+    into_theirs.load_state_dict(mine.state_dict())
+    assert into_theirs.param_groups[0]["lr"] == 0.05
+    into_mine = ours.Yogi(copy.deepcopy(model_a).parameters(), lr=0.5)
+    into_mine.load_state_dict(theirs.state_dict())
+    for source, loaded in ((mine.state_dict(), into_theirs.state_dict()), (theirs.state_dict(), into_mine.state_dict())):
+        for k, st in source["state"].items():
+            assert st["step"] == 3 and type(loaded["state"][k]["step"]) is int
+            for name in ("exp_avg", "exp_avg_sq"):
+                assert torch.equal(bits(st[name]), bits(loaded["state"][k][name])), f"parameter {k}: {name}"

@@ -119,11 +119,15 @@ fn certain_nan_is_accepted_and_left_to_the_policy() {
 /// guard's bound on the denominator wrong).
 #[test]
 fn eps_root_is_optax_only() {
-    for name in ["pytorch.adam", "pytorch.adamw", "mxnet.adam"] {
+    for name in ["pytorch.adam", "pytorch.adamw", "mxnet.adam", "pytorch.yogi"] {
         let e = by_name::config(name, [("eps", 0.0), ("eps_root", 1e-8)]).unwrap_err().to_string();
         assert!(e.contains("eps_root = 0.00000001 is optax's"), "{name}: {e}");
     }
     assert!(by_name::config("optax.adam", [("eps", 0.0), ("eps_root", 1e-8)]).is_ok());
+    assert!(by_name::config("optax.yogi", [("eps", 0.0), ("eps_root", 1e-8)]).is_ok());
+    // no framework's Yogi corrects only its learning rate (MXNet's Adam does)
+    let e = by_name::config("d2l.yogi", [("bias_correction", "lr_only")]).unwrap_err().to_string();
+    assert!(e.contains("bias_correction = lr_only is MXNet's Adam"), "{e}");
     let e = Optimizer::<f32>::new(Adam::default().with_eps(0.0), &[("w", &[1][..])]);
     assert!(e.is_ok(), "eps = 0 alone is PyTorch's right");
 }

@@ -23,7 +23,7 @@ from torch.optim import Optimizer
 
 from . import _core
 
-__all__ = ["RMSprop", "RMSpropTF", "SGD", "Adagrad", "Adadelta", "Adam", "AdamW", "by_name", "FLAVORS"]
+__all__ = ["RMSprop", "RMSpropTF", "SGD", "Adagrad", "Adadelta", "Adam", "AdamW", "Yogi", "by_name", "FLAVORS"]
 
 #: The RMSProp flavours ``RMSprop(..., flavor=...)`` takes.
 FLAVORS = ("pytorch", "tf1", "keras", "optax", "mxnet", "d2l", "burn", "timm")
@@ -89,8 +89,9 @@ class _Flavoured(Optimizer):
 
     #: switches of the framework's optimizer we do not have yet: refused when on
     _not_yet = ()
-    #: whether ``state_dict()`` carries a ``step`` (torch's SGD keeps none)
-    _has_step = True
+    #: the type of ``state_dict()``'s ``step``: a tensor as torch's optimizers keep it,
+    #: ``int`` (torch_optimizer's), or None for none (torch's SGD keeps none)
+    _step_type = torch.Tensor
 
     def __init__(self, params, defaults, optimizer, nonfinite):
         self._engine = _core.Engine(optimizer, nonfinite)
@@ -177,7 +178,12 @@ class _Flavoured(Optimizer):
             if held is None:
                 continue
             step, names = held
-            entry = {"step": torch.tensor(float(step))} if self._has_step else {}
+            if self._step_type is None:
+                entry = {}
+            elif self._step_type is int:
+                entry = {"step": step}
+            else:
+                entry = {"step": torch.tensor(float(step))}
             for name in names:
                 out = torch.empty(p.numel(), dtype=_state_dtype(p.dtype))
                 self._engine.read_state(k, name, out.data_ptr(), p.numel())
@@ -311,7 +317,7 @@ class RMSpropTF(_Flavoured):
 class SGD(_Flavoured):
     """``torch.optim.SGD``: same signature, defaults and steps (momentum, dampening, Nesterov)."""
 
-    _has_step = False
+    _step_type = None
 
     def __init__(
         self,
@@ -453,6 +459,30 @@ class AdamW(Adam):
             decoupled_weight_decay=True,  # as torch's AdamW, an Adam with this switch on
             nonfinite=nonfinite,
         )
+
+
+class Yogi(_Flavoured):
+    """Yogi as PyTorch users know it, ``torch_optimizer.Yogi`` (torch has none): same
+    signature, defaults and steps (moments from ``initial_accumulator``, coupled
+    ``weight_decay``, torch's Adam bias correction); ``state_dict()`` in its layout."""
+
+    _step_type = int
+
+    def __init__(
+        self,
+        params,
+        lr=1e-2,
+        betas=(0.9, 0.999),
+        eps=1e-3,
+        initial_accumulator=1e-6,
+        weight_decay=0,
+        *,
+        nonfinite="propagate",
+    ):
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, initial_accumulator=initial_accumulator, weight_decay=weight_decay
+        )
+        super().__init__(params, defaults, "pytorch.yogi", nonfinite)
 
 
 class _ByName(_Flavoured):

@@ -64,6 +64,11 @@ pub(crate) trait Arith: Copy + Send + Sync + 'static {
     fn add_scaled<T: Float>(g: T, c: T, x: T) -> T {
         g + c * x
     }
+    /// `v + c a b`, a product added (Yogi's signed square).
+    #[inline(always)]
+    fn add_product<T: Float>(v: T, c: T, a: T, b: T) -> T {
+        v + c * a * b
+    }
     /// `v / c`, a bias correction.
     #[inline(always)]
     fn div_by<T: Float>(v: T, c: Divisor<T>) -> T {
@@ -146,6 +151,11 @@ impl Arith for Torch {
     #[inline(always)]
     fn add_scaled<T: Float>(g: T, c: T, x: T) -> T {
         x.mul_add(c, g)
+    }
+    /// `v.addcmul_(a, b, value=c)`: `fma(c a, b, v)`.
+    #[inline(always)]
+    fn add_product<T: Float>(v: T, c: T, a: T, b: T) -> T {
+        (c * a).mul_add(b, v)
     }
     /// `x.mul_(1 - η wd)`, the factor formed in `f64`.
     #[inline(always)]
