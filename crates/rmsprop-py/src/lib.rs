@@ -92,6 +92,26 @@ fn value_error(e: rmsprop::Error) -> PyErr {
 }
 
 /// A Python number, bool or string as a hyperparameter value.
+/// An error of parameter `key`'s core optimizer in torch's words: that optimizer's one
+/// tensor, `"p"`, is the parameter, its slots the parameter's state.
+fn param_error(key: u64, e: rmsprop::Error) -> PyErr {
+    let text = match e {
+        rmsprop::Error::NonFiniteResult { step, index, quantity, .. } => {
+            let what = if quantity == "the parameter" { String::new() } else { format!("{quantity} of ") };
+            format!(
+                "step {step} would make {what}parameter {key} non-finite at element {index} (a value beyond the \
+                 arithmetic type's range, or 0 / 0); nothing was updated"
+            )
+        }
+        rmsprop::Error::InvalidState { what, reason } => {
+            let slot = what.strip_prefix("p.").unwrap_or(&what);
+            format!("state {slot} of parameter {key}: {reason}; nothing was changed")
+        }
+        e => format!("parameter {key}: {e}"),
+    };
+    PyValueError::new_err(text)
+}
+
 fn value(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Value> {
     if v.is_instance_of::<PyBool>() {
         Ok(Value::Bool(v.extract()?))
@@ -110,6 +130,10 @@ fn value(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Value> {
 /// A parameter to step: its key, group, the addresses of its data and gradient, its
 /// element count and dtype.
 type Item = (u64, usize, usize, usize, usize, String);
+
+/// A parameter's state to load: its key, group, element count, dtype, step count and
+/// `(name, address)` of each state tensor.
+type StateEntry = (u64, usize, usize, String, u64, Vec<(String, usize)>);
 
 /// The optimizer state of `torch.optim`-style parameters, stepped in place.
 #[pyclass(module = "rmsprop._core")]
@@ -427,7 +451,7 @@ impl Engine {
             (true, Some(pool)) => py.detach(|| pool.install(run)),
             _ => py.detach(run),
         };
-        let applied = result.map_err(|(key, e)| PyValueError::new_err(format!("parameter {key}: {e}")))?;
+        let applied = result.map_err(|(key, e)| param_error(key, e))?;
         if !applied {
             self.skipped += 1;
         }
@@ -464,46 +488,33 @@ impl Engine {
         Ok(())
     }
 
-    /// Sets parameter `key`'s step count and state (from a `state_dict`), creating it in
-    /// `group` if it has none: `entries` are `(name, address)` of `numel` elements of the
-    /// state's type each. Checked whole before anything changes.
-    fn set_state(
-        &mut self,
-        key: u64,
-        group: usize,
-        numel: usize,
-        dtype: &str,
-        step: u64,
-        entries: Vec<(String, usize)>,
-    ) -> PyResult<()> {
-        let dtype = Dtype::parse(dtype)?;
-        let mut fresh = None;
-        if !self.params.contains_key(&key) {
-            fresh = Some(self.new_param(group, numel, dtype)?);
+    /// Replaces the state of every parameter by `entries`, read from a `state_dict`:
+    /// `(key, group, numel, dtype, step, [(name, address)])`, each address `numel`
+    /// contiguous elements of the state's type (float64 for float64 parameters, float32
+    /// otherwise). A parameter not in `entries` starts afresh, as in torch. Checked whole:
+    /// on any error nothing changes.
+    fn load(&mut self, entries: Vec<StateEntry>) -> PyResult<()> {
+        let mut params = HashMap::with_capacity(entries.len());
+        for (key, group, numel, dtype, step, slots) in entries {
+            let mut p = self.new_param(group, numel, Dtype::parse(&dtype)?)?;
+            if slots.iter().any(|e| e.1 == 0) {
+                return Err(PyValueError::new_err(format!("parameter {key}: a null address")));
+            }
+            with_core!(&mut p.core, o, P => {
+                type A = <P as rmsprop::Param>::Acc;
+                // SAFETY: the Python side made each address `numel` contiguous elements of
+                // the state's type, alive for the call; they are only read.
+                let views: Vec<(&str, &str, &[A])> = slots
+                    .iter()
+                    .map(|(name, ptr)| ("p", name.as_str(), unsafe { std::slice::from_raw_parts(*ptr as *const A, numel) }))
+                    .collect();
+                o.set_state(step, &views).map_err(|e| param_error(key, e))?;
+            });
+            if params.insert(key, p).is_some() {
+                return Err(PyValueError::new_err(format!("parameter {key}: two states")));
+            }
         }
-        let p = match fresh.as_mut() {
-            Some(p) => p,
-            None => self.params.get_mut(&key).expect("checked"),
-        };
-        if p.dtype != dtype || p.numel != numel {
-            return Err(PyValueError::new_err(format!("parameter {key}: the state is for another shape or dtype")));
-        }
-        if entries.iter().any(|e| e.1 == 0) {
-            return Err(PyValueError::new_err(format!("parameter {key}: a null address")));
-        }
-        with_core!(&mut p.core, o, P => {
-            type A = <P as rmsprop::Param>::Acc;
-            // SAFETY: the Python side made each address `numel` contiguous elements of the
-            // state's type, alive for the call; they are only read.
-            let views: Vec<(&str, &str, &[A])> = entries
-                .iter()
-                .map(|(name, ptr)| ("p", name.as_str(), unsafe { std::slice::from_raw_parts(*ptr as *const A, numel) }))
-                .collect();
-            o.set_state(step, &views).map_err(|e| PyValueError::new_err(format!("parameter {key}: {e}")))?;
-        });
-        if let Some(p) = fresh {
-            self.params.insert(key, p);
-        }
+        self.params = params;
         Ok(())
     }
 }

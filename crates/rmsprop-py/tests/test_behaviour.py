@@ -261,7 +261,7 @@ def test_a_step_that_would_not_be_finite_changes_no_parameter(policy):
     ps[1].grad[2] = 1e30
     before = snapshot(opt, ps)
     if policy == "error":
-        with pytest.raises(ValueError, match="parameter 1: .*not finite|parameter 1: .*non-finite"):
+        with pytest.raises(ValueError, match=r"step 2 would make (\w+ of )?parameter 1 non-finite at element 2 \(.*\); nothing was updated"):
             opt.step()
     else:
         opt.step()
@@ -271,3 +271,43 @@ def test_a_step_that_would_not_be_finite_changes_no_parameter(policy):
     grads(ps, 4)
     opt.step()
     assert opt.state_dict()["state"][0]["step"].item() == 2.0
+
+
+def corrupt(sd, k, name, value):
+    bad = {"state": {i: dict(s) for i, s in sd["state"].items()}, "param_groups": sd["param_groups"]}
+    bad["state"][k][name] = value
+    return bad
+
+
+def test_a_corrupt_checkpoint_is_refused_by_name_and_changes_nothing():
+    ps = params()
+    opt = ours.RMSprop(ps, lr=0.1, momentum=0.9)
+    grads(ps, 0)
+    opt.step()
+    good = opt.state_dict()
+    other, twin = (ours.RMSprop(params(), lr=0.3, momentum=0.9) for _ in range(2))  # loaded into; left alone
+    for o in (other, twin):
+        grads(o.param_groups[0]["params"], 1)
+        o.step()
+    ps_other = other.param_groups[0]["params"]
+    s1 = good["state"][1]["square_avg"]
+    cases = [
+        (corrupt(good, 1, "square_avg", s1[:3]), ValueError, "state square_avg of parameter 1 has 3 elements"),
+        (corrupt(good, 1, "square_avg", [0.0] * 5), TypeError, "state square_avg of parameter 1 is a list"),
+        (corrupt(good, 1, "square_avg", -s1 - 1), ValueError, "state square_avg of parameter 1: element 0 is -"),
+        (corrupt(good, 1, "momentum_bufer", s1), ValueError, "state momentum_bufer of parameter 1: this optimizer has no"),
+        (dict(good, param_groups=good["param_groups"] * 2), ValueError, "parameter groups"),
+    ]
+    for bad, error, says in cases:
+        before = snapshot(other, ps_other)
+        with pytest.raises(error, match=says):
+            other.load_state_dict(bad)
+        assert same(snapshot(other, ps_other), before), f"a refused checkpoint changed the state ({says})"
+        assert other.param_groups[0]["lr"] == 0.3, f"a refused checkpoint changed the learning rate ({says})"
+    # the step after them is the one it would have taken
+    for o in (twin, other):
+        grads(o.param_groups[0]["params"], 2)
+        o.step()
+    assert same(snapshot(other, ps_other), snapshot(twin, twin.param_groups[0]["params"]))
+    other.load_state_dict(good)
+    assert same(snapshot(other, []), snapshot(opt, []))

@@ -5,7 +5,9 @@
 kernels). Each parameter keeps its own state and step count and is skipped while it has no
 gradient, as in ``torch.optim``; ``state_dict()`` is in torch's (or timm's) layout, so
 checkpoints move between these optimizers and theirs. Learning-rate schedulers work
-unchanged: every step reads each group's hyperparameters.
+unchanged: every step reads each group's hyperparameters. bfloat16 and float16 parameters
+are stepped in their own storage with their state in float32 (``state_dict()`` too, whole;
+torch's optimizers round it to the parameter's dtype when they load it).
 
 >>> import torch, rmsprop.torch
 >>> w = torch.nn.Parameter(torch.ones(3))
@@ -54,7 +56,8 @@ _NOT_HYPERPARAMETERS = frozenset(
 
 
 def _state_dtype(dtype):
-    """The dtype our state is kept in: float64 for float64 parameters, float32 otherwise."""
+    """The dtype our state is kept in: float64 for float64 parameters, float32 otherwise
+    (a bfloat16 average would lose ``(1 - α) g²`` against itself)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -187,7 +190,7 @@ class _Flavoured(Optimizer):
             for name in names:
                 out = torch.empty(p.numel(), dtype=_state_dtype(p.dtype))
                 self._engine.read_state(k, name, out.data_ptr(), p.numel())
-                entry[name] = out.view(p.shape).to(p.dtype)
+                entry[name] = out.view(p.shape)
             if entry:  # torch keeps no state where there is none (SGD without momentum)
                 state[p] = entry
         return state
@@ -200,27 +203,45 @@ class _Flavoured(Optimizer):
             self.state = own
 
     def load_state_dict(self, state_dict):
+        """Loads a ``state_dict`` of this optimizer or of torch's (timm's, ...) own: checked
+        whole; a refused one changes nothing, hyperparameters included."""
+        groups = self.param_groups
+        # torch checks the groups and takes their hyperparameters
         super().load_state_dict(state_dict)
-        loaded, self.state = self.state, defaultdict(dict)
-        for gi, group in enumerate(self.param_groups):
-            self._engine.configure(gi, self._hyperparameters(group))
-        for k, gi, p in self._tensors():
-            entry = loaded.get(p)
-            if not entry:
-                continue
-            step = entry.get("step", 0)
-            step = int(step.item() if torch.is_tensor(step) else step)
-            values = {
-                name: v.detach().to(dtype=_state_dtype(p.dtype)).contiguous().view(-1)
-                for name, v in entry.items()
-                if name != "step"
-            }
-            for name, v in values.items():
-                if v.numel() != p.numel():
-                    raise ValueError(f"state {name} of parameter {k} has {v.numel()} elements, the parameter {p.numel()}")
-            self._engine.set_state(
-                k, gi, p.numel(), str(p.dtype), step, [(name, v.data_ptr()) for name, v in values.items()]
-            )
+        self.state = defaultdict(dict)
+        try:
+            for gi, group in enumerate(self.param_groups):
+                self._engine.configure(gi, self._hyperparameters(group))
+            held, entries = [], []
+            # the state is read from the dict, not from torch's copy cast to each parameter's
+            # dtype, so that the float32 state of a bfloat16 parameter loads whole
+            given = state_dict["state"]
+            for k, gi, p in self._tensors():
+                entry = given.get(k)
+                if not entry:
+                    continue
+                step = entry.get("step", 0)
+                step = int(step.item() if torch.is_tensor(step) else step)
+                values = []
+                for name, v in entry.items():
+                    if name == "step":
+                        continue
+                    if not torch.is_tensor(v):
+                        raise TypeError(f"state {name} of parameter {k} is a {type(v).__name__}, not a tensor")
+                    v = v.detach().to(device="cpu", dtype=_state_dtype(p.dtype)).contiguous().view(-1)
+                    if v.numel() != p.numel():
+                        raise ValueError(
+                            f"state {name} of parameter {k} has {v.numel()} elements, the parameter {p.numel()}"
+                        )
+                    held.append(v)  # alive until the engine has copied it
+                    values.append((name, v.data_ptr()))
+                entries.append((k, gi, p.numel(), str(p.dtype), step, values))
+            self._engine.load(entries)
+        except Exception:
+            self.param_groups = groups
+            for gi, group in enumerate(groups):
+                self._engine.configure(gi, self._hyperparameters(group))
+            raise
 
 
 class RMSprop(_Flavoured):
