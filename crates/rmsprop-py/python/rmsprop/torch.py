@@ -99,6 +99,8 @@ class _Flavoured(Optimizer):
     def __init__(self, params, defaults, optimizer, nonfinite):
         self._engine = _core.Engine(optimizer, nonfinite)
         self._optimizer_name = optimizer
+        # what the engine was last given of each group, and each group's checked layouts
+        self._configured, self._layouts = {}, {}
         defaults = dict(defaults, nonfinite=nonfinite)
         super().__init__(params, defaults)
 
@@ -131,6 +133,22 @@ class _Flavoured(Optimizer):
                 yield k, gi, p
                 k += 1
 
+    def _configure(self, gi, group):
+        """Hands group ``gi``'s hyperparameters to the engine when they changed (a scheduler
+        writes ``lr`` between steps): compared as given, each step, in one dict comparison."""
+        given = {k: v for k, v in group.items() if k != "params"}
+        held = self._configured.get(gi)
+        # a tensor value (a scheduler's lr) may change in place: always handed over
+        if any(map(torch.is_tensor, given.values())) or held != given:
+            self._engine.configure(gi, self._hyperparameters(group))
+            self._configured[gi] = given
+
+    def _layout(self, k, gi, p, ptr):
+        """Parameter ``p``'s checked layout, ``(p, address, dtype, shape, numel, dtype name)``,
+        or the error that says why it cannot be stepped in place."""
+        _check(p, f"parameter {k} (group {gi}, shape {tuple(p.shape)})")
+        return (p, ptr, p.dtype, p.shape, p.numel(), _NAMES[p.dtype])
+
     @torch.no_grad()
     def step(self, closure=None):
         """One step of every parameter that has a gradient; returns ``closure()``'s loss."""
@@ -139,30 +157,33 @@ class _Flavoured(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         items, stepped, k = [], [], 0
+        layouts = self._layouts
         for gi, group in enumerate(self.param_groups):
-            self._engine.configure(gi, self._hyperparameters(group))
-            for p in group["params"]:
+            self._configure(gi, group)
+            params = group["params"]
+            # each parameter's checks are kept while it is the same tensor at the same
+            # address, still contiguous; its gradient is checked every step
+            held = layouts.get(gi)
+            if held is None or held[0] is not params or len(held[1]) != len(params):
+                held = layouts[gi] = (params, [None] * len(params))
+            seen = held[1]
+            for i, p in enumerate(params):
                 g = p.grad
                 if g is not None:
-                    dtype = p.dtype
-                    # the common case in a few attribute reads; the slow path says what is wrong
-                    if not (
-                        g.dtype is dtype
-                        and dtype in _NAMES
-                        and p.is_cpu
-                        and g.is_cpu
-                        and p.layout is torch.strided
-                        and g.layout is torch.strided
-                        and p.is_contiguous()
-                        and g.is_contiguous()
-                        and g.shape == p.shape
-                    ):
-                        _refuse(k, gi, p, g)
-                    n = p.numel()
-                    if n:
-                        items.append((k, gi, p.data_ptr(), g.data_ptr(), n, _NAMES[dtype]))
+                    ptr = p.data_ptr()
+                    lay = seen[i]
+                    if lay is None or lay[0] is not p or lay[1] != ptr or not p.is_contiguous():
+                        lay = seen[i] = self._layout(k + i, gi, p, ptr)
+                    try:
+                        ok = g.dtype is lay[2] and g.is_cpu and g.is_contiguous() and g.shape == lay[3]
+                    except RuntimeError:  # a sparse gradient has no contiguity
+                        ok = False
+                    if not ok:
+                        _refuse(k + i, gi, p, g)
+                    if lay[4]:
+                        items.append((k + i, gi, ptr, g.data_ptr(), lay[4], lay[5]))
                         stepped.append(p)
-                k += 1
+            k += len(params)
         if self._engine.step(items, torch.get_num_threads()) and stepped:
             # the values changed behind autograd's back: let it see that they did
             torch.autograd.graph.increment_version(stepped)
