@@ -58,8 +58,8 @@
 //! - [`RmsProp`], [`Adagrad`], [`Sgd`], [`Adam`], [`Adadelta`], [`Yogi`]: one file each,
 //!   with the update written out in its doc, and one line of the optimizers' registry.
 //! - [`Flavor`]: framework presets. [`by_name`]: configs from names as frameworks spell
-//!   them. [`checkpoint`]: safetensors state. The golden-vector replayer is the
-//!   `rmsprop-golden` crate.
+//!   them. [`checkpoint`]: safetensors state. [`quant`]: state in 8-bit codes and
+//!   bfloat16. The golden-vector replayer is the `rmsprop-golden` crate.
 
 #![warn(missing_docs)]
 
@@ -73,6 +73,7 @@ mod flavor;
 mod float;
 mod kernel;
 mod optim;
+pub mod quant;
 mod schedule;
 
 pub use buffer::{Buffer, HUGE_PAGE};

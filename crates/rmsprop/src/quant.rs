@@ -1,0 +1,322 @@
+//! Optimizer state in fewer bytes: block-wise 8-bit codes and bfloat16.
+//!
+//! **8 bits** (Dettmers et al. 2022, *8-bit Optimizers via Block-wise Quantization*): a
+//! state array is cut into blocks of [`BLOCK`] values; each block keeps one `f32` scale, its
+//! largest magnitude, and each value one byte, the index of the nearest entry of a
+//! 256-entry *dynamic tree* code ([`DynamicCode`]) for the value over the scale:
+//!
+//! ```text
+//! absmax = max |x_i| over the block        codes_i = nearest(x_i / absmax)
+//! x_i ≈ code[codes_i] · absmax
+//! ```
+//!
+//! The code spends its entries on every decade from 1e-7 to 1 (more of them in the higher
+//! decades), so a block keeps small values next to large ones: a moving average of squared
+//! gradients spans several decades within a block. Non-negative state (averages of
+//! squares, accumulators) takes the unsigned code, state of either sign (momentum, averages
+//! of gradients) the signed one. One byte and 4/256 of a scale: 1.016 bytes per value, a
+//! quarter of `f32`.
+//!
+//! **bfloat16**: the top 16 bits of the `f32`, rounded to nearest, ties to even
+//! ([`to_bf16`]).
+//!
+//! ```
+//! use rmsprop::quant::{self, DynamicCode};
+//! let x = [0.5f32, -0.25, 1e-4, 0.0];
+//! let mut codes = [0u8; 4];
+//! let absmax = quant::quantize(DynamicCode::signed(), &x, &mut codes)?;
+//! assert_eq!(absmax, 0.5);
+//! let mut back = [0f32; 4];
+//! quant::dequantize(DynamicCode::signed(), &codes, absmax, &mut back)?;
+//! assert_eq!(back[0], 0.5); // ±absmax is a code (1.0) on the positive side
+//! assert_eq!(back[3], 0.0);
+//! assert!((back[1] + 0.25).abs() < 0.25 * 0.02); // 64 entries a decade up there
+//! assert!((back[2] / 1e-4 - 1.0).abs() < 0.25); // 8 a decade at 1e-4 of the scale
+//! // a buffer of another length is an error, not a panic
+//! assert!(quant::quantize(DynamicCode::signed(), &x, &mut [0u8; 3]).is_err());
+//! # Ok::<(), rmsprop::Error>(())
+//! ```
+
+use crate::error::{Error, Result};
+use std::sync::OnceLock;
+
+/// Values per block: one scale each (bitsandbytes' block since 0.44).
+pub const BLOCK: usize = 256;
+
+/// The version of the code tables ([`DynamicCode`]) that checkpoints record: 1 is the
+/// paper's dynamic tree, each entry its exact value rounded once to `f32`.
+pub const CODE_VERSION: u32 = 1;
+
+/// Mantissa bits of `|v|` that pick a bucket of the encoding's lookup table: buckets of
+/// 1/128 of a binade, narrower than the gap between any two neighbouring codes' midpoints
+/// above 2^-24, so that a bucket holds at most [`PER_BUCKET`] of them.
+const BUCKET_BITS: u32 = 7;
+/// `|v|` below 2^-24 shares the first bucket: no code but 0 is that small.
+const SMALLEST_EXPONENT: u32 = 127 - 24;
+/// Buckets per sign: the binades from 2^-24 to 2^0, and 1.0 itself.
+const BUCKETS: usize = ((127 - SMALLEST_EXPONENT as usize) << BUCKET_BITS) + 1;
+/// At most this many decision thresholds fall inside one bucket (checked when a table
+/// is built).
+const PER_BUCKET: usize = 2;
+
+/// A 256-entry dynamic-tree quantisation code over `[-1, 1]` (signed) or `[0, 1]`
+/// (unsigned), sorted, with an exact nearest-entry encoder.
+///
+/// The entries (Dettmers et al. 2022, §2; bitsandbytes' `create_dynamic_map` with 7
+/// exponent bits): for each decade `i = 0..7`, the midpoints of `n_i` equal intervals of
+/// `[0.1, 1]`, times `10^(i-6)` — `n_i = 2^i` signed (and their negatives), `2^(i+1)`
+/// unsigned — then 0 and 1. Each is the exact value rounded once to `f32` (bitsandbytes
+/// forms them in `f32` through `torch.linspace`, whose result depends on the machine's
+/// vector width: its tables differ from these by at most 2 ulps in some entries). One
+/// departure: the signed code's lowest entry is -1 (the paper's is -0.99297, the
+/// midpoint of its last interval), so that a block's extreme decodes to exactly `±absmax`
+/// on both sides and quantising decoded values gives the same codes again (bitsandbytes'
+/// CPU encoder sets that entry to -1 too).
+///
+/// ```
+/// use rmsprop::quant::DynamicCode;
+/// let u = DynamicCode::unsigned();
+/// assert_eq!((u.values()[0], u.values()[255]), (0.0, 1.0));
+/// assert_eq!(u.decode(u.encode(0.3)), u.values()[u.encode(0.3) as usize]);
+/// assert!((u.decode(u.encode(0.3)) - 0.3).abs() <= 0.9 / 128.0 / 2.0);
+/// ```
+#[derive(Clone, Debug)]
+pub struct DynamicCode {
+    signed: bool,
+    values: [f32; 256],
+    /// `above[k]`: the largest `f32` that is nearer to entry `k` than to `k + 1` (a tie
+    /// goes to `k`); `+∞` from 255 on, so a value's entry is the number of `above[k] < v`.
+    above: [f32; 256 + PER_BUCKET],
+    /// Per bucket of `v ≥ 0`, then of `v < 0`: how many thresholds lie below the bucket's
+    /// smallest value.
+    below: Box<[u8]>,
+}
+
+impl DynamicCode {
+    /// The signed code (-1.0, 126 negative entries, 0, 127 positive ones and 1.0), for
+    /// state of either sign.
+    pub fn signed() -> &'static DynamicCode {
+        static CODE: OnceLock<DynamicCode> = OnceLock::new();
+        CODE.get_or_init(|| DynamicCode::build(true))
+    }
+
+    /// The unsigned code (0, 254 positive entries and 1.0), for state that is never
+    /// negative.
+    pub fn unsigned() -> &'static DynamicCode {
+        static CODE: OnceLock<DynamicCode> = OnceLock::new();
+        CODE.get_or_init(|| DynamicCode::build(false))
+    }
+
+    /// Whether the code has negative entries.
+    pub fn is_signed(&self) -> bool {
+        self.signed
+    }
+
+    /// The 256 entries, ascending.
+    pub fn values(&self) -> &[f32; 256] {
+        &self.values
+    }
+
+    /// The entry `c`.
+    #[inline(always)]
+    pub fn decode(&self, c: u8) -> f32 {
+        self.values[c as usize]
+    }
+
+    /// The index of the entry nearest to `v` (the lower one on a tie); `v` is a value
+    /// over its block's scale, in `[-1, 1]`. Outside, the nearest end; NaN gives some
+    /// index.
+    #[inline(always)]
+    pub fn encode(&self, v: f32) -> u8 {
+        let k = bucket(v);
+        let base = self.below[k] as usize;
+        let mut idx = base;
+        for j in 0..PER_BUCKET {
+            idx += (self.above[base + j] < v) as usize;
+        }
+        idx as u8
+    }
+
+    fn build(signed: bool) -> DynamicCode {
+        let mut exact: Vec<f64> = Vec::with_capacity(256);
+        for i in 0..7i32 {
+            let n = if signed { 1u32 << i } else { 2u32 << i };
+            let scale = 10f64.powi(i - 6);
+            for j in 0..n {
+                // the midpoint of [0.1 + 0.9 j/n, 0.1 + 0.9 (j+1)/n]
+                let m = (0.1 + 0.9 * (2 * j + 1) as f64 / (2 * n) as f64) * scale;
+                exact.push(m);
+                if signed {
+                    exact.push(-m);
+                }
+            }
+        }
+        exact.extend([0.0, 1.0]);
+        assert_eq!(exact.len(), 256, "the dynamic tree has 256 entries");
+        exact.sort_by(f64::total_cmp);
+        if signed {
+            exact[0] = -1.0; // see the type's doc
+        }
+        let values: [f32; 256] = std::array::from_fn(|k| exact[k] as f32);
+        let mut above = [f32::INFINITY; 256 + PER_BUCKET];
+        for k in 0..255 {
+            let (lo, hi) = (values[k] as f64, values[k + 1] as f64);
+            // exact in f64: two f32 within a factor of 2^30 of each other
+            let mid = (lo + hi) / 2.0;
+            let t = mid as f32;
+            // the largest f32 ≤ mid: a value equal to the midpoint goes to the lower entry
+            above[k] = if (t as f64) > mid { next_down(t) } else { t };
+        }
+        let count_below = |v: f32| above[..255].iter().filter(|&&t| t < v).count();
+        let mut below = vec![0u8; 2 * BUCKETS];
+        for k in 0..BUCKETS {
+            let (lo, hi) = bucket_range(k);
+            // v ≥ 0: the bucket holds [lo, hi); v < 0: (-hi, -lo]
+            for (side, smallest, largest) in [(0, lo, next_down(hi)), (1, -next_down(hi), -lo)] {
+                let base = count_below(smallest);
+                let inside = count_below(largest) + usize::from(above[..255].contains(&largest)) - base;
+                assert!(inside <= PER_BUCKET, "bucket {k}: {inside} thresholds");
+                below[side * BUCKETS + k] = base as u8;
+            }
+        }
+        DynamicCode { signed, values, above, below: below.into_boxed_slice() }
+    }
+}
+
+/// The bucket of `v`: `|v|`'s exponent and top mantissa bits, offset by sign.
+#[inline(always)]
+fn bucket(v: f32) -> usize {
+    let bits = v.to_bits();
+    let magnitude = bits & 0x7FFF_FFFF;
+    let offset = (magnitude >> (23 - BUCKET_BITS)).saturating_sub(SMALLEST_EXPONENT << BUCKET_BITS) as usize;
+    let side = (bits >> 31) as usize * BUCKETS;
+    side + offset.min(BUCKETS - 1)
+}
+
+/// The `|v|` range `[lo, hi)` of bucket `k` (the first from 0, the last up to `+∞`).
+fn bucket_range(k: usize) -> (f32, f32) {
+    let at = |k: usize| f32::from_bits(((SMALLEST_EXPONENT << BUCKET_BITS) + k as u32) << (23 - BUCKET_BITS));
+    let lo = if k == 0 { 0.0 } else { at(k) };
+    let hi = if k + 1 == BUCKETS { f32::INFINITY } else { at(k + 1) };
+    (lo, hi)
+}
+
+/// The largest `f32` below `v` (for finite `v > 0` or `v ≤ 0`, and `+∞`).
+fn next_down(v: f32) -> f32 {
+    if v == 0.0 {
+        -f32::from_bits(1)
+    } else if v > 0.0 {
+        f32::from_bits(v.to_bits() - 1)
+    } else {
+        f32::from_bits(v.to_bits() + 1)
+    }
+}
+
+/// Quantises one block (the optimizer's are [`BLOCK`] long) into `codes` with `code`;
+/// returns its scale, the largest `|x|` (NaN if any value is NaN). A block of zeros keeps
+/// scale 0 and the code of 0. `codes` must be as long as `x`.
+pub fn quantize(code: &DynamicCode, x: &[f32], codes: &mut [u8]) -> Result<f32> {
+    same_length("codes", codes.len(), x.len())?;
+    let mut absmax = 0f32;
+    let mut nan = false;
+    for &v in x {
+        absmax = absmax.max(v.abs());
+        nan |= v.is_nan();
+    }
+    if nan {
+        absmax = f32::NAN;
+    }
+    if absmax == 0.0 {
+        let zero = code.encode(0.0);
+        codes.fill(zero);
+        return Ok(absmax);
+    }
+    for (c, &v) in codes.iter_mut().zip(x) {
+        *c = code.encode(v / absmax);
+    }
+    Ok(absmax)
+}
+
+/// The values of one block into `out` (as long as `codes`): `code[codes_i] · absmax`.
+pub fn dequantize(code: &DynamicCode, codes: &[u8], absmax: f32, out: &mut [f32]) -> Result<()> {
+    same_length("values", out.len(), codes.len())?;
+    for (o, &c) in out.iter_mut().zip(codes) {
+        *o = code.decode(c) * absmax;
+    }
+    Ok(())
+}
+
+/// `Ok` when an output of `got` elements fits a block of `expected`.
+fn same_length(what: &'static str, got: usize, expected: usize) -> Result<()> {
+    if got == expected {
+        return Ok(());
+    }
+    Err(Error::LengthMismatch { what, tensor: "block".into(), expected, got, shape: vec![expected] })
+}
+
+/// `v` rounded to bfloat16 (nearest, ties to even; NaN stays NaN), as its bits.
+///
+/// ```
+/// assert_eq!(rmsprop::quant::to_bf16(1.0), 0x3F80);
+/// assert_eq!(rmsprop::quant::from_bf16(rmsprop::quant::to_bf16(0.1)), 0.10009765625);
+/// ```
+#[inline(always)]
+pub fn to_bf16(v: f32) -> u16 {
+    half::bf16::from_f32(v).to_bits()
+}
+
+/// The `f32` a bfloat16's bits stand for (exact).
+#[inline(always)]
+pub fn from_bf16(bits: u16) -> f32 {
+    f32::from_bits((bits as u32) << 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The entry nearest to `v` by exact distances, the lower on a tie: the definition
+    /// the encoder's lookup table must reproduce.
+    fn nearest(code: &DynamicCode, v: f32) -> u8 {
+        let v = v as f64;
+        let mut best = 0;
+        for k in 1..256 {
+            if (code.values[k] as f64 - v).abs() < (code.values[best] as f64 - v).abs() {
+                best = k;
+            }
+        }
+        best as u8
+    }
+
+    /// Every threshold and its neighbours, every bucket edge, and a sweep of values in
+    /// `[-1, 1]` encode to the nearest entry.
+    #[test]
+    fn the_encoder_finds_the_nearest_entry() {
+        for code in [DynamicCode::signed(), DynamicCode::unsigned()] {
+            let mut probes: Vec<f32> = vec![0.0, -0.0, 1.0, -1.0, f32::MIN_POSITIVE, 1e-30, -1e-30];
+            for &t in &code.above[..255] {
+                probes.extend([t, next_down(t), f32::from_bits(t.to_bits().wrapping_add(1)), -t]);
+            }
+            for k in 0..BUCKETS {
+                let (lo, hi) = bucket_range(k);
+                probes.extend([lo, -lo, next_down(hi.min(1.0)), -next_down(hi.min(1.0))]);
+            }
+            let mut s = 0x9E37_79B9u32;
+            for _ in 0..200_000 {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                let u = f32::from_bits(0x3F80_0000 | (s >> 9)) - 1.0; // [0, 1)
+                let e = (s & 31) as i32;
+                probes.push(u * 2f32.powi(-e) * if s & 32 != 0 { -1.0 } else { 1.0 });
+            }
+            for v in probes.into_iter().filter(|v| (-1.0..=1.0).contains(v)) {
+                if !code.signed && v < 0.0 {
+                    assert_eq!(code.encode(v), 0, "{v}");
+                    continue;
+                }
+                assert_eq!(code.encode(v), nearest(code, v), "{v:e} ({:#x})", v.to_bits());
+            }
+        }
+    }
+}
