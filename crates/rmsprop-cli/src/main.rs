@@ -396,7 +396,7 @@ fn create(dir: &Path) -> Result<()> {
 /// that is on, and every 0 its preset does not have (`eps=0`).
 fn with_line(name: &str, config: &rmsprop::OptimizerConfig) -> String {
     let preset = rmsprop::by_name::config(name, Vec::<(String, rmsprop::by_name::Value)>::new()).ok();
-    hyper::summary_against(config, preset.as_ref())
+    hyper::summary_against(config, preset.as_ref(), hyper::flavor_of(name))
 }
 
 /// Says on stderr which files a text-mode run wrote.
@@ -441,7 +441,7 @@ fn run_chapter(a: ChapterArgs) -> Result<Printed> {
 
 /// The run as JSON: its name, resolved hyperparameters and outcome.
 fn run_json(name: &str, config: &OptimizerConfig) -> serde_json::Value {
-    json!({"optimizer": name, "hyperparameters": by_name::hyperparameters_json(config), "summary": hyper::summary(config)})
+    json!({"optimizer": name, "hyperparameters": by_name::hyperparameters_json(config), "summary": hyper::summary(config, hyper::flavor_of(name))})
 }
 
 fn run_trace2d(a: Trace2dArgs) -> Result<Printed> {
@@ -460,7 +460,7 @@ fn run_trace2d(a: Trace2dArgs) -> Result<Printed> {
     let mut runs = Vec::new();
     for (name, config) in names.iter().zip(&configs) {
         let t = trace2d::run(&objective, config.clone(), a.start, a.steps as usize)?;
-        runs.push((hyper::label(name, config), t));
+        runs.push((hyper::label(name, config, hyper::flavor_of(name)), t));
     }
     let stem = outdir::stem(&outdir::trace2d_parts(&a.objective, &names, a.lr, a.gamma, &a.set, a.steps, a.start));
     let files = plot::save(
@@ -558,8 +558,8 @@ fn run_train(a: TrainArgs) -> Result<Printed> {
     std::fs::write(&json_file, serde_json::to_string_pretty(&curve)?)
         .with_context(|| format!("writing {}", json_file.display()))?;
     let label = match implementation {
-        Impl::Scratch => format!("from scratch ({})", hyper::summary(&config)),
-        Impl::Trainer => hyper::label(&format!("Trainer({name})"), &config),
+        Impl::Scratch => format!("from scratch ({})", hyper::summary(&config, hyper::flavor_of(&name))),
+        Impl::Trainer => hyper::label(&format!("Trainer({name})"), &config, hyper::flavor_of(&name)),
     };
     let curves = [(label, curve.clone())];
     let title = match a.model {
@@ -708,7 +708,10 @@ fn run_sweep(a: SweepArgs) -> Result<Printed> {
     j["data"] = json!(d.source.to_string());
     j["cells"] = json!(rows);
     j["files"] = json!(files);
-    let text = format!("{}with {} (lr and gamma from the grid)\n", sweep::to_markdown(&cells), hyper::summary(&base));
+    let grid = [("lr", &spec.lrs[..]), ("decay", &spec.gammas[..])];
+    let grid = if spec.gammas.is_empty() { &grid[..1] } else { &grid[..] };
+    let with = hyper::summary_of_grid(&base, hyper::flavor_of(&a.optimizer), grid);
+    let text = format!("{}with {with}\n", sweep::to_markdown(&cells));
     Ok(Printed::ok(text, j))
 }
 

@@ -33,10 +33,13 @@ fn chapter_with_no_flag_runs_on_the_embedded_data() {
     }
     // D2L §12.6's momentum_2d (η 0.6, β 0.5) prints this end point; we run it as pytorch.sgd
     assert!(s.contains("  ours: momentum: epoch 20, x1 0.007188, x2 0.002553"), "{s}");
+    // whole quantities print whole: a horizon of 10, epoch 2
+    assert!(s.contains("  ours: γ = 0.9: horizon 10, weight of the last gradient 0.1\n"), "{s}");
+    assert!(s.contains("  ours: from scratch, epoch 2: median "), "{s}");
     let out = dir.join("rmsprop-chapter");
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(html.contains("the embedded airfoil data"));
-    assert!(html.contains("Hyperparameters used: RMSProp: lr=0.4 decay=0.9 eps=1e-6"), "no hyperparameters");
+    assert!(html.contains("Hyperparameters used: RMSProp: lr=0.4 gamma=0.9 eps=1e-6"), "no hyperparameters");
     for external in ["http://", "https://", "src=", "href=", "url("] {
         assert!(!html.contains(external), "the report refers outside itself: {external}");
     }
@@ -101,7 +104,7 @@ fn train_both_ways_lands_in_the_band_and_says_what_it_used() {
     );
     let o = rmsprop(&["train"], &dir);
     assert!(stdout(&o).starts_with("scratch: loss: 0.24"), "{}", stdout(&o));
-    assert!(stdout(&o).contains("sec per epoch\n  with lr=0.01 decay=0.9 eps=1e-6"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("sec per epoch\n  with lr=0.01 gamma=0.9 eps=1e-6"), "{}", stdout(&o));
     // a preset named explicitly keeps its own defaults
     let j = json(&["train", "--impl", "trainer", "--optimizer", "pytorch.rmsprop", "--json"], &dir);
     assert_eq!((j["hyperparameters"]["lr"].as_f64(), j["hyperparameters"]["decay"].as_f64()), (Some(0.01), Some(0.99)));
@@ -148,6 +151,8 @@ fn sweep_shows_the_spread_and_marks_gamma_one_as_diverged() {
     assert!(s.contains(&format!("{mean:.6} ({min:.6}–{max:.6})")), "{s}");
     assert!(s.contains("diverged (2 of 2 seeds, from step "), "{s}");
     assert!(!s.contains("NaN"), "{s}");
+    // the grid's values, in MXNet's names, not the preset's unused learning rate
+    assert!(s.ends_with("\nwith learning_rate=0.01 gamma1=0.9,1 epsilon=1e-8 eps_placement=inside_sqrt\n"), "{s}");
     let csv =
         std::fs::read_to_string(dir.join("rmsprop-out/sweep/mxnet.rmsprop_lrs=0.01_gammas=0.9+1_seeds=2_rows=400.csv"))
             .unwrap();

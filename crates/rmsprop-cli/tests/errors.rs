@@ -37,7 +37,7 @@ fn bad_input_gets_one_clear_line() {
     let o = rmsprop(&["trace2d", "--set", "lr=0.2", "--out", "t"], &dir);
     assert!(o.status.success() && stdout(&o).contains("with lr=0.2 "), "{}{}", stdout(&o), stderr(&o));
     let o = rmsprop(&["train", "--impl", "trainer", "--set", "gamma1=0.8", "--epochs", "1", "--out", "t"], &dir);
-    assert!(o.status.success() && stdout(&o).contains("decay=0.8"), "{}{}", stdout(&o), stderr(&o));
+    assert!(o.status.success() && stdout(&o).contains("gamma1=0.8"), "{}{}", stdout(&o), stderr(&o));
     refused(&["trace2d", "--bogus"], "unexpected argument '--bogus'");
     refused(&["trace2d", "--steps", "many"], "--steps");
     refused(&["train", "--impl", "trainer", "--lr", "-1"], "--lr");

@@ -230,7 +230,7 @@ fn the_with_line_shows_a_zero_the_preset_does_not_have() {
     let dir = tmp("with-zero");
     let o = common::rmsprop(&["trace2d", "--optimizer", "pytorch.rmsprop", "--set", "eps=0", "--lr", "0.1"], &dir);
     let out = common::stdout(&o);
-    assert!(out.contains("\n  with lr=0.1 decay=0.99 eps=0 eps_placement=outside_sqrt\n"), "{out}");
+    assert!(out.contains("\n  with lr=0.1 alpha=0.99 eps=0 eps_placement=outside_sqrt\n"), "{out}");
     let o = common::rmsprop(&["trace2d", "--optimizer", "pytorch.rmsprop"], &dir);
     assert!(!common::stdout(&o).contains("momentum"), "{}", common::stdout(&o));
 }

@@ -11,7 +11,7 @@ fn the_default_is_the_chapters_demo_and_says_what_it_used() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
-        "rmsprop: epoch 20, x1 -0.010599, x2 0.000000\n  with lr=0.4 decay=0.9 eps=1e-6 eps_placement=inside_sqrt\n"
+        "rmsprop: epoch 20, x1 -0.010599, x2 0.000000\n  with lr=0.4 gamma=0.9 eps=1e-6 eps_placement=inside_sqrt\n"
     );
     let o = rmsprop(&["trace2d", "--lr", "0.4", "--optimizer", "rmsprop", "--optimizer", "adagrad"], &dir);
     let s = stdout(&o);
@@ -79,7 +79,7 @@ fn a_scoped_set_reaches_one_optimizer_and_all_three_are_drawn() {
     assert_eq!(runs[0]["hyperparameters"]["momentum"], 0.0);
     assert!(runs[2]["hyperparameters"].get("momentum").is_none());
     let svg = std::fs::read_to_string(j["files"][0].as_str().map(|f| dir.join(f)).unwrap()).unwrap();
-    for legend in ["rmsprop (lr=0.01 decay=0.9", "sgd (lr=0.02 momentum=0.9", "adam (lr=0.01 beta1=0.9"] {
+    for legend in ["rmsprop (lr=0.01 gamma=0.9", "sgd (lr=0.02 momentum=0.9", "adam (lr=0.01 beta1=0.9"] {
         assert!(svg.contains(legend), "the figure has no {legend:?}");
     }
     // every trajectory is drawn: one polyline or path per run in its own colour

@@ -3,7 +3,7 @@
 //! every figure, the numbers, and a self-contained HTML report.
 
 use crate::data::{self, Dataset, Source};
-use crate::divergence::number;
+use crate::divergence::{number, short_number};
 use crate::effective;
 use crate::error::{LabError, write};
 use crate::explorer;
@@ -13,7 +13,7 @@ use crate::report::{self, Section};
 use crate::sweep::{self, SweepSpec};
 use crate::trace2d::{self, Objective, Trajectory};
 use crate::train::{self, Curve, Protocol, Update};
-use rmsprop::{Adagrad, OptimizerConfig, RmsProp, by_name};
+use rmsprop::{Adagrad, Flavor, OptimizerConfig, RmsProp, by_name};
 use std::path::{Path, PathBuf};
 
 /// What to run and where to write it.
@@ -207,7 +207,9 @@ fn write_chapter(
     let chapter = trace2d::objective("chapter").expect("built in");
     let rms = |lr: f64, gamma: f64| -> OptimizerConfig { RmsProp::default().with_lr(lr).with_decay(gamma).into() };
     // a legend entry and the report's line: what each run really used
-    let named = |name: &str, c: &OptimizerConfig| (hyper::label(name, c), format!("{name}: {}", hyper::summary(c)));
+    let named = |name: &str, c: &OptimizerConfig| {
+        (hyper::label(name, c, Flavor::D2l), format!("{name}: {}", hyper::summary(c, Flavor::D2l)))
+    };
 
     progress("2-D RMSProp");
     let rms_config = rms(0.4, 0.9);
@@ -334,8 +336,8 @@ fn write_chapter(
             .map(|&g| {
                 format!(
                     "γ = {g}: horizon {}, weight of the last gradient {}",
-                    number(effective::horizon(g)),
-                    number(effective::leaky_weight(g, 0))
+                    short_number(effective::horizon(g)),
+                    short_number(effective::leaky_weight(g, 0))
                 )
             })
             .collect(),
@@ -347,9 +349,9 @@ fn write_chapter(
     let momentum = trace2d::run(&chapter, momentum_config.clone(), start, 20)?;
     let adam = trace2d::run(&chapter, adam_config.clone(), start, 20)?;
     let family = [
-        (hyper::label("RMSProp", &rms_config), rms_traj.clone()),
-        (hyper::label("momentum", &momentum_config), momentum.clone()),
-        (hyper::label("Adam", &adam_config), adam.clone()),
+        (hyper::label("RMSProp", &rms_config, Flavor::D2l), rms_traj.clone()),
+        (hyper::label("momentum", &momentum_config, Flavor::PyTorch), momentum.clone()),
+        (hyper::label("Adam", &adam_config, Flavor::PyTorch), adam.clone()),
     ];
     sections.push(Section {
         title: "Compared with momentum and Adam".into(),
@@ -362,8 +364,8 @@ fn write_chapter(
         figures: vec![out.contour("rmsprop_momentum_adam", "RMSProp, momentum and Adam", &chapter, &family)?],
         hyperparameters: vec![
             rms_line,
-            format!("momentum (pytorch.sgd): {}", hyper::summary(&momentum_config)),
-            format!("Adam (pytorch.adam): {}", hyper::summary(&adam_config)),
+            format!("momentum (pytorch.sgd): {}", hyper::summary(&momentum_config, Flavor::PyTorch)),
+            format!("Adam (pytorch.adam): {}", hyper::summary(&adam_config, Flavor::PyTorch)),
         ],
         book: vec!["momentum_2d, eta, beta = 0.6, 0.5 (§12.6.1): epoch 20, x1 0.007188, x2 0.002553".into()],
         ours: vec![
@@ -411,7 +413,7 @@ fn write_chapter(
     });
     progress("training through the trainer");
     let trainer_config = gluon_trainer();
-    let trainer_line = format!("mxnet.rmsprop: {}", hyper::summary(&trainer_config));
+    let trainer_line = format!("mxnet.rmsprop: {}", hyper::summary(&trainer_config, Flavor::Mxnet));
     let (trainer, svg) =
         training(&mut out, "train_trainer", "Trainer(\"rmsprop\")", Update::Trainer(trainer_config.clone()))?;
     sections.push(Section {
@@ -449,7 +451,7 @@ fn write_chapter(
     let last_spread = |name: &str, c: &Curve| match c.effective_lr.last() {
         Some(s) => format!(
             "{name}, epoch {}: median {}, from {} to {}",
-            number(s.epoch),
+            short_number(s.epoch),
             number(s.median),
             number(s.min),
             number(s.max)
@@ -475,9 +477,9 @@ fn write_chapter(
     let g0 = trace2d::run(&chapter, rms(0.4, 0.0), start, 20)?;
     let g1 = trace2d::run(&chapter, rms(0.4, 1.0), start, 20)?;
     let gamma_runs = [
-        (hyper::label("RMSProp", &rms(0.4, 0.9)), rms_traj),
-        (hyper::label("RMSProp", &rms(0.4, 0.0)), g0.clone()),
-        (hyper::label("RMSProp", &rms(0.4, 1.0)), g1.clone()),
+        (hyper::label("RMSProp", &rms(0.4, 0.9), Flavor::D2l), rms_traj),
+        (hyper::label("RMSProp", &rms(0.4, 0.0), Flavor::D2l), g0.clone()),
+        (hyper::label("RMSProp", &rms(0.4, 1.0), Flavor::D2l), g1.clone()),
     ];
     sections.push(Section {
         title: "Exercise: γ = 0 and γ = 1".into(),
@@ -486,7 +488,9 @@ fn write_chapter(
                -2 to 3198, and the run diverges (the figure marks where it leaves the view)."
             .into(),
         figures: vec![out.contour("rmsprop_gamma", "RMSProp, eta 0.4, gamma 0.9 / 0 / 1", &chapter, &gamma_runs)?],
-        hyperparameters: [0.9, 0.0, 1.0].map(|g| format!("RMSProp: {}", hyper::summary(&rms(0.4, g)))).to_vec(),
+        hyperparameters: [0.9, 0.0, 1.0]
+            .map(|g| format!("RMSProp: {}", hyper::summary(&rms(0.4, g), Flavor::D2l)))
+            .to_vec(),
         book: vec![EXERCISES[0].into()],
         ours: vec![format!("γ = 0: {}", g0.printed()), format!("γ = 1: {}", g1.printed())],
     });
@@ -532,8 +536,12 @@ fn write_chapter(
         ),
         figures: vec![heat_svg, curves_svg],
         hyperparameters: vec![format!(
-            "mxnet.rmsprop: {} (lr and decay from the grid)",
-            hyper::summary(&by_name::config("mxnet.rmsprop", Vec::<(String, by_name::Value)>::new())?)
+            "mxnet.rmsprop: {}",
+            hyper::summary_of_grid(
+                &by_name::config("mxnet.rmsprop", Vec::<(String, by_name::Value)>::new())?,
+                Flavor::Mxnet,
+                &[("lr", &spec.lrs), ("decay", &spec.gammas)]
+            )
         )],
         book: vec![EXERCISES[3].into()],
         ours: std::iter::once(format!("{} of {} cells diverged", diverged.len(), cells.len()))
@@ -556,9 +564,9 @@ fn write_chapter(
             "rmsprop_rotated",
             rotated.formula,
             &rotated,
-            &[(hyper::label("RMSProp", &rms(0.4, 0.9)), rot.clone())],
+            &[(hyper::label("RMSProp", &rms(0.4, 0.9), Flavor::D2l), rot.clone())],
         )?],
-        hyperparameters: vec![format!("RMSProp: {}", hyper::summary(&rms(0.4, 0.9)))],
+        hyperparameters: vec![format!("RMSProp: {}", hyper::summary(&rms(0.4, 0.9), Flavor::D2l))],
         book: vec![EXERCISES[1].into()],
         ours: vec![rot.printed()],
     });

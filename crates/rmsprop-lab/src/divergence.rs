@@ -59,6 +59,23 @@ pub fn number(v: f64) -> String {
     if v.is_finite() && v.abs() < 1e6 { format!("{v:.6}") } else { format!("{v:.3e}") }
 }
 
+/// A quantity that is often whole (an epoch, a horizon, a weight): [`number`] without the
+/// zeros it ends in, so `2`, `10` and `0.5`, not `2.000000`.
+///
+/// ```
+/// use rmsprop_lab::divergence::short_number;
+/// assert_eq!((short_number(2.0), short_number(10.000000000000002), short_number(0.5)), ("2".into(), "10".into(), "0.5".into()));
+/// assert_eq!((short_number(0.0431), short_number(-0.0)), ("0.0431".into(), "0".into()));
+/// ```
+pub fn short_number(v: f64) -> String {
+    let s = number(v);
+    if s.contains('e') || !s.contains('.') {
+        return s;
+    }
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
 /// `|v| <= bound`, false for NaN.
 fn within(v: f64, bound: f64) -> bool {
     v.abs() <= bound

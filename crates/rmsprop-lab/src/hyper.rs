@@ -3,18 +3,34 @@
 //! the summary leaves out what is off (no weight decay, no momentum, ...) and the rounding
 //! details a preset carries.
 //!
+//! Each hyperparameter is named as the optimizer's framework names it
+//! ([`Flavor::spelling`]): PyTorch's `alpha`, Keras's `rho`, MXNet's `gamma1`.
+//!
 //! ```
-//! use rmsprop::by_name::config;
+//! use rmsprop::{Flavor, by_name::{Value, config}};
 //! use rmsprop_lab::hyper::summary;
 //! let c = config("pytorch.rmsprop", [("lr", 0.4)]).unwrap();
-//! assert_eq!(summary(&c), "lr=0.4 decay=0.99 eps=1e-8 eps_placement=outside_sqrt");
+//! assert_eq!(summary(&c, Flavor::PyTorch), "lr=0.4 alpha=0.99 eps=1e-8 eps_placement=outside_sqrt");
 //! // MXNet's gamma2 acts only in the centred update
-//! assert!(!summary(&config("mxnet.rmsprop", [("lr", 0.01)]).unwrap()).contains("momentum"));
-//! assert!(summary(&config("mxnet.rmsprop", [("centered", true)]).unwrap()).contains("centered=true momentum=0.9"));
+//! let mxnet = |k: &str, v: Value| summary(&config("mxnet.rmsprop", [(k, v)]).unwrap(), Flavor::Mxnet);
+//! assert!(!mxnet("lr", 0.01.into()).contains("gamma2"));
+//! assert!(mxnet("centered", true.into()).contains("centered=true gamma2=0.9"));
 //! ```
 
-use rmsprop::OptimizerConfig;
 use rmsprop::by_name::{self, Value};
+use rmsprop::{Flavor, OptimizerConfig};
+
+/// The flavour an optimizer's name starts with (`pytorch.rmsprop`), D2L's for a bare name
+/// (`rmsprop`), as [`by_name::config`] reads it.
+///
+/// ```
+/// use rmsprop::Flavor;
+/// use rmsprop_lab::hyper::flavor_of;
+/// assert_eq!((flavor_of("keras.rmsprop"), flavor_of("adam")), (Flavor::Keras, Flavor::D2l));
+/// ```
+pub fn flavor_of(name: &str) -> Flavor {
+    name.split_once('.').and_then(|(f, _)| f.parse().ok()).unwrap_or(Flavor::D2l)
+}
 
 /// A number as people write hyperparameters: `0.4`, `0.99`, `1e-8`.
 pub fn number(v: f64) -> String {
@@ -29,9 +45,10 @@ fn value(v: &Value) -> String {
     }
 }
 
-/// `name=value` for every hyperparameter that is on, in [`by_name::hyperparameters`] order.
-pub fn summary(config: &OptimizerConfig) -> String {
-    summary_against(config, None)
+/// `name=value` for every hyperparameter that is on, in [`by_name::hyperparameters`]
+/// order, under `flavor`'s names.
+pub fn summary(config: &OptimizerConfig, flavor: Flavor) -> String {
+    summary_against(config, None, flavor)
 }
 
 /// [`summary`], and every number that is 0 where `preset` (the flavour's default of the
@@ -39,13 +56,44 @@ pub fn summary(config: &OptimizerConfig) -> String {
 /// preset without momentum is not.
 ///
 /// ```
-/// use rmsprop::by_name::config;
+/// use rmsprop::{Flavor, by_name::config};
 /// use rmsprop_lab::hyper::summary_against;
 /// let preset = config("pytorch.rmsprop", [("lr", 0.01)]).unwrap();
 /// let c = config("pytorch.rmsprop", [("eps", 0.0)]).unwrap();
-/// assert_eq!(summary_against(&c, Some(&preset)), "lr=0.01 decay=0.99 eps=0 eps_placement=outside_sqrt");
+/// assert_eq!(summary_against(&c, Some(&preset), Flavor::PyTorch), "lr=0.01 alpha=0.99 eps=0 eps_placement=outside_sqrt");
 /// ```
-pub fn summary_against(config: &OptimizerConfig, preset: Option<&OptimizerConfig>) -> String {
+pub fn summary_against(config: &OptimizerConfig, preset: Option<&OptimizerConfig>, flavor: Flavor) -> String {
+    let family = config.name();
+    let items = shown(config, preset);
+    items.iter().map(|(k, v)| format!("{}={}", flavor.spelling(family, k), value(v))).collect::<Vec<_>>().join(" ")
+}
+
+/// [`summary`] of a sweep's base configuration: the swept hyperparameters (by this
+/// crate's names, `lr` and `decay`) show the grid's values instead of the preset's.
+///
+/// ```
+/// use rmsprop::{Flavor, by_name::config};
+/// use rmsprop_lab::hyper::summary_of_grid;
+/// let c = config("mxnet.rmsprop", [("lr", 0.001)]).unwrap();
+/// let grid = [("lr", &[0.01, 0.1][..]), ("decay", &[0.9, 1.0][..])];
+/// assert_eq!(
+///     summary_of_grid(&c, Flavor::Mxnet, &grid),
+///     "learning_rate=0.01,0.1 gamma1=0.9,1 epsilon=1e-8 eps_placement=inside_sqrt"
+/// );
+/// ```
+pub fn summary_of_grid(config: &OptimizerConfig, flavor: Flavor, grid: &[(&str, &[f64])]) -> String {
+    let family = config.name();
+    let text = |k: &str, v: &Value| match grid.iter().find(|(g, _)| *g == k) {
+        Some((_, values)) => values.iter().map(|&x| number(x)).collect::<Vec<_>>().join(","),
+        None => value(v),
+    };
+    let items = shown(config, None);
+    items.iter().map(|(k, v)| format!("{}={}", flavor.spelling(family, k), text(k, v))).collect::<Vec<_>>().join(" ")
+}
+
+/// The hyperparameters a summary shows, under this crate's names: every one that is on,
+/// and every 0 where `preset` has another value.
+fn shown(config: &OptimizerConfig, preset: Option<&OptimizerConfig>) -> Vec<(&'static str, Value)> {
     let h = by_name::hyperparameters(config);
     let defaults = preset.map(by_name::hyperparameters).unwrap_or_default();
     let get = |k: &str| h.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
@@ -65,10 +113,10 @@ pub fn summary_against(config: &OptimizerConfig, preset: Option<&OptimizerConfig
         (_, Value::Bool(b)) => *b,
         (_, Value::Str(_)) => !matches!(k, "bias_correction"),
     };
-    h.iter().filter(|(k, v)| shown(k, v)).map(|(k, v)| format!("{k}={}", value(v))).collect::<Vec<_>>().join(" ")
+    h.into_iter().filter(|(k, v)| shown(k, v)).collect()
 }
 
-/// `name (lr=0.4 decay=0.9 ...)`: a legend entry.
-pub fn label(name: &str, config: &OptimizerConfig) -> String {
-    format!("{name} ({})", summary(config))
+/// `name (lr=0.4 gamma=0.9 ...)`: a legend entry, under `flavor`'s names.
+pub fn label(name: &str, config: &OptimizerConfig, flavor: Flavor) -> String {
+    format!("{name} ({})", summary(config, flavor))
 }

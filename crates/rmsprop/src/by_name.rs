@@ -401,6 +401,21 @@ pub fn hyperparameters(config: &OptimizerConfig) -> Vec<(&'static str, Value)> {
     h
 }
 
+/// [`hyperparameters`] under `flavor`'s own names ([`Flavor::spelling`]): `alpha` for
+/// PyTorch's decay, `gamma1` for MXNet's. [`config`] reads this list back too.
+///
+/// ```
+/// use rmsprop::{Flavor, by_name::{self, Value}};
+/// let c = by_name::config("mxnet.rmsprop", [("learning_rate", 0.01)]).unwrap();
+/// let h = by_name::hyperparameters_as(&c, Flavor::Mxnet);
+/// assert!(h.contains(&("learning_rate", Value::Num(0.01))) && h.contains(&("gamma1", Value::Num(0.9))));
+/// assert_eq!(by_name::config("mxnet.rmsprop", h).unwrap(), c);
+/// ```
+pub fn hyperparameters_as(config: &OptimizerConfig, flavor: Flavor) -> Vec<(&'static str, Value)> {
+    let family = config.name();
+    hyperparameters(config).into_iter().map(|(k, v)| (flavor.spelling(family, k), v)).collect()
+}
+
 /// The resolved hyperparameters as a JSON object (numbers, booleans, words).
 ///
 /// ```

@@ -168,6 +168,43 @@ impl Flavor {
         config.common_mut().rounding = self.rounding();
         Ok(config)
     }
+
+    /// The name this framework gives `key` (this crate's name of a hyperparameter, as
+    /// [`by_name::hyperparameters`](crate::by_name::hyperparameters) lists them) in its
+    /// `optimizer`: PyTorch's RMSprop `alpha`, Keras's `rho` and `learning_rate`, MXNet's
+    /// `gamma1`, `gamma2` and `wd`, optax's `b1`, ... Every name is one
+    /// [`by_name`](crate::by_name) reads; a key the framework has no other name for comes
+    /// back as it is.
+    ///
+    /// ```
+    /// use rmsprop::Flavor;
+    /// assert_eq!(Flavor::PyTorch.spelling("rmsprop", "decay"), "alpha");
+    /// assert_eq!(Flavor::Mxnet.spelling("rmsprop", "momentum"), "gamma2");
+    /// assert_eq!(Flavor::Keras.spelling("rmsprop", "lr"), "learning_rate");
+    /// assert_eq!(Flavor::PyTorch.spelling("rmsprop", "eps"), "eps");
+    /// ```
+    pub fn spelling(self, optimizer: &str, key: &'static str) -> &'static str {
+        use Flavor::*;
+        match (self, optimizer, key) {
+            (PyTorch | Timm | Burn, "rmsprop", "decay") => "alpha",
+            (Keras, "rmsprop", "decay") => "rho",
+            (D2l, "rmsprop", "decay") => "gamma",
+            (Mxnet, "rmsprop", "decay") => "gamma1",
+            (Mxnet, "rmsprop", "momentum") => "gamma2",
+            (Keras | Tf1 | Optax | Mxnet, _, "lr") => "learning_rate",
+            (Keras | Tf1 | Mxnet | Burn, _, "eps") => "epsilon",
+            (Mxnet, _, "weight_decay") => "wd",
+            (Optax, "rmsprop", "initial_accumulator") => "initial_scale",
+            (PyTorch, "adagrad", "initial_accumulator") | (Optax, "adagrad" | "yogi", "initial_accumulator") => {
+                "initial_accumulator_value"
+            }
+            (Optax, _, "beta1") => "b1",
+            (Optax, _, "beta2") => "b2",
+            (Keras, _, "clip_gradient") => "clipvalue",
+            (Keras, _, "clip_norm") => "clipnorm",
+            _ => key,
+        }
+    }
 }
 
 impl fmt::Display for Flavor {

@@ -8,6 +8,15 @@ fn round_trip(name: &str, c: &OptimizerConfig) {
     let h = by_name::hyperparameters(c);
     let back = by_name::config(name, h.clone()).unwrap_or_else(|e| panic!("{name}: {h:?} refused: {e}"));
     assert_eq!(&back, c, "{name}: {h:?}");
+    // and under the flavour's own names, each once
+    if let Some(flavor) = name.split_once('.').and_then(|(f, _)| f.parse::<Flavor>().ok()) {
+        let own = by_name::hyperparameters_as(c, flavor);
+        let back = by_name::config(name, own.clone()).unwrap_or_else(|e| panic!("{name}: {own:?} refused: {e}"));
+        assert_eq!(&back, c, "{name}: {own:?}");
+        let mut names: Vec<&str> = own.iter().map(|(k, _)| *k).collect();
+        names.sort_unstable();
+        assert!(names.windows(2).all(|w| w[0] != w[1]), "{name}: a name twice in {own:?}");
+    }
     let json = by_name::hyperparameters_json(c);
     assert_eq!(by_name::config_json(name, &json).unwrap(), *c, "{name}: {json}");
 }
@@ -53,6 +62,22 @@ fn the_description_names_what_the_flavour_means() {
         assert!(h.contains(&(k, v.clone())), "{k} = {v} missing from {h:?}");
     }
     assert!(h.contains(&("eps_placement", "outside_sqrt".into())));
+    // each framework's own words where it has them
+    for (name, key, value) in [
+        ("pytorch.rmsprop", "alpha", 0.99),
+        ("keras.rmsprop", "rho", 0.9),
+        ("keras.rmsprop", "epsilon", 1e-7),
+        ("mxnet.rmsprop", "gamma1", 0.9),
+        ("mxnet.rmsprop", "gamma2", 0.9),
+        ("d2l.rmsprop", "gamma", 0.9),
+        ("tf1.rmsprop", "learning_rate", 0.001),
+        ("optax.adam", "b2", 0.999),
+        ("pytorch.adagrad", "initial_accumulator_value", 0.0),
+    ] {
+        let flavor: Flavor = name.split_once('.').unwrap().0.parse().unwrap();
+        let own = by_name::hyperparameters_as(&by_name::config(name, Vec::<(String, Value)>::new()).unwrap(), flavor);
+        assert!(own.contains(&(key, Value::Num(value))), "{name}: {key} = {value} missing from {own:?}");
+    }
     let names: Vec<&str> = h.iter().map(|(k, _)| *k).collect();
     let mut unique = names.clone();
     unique.sort_unstable();
