@@ -726,7 +726,11 @@ fn run_replay(files: &[PathBuf]) -> Result<Printed> {
         let report = rmsprop_golden::replay_file(f)?;
         text += &format!("{}\n", report.summary());
         for c in report.cases.iter().filter(|c| !c.passed) {
-            text += &format!("  FAIL {}: worst {:.3}x tolerance at {}\n", c.name, c.worst, c.detail);
+            text += &if c.worst.is_finite() {
+                format!("  FAIL {}: worst {:.3}x tolerance at {}\n", c.name, c.worst, c.detail)
+            } else {
+                format!("  FAIL {}: not replayed: {}\n", c.name, c.detail)
+            };
         }
         ok &= report.failed() == 0 && !report.cases.is_empty();
         let cases: Vec<_> = report
@@ -810,13 +814,15 @@ fn run_bench(a: BenchArgs) -> Result<Printed> {
         }
     }
     pb.finish_and_clear();
+    // the first column as wide as its longest name (`centered_checked`), every row aligned
+    let w = rows.iter().map(|r| r.variant.len()).chain(["variant".len()]).max().unwrap_or(0);
     let mut text = format!(
-        "{:<9} {:<7} {:>10} {:>3} {:>5} {:>12} {:>11} {:>8} {:>8} {:>6}\n",
+        "{:<w$} {:<7} {:>10} {:>3} {:>5} {:>12} {:>11} {:>8} {:>8} {:>6}\n",
         "variant", "layout", "n", "thr", "huge", "s/step", "Gelem/s", "GB/s", "probe", "ratio"
     );
     for r in &rows {
         text += &format!(
-            "{:<11} {:<7} {:>10} {:>3} {:>5} {:>12.3e} {:>11.3} {:>8.2} {:>8.2} {:>6.2}\n",
+            "{:<w$} {:<7} {:>10} {:>3} {:>5} {:>12.3e} {:>11.3} {:>8.2} {:>8.2} {:>6.2}\n",
             r.variant,
             r.layout,
             r.n,

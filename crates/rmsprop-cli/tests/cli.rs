@@ -175,6 +175,25 @@ fn replay_reports_golden_files_in_text_and_json() {
 /// `rmsprop bench --json` emits the documented fields (values are not checked: speed
 /// is measured in benchmarks, never asserted in tests).
 #[test]
+fn bench_text_keeps_its_columns_aligned() {
+    let dir = tmp("bench-text");
+    let variants = "plain,plain_checked,centered_checked";
+    let args = ["bench", "--sizes", "1e3", "--threads", "1", "--model-sizes", "", "--rounds", "1", "--quick"];
+    let o = rmsprop(&[&args[..], &["--variants", variants]].concat(), &dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines.len(), 1 + 2 + 3, "{s}"); // the header, the probe twice, three variants
+    // every column ends where the header's does: "layout" starts one past the longest name
+    let at = lines[0].find("layout").unwrap();
+    assert_eq!(at, "centered_checked ".len(), "{s}");
+    for l in &lines {
+        assert_eq!(l.chars().count(), lines[0].chars().count(), "{s}");
+        assert!(l[at..].starts_with("single ") || l[at..].starts_with("layout "), "{s}");
+    }
+}
+
+#[test]
 fn bench_json_has_the_documented_fields() {
     let dir = tmp("bench");
     let o = rmsprop(

@@ -78,6 +78,30 @@ fn json_errors_are_json_on_stdout() {
     }
 }
 
+/// A case that cannot be replayed says why, not "worst infx tolerance at ..."; a whole-training
+/// file says what it is and how to replay it.
+#[test]
+fn replay_failures_say_what_happened() {
+    let dir = tmp("replay-failures");
+    let f = dir.join("bad.json");
+    std::fs::write(&f, r#"{"format_version":1,"cases":[{"name":"x"}]}"#).unwrap();
+    let o = rmsprop(&["replay", f.to_str().unwrap()], &dir);
+    assert_eq!(o.status.code(), Some(1));
+    let expected = format!(
+        "{}: 0 passed (0 bit-exact), 1 failed\n  FAIL x: not replayed: unreadable case: missing field `variant`\n",
+        f.display()
+    );
+    assert_eq!(stdout(&o), expected);
+    let mlp = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/golden/mlp/torch.json");
+    let o = rmsprop(&["replay", mlp], &dir);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("a whole-training file") && err.contains("cargo run -p rmsprop-candle --example replay_mlp"),
+        "{err}"
+    );
+}
+
 #[test]
 fn help_and_version_succeed() {
     let dir = tmp("help");

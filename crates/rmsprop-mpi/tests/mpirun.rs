@@ -338,3 +338,32 @@ fn a_process_that_dies_is_reported_by_the_others_when_mpirun_lets_them_run() {
         assert!(line.contains("at step 3: one of them died or hangs; ending the job"), "{line}");
     }
 }
+
+/// Both binaries answer `--help` (without MPI) with their options and examples, and refuse
+/// a bad value with one line and exit code 2 (clap's).
+#[test]
+fn the_binaries_explain_themselves() {
+    let bench = env!("CARGO_BIN_EXE_mpi-bench");
+    for (bin, options) in [
+        (BIN, &["--mode", "--steps", "--save-every", "--resume", "--as-processes", "--timeout"][..]),
+        (bench, &["--mode", "--sizes", "--steps"][..]),
+    ] {
+        let o = Command::new(bin).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success() && help.contains("Examples:\n  "), "{bin} --help: {help}");
+        for option in options {
+            assert!(help.contains(option), "{bin} --help does not name {option}: {help}");
+        }
+    }
+    for (bin, args, says) in [
+        (BIN, &["--as-processes", "5"][..], "expected a divisor of 12, not \"5\""),
+        (BIN, &["--die-at", "3"][..], "expected STEP:RANK (two whole numbers), not \"3\""),
+        (BIN, &["--mode", "ring"][..], "invalid value 'ring' for '--mode <MODE>'"),
+        (bench, &["--sizes", "1e7,x"][..], "expected a whole number from 1 to 1e10 such as 1e7, not \"x\""),
+    ] {
+        let o = Command::new(bin).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error: ") && err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -7,25 +7,14 @@
 //! distributed-regression --mode single --steps 20
 //! ```
 //!
-//! Options: `--mode single|data-parallel|sharded`, `--steps N` (the last step's number:
-//! a resumed run goes on from its checkpoint's), `--save DIR` (after the last step: the
-//! parameters and a checkpoint of the optimizer, see `rmsprop_mpi::checkpoint`),
-//! `--save-every K` (with `--save DIR`, distributed: also after every K-th step, each
-//! into `DIR/step-<n>`, then `DIR/latest` names it), `--resume DIR` (from such a folder,
-//! or the one `DIR/latest` names, written on any number of processes), `--die-at
-//! STEP:RANK` (that process aborts at that step, as a crashed process would), `--hang-at
-//! STEP:RANK` (that process stops answering at that step, as a hung one would), `--timeout
-//! SECONDS` (how long a collective waits for the others before the job is ended; default
-//! ten minutes), `--as-processes N` (with `--mode single`: the gradient formed as N
-//! processes form theirs, each part's mean divided by N, added in order), `--out PREFIX` (each
-//! process writes its final parameters' bits to `PREFIX.<rank>`), `--nan-at STEP:RANK`
-//! (that process's gradient holds a NaN at that step), `--policy error|skip`, `--bucket N`
-//! (elements reduced per collective call).
-//! Process 0 prints the loss; each process, at its end, its refusals or skipped steps, its
-//! optimizer state's bytes and its communication time (also in `PREFIX.<rank>.log`).
+//! Its options: `distributed-regression --help`.
 
+mod common;
+
+use clap::{Parser, ValueEnum};
+use common::Launch;
 use rmsprop::{NonFinitePolicy, NormScope, Optimizer, RmsProp, StepOutcome, TensorSpec};
-use rmsprop_mpi::{Distributed, Mode, Mpi};
+use rmsprop_mpi::{Distributed, Mpi};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -104,100 +93,104 @@ fn point_latest(dir: &Path, step: usize) -> Result<(), String> {
     std::fs::rename(&tmp, dir.join("latest")).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
+/// Least-squares regression with 40 001 parameters trained with RMSProp (PyTorch's
+/// defaults, global norm clipping) on a global batch of 12 rows split across the processes
+/// of an MPI job, or by one process without MPI (`--mode single`). Process 0 prints the
+/// loss; each process, at its end, its refusals or skipped steps, its optimizer state's
+/// bytes and its communication time (also in `PREFIX.<rank>.log`).
+#[derive(Parser)]
+#[command(
+    name = "distributed-regression",
+    after_help = "Examples:\n  mpirun -np 2 distributed-regression --mode sharded --steps 20\n  \
+                  distributed-regression --mode single --steps 20\n  \
+                  mpirun -np 2 distributed-regression --save-every 5 --save ckpt --steps 20\n  \
+                  mpirun -np 2 distributed-regression --resume ckpt --steps 40"
+)]
 struct Args {
-    mode: Option<Mode>,
+    /// How the processes share the work: `single` (one process, no MPI), `data-parallel`
+    /// (every process keeps all state) or `sharded` (ZeRO-1: each keeps a share).
+    #[arg(long, value_enum, default_value_t = Launch::Sharded)]
+    mode: Launch,
+    /// The last step's number (a resumed run goes on from its checkpoint's).
+    #[arg(long, default_value_t = 20)]
     steps: usize,
+    /// Each process writes its final parameters' bits to `PREFIX.<rank>`.
+    #[arg(long, value_name = "PREFIX")]
     out: Option<String>,
+    /// That process's gradient holds a NaN at that step.
+    #[arg(long, value_name = "STEP:RANK", value_parser = step_and_rank)]
     nan_at: Option<(usize, usize)>,
-    policy: NonFinitePolicy,
+    /// What a step with a non-finite gradient does.
+    #[arg(long, value_enum, default_value_t = Policy::Error)]
+    policy: Policy,
+    /// Elements reduced per collective call.
+    #[arg(long, default_value_t = rmsprop_mpi::BUCKET)]
     bucket: usize,
+    /// After the last step: the parameters and a checkpoint of the optimizer (see
+    /// `rmsprop_mpi::checkpoint`).
+    #[arg(long, value_name = "DIR")]
     save: Option<PathBuf>,
+    /// With `--save DIR`, distributed: also after every K-th step, each into
+    /// `DIR/step-<n>`, then `DIR/latest` names it.
+    #[arg(long, value_name = "K", default_value_t = 0)]
     save_every: usize,
+    /// From such a folder, or the one `DIR/latest` names, written on any number of processes.
+    #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
+    /// That process aborts at that step, as a crashed process would.
+    #[arg(long, value_name = "STEP:RANK", value_parser = step_and_rank)]
     die_at: Option<(usize, usize)>,
+    /// That process stops answering at that step, as a hung one would.
+    #[arg(long, value_name = "STEP:RANK", value_parser = step_and_rank)]
     hang_at: Option<(usize, usize)>,
+    /// With `--mode single`: the gradient formed as N processes form theirs, each part's
+    /// mean divided by N, added in order (a divisor of 12).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = divisor_of_rows)]
     as_processes: usize,
+    /// How long a collective waits for the others before the job is ended [default: 600,
+    /// ten minutes].
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
     timeout: Option<std::time::Duration>,
 }
 
-/// `STEP:RANK`, the value of option `option`.
-fn step_and_rank(option: &str, s: &str) -> Result<(usize, usize), String> {
-    let bad = || format!("{option} takes STEP:RANK (two whole numbers), not {s:?}");
+/// `--policy`.
+#[derive(Clone, Copy, ValueEnum)]
+enum Policy {
+    Error,
+    Skip,
+}
+
+/// `STEP:RANK`.
+fn step_and_rank(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("expected STEP:RANK (two whole numbers), not {s:?}");
     let (step, rank) = s.split_once(':').ok_or_else(bad)?;
     Ok((step.parse().map_err(|_| bad())?, rank.parse().map_err(|_| bad())?))
 }
 
-fn parse() -> Result<Args, String> {
-    let mut a = Args {
-        mode: Some(Mode::Sharded),
-        steps: 20,
-        out: None,
-        nan_at: None,
-        policy: NonFinitePolicy::Error,
-        bucket: rmsprop_mpi::BUCKET,
-        save: None,
-        save_every: 0,
-        resume: None,
-        die_at: None,
-        hang_at: None,
-        as_processes: 1,
-        timeout: Some(rmsprop_mpi::TIMEOUT),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let mut v = || it.next().ok_or(format!("{k} needs a value"));
-        match k.as_str() {
-            "--mode" => {
-                a.mode = match v()?.as_str() {
-                    "single" => None,
-                    "data-parallel" | "ddp" => Some(Mode::DataParallel),
-                    "sharded" | "zero1" => Some(Mode::Sharded),
-                    m => return Err(format!("unknown mode {m:?}: single, data-parallel or sharded")),
-                }
-            }
-            "--steps" => a.steps = v()?.parse().map_err(|e| format!("--steps: {e}"))?,
-            "--out" => a.out = Some(v()?),
-            "--save" => a.save = Some(v()?.into()),
-            "--resume" => a.resume = Some(v()?.into()),
-            "--save-every" => a.save_every = v()?.parse().map_err(|e| format!("--save-every: {e}"))?,
-            "--die-at" => a.die_at = Some(step_and_rank(&k, &v()?)?),
-            "--hang-at" => a.hang_at = Some(step_and_rank(&k, &v()?)?),
-            "--as-processes" => {
-                a.as_processes = v()?.parse().map_err(|e| format!("--as-processes: {e}"))?;
-                if a.as_processes == 0 || !ROWS.is_multiple_of(a.as_processes) {
-                    return Err(format!("--as-processes takes a divisor of {ROWS}, not {}", a.as_processes));
-                }
-            }
-            "--timeout" => {
-                let s: f64 = v()?.parse().map_err(|e| format!("--timeout: {e}"))?;
-                a.timeout = Some(
-                    std::time::Duration::try_from_secs_f64(s)
-                        .map_err(|_| format!("--timeout takes a number of seconds, not {s}"))?,
-                )
-            }
-            "--bucket" => a.bucket = v()?.parse().map_err(|e| format!("--bucket: {e}"))?,
-            "--nan-at" => a.nan_at = Some(step_and_rank(&k, &v()?)?),
-            "--policy" => {
-                a.policy = match v()?.as_str() {
-                    "error" => NonFinitePolicy::Error,
-                    "skip" => NonFinitePolicy::Skip,
-                    p => return Err(format!("unknown policy {p:?}: error or skip")),
-                }
-            }
-            _ => return Err(format!("unknown option {k:?}")),
-        }
+/// A divisor of the batch's 12 rows.
+fn divisor_of_rows(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 && ROWS.is_multiple_of(n) => Ok(n),
+        _ => Err(format!("expected a divisor of {ROWS}, not {s:?}")),
     }
-    Ok(a)
+}
+
+/// A number of seconds.
+fn seconds(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| std::time::Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("expected a number of seconds, not {s:?}"))
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let args = Args::parse();
+    let mode = args.mode.mode();
+    let policy = match args.policy {
+        Policy::Error => NonFinitePolicy::Error,
+        Policy::Skip => NonFinitePolicy::Skip,
     };
+    let timeout = Some(args.timeout.unwrap_or(rmsprop_mpi::TIMEOUT));
     let tensors = [TensorSpec::new("w", &[FEATURES]), TensorSpec::new("b", &[1])];
     let config = RmsProp::default().with_lr(1e-5).with_clip_norm(5.0, NormScope::Global);
     let mut params = vec![vec![0.0f32; FEATURES], vec![0.0f32]];
@@ -208,10 +201,10 @@ fn main() -> ExitCode {
     // the distributed optimizer, kept to the end for the last barrier (dropped before the
     // universe, which ends MPI)
     let mut finished = None;
-    let rank = match args.mode {
+    let rank = match mode {
         None => {
             let rows: Vec<_> = (0..ROWS).map(row).collect();
-            let mut opt = Optimizer::<f32>::new(config, &tensors).expect("valid").with_nonfinite_policy(args.policy);
+            let mut opt = Optimizer::<f32>::new(config, &tensors).expect("valid").with_nonfinite_policy(policy);
             if let Some(dir) = &args.resume {
                 let dir = &checkpoint_dir(dir);
                 let loaded = load_params(dir).and_then(|p| {
@@ -256,7 +249,7 @@ fn main() -> ExitCode {
                 eprintln!("error: MPI is already initialised");
                 return ExitCode::from(2);
             };
-            let world = Mpi::new(u.world()).with_timeout(args.timeout);
+            let world = Mpi::new(u.world()).with_timeout(timeout);
             _universe = Some(u);
             let (rank, size) = (rmsprop::World::rank(&world), rmsprop::World::size(&world));
             if !ROWS.is_multiple_of(size) {
@@ -265,7 +258,6 @@ fn main() -> ExitCode {
             }
             let per = ROWS / size;
             let rows: Vec<_> = (rank * per..(rank + 1) * per).map(row).collect();
-            let policy = args.policy;
             let mut opt = Distributed::<f32>::new(world, mode, config, &tensors)
                 .expect("valid")
                 .with_bucket(args.bucket)

@@ -11,6 +11,10 @@
 //! of `--steps` steps (5) after one untimed step; a process's step is timed from the call
 //! to its return, and the slowest process's time is reported.
 
+mod common;
+
+use clap::Parser;
+use common::Launch;
 use rmsprop::{Optimizer, RmsProp, TensorSpec, World};
 use rmsprop_mpi::{Distributed, Mode, Mpi};
 use std::process::ExitCode;
@@ -21,50 +25,38 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn main() -> ExitCode {
-    let mut mode: Option<Mode> = Some(Mode::Sharded);
-    let mut sizes = vec![10_000_000usize];
-    let mut steps = 5usize;
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let Some(v) = it.next() else {
-            eprintln!("error: {k} needs a value");
-            return ExitCode::from(2);
-        };
-        match k.as_str() {
-            "--mode" => {
-                mode = match v.as_str() {
-                    "single" => None,
-                    "data-parallel" | "ddp" => Some(Mode::DataParallel),
-                    "sharded" | "zero1" => Some(Mode::Sharded),
-                    _ => {
-                        eprintln!("error: unknown mode {v:?}: single, data-parallel or sharded");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-            "--sizes" => {
-                let parsed: Option<Vec<usize>> =
-                    v.split(',').map(|s| s.parse::<f64>().ok().filter(|x| *x >= 1.0).map(|x| x as usize)).collect();
-                let Some(parsed) = parsed else {
-                    eprintln!("error: --sizes takes numbers such as 1e7,1e8");
-                    return ExitCode::from(2);
-                };
-                sizes = parsed;
-            }
-            "--steps" => match v.parse() {
-                Ok(n) if n > 0 => steps = n,
-                _ => {
-                    eprintln!("error: --steps takes a positive number");
-                    return ExitCode::from(2);
-                }
-            },
-            _ => {
-                eprintln!("error: unknown option {k:?}");
-                return ExitCode::from(2);
-            }
-        }
+/// Time per step of RMSProp (PyTorch's defaults, float32) on one flat tensor, one line per
+/// size (process 0): `mode processes size step_ms comm_ms`, the median of `--steps` steps
+/// after one untimed step, the slowest process's.
+#[derive(Parser)]
+#[command(
+    name = "mpi-bench",
+    after_help = "Examples:\n  mpi-bench --mode single --sizes 1e7,1e8\n  mpirun -np 2 mpi-bench --mode sharded --sizes 1e7,1e8"
+)]
+struct Args {
+    /// `single` (one process, no MPI), `data-parallel` or `sharded` (ZeRO-1).
+    #[arg(long, value_enum, default_value_t = Launch::Sharded)]
+    mode: Launch,
+    /// Element counts of the tensor, comma-separated (1e7,1e8).
+    #[arg(long, value_delimiter = ',', value_parser = size, default_value = "1e7")]
+    sizes: Vec<usize>,
+    /// Timed steps per size.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    steps: u64,
+}
+
+/// An element count, as `1e7` or `10000000`.
+fn size(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if (1.0..=1e10).contains(&x) && x.fract() == 0.0 => Ok(x as usize),
+        _ => Err(format!("expected a whole number from 1 to 1e10 such as 1e7, not {s:?}")),
     }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mode = args.mode.mode();
+    let (sizes, steps) = (args.sizes, args.steps as usize);
     let universe = match mode {
         Some(_) => match mpi::initialize() {
             Some(u) => Some(u),
