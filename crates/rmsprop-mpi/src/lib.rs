@@ -8,8 +8,10 @@
 //!   the model and of the optimizer's state.
 //! - [`Mode::Sharded`] (PyTorch's `ZeroRedundancyOptimizer`): the flat gradient is
 //!   reduce-scattered, so each process receives the average of its range only
-//!   ([`Partition`]: contiguous, balanced, a tensor may be split); it keeps optimizer state
-//!   for that range alone, steps it with the fused kernel, and the ranges are all-gathered.
+//!   ([`Partition`]: contiguous, a tensor may be split, each range within half a
+//!   [`CHUNK`](rmsprop::CHUNK) of an exact share: the cuts fall where the norms' blocks do,
+//!   so the steps keep one process's bits); it keeps optimizer state for that range alone,
+//!   steps it with the fused kernel, and the ranges are all-gathered.
 //!
 //! Both divide each gradient by the number of processes before adding (as
 //! `DistributedDataParallel` does), and both add them with the same calls: bucket by
