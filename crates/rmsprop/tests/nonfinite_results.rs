@@ -345,3 +345,48 @@ fn a_trial_across_threads_names_the_first_bad_element_and_changes_nothing() {
         assert_eq!(opt.step_count(), 1);
     }
 }
+
+/// A steady RMSProp clears steps inside an envelope of its inputs without redoing its
+/// bounds; gradients that grow by a factor each step leave the envelope again and again
+/// until the average of squares overflows: every step before that is applied with the
+/// unchecked step's bits, that one is refused and changes nothing. Growth just inside the
+/// envelope's doubling (1.9x) and well within it (1.05x), with and without momentum and
+/// weight decay, in f32 and f64.
+#[test]
+fn growing_gradients_are_refused_exactly_where_the_state_overflows() {
+    fn run<P: Param + Copy>(config: OptimizerConfig, growth: f64, to: fn(f64) -> P) -> usize
+    where
+        P::Acc: Into<f64>,
+    {
+        let params = cast(&[vec![0.5; 6], vec![-0.25]], to);
+        let mut steps = Vec::new();
+        let mut g = 1e-3;
+        while g < 1e300 && steps.len() < 20_000 {
+            steps.push(cast(&[vec![g, -g, g / 2.0, 0.0, g, g * 0.9], vec![-g]], to));
+            g *= growth;
+        }
+        agree(config.clone(), params.clone(), &steps).unwrap_or_else(|e| panic!("{growth}x: {e}"));
+        // the sequence does reach an overflow (so `agree` saw its refusal)
+        let specs: Vec<(&str, Vec<usize>)> = SHAPES.iter().map(|&(n, len)| (n, vec![len])).collect();
+        let specs: Vec<(&str, &[usize])> = specs.iter().map(|(n, s)| (*n, s.as_slice())).collect();
+        let mut free = Optimizer::<P>::new(config, &specs).unwrap().with_nonfinite_policy(NonFinitePolicy::Propagate);
+        let mut x = params;
+        for g in &steps {
+            free.step(&mut x, g).unwrap();
+        }
+        assert!(snapshot(&free, &x).iter().any(|v| !v.is_finite()), "{growth}x never overflowed");
+        steps.len()
+    }
+    let decayed = RmsProp::default().with_weight_decay(0.01, WeightDecayMode::Coupled);
+    for config in [
+        RmsProp::default().into(),
+        RmsProp::default().with_momentum(0.9, rmsprop::MomentumStyle::LrOutsideBuffer).into(),
+        OptimizerConfig::from(decayed),
+        Flavor::PyTorch.rmsprop().into(),
+    ] {
+        for growth in [1.9, 1.05] {
+            assert!(run::<f32>(config.clone(), growth, |v| v as f32) > 50);
+            run::<f64>(config.clone(), growth, |v| v);
+        }
+    }
+}

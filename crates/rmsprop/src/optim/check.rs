@@ -2,7 +2,8 @@
 //! also measures the largest magnitudes), every result finite (by bounds, else by a trial
 //! on a copy), and every scheduled rate valid.
 
-use super::state::{Scratch, Trial};
+use super::guard::Inputs;
+use super::state::{Envelope, Plan, Scratch, Trial};
 use super::{Optimizer, guard};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
@@ -82,17 +83,36 @@ impl<P: Param> Optimizer<P> {
 
     /// The bounds of step `t` for every group into `scratch.next_bounds`; true when some
     /// group's step must be tried on copies first (`scratch.tried`).
+    ///
+    /// A group whose kernel serves every step (a steady configuration, a constant rate)
+    /// keeps an [`Envelope`]: inputs up to twice this step's and state bounds at a fixed
+    /// point of its bounds, found once; while a step's inputs stay inside it, the step is
+    /// cleared without the interval arithmetic (a few hundred instructions, most of a small
+    /// model's check), and the state bounds stay the envelope's.
     pub(super) fn check_bounds(&mut self, t: u64) -> bool {
         let Scratch { next_bounds, group_largest, tried, .. } = &mut self.scratch;
+        let Plan { steady, envelope, .. } = &mut self.plan;
         next_bounds.clear();
         tried.clear();
         for (i, config) in self.groups.iter().enumerate() {
             let [grad, param] = group_largest[i];
             let lr = self.schedule.lr(config.common().lr, t);
-            let inputs = guard::Inputs { grad, param, state: self.bounds[i], t, lr };
-            let reach = config.reach::<P::Acc>(&inputs).filter(|r| r.step < P::HALF_GAP_AT_MAX / 2.0);
-            tried.push(reach.is_none());
-            next_bounds.push(reach.map_or([f64::INFINITY; MAX_SLOTS], |r| r.state));
+            let state = self.bounds[i];
+            if let Some(e) = envelope[i].filter(|e| e.contains(grad, param, &state, lr) && steady[i]) {
+                tried.push(false);
+                next_bounds.push(e.state);
+                continue;
+            }
+            let reach =
+                |inputs: &guard::Inputs| config.reach::<P::Acc>(inputs).filter(|r| r.step < P::HALF_GAP_AT_MAX / 2.0);
+            let inputs = guard::Inputs { grad, param, state, t, lr };
+            let found = reach(&inputs);
+            tried.push(found.is_none());
+            next_bounds.push(found.map_or([f64::INFINITY; MAX_SLOTS], |r| r.state));
+            envelope[i] = match found {
+                Some(r) if steady[i] => Envelope::find(&inputs, r.state, reach),
+                _ => None,
+            };
         }
         tried.contains(&true)
     }
@@ -192,6 +212,37 @@ impl<P: Param> Optimizer<P> {
     }
 }
 
+impl Envelope {
+    /// Whether a step with these inputs lies inside the envelope.
+    #[inline]
+    fn contains(&self, grad: f64, param: f64, state: &[f64; MAX_SLOTS], lr: f64) -> bool {
+        grad <= self.grad && param <= self.param && lr == self.lr && state.iter().zip(&self.state).all(|(s, e)| s <= e)
+    }
+
+    /// An envelope around `inputs` (whose step reached `after`): twice the gradient and
+    /// parameter magnitudes, and state bounds that the bounds of a step from them do not
+    /// exceed, doubled until they hold (a few times: an average's fixed point is its
+    /// gradient's square, a momentum buffer's the step over `1 - μ`); `None` if none is
+    /// found in 16 tries (γ = 1 grows its state by rounding slack every step).
+    fn find(
+        inputs: &guard::Inputs,
+        after: [f64; MAX_SLOTS],
+        reach: impl Fn(&guard::Inputs) -> Option<guard::Reach>,
+    ) -> Option<Envelope> {
+        let mut wide = guard::Inputs { grad: inputs.grad * 2.0, param: inputs.param * 2.0, ..*inputs };
+        wide.state = std::array::from_fn(|k| 2.0 * inputs.state[k].max(after[k]));
+        for _ in 0..16 {
+            let r = reach(&wide)?;
+            if r.state.iter().zip(&wide.state).all(|(r, w)| r <= w) {
+                let Inputs { grad, param, state, lr, .. } = wide;
+                return Some(Envelope { grad, param, state, lr });
+            }
+            wide.state = std::array::from_fn(|k| 2.0 * wide.state[k].max(r.state[k]));
+        }
+        None
+    }
+}
+
 /// The largest `|v|` of `v`, or the index of its first NaN or infinity. For `f32` and
 /// `f64` on the bits: with the sign cleared, the order of the magnitudes is that of the
 /// integers and every NaN or infinity is at least the infinity's, so one integer maximum
@@ -213,21 +264,28 @@ fn largest_of<V: Copy + 'static>(v: &[V], widen: impl Fn(V) -> f64) -> std::resu
             // every bit pattern is a valid `$bits`.
             let bits = unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<$bits>(), v.len()) };
             let (magnitude, infinity) = (<$bits>::MAX >> 1, <$float>::INFINITY.to_bits());
-            let largest = crate::kernel::widest_closure(
-                #[inline(always)]
-                || {
-                    let mut largest = 0;
-                    for (b, block) in bits.chunks(SCAN_BLOCK).enumerate() {
-                        let m = block.iter().fold(0, |m: $bits, &x| m.max(x & magnitude));
-                        if m >= infinity {
-                            let i = block.iter().position(|&x| x & magnitude >= infinity);
-                            return Err(b * SCAN_BLOCK + i.expect("a block with a non-finite value"));
-                        }
-                        largest = largest.max(m);
+            #[inline(always)]
+            fn scan(bits: &[$bits], magnitude: $bits, infinity: $bits) -> std::result::Result<$bits, usize> {
+                let mut largest = 0;
+                for (b, block) in bits.chunks(SCAN_BLOCK).enumerate() {
+                    let m = block.iter().fold(0, |m: $bits, &x| m.max(x & magnitude));
+                    if m >= infinity {
+                        let i = block.iter().position(|&x| x & magnitude >= infinity);
+                        return Err(b * SCAN_BLOCK + i.expect("a block with a non-finite value"));
                     }
-                    Ok(largest)
-                },
-            )?;
+                    largest = largest.max(m);
+                }
+                Ok(largest)
+            }
+            // a few values: no vector loop to choose (the chapter's tensors have 5 and 1)
+            let largest = if bits.len() <= SHORT {
+                scan(bits, magnitude, infinity)
+            } else {
+                crate::kernel::widest_closure(
+                    #[inline(always)]
+                    || scan(bits, magnitude, infinity),
+                )
+            }?;
             return Ok(<$float>::from_bits(largest) as f64);
         }};
     }
@@ -251,3 +309,6 @@ fn largest_of<V: Copy + 'static>(v: &[V], widen: impl Fn(V) -> f64) -> std::resu
 
 /// Elements per block of the gradient scan.
 const SCAN_BLOCK: usize = 256;
+
+/// Up to this many elements, the scan runs without choosing an instruction set first.
+const SHORT: usize = 16;

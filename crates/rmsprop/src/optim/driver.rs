@@ -152,7 +152,7 @@ impl<P: Param> Optimizer<P> {
                 chunk_sums: Vec::new(),
                 block_sums: Vec::new(),
             },
-            plan: Plan { kernels: Vec::new(), steady: Vec::new() },
+            plan: Plan { kernels: Vec::new(), steady: Vec::new(), envelope: Vec::new() },
             parallel: Parallelism::Auto,
             unvalidated: false,
             registered: Vec::new(),

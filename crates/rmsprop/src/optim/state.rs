@@ -119,6 +119,21 @@ pub(crate) struct Plan<P: Param> {
     /// schedule changes ([`OptimizerConfig::steady`] under a constant schedule; cleared by
     /// [`Optimizer::group_mut`] and [`Optimizer::with_schedule`]).
     pub(crate) steady: Vec<bool>,
+    /// Per group: inputs under which its step was shown safe, kept while its kernel is
+    /// (see [`check_bounds`](Optimizer::check_bounds)).
+    pub(crate) envelope: Vec<Option<Envelope>>,
+}
+
+/// Inputs of a group's step — largest `|g|` and `|x|`, state bounds — under which its
+/// bounds clear it and keep the state within `state`: any step with inputs below these
+/// (the same kernel, learning rate and parameter type) is cleared too, since every bound
+/// grows with every input, and leaves the state below `state` again.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Envelope {
+    pub(crate) grad: f64,
+    pub(crate) param: f64,
+    pub(crate) state: [f64; MAX_SLOTS],
+    pub(crate) lr: f64,
 }
 
 impl<P: Param> std::fmt::Debug for Plan<P> {

@@ -322,12 +322,14 @@ impl<P: Param> Optimizer<P> {
         let scope = |c: &OptimizerConfig| c.common().clip_norm.map(|c| c.scope);
         let mut per_tensor = false;
         let squares = Squares { tensors: &self.tensors, sums: &self.scratch.block_sums };
-        let Plan { kernels, steady } = &mut self.plan;
+        let Plan { kernels, steady, envelope } = &mut self.plan;
         kernels.truncate(self.groups.len());
+        envelope.resize(self.groups.len(), None);
         for (i, config) in self.groups.iter().enumerate() {
             if steady[i] {
                 continue; // no norm clipping then, and the same learning rate
             }
+            envelope[i] = None; // planned again: a configuration or a rate may have changed
             let common = config.common();
             let lr = self.schedule.lr(common.lr, t);
             let norm = match scope(config) {
