@@ -39,7 +39,7 @@ struct Cli {
 enum Command {
     /// The whole section in one go: figures, numbers and an HTML report.
     #[command(
-        after_help = "Examples:\n  rmsprop chapter\n  rmsprop chapter --out /tmp/ch --data my/airfoil_self_noise.dat --rows 1500"
+        after_help = "Examples:\n  rmsprop chapter\n  rmsprop chapter --out airfoil-1500 --data my/airfoil_self_noise.dat --rows 1500"
     )]
     Chapter(ChapterArgs),
     /// An optimizer's trajectory on a 2-D objective, with a contour plot.
@@ -62,10 +62,10 @@ enum Command {
     )]
     Sweep(SweepArgs),
     /// Measure the step against a memory-bandwidth probe (ratios within one run).
-    #[command(
-        after_help = "Examples:\n  rmsprop bench\n  rmsprop bench --sizes 1e4,1e7 --variants plain --threads 1 --json\n  \
-                            rmsprop bench --quick"
-    )]
+    #[command(after_help = "Examples:\n  rmsprop bench --sizes 1e4,1e6 --model-sizes 1e5 --threads 1 --quick\n  \
+                            rmsprop bench --sizes 1e5 --variants plain,plain_checked --threads 1 --quick --json\n\
+                      Without options it measures every size from 1e3 to 1e8 and the model layout, on 1 and \
+                      all threads: minutes.")]
     Bench(BenchArgs),
     /// Replay golden-vector files (the format of testdata/golden/README.md) and report per case.
     #[command(after_help = "Example:\n  rmsprop replay testdata/golden/torch.json testdata/golden/mxnet.json")]

@@ -262,3 +262,72 @@ fn the_help_says_where_gamma_one_diverges_as_the_run_does() {
     assert_eq!(step(said), step(&out), "help: {said}\nrun: {out}");
     assert_eq!(step(&out).as_deref(), Some("1"));
 }
+
+/// What each example's comment promises, by the example as written: text its output holds
+/// (`file:` a file it writes).
+const PROMISES: &[(&str, &[&str])] = &[
+    ("rmsprop chapter", &["file:rmsprop-chapter/index.html"]),
+    ("rmsprop trace2d", &["rmsprop: epoch 20, x1 -0.010599, x2 0.000000", "with lr=0.4 gamma=0.9"]),
+    ("rmsprop trace2d --gamma 1", &["diverged at step 1"]),
+    ("rmsprop trace2d --gamma 1 --json", &["\"diverged\": true", "\"diverged_at\": 1"]),
+    ("rmsprop trace2d --lr 0.4 --optimizer rmsprop --optimizer adagrad", &["x1 -2.382563, x2 -0.158591"]),
+    ("rmsprop train --impl trainer --seed 3", &["mxnet.rmsprop: loss: 0.2454"]),
+    ("rmsprop sweep --lrs 0.01,0.1 --gammas 0.9,1 --seeds 3", &["| 0.01 | 0.9 | 3 | 0.2", "diverged (3 of 3 seeds"]),
+    ("rmsprop bench --sizes 1e4,1e6 --model-sizes 1e5 --threads 1 --quick", &["probe", "centered", "ratio"]),
+    ("rmsprop replay testdata/golden/torch.json", &["60 passed (47 bit-exact), 0 failed"]),
+];
+
+/// Every example in a subcommand's `--help` and in the README's command block runs as
+/// written, from a folder that holds what the examples name (the data file as
+/// `my/airfoil_self_noise.dat`, `testdata/`), and does what its comment says; one that
+/// needs a feature this build lacks (candle, MPI) says how to build it.
+#[test]
+fn every_example_in_the_help_and_the_readme_does_what_it_says() {
+    let dir = tmp("examples");
+    std::fs::create_dir_all(dir.join("my")).unwrap();
+    std::fs::copy(data_file(), dir.join("my/airfoil_self_noise.dat")).unwrap();
+    let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata");
+    let _ = std::os::unix::fs::symlink(testdata, dir.join("testdata"));
+    // (command, comment) of every example
+    let mut examples: Vec<(String, String)> = Vec::new();
+    let split = |line: &str| -> (String, String) {
+        let at = [line.find(" #"), line.find("   (")].into_iter().flatten().min();
+        let (command, comment) = at.map_or((line, ""), |i| line.split_at(i));
+        (command.split_whitespace().collect::<Vec<_>>().join(" "), comment.trim().to_string())
+    };
+    for sub in ["chapter", "trace2d", "train", "sweep", "bench", "replay"] {
+        let help = stdout(&rmsprop(&[sub, "--help"], &dir));
+        let block = help.split("Example").nth(1).unwrap_or_else(|| panic!("{sub} --help has no examples"));
+        examples.extend(block.lines().map(str::trim).filter(|l| l.contains("rmsprop ")).map(split));
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let block = readme.split("## The command, by example\n\n```sh\n").nth(1).unwrap().split("```").next().unwrap();
+    examples.extend(block.lines().filter(|l| l.starts_with("rmsprop ")).map(split));
+    assert!(examples.len() >= 24, "{examples:?}");
+    for (command, comment) in &examples {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let args = &words[words.iter().position(|w| *w == "rmsprop").unwrap() + 1..];
+        let o = rmsprop(args, &dir);
+        let (out, err) = (stdout(&o), stderr(&o));
+        let needs = |feature: &str| comment.contains(&format!("--features {feature}"));
+        let lacking = (needs("candle") && !cfg!(feature = "candle")) || (needs("mpi") && !cfg!(feature = "mpi"));
+        if lacking {
+            assert!(!o.status.success() && err.contains("build") && err.contains("--features"), "{command}: {err}");
+            continue;
+        }
+        if needs("mpi") {
+            continue; // run under mpirun by the MPI suite
+        }
+        assert!(o.status.success(), "{command}: {err}");
+        let promised = PROMISES.iter().find(|(c, _)| c == command).map(|(_, p)| *p);
+        let plain = comment.is_empty() || comment.starts_with('(');
+        assert!(promised.is_some() || plain, "{command}: the comment {comment:?} is not checked here");
+        for p in promised.unwrap_or_default() {
+            match p.strip_prefix("file:") {
+                Some(f) => assert!(dir.join(f).is_file(), "{command}: no {f}"),
+                None => assert!(out.contains(p), "{command}: {p:?} missing from {out}"),
+            }
+        }
+    }
+    assert!(dir.join("airfoil-1500/index.html").is_file());
+}
