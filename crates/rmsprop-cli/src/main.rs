@@ -686,10 +686,10 @@ fn run_sweep(a: SweepArgs) -> Result<Printed> {
     files.extend(plot::save(&heat, &dir.join(format!("{stem}_heatmap")), (800, 560))?);
     let curves: Vec<_> = cells
         .iter()
-        .map(|c| (format!("lr {} gamma {}", c.lr, c.gamma.map_or("-".into(), hyper::number)), c.curves[0].clone()))
+        .map(|c| (format!("η = {}, γ = {}", c.lr, c.gamma.map_or("-".into(), hyper::number)), c.curves[0].clone()))
         .collect();
     files.extend(plot::save(
-        &LossPlot { title: "loss curves (seed 0)".into(), curves: &curves },
+        &LossPlot { title: format!("loss curves (seed {})", spec.seeds[0]), curves: &curves },
         &dir.join(format!("{stem}_curves")),
         (900, 560),
     )?);
@@ -699,7 +699,8 @@ fn run_sweep(a: SweepArgs) -> Result<Printed> {
         .map(|c| {
             let finals: Vec<Option<f64>> = c.curves.iter().map(|x| (!x.diverged()).then(|| x.final_loss())).collect();
             json!({"lr": c.lr, "gamma": c.gamma, "diverged": c.diverged(), "diverged_seeds": c.diverged_seeds(),
-                "first_diverged_step": c.first_divergence(), "mean_final_loss": c.mean_final_loss(),
+                "first_diverged_step": c.first_divergence(),
+                "first_diverged_seed": c.first_diverged().map(|(_, seed)| seed), "mean_final_loss": c.mean_final_loss(),
                 "spread": c.spread(), "final_losses": finals, "summary": c.summary()})
         })
         .collect();

@@ -37,6 +37,11 @@ fn chapter_with_no_flag_runs_on_the_embedded_data() {
     assert!(s.contains("  ours: γ = 0.9: horizon 10, weight of the last gradient 0.1\n"), "{s}");
     assert!(s.contains("  ours: from scratch, epoch 2: median "), "{s}");
     let out = dir.join("rmsprop-chapter");
+    // the figures' titles write η and γ as the text does (the embedded font has them)
+    let svg = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
+    assert!(svg("effective_lr.svg").contains("effective learning rate η/√(s + ε), η = 0.4"));
+    assert!(svg("leaky_average_weights.svg").contains("weight (1 − γ) γᵏ of the squared gradient"));
+    assert!(svg("sweep_curves.svg").contains("η = 0.01, by γ (seed 0)") && svg("sweep_curves.svg").contains("γ = 0.9"));
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(html.contains("the embedded airfoil data"));
     assert!(html.contains("Hyperparameters used: RMSProp: lr=0.4 gamma=0.9 eps=1e-6"), "no hyperparameters");
@@ -149,7 +154,8 @@ fn sweep_shows_the_spread_and_marks_gamma_one_as_diverged() {
     let o = rmsprop(&["sweep", "--lrs", "0.01", "--gammas", "0.9,1", "--seeds", "2", "--rows", "400"], &dir);
     let s = stdout(&o);
     assert!(s.contains(&format!("{mean:.6} ({min:.6}–{max:.6})")), "{s}");
-    assert!(s.contains("diverged (2 of 2 seeds, from step "), "{s}");
+    let (step, seed) = (cells[1]["first_diverged_step"].as_u64().unwrap(), cells[1]["first_diverged_seed"].as_u64());
+    assert!(s.contains(&format!("diverged (2 of 2 seeds, first at step {step}, seed {})", seed.unwrap())), "{s}");
     assert!(!s.contains("NaN"), "{s}");
     // the grid's values, in MXNet's names, not the preset's unused learning rate
     assert!(s.ends_with("\nwith learning_rate=0.01 gamma1=0.9,1 epsilon=1e-8 eps_placement=inside_sqrt\n"), "{s}");

@@ -264,7 +264,7 @@ fn write_chapter(
         })
         .collect();
     let rate_fig = LinePlot {
-        title: "effective learning rate eta/sqrt(s + eps), eta 0.4".into(),
+        title: "effective learning rate η/√(s + ε), η = 0.4".into(),
         x_desc: "step",
         y_desc: "rate (log scale)",
         log_y: true,
@@ -309,7 +309,7 @@ fn write_chapter(
     let marks: Vec<(f64, usize, String)> =
         gammas.iter().enumerate().map(|(c, &g)| (effective::horizon(g), c, format!("1/(1-{g})"))).collect();
     let weights_fig = LinePlot {
-        title: "weight (1-gamma) gamma^k of the squared gradient k steps back".into(),
+        title: "weight (1 − γ) γᵏ of the squared gradient k steps back".into(),
         x_desc: "k (steps back)",
         y_desc: "weight (log scale)",
         log_y: true,
@@ -518,10 +518,13 @@ fn write_chapter(
     let at_lr: Vec<(String, Curve)> = cells
         .iter()
         .filter(|c| c.lr == 0.01)
-        .map(|c| (format!("gamma {}", c.gamma.map_or("-".into(), hyper::number)), c.curves[0].clone()))
+        .map(|c| (format!("γ = {}", c.gamma.map_or("-".into(), hyper::number)), c.curves[0].clone()))
         .collect();
-    let curves_svg =
-        out.figure(&LossPlot { title: "lr 0.01, by gamma".into(), curves: &at_lr }, "sweep_curves", (800, 480))?;
+    let curves_svg = out.figure(
+        &LossPlot { title: format!("η = 0.01, by γ (seed {})", spec.seeds[0]), curves: &at_lr },
+        "sweep_curves",
+        (800, 480),
+    )?;
     let diverged: Vec<String> = cells
         .iter()
         .filter(|c| c.diverged())

@@ -39,6 +39,8 @@ pub struct Cell {
     pub lr: f64,
     /// γ, if the optimizer has one.
     pub gamma: Option<f64>,
+    /// The seeds, in order.
+    pub seeds: Vec<u64>,
     /// One curve per seed, in `seeds` order.
     pub curves: Vec<Curve>,
 }
@@ -67,7 +69,13 @@ impl Cell {
     }
     /// The earliest step at which a seed's run diverged.
     pub fn first_divergence(&self) -> Option<u64> {
-        self.curves.iter().filter_map(|c| c.diverged.as_ref().map(|d| d.step)).min()
+        self.first_diverged().map(|(step, _)| step)
+    }
+    /// The earliest step at which a seed's run diverged, and that seed (the first in
+    /// `seeds` order, if several diverged there).
+    pub fn first_diverged(&self) -> Option<(u64, u64)> {
+        let at = |(c, seed): (&Curve, &u64)| c.diverged.as_ref().map(|d| (d.step, *seed));
+        self.curves.iter().zip(&self.seeds).filter_map(at).min_by_key(|&(step, _)| step)
     }
     /// The final losses over seeds; `None` when any seed diverged.
     pub fn spread(&self) -> Option<Spread> {
@@ -88,13 +96,15 @@ impl Cell {
     pub fn mean_final_loss(&self) -> Option<f64> {
         self.spread().map(|s| s.mean)
     }
-    /// `0.245398 (0.2441–0.2467)`, or `diverged (3 of 3 seeds, from step 2)`.
+    /// `0.245398 (0.2441–0.2467)`, or `diverged (3 of 3 seeds, first at step 2, seed 1)`.
     pub fn summary(&self) -> String {
-        match (self.spread(), self.first_divergence()) {
+        match (self.spread(), self.first_diverged()) {
             (Some(s), _) => format!("{:.6} ({:.6}–{:.6})", s.mean, s.min, s.max),
-            (None, Some(step)) => {
-                format!("diverged ({} of {} seeds, from step {step})", self.diverged_seeds(), self.curves.len())
-            }
+            (None, Some((step, seed))) => format!(
+                "diverged ({} of {} seeds, first at step {step}, seed {seed})",
+                self.diverged_seeds(),
+                self.curves.len()
+            ),
             (None, None) => "no runs".into(),
         }
     }
@@ -180,31 +190,36 @@ pub fn assemble(spec: &SweepSpec, parts: Vec<Vec<Curve>>) -> rmsprop::Result<Vec
             optimizer: spec.optimizer.clone(),
             lr,
             gamma,
+            seeds: spec.seeds.clone(),
             curves: curves.by_ref().take(spec.seeds.len()).collect(),
         })
         .collect())
 }
 
 /// The table as CSV:
-/// `optimizer,lr,gamma,seeds,mean_final_loss,std,min,max,status,diverged_seeds,first_diverged_step`.
+/// `optimizer,lr,gamma,seeds,mean_final_loss,std,min,max,status,diverged_seeds,first_diverged_step,first_diverged_seed`.
 pub fn to_csv(cells: &[Cell]) -> String {
     let mut out = String::from(
-        "optimizer,lr,gamma,seeds,mean_final_loss,std,min,max,status,diverged_seeds,first_diverged_step\n",
+        "optimizer,lr,gamma,seeds,mean_final_loss,std,min,max,status,diverged_seeds,first_diverged_step,\
+         first_diverged_seed\n",
     );
     for c in cells {
         let stats = c
             .spread()
             .map(|s| format!("{:.6},{:.6},{:.6},{:.6}", s.mean, s.std, s.min, s.max))
             .unwrap_or_else(|| ",,,".into());
+        let (step, seed) = match c.first_diverged() {
+            Some((step, seed)) => (step.to_string(), seed.to_string()),
+            None => Default::default(),
+        };
         out += &format!(
-            "{},{},{},{},{stats},{},{},{}\n",
+            "{},{},{},{},{stats},{},{},{step},{seed}\n",
             c.optimizer,
             c.lr,
             c.gamma.map(|g| g.to_string()).unwrap_or_default(),
             c.curves.len(),
             if c.diverged() { "diverged" } else { "ok" },
             c.diverged_seeds(),
-            c.first_divergence().map(|s| s.to_string()).unwrap_or_default(),
         );
     }
     out

@@ -29,7 +29,15 @@ fn gamma_one_is_marked_diverged() {
     }
     let csv = to_csv(&cells);
     assert_eq!(csv.lines().filter(|l| l.contains(",diverged,2,")).count(), 2, "{csv}");
-    assert!(to_markdown(&cells).contains("| diverged (2 of 2 seeds, from step "), "{}", to_markdown(&cells));
+    assert!(to_markdown(&cells).contains("| diverged (2 of 2 seeds, first at step "), "{}", to_markdown(&cells));
+    // the seed the table names is one that diverged at the step it names, the earliest
+    for c in cells.iter().filter(|c| c.diverged()) {
+        let (step, seed) = c.first_diverged().unwrap();
+        let steps: Vec<u64> = c.curves.iter().map(|x| x.diverged.as_ref().unwrap().step).collect();
+        let at = c.seeds.iter().position(|&s| s == seed).unwrap();
+        assert_eq!((steps[at], steps.iter().min().copied()), (step, Some(step)), "{steps:?} seeds {:?}", c.seeds);
+        assert!(c.summary().ends_with(&format!("first at step {step}, seed {seed})")), "{}", c.summary());
+    }
     for c in cells.iter().filter(|c| !c.diverged()) {
         let s = c.spread().unwrap();
         let finals: Vec<f64> = c.curves.iter().map(|x| x.final_loss()).collect();
