@@ -261,9 +261,48 @@ pub fn contour_lines(
     Ok(lines.iter().flat_map(|l| l.geometry().0.iter().map(|ls| ls.0.iter().map(|c| (c.x, c.y)).collect())).collect())
 }
 
-/// A coordinate for an annotation: 4 significant digits.
+/// A number on a figure: four significant digits, no trailing zeros (`395`, `0.5`,
+/// `1.585`), scientific outside `[1e-3, 1e5)` (`1e-5`, `2.5e7`).
 fn short(v: f64) -> String {
-    if v.is_finite() && (1e-3..1e4).contains(&v.abs()) { format!("{v:.3}") } else { format!("{v:.2e}") }
+    let trim = |s: String| -> String {
+        if !s.contains('.') {
+            return s;
+        }
+        let (mantissa, exponent) = s.split_once('e').map_or((s.as_str(), None), |(m, e)| (m, Some(e)));
+        let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+        exponent.map_or(mantissa.to_string(), |e| format!("{mantissa}e{e}"))
+    };
+    if v == 0.0 {
+        "0".into()
+    } else if v.is_finite() && (1e-3..1e5).contains(&v.abs()) {
+        let decimals = (3 - v.abs().log10().floor() as i32).max(0) as usize;
+        trim(format!("{v:.decimals$}"))
+    } else {
+        trim(format!("{v:.3e}"))
+    }
+}
+
+/// Tick positions from `lo` to `hi`: on a linear axis, multiples of 1, 2 or 5 times a
+/// power of ten, about `n` of them; on a log axis (`lo`, `hi` in decades), the decades,
+/// with 2 and 5 between them when the axis spans fewer than three.
+fn ticks(lo: f64, hi: f64, log: bool, n: usize) -> Vec<f64> {
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Vec::new();
+    }
+    if log {
+        let steps: &[f64] = if hi - lo < 3.0 { &[1.0, 2.0, 5.0] } else { &[1.0] };
+        let decades = (lo.floor() as i64)..=(hi.ceil() as i64);
+        let at = decades.flat_map(|d| steps.iter().map(move |m| d as f64 + m.log10()));
+        let all: Vec<f64> = at.filter(|&v| (lo..=hi).contains(&v)).collect();
+        // many decades: every other one
+        return if all.len() > 2 * n { all.into_iter().step_by(2).collect() } else { all };
+    }
+    let raw = (hi - lo) / n.max(1) as f64;
+    let power = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * power).find(|&s| s >= raw).unwrap_or(10.0 * power);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).map(|k| k as f64 * step).collect()
 }
 
 /// Loss against epochs, one line per labelled curve (the chapter's loss plot).
@@ -420,6 +459,8 @@ impl Figure for LinePlot<'_> {
         };
         let (xm, ym) = (0.02 * (x1 - x0), 0.05 * (y1 - y0));
         let (xr, yr) = ([x0 - xm, x1 + xm], [y0 - ym, y1 + ym]);
+        let log_y = self.log_y;
+        let y_ticks = ticks(yr[0], yr[1], log_y, 6);
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, ("sans-serif", 22))
             .margin(12)
@@ -427,17 +468,28 @@ impl Figure for LinePlot<'_> {
             .y_label_area_size(70)
             .build_cartesian_2d(xr[0]..xr[1], yr[0]..yr[1])
             .map_err(err)?;
-        let log_y = self.log_y;
-        let y_label = move |v: &f64| if log_y { short(10f64.powf(*v)) } else { short(*v) };
         chart
             .configure_mesh()
             .max_light_lines(0)
             .x_desc(self.x_desc)
             .y_desc(self.y_desc)
-            .y_label_formatter(&y_label)
+            .y_labels(0) // drawn below, at ticks of our own
+            .x_label_formatter(&|v| short(*v))
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(err)?;
+        // the y ticks: 1-2-5 steps, decades on a log axis (10^k exactly, not 10^(k ± an ulp))
+        let label = |v: f64| if log_y { short(10f64.powf(v) * (1.0 + 1e-12)) } else { short(v) };
+        let style = ("sans-serif", 14).into_font().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center));
+        let grid = BLACK.mix(0.12).stroke_width(1);
+        chart
+            .draw_series(y_ticks.iter().map(|&t| PathElement::new(vec![(xr[0], t), (xr[1], t)], grid)))
+            .map_err(err)?;
+        for t in y_ticks {
+            let (px, py) = chart.backend_coord(&(xr[0], t));
+            root.draw(&PathElement::new(vec![(px - 5, py), (px, py)], BLACK.stroke_width(1))).map_err(err)?;
+            root.draw(&Text::new(label(t), (px - 8, py), style.clone())).map_err(err)?;
+        }
         for line in self.lines {
             let color = PALETTE[line.color % PALETTE.len()];
             let pts = self.drawn(line);
