@@ -445,7 +445,8 @@ fn write_chapter(
         y_desc: "rate (log scale)",
         log_y: true,
         lines: &spread_lines,
-        marks: &[],
+        // until epoch 1 the Trainer's lines cover the book's: they part there (see the text)
+        marks: &[(1.0, 2, "runs part".into())],
         legend_at: SeriesLabelPosition::UpperRight,
     };
     let last_spread = |name: &str, c: &Curve| match c.effective_lr.last() {

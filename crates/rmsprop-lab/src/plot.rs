@@ -81,6 +81,40 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 /// The legend box every line figure uses.
+/// The corner for a legend of `labels` that covers the fewest of `points` (data
+/// coordinates): `preferred` when it covers none, else the emptiest of the four corners
+/// (the box's size estimated from the labels' lengths).
+fn free_corner<DB: DrawingBackend>(
+    chart: &ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    points: &[(f64, f64)],
+    labels: &[&str],
+    preferred: SeriesLabelPosition,
+) -> SeriesLabelPosition {
+    let (xs, ys) = chart.plotting_area().get_pixel_range();
+    let chars = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as i32;
+    let (w, h) = (40 + 8 * chars, 10 + 20 * labels.len() as i32);
+    let pixels: Vec<(i32, i32)> = points.iter().map(|p| chart.backend_coord(p)).collect();
+    let covered = |corner: &SeriesLabelPosition| {
+        let (x0, y0) = match corner {
+            SeriesLabelPosition::UpperLeft => (xs.start, ys.start),
+            SeriesLabelPosition::LowerLeft => (xs.start, ys.end - h),
+            SeriesLabelPosition::LowerRight => (xs.end - w, ys.end - h),
+            _ => (xs.end - w, ys.start),
+        };
+        pixels.iter().filter(|(x, y)| (x0 - 6..=x0 + w + 6).contains(x) && (y0 - 6..=y0 + h + 6).contains(y)).count()
+    };
+    if covered(&preferred) == 0 {
+        return preferred;
+    }
+    let corners = [
+        SeriesLabelPosition::UpperRight,
+        SeriesLabelPosition::UpperLeft,
+        SeriesLabelPosition::LowerRight,
+        SeriesLabelPosition::LowerLeft,
+    ];
+    corners.into_iter().min_by_key(|c| covered(c)).unwrap_or(preferred)
+}
+
 fn legend<'a, DB: DrawingBackend + 'a>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
     position: SeriesLabelPosition,
@@ -194,12 +228,15 @@ impl Figure for ContourPlot<'_> {
             .x_desc("x1")
             .y_desc("x2")
             .label_style(("sans-serif", 14))
+            .x_label_formatter(&|v| short(*v))
+            .y_label_formatter(&|v| short(*v))
             .draw()
             .map_err(err)?;
         let grey = RGBColor(170, 170, 170);
         for pts in contour_lines(self.objective, xr, yr, 120)? {
             chart.draw_series(std::iter::once(PathElement::new(pts, grey.stroke_width(1)))).map_err(err)?;
         }
+        let (mut labels, mut shown_points) = (Vec::new(), Vec::new());
         for (i, (label, t)) in self.trajectories.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let pts: Vec<(f64, f64)> = t.points.iter().map(|p| (p[0], p[1])).collect();
@@ -209,6 +246,8 @@ impl Figure for ContourPlot<'_> {
                 Some(d) => format!("{label}, diverged at step {}", d.step),
                 None => label.clone(),
             };
+            labels.push(label.clone());
+            shown_points.extend(pts.iter().copied().filter(|&p| inside(p, xr, yr)));
             chart
                 .draw_series(segments.iter().map(|&(a, b)| PathElement::new(vec![a, b], color.stroke_width(2))))
                 .map_err(err)?
@@ -232,7 +271,9 @@ impl Figure for ContourPlot<'_> {
             chart.draw_series(std::iter::once(Text::new(text, nudge(exit), style))).map_err(err)?;
         }
         // the chapter's runs start lower left and end near the origin: the lower right is free
-        legend(&mut chart, SeriesLabelPosition::LowerRight)
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let corner = free_corner(&chart, &shown_points, &labels, SeriesLabelPosition::LowerRight);
+        legend(&mut chart, corner)
     }
 }
 
@@ -284,13 +325,18 @@ fn short(v: f64) -> String {
 
 /// Tick positions from `lo` to `hi`: on a linear axis, multiples of 1, 2 or 5 times a
 /// power of ten, about `n` of them; on a log axis (`lo`, `hi` in decades), the decades,
-/// with 2 and 5 between them when the axis spans fewer than three.
+/// with 2 and 5 between them when the axis spans fewer than three, and every digit when it
+/// spans less than one.
 fn ticks(lo: f64, hi: f64, log: bool, n: usize) -> Vec<f64> {
     if !(lo.is_finite() && hi.is_finite() && lo < hi) {
         return Vec::new();
     }
     if log {
-        let steps: &[f64] = if hi - lo < 3.0 { &[1.0, 2.0, 5.0] } else { &[1.0] };
+        let steps: &[f64] = match hi - lo {
+            span if span < 1.0 => &[1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
+            span if span < 3.0 => &[1.0, 2.0, 5.0],
+            _ => &[1.0],
+        };
         let decades = (lo.floor() as i64)..=(hi.ceil() as i64);
         let at = decades.flat_map(|d| steps.iter().map(move |m| d as f64 + m.log10()));
         let all: Vec<f64> = at.filter(|&v| (lo..=hi).contains(&v)).collect();
@@ -352,9 +398,12 @@ impl Figure for LossPlot<'_> {
             .x_desc("epoch")
             .y_desc("loss")
             .label_style(("sans-serif", 14))
+            .x_label_formatter(&|v| short(*v))
+            .y_label_formatter(&|v| short(*v))
             .draw()
             .map_err(err)?;
         let (xr, yr) = ([x0, x_max * 1.02], [lo, hi]);
+        let (mut labels, mut shown_points) = (Vec::new(), Vec::new());
         for (i, (label, c)) in self.curves.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let pts: Vec<(f64, f64)> = c.epochs.iter().copied().zip(c.loss.iter().copied()).collect();
@@ -363,6 +412,8 @@ impl Figure for LossPlot<'_> {
                 (Some(d), Some(e)) => format!("{label}, diverged at step {} (epoch {e:.2})", d.step),
                 _ => label.clone(),
             };
+            labels.push(label.clone());
+            shown_points.extend(pts.iter().copied().filter(|&p| inside(p, xr, yr)));
             chart
                 .draw_series(segments.iter().map(|&(a, b)| PathElement::new(vec![a, b], color.stroke_width(2))))
                 .map_err(err)?
@@ -390,7 +441,9 @@ impl Figure for LossPlot<'_> {
                 chart.draw_series(dashes).map_err(err)?;
             }
         }
-        legend(&mut chart, SeriesLabelPosition::UpperRight)
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let corner = free_corner(&chart, &shown_points, &labels, SeriesLabelPosition::UpperRight);
+        legend(&mut chart, corner)
     }
 }
 
@@ -423,7 +476,8 @@ pub struct LinePlot<'a> {
     /// Vertical marks: the x where one stands, its palette index, its label (the labels
     /// stacked down from the top, in order).
     pub marks: &'a [(f64, usize, String)],
-    /// Where the legend goes.
+    /// Where the legend goes if it covers no data there; else the corner where it covers
+    /// the least.
     pub legend_at: SeriesLabelPosition,
 }
 
@@ -520,7 +574,11 @@ impl Figure for LinePlot<'_> {
             let at = (*x + 0.005 * (xr[1] - xr[0]), yr[1] - (0.02 + 0.06 * k as f64) * (yr[1] - yr[0]));
             chart.draw_series(std::iter::once(Text::new(label.clone(), at, style))).map_err(err)?;
         }
-        legend(&mut chart, self.legend_at.clone())
+        let drawn: Vec<(f64, f64)> =
+            self.lines.iter().flat_map(|l| self.drawn(l)).filter(|&p| inside(p, xr, yr)).collect();
+        let labels: Vec<&str> = self.lines.iter().map(|l| l.label.as_str()).filter(|l| !l.is_empty()).collect();
+        let corner = free_corner(&chart, &drawn, &labels, self.legend_at.clone());
+        legend(&mut chart, corner)
     }
 }
 

@@ -145,3 +145,34 @@ fn a_diverged_loss_curve_shows_its_first_point_and_where_it_went() {
     let label = format!("gamma 1, diverged at step {step} (epoch {:.2})", c.diverged_epoch.unwrap());
     check(&paths, &[&label[..]], (500, 350));
 }
+
+/// A legend goes where it covers no data: lines along the top (the preferred upper right
+/// and the upper left) and across the lower right leave only the lower left free.
+#[test]
+fn the_legend_avoids_the_data() {
+    use rmsprop_lab::plot::{Line, LinePlot, SeriesLabelPosition};
+    let line = |k: usize, y: f64, from: usize| Line {
+        label: format!("line {k}"),
+        points: (from..=40).map(|i| (i as f64, y)).collect(),
+        color: k,
+        dashed: false,
+    };
+    let lines = [line(0, 14.0, 0), line(1, 13.0, 0), line(2, 12.0, 0), line(3, 10.0, 20)];
+    let fig = LinePlot {
+        title: "t".into(),
+        x_desc: "x",
+        y_desc: "y",
+        log_y: false,
+        lines: &lines,
+        marks: &[],
+        legend_at: SeriesLabelPosition::UpperRight,
+    };
+    let files = plot::save(&fig, &out("legend"), (600, 400)).unwrap();
+    let svg = std::fs::read_to_string(&files[0]).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let text = doc.descendants().find(|n| n.has_tag_name("text") && n.text().is_some_and(|t| t.trim() == "line 0"));
+    let text = text.expect("the legend's first entry");
+    let (x, y): (f64, f64) =
+        (text.attribute("x").unwrap().parse().unwrap(), text.attribute("y").unwrap().parse().unwrap());
+    assert!(x < 300.0 && y > 200.0, "the legend is at ({x}, {y}), not in the empty lower left");
+}
