@@ -47,7 +47,7 @@ enum Command {
         after_help = "Examples:\n  rmsprop trace2d                       # the chapter's demo: rmsprop, lr 0.4, gamma 0.9\n  \
                             rmsprop trace2d --gamma 1             # the exercise: diverged at step 1\n  \
                             rmsprop trace2d --lr 0.4 --optimizer rmsprop --optimizer adagrad\n  \
-                            rmsprop trace2d --optimizer rmsprop --optimizer sgd --optimizer adam --set sgd.momentum=0.9\n  \
+                            rmsprop trace2d --lr 0.4 --optimizer rmsprop --optimizer sgd --optimizer adam --set sgd.momentum=0.9\n  \
                             rmsprop trace2d --objective rosenbrock --optimizer pytorch.rmsprop --steps 500 --set centered=true"
     )]
     Trace2d(Trace2dArgs),

@@ -153,12 +153,13 @@ impl ContourPlot<'_> {
     }
 
     /// The plotted region: the chapter's view widened to every point within
-    /// [`fit_limit`](Self::fit_limit), padded by 5 %.
+    /// [`fit_limit`](Self::fit_limit) and to the objective's minimum, padded by 5 %.
     pub fn bounds(&self) -> ([f64; 2], [f64; 2]) {
         let (mut x, mut y) = Self::BASE;
         let limit = self.fit_limit();
         let fits = |p: &&[f64; 2]| p.iter().all(|v| v.abs() <= limit);
-        for p in self.trajectories.iter().flat_map(|(_, t)| &t.points).filter(fits) {
+        let minimum = self.objective.minimum.iter();
+        for p in self.trajectories.iter().flat_map(|(_, t)| &t.points).chain(minimum).filter(fits) {
             x = [x[0].min(p[0]), x[1].max(p[0])];
             y = [y[0].min(p[1]), y[1].max(p[1])];
         }
@@ -236,14 +237,33 @@ impl Figure for ContourPlot<'_> {
         for pts in contour_lines(self.objective, xr, yr, 120)? {
             chart.draw_series(std::iter::once(PathElement::new(pts, grey.stroke_width(1)))).map_err(err)?;
         }
+        // the minimum: a black cross and its coordinates
+        if let Some([mx, my]) = self.objective.minimum {
+            let ink = BLACK.stroke_width(2);
+            chart.draw_series(std::iter::once(Cross::new((mx, my), 7, ink))).map_err(err)?;
+            // written on the side with room for it
+            let right = mx > (xr[0] + xr[1]) / 2.0;
+            let (side, dx) = if right { (HPos::Right, -0.01) } else { (HPos::Left, 0.01) };
+            let style = ("sans-serif", 13).into_font().color(&BLACK).pos(Pos::new(side, VPos::Bottom));
+            let at = (mx + dx * (xr[1] - xr[0]), my + 0.015 * (yr[1] - yr[0]));
+            let text = format!("minimum ({}, {})", short(mx), short(my));
+            chart.draw_series(std::iter::once(Text::new(text, at, style))).map_err(err)?;
+        }
+        // a run that ends within 2 % of the view's diagonal from its start
+        let diagonal = (xr[1] - xr[0]).hypot(yr[1] - yr[0]);
         let (mut labels, mut shown_points) = (Vec::new(), Vec::new());
         for (i, (label, t)) in self.trajectories.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let pts: Vec<(f64, f64)> = t.points.iter().map(|p| (p[0], p[1])).collect();
             // every step's segment, clipped to the view: a run that leaves is drawn up to the border
             let segments: Vec<_> = pts.windows(2).filter_map(|w| clip(w[0], w[1], xr, yr)).collect();
+            let moved = match (pts.first(), pts.last()) {
+                (Some(a), Some(b)) => (b.0 - a.0).hypot(b.1 - a.1),
+                _ => 0.0,
+            };
             let label = match &t.diverged {
                 Some(d) => format!("{label}, diverged at step {}", d.step),
+                None if moved < 0.02 * diagonal => format!("{label}, barely moved"),
                 None => label.clone(),
             };
             labels.push(label.clone());

@@ -16,6 +16,8 @@ pub struct Objective {
     pub formula: &'static str,
     /// Value and gradient at a point.
     pub eval: Objective2d,
+    /// Where its minimum is, if it has one (the figures mark it).
+    pub minimum: Option<[f64; 2]>,
 }
 
 /// Every objective by name, the chapter's first.
@@ -23,8 +25,18 @@ pub fn objectives() -> Vec<Objective> {
     let chapter = "f(x1,x2) = 0.1*x1^2 + 2*x2^2";
     let rotated = "f(x1,x2) = 0.1*(x1+x2)^2 + 2*(x1-x2)^2";
     vec![
-        Objective { name: "chapter", formula: chapter, eval: objective_2d(chapter).expect("known") },
-        Objective { name: "rotated", formula: rotated, eval: objective_2d(rotated).expect("known") },
+        Objective {
+            name: "chapter",
+            formula: chapter,
+            eval: objective_2d(chapter).expect("known"),
+            minimum: Some([0.0, 0.0]),
+        },
+        Objective {
+            name: "rotated",
+            formula: rotated,
+            eval: objective_2d(rotated).expect("known"),
+            minimum: Some([0.0, 0.0]),
+        },
         Objective {
             name: "rosenbrock",
             formula: "f(x1,x2) = (1-x1)^2 + 100*(x2-x1^2)^2",
@@ -32,6 +44,7 @@ pub fn objectives() -> Vec<Objective> {
                 let d = b - a * a;
                 ((1.0 - a).powi(2) + 100.0 * d * d, [-2.0 * (1.0 - a) - 400.0 * a * d, 200.0 * d])
             },
+            minimum: Some([1.0, 1.0]),
         },
         Objective {
             name: "beale",
@@ -43,11 +56,13 @@ pub fn objectives() -> Vec<Objective> {
                 let db = 2.0 * (t[0] * a + t[1] * 2.0 * a * b + t[2] * 3.0 * a * b * b);
                 (f, [da, db])
             },
+            minimum: Some([3.0, 0.5]),
         },
         Objective {
             name: "saddle",
             formula: "f(x1,x2) = x1^2 - x2^2",
             eval: |[a, b]| (a * a - b * b, [2.0 * a, -2.0 * b]),
+            minimum: None, // a saddle point at the origin, no minimum
         },
     ]
 }

@@ -176,3 +176,23 @@ fn the_legend_avoids_the_data() {
         (text.attribute("x").unwrap().parse().unwrap(), text.attribute("y").unwrap().parse().unwrap());
     assert!(x < 300.0 && y > 200.0, "the legend is at ({x}, {y}), not in the empty lower left");
 }
+
+/// A contour figure marks the objective's minimum (and takes it into the view), and a run
+/// that hardly leaves its start says so in the legend.
+#[test]
+fn the_minimum_is_marked_and_a_run_that_barely_moved_says_so() {
+    let o = trace2d::objective("rosenbrock").unwrap();
+    let slow = trace2d::run(&o, rmsprop::RmsProp::default().with_lr(1e-4).into(), [-5.0, -2.0], 20).unwrap();
+    let trajs = [("slow".to_string(), slow)];
+    let fig = ContourPlot { title: "t".into(), objective: &o, trajectories: &trajs };
+    let (x, y) = fig.bounds();
+    assert!(x[0] < 1.0 && 1.0 < x[1] && y[0] < 1.0 && 1.0 < y[1], "{x:?} {y:?}");
+    check(
+        &plot::save(&fig, &out("minimum"), (640, 480)).unwrap(),
+        &["minimum (1, 1)", "slow, barely moved"],
+        (640, 480),
+    );
+    // the saddle has no minimum to mark
+    let saddle = trace2d::objective("saddle").unwrap();
+    assert!(saddle.minimum.is_none() && trace2d::objectives().iter().filter(|o| o.minimum.is_some()).count() == 4);
+}
