@@ -12,7 +12,7 @@
 mod common;
 use common::{json, rmsprop, stderr, tmp};
 use fantoccini::{ClientBuilder, Locator};
-use rmsprop_lab::explorer::{GAMMAS, LRS};
+use rmsprop_lab::explorer::{BETA2S, GAMMAS, LRS};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -157,11 +157,43 @@ fn the_explorer_follows_its_sliders_in_a_real_browser() {
         let slider = client.find(Locator::Id("explorer-gamma")).await.unwrap();
         slider.send_keys(&ARROW_RIGHT.repeat(3)).await.unwrap();
         gi += 3;
-        let beta2 = format!("beta2={}", gamma(gi));
+        let beta2 = format!("beta2={}", BETA2S[gi]);
+        assert_eq!(text("explorer-gamma-value").await, format!("{}", BETA2S[gi]));
         let (end, n) =
             cli_end(&["--optimizer", "adam", "--lr", &lr(li), "--set", &beta2, "--objective", "rotated"], &dir);
         assert_eq!(text("explorer-end").await, end);
         assert_eq!(points().await, n);
+
+        // the contour panel has ticks on both axes, numbers, and marks the minimum
+        let ticks = client.find_all(Locator::Css("#explorer-contour .explorer-tick")).await.unwrap();
+        assert!(ticks.len() >= 8, "{} ticks", ticks.len());
+        for t in ticks {
+            let label = t.text().await.unwrap();
+            assert!(label.parse::<f64>().is_ok(), "a tick reads {label:?}");
+        }
+        assert_eq!(client.find_all(Locator::Css("#explorer-contour .explorer-minimum")).await.unwrap().len(), 1);
+
+        // Adam's β2 slider ends below 1, at a value Adam takes: its command runs
+        let slider = client.find(Locator::Id("explorer-gamma")).await.unwrap();
+        slider.send_keys(ARROW_RIGHT).await.unwrap();
+        gi += 1;
+        assert_eq!(text("explorer-gamma-value").await, "0.999");
+        let beta2 = format!("beta2={}", BETA2S[gi]);
+        let (end, _) =
+            cli_end(&["--optimizer", "adam", "--lr", &lr(li), "--set", &beta2, "--objective", "rotated"], &dir);
+        assert_eq!(text("explorer-end").await, end);
+
+        // RMSProp at γ = 1 on the chapter's problem diverges at step 1: the rates panel says so
+        client.find(Locator::Id("explorer-optimizer")).await.unwrap().select_by_value("rmsprop").await.unwrap();
+        client.find(Locator::Id("explorer-objective")).await.unwrap().select_by_value("chapter").await.unwrap();
+        client.find(Locator::Id("explorer-placement")).await.unwrap().select_by_value("inside_sqrt").await.unwrap();
+        client.find(Locator::Id("explorer-lr")).await.unwrap().send_keys(ARROW_LEFT).await.unwrap();
+        li -= 1;
+        assert_eq!((lr(li), gamma(gi)), ("0.4".to_string(), "1".to_string()));
+        let (end, _) = cli_end(&["--optimizer", "rmsprop", "--lr", &lr(li), "--gamma", &gamma(gi)], &dir);
+        assert!(end.contains("diverged at step 1"), "{end}");
+        assert_eq!(text("explorer-end").await, end);
+        assert_eq!(text("explorer-rates-note").await, "diverged at step 1");
 
         // the artifact: the explorer with its trajectory
         let shot = client.find(Locator::Id("explorer")).await.unwrap().screenshot().await.unwrap();

@@ -12,8 +12,11 @@ use std::fmt::Write;
 
 /// The learning rates the η slider snaps to.
 pub const LRS: [f64; 7] = [0.05, 0.1, 0.2, 0.4, 0.6, 1.0, 2.0];
-/// The values the γ slider snaps to (RMSProp's decay, momentum's β, Adam's β2).
+/// The values the γ slider snaps to for RMSProp's decay and momentum's β (1 included: the
+/// chapter's exercise).
 pub const GAMMAS: [f64; 5] = [0.0, 0.5, 0.9, 0.99, 1.0];
+/// The values the same slider snaps to for Adam's β2, which must be below 1.
+pub const BETA2S: [f64; 5] = [0.0, 0.5, 0.9, 0.99, 0.999];
 /// The objectives, by [`trace2d::objective`] name.
 pub const OBJECTIVES: [&str; 2] = ["chapter", "rotated"];
 /// Where the runs start, and how many steps they take (the chapter's).
@@ -33,16 +36,18 @@ pub struct Choice {
     pub label: &'static str,
     /// The hyperparameter γ sets (`decay`, `momentum`, `beta2`), if any.
     pub gamma_key: Option<&'static str>,
+    /// The values the γ slider offers it (empty without `gamma_key`).
+    pub gammas: &'static [f64],
     /// Whether ε inside or outside the root applies.
     pub placement: bool,
 }
 
 /// The optimizers of the explorer's menu.
 pub const CHOICES: [Choice; 4] = [
-    Choice { name: "rmsprop", label: "RMSProp", gamma_key: Some("decay"), placement: true },
-    Choice { name: "adagrad", label: "Adagrad", gamma_key: None, placement: true },
-    Choice { name: "sgd", label: "momentum", gamma_key: Some("momentum"), placement: false },
-    Choice { name: "adam", label: "Adam", gamma_key: Some("beta2"), placement: false },
+    Choice { name: "rmsprop", label: "RMSProp", gamma_key: Some("decay"), gammas: &GAMMAS, placement: true },
+    Choice { name: "adagrad", label: "Adagrad", gamma_key: None, gammas: &[], placement: true },
+    Choice { name: "sgd", label: "momentum", gamma_key: Some("momentum"), gammas: &GAMMAS, placement: false },
+    Choice { name: "adam", label: "Adam", gamma_key: Some("beta2"), gammas: &BETA2S, placement: false },
 ];
 
 /// The ε placements, as `by_name` spells them.
@@ -115,9 +120,8 @@ pub fn data() -> rmsprop::Result<String> {
     let mut out = String::from("{");
     let _ = write!(
         out,
-        "\"lrs\":[{}],\"gammas\":[{}],\"view\":[{}],\"start\":[{},{}],\"steps\":{STEPS},",
+        "\"lrs\":[{}],\"view\":[{}],\"start\":[{},{}],\"steps\":{STEPS},",
         LRS.map(compact).join(","),
-        GAMMAS.map(compact).join(","),
         VIEW.map(compact).join(","),
         compact(START[0]),
         compact(START[1])
@@ -126,10 +130,11 @@ pub fn data() -> rmsprop::Result<String> {
         .iter()
         .map(|c| {
             format!(
-                "{{\"name\":{},\"label\":{},\"gamma\":{},\"placement\":{}}}",
+                "{{\"name\":{},\"label\":{},\"gamma\":{},\"gammas\":[{}],\"placement\":{}}}",
                 json_string(c.name),
                 json_string(c.label),
                 c.gamma_key.map_or("null".into(), json_string),
+                c.gammas.iter().map(|&g| compact(g)).collect::<Vec<_>>().join(","),
                 c.placement
             )
         })
@@ -150,9 +155,10 @@ pub fn data() -> rmsprop::Result<String> {
         let sep = if k == 0 { "" } else { "," };
         let _ = write!(
             out,
-            "{sep}{}:{{\"formula\":{},\"lines\":[{}]}}",
+            "{sep}{}:{{\"formula\":{},\"minimum\":{},\"lines\":[{}]}}",
             json_string(name),
             json_string(o.formula),
+            o.minimum.map_or("null".into(), |[x, y]| format!("[{},{}]", compact(x), compact(y))),
             lines.join(",")
         );
     }
@@ -162,7 +168,7 @@ pub fn data() -> rmsprop::Result<String> {
         let placements: Vec<Option<&str>> =
             if choice.placement { PLACEMENTS.iter().map(|p| Some(*p)).collect() } else { vec![None] };
         let gammas: Vec<Option<(usize, f64)>> = if choice.gamma_key.is_some() {
-            GAMMAS.iter().copied().enumerate().map(Some).collect()
+            choice.gammas.iter().copied().enumerate().map(Some).collect()
         } else {
             vec![None]
         };
@@ -214,19 +220,21 @@ pub fn holdings() -> String {
         .map(|c| {
             LRS.len()
                 * OBJECTIVES.len()
-                * if c.gamma_key.is_some() { GAMMAS.len() } else { 1 }
+                * if c.gamma_key.is_some() { c.gammas.len() } else { 1 }
                 * if c.placement { PLACEMENTS.len() } else { 1 }
         })
         .sum();
     format!(
         "This explorer holds {runs} runs computed by the rmsprop core ({STEPS} steps from ({}, {}), each optimizer's \
-         defaults otherwise): η ∈ {{{}}}, γ ∈ {{{}}} (RMSProp's decay γ, momentum's β, Adam's β2; Adagrad has none), \
+         defaults otherwise): η ∈ {{{}}}, γ ∈ {{{}}} (RMSProp's decay γ, momentum's β; Adam's β2 ∈ {{{}}}; \
+         Adagrad has none), \
          ε inside or outside the root (RMSProp and Adagrad), on the chapter's and the rotated objective. The sliders \
          snap to these values; the page computes nothing itself.",
         number_arg(START[0]),
         number_arg(START[1]),
         list(&LRS),
-        list(&GAMMAS)
+        list(&GAMMAS),
+        list(&BETA2S)
     )
 }
 
