@@ -29,7 +29,9 @@ use std::process::ExitCode;
 /// The RMSProp chapter of Dive into Deep Learning (§12.8), runnable: the 2-D demo, the
 /// airfoil regression, the exercises, with every framework's RMSProp.
 #[derive(Parser)]
-#[command(name = "rmsprop", version, about, long_about = None)]
+// help as written, never wrapped: an example stays one line to copy, whichever clap
+// features a build unifies (divan, a benchmark dependency, turns `wrap_help` on)
+#[command(name = "rmsprop", version, about, long_about = None, term_width = 0)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
