@@ -161,6 +161,18 @@ def test_invalid_hyperparameters_are_refused_when_given_and_when_changed():
     refused(opt, p, ValueError, "keep other state")
 
 
+def test_a_hyperparameter_changed_in_place_is_seen_at_the_next_step():
+    p = params()
+    opt = ours.Adam(p, lr=0.1)
+    opt.param_groups[0]["betas"] = [0.9, 0.999]  # a list, as a user may write it
+    grads(p, 0)
+    opt.step()
+    opt.param_groups[0]["betas"][0] = 1.5  # changed in place: the same list object
+    refused(opt, p, ValueError, "beta1")
+    opt.param_groups[0]["betas"][0] = 0.9
+    opt.step()
+
+
 def test_flavours_take_their_frameworks_defaults_and_names():
     p = params()
     assert ours.RMSprop(p, flavor="keras").param_groups[0]["lr"] == 0.001

@@ -136,7 +136,8 @@ class _Flavoured(Optimizer):
     def _configure(self, gi, group):
         """Hands group ``gi``'s hyperparameters to the engine when they changed (a scheduler
         writes ``lr`` between steps): compared as given, each step, in one dict comparison."""
-        given = {k: v for k, v in group.items() if k != "params"}
+        # a list (betas written as one) is kept as a tuple: changed in place, it differs
+        given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in group.items() if k != "params"}
         held = self._configured.get(gi)
         # a tensor value (a scheduler's lr) may change in place: always handed over
         if any(map(torch.is_tensor, given.values())) or held != given:
