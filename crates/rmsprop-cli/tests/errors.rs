@@ -22,6 +22,11 @@ fn bad_input_gets_one_clear_line() {
         "error: --set decay=1e39: invalid hyperparameter rmsprop.decay = 1e39: expected a number in [0, 1]",
     );
     refused(&["trace2d", "--set", "lr=-2.5e-12"], "invalid hyperparameter rmsprop.lr = -2.5e-12: expected");
+    // named as the user wrote it (PyTorch's alpha is RMSProp's decay)
+    refused(
+        &["trace2d", "--optimizer", "pytorch.rmsprop", "--set", "alpha=2"],
+        "error: --set alpha=2: invalid hyperparameter rmsprop.alpha = 2: expected a number in [0, 1]",
+    );
     // one value from two flags: refused, whatever the spelling
     refused(
         &["trace2d", "--lr", "0.1", "--set", "learning_rate=0.2"],

@@ -222,8 +222,29 @@ pub fn config<K: AsRef<str>, V: Into<Value>>(
             return Err(Error::UnknownHyperparameter { optimizer: optimizer.clone(), name: k.clone(), known });
         }
     }
-    config.validate()?;
+    config.validate().map_err(|e| as_given(e, &config, &hyper))?;
     Ok(config)
+}
+
+/// The shared hyperparameters' spellings, this crate's first (as [`set_common`] reads them).
+const COMMON_SPELLINGS: &[&[&str]] = &[
+    &["lr", "learning_rate", "eta"],
+    &["weight_decay", "wd"],
+    &["clip_gradient", "clipvalue"],
+    &["clip_norm", "clipnorm"],
+];
+
+/// `e`, a refused hyperparameter named as the caller spelled it (`rmsprop.alpha`, not
+/// `rmsprop.decay`, for PyTorch's name of RMSProp's decay).
+fn as_given(e: Error, config: &OptimizerConfig, hyper: &[(String, Value)]) -> Error {
+    let Error::InvalidHyperparameter { optimizer, name, value, expected } = e else { return e };
+    let given = |spellings: &[&'static str]| {
+        spellings.iter().copied().find(|&sp| sp != name && hyper.iter().any(|(k, _)| k == sp))
+    };
+    let own = config.each_field(|fields| fields.iter().find(|f| f.contains(&name)).and_then(|f| given(f)));
+    let common = COMMON_SPELLINGS.iter().find(|f| f.contains(&name)).and_then(|f| given(f));
+    let name = own.or(common).unwrap_or(name);
+    Error::InvalidHyperparameter { optimizer, name, value, expected }
 }
 
 /// Like [`config`], from a JSON object (`{"learning_rate": 0.01, "gamma1": 0.9}`).

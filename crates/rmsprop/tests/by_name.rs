@@ -84,3 +84,19 @@ fn the_description_names_what_the_flavour_means() {
     unique.dedup();
     assert_eq!(unique.len(), names.len(), "no name twice in {names:?}");
 }
+
+/// A refused value is named as the caller wrote it: PyTorch's `alpha`, Keras's `rho`,
+/// MXNet's `learning_rate` and `wd`, not this crate's `decay`, `lr`, `weight_decay`.
+#[test]
+fn a_refused_hyperparameter_is_named_as_given() {
+    for (name, key, value, says) in [
+        ("pytorch.rmsprop", "alpha", 2.0, "invalid hyperparameter rmsprop.alpha = 2: expected a number in [0, 1]"),
+        ("keras.rmsprop", "rho", -1.0, "invalid hyperparameter rmsprop.rho = -1: expected a number in [0, 1]"),
+        ("mxnet.rmsprop", "learning_rate", -1.0, "invalid hyperparameter rmsprop.learning_rate = -1: expected"),
+        ("mxnet.rmsprop", "wd", -0.5, "invalid hyperparameter rmsprop.wd = -0.5: expected"),
+        ("pytorch.rmsprop", "decay", 2.0, "invalid hyperparameter rmsprop.decay = 2: expected"),
+    ] {
+        let e = by_name::config(name, [(key, value)]).unwrap_err().to_string();
+        assert!(e.starts_with(says), "{name} {key}: {e}");
+    }
+}
