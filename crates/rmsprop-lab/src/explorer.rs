@@ -85,22 +85,9 @@ fn number_arg(v: f64) -> String {
 }
 
 /// A number for the page: 4 significant digits (the drawings' precision; the printed end
-/// point is the run's own line), `null` when not finite.
+/// point is the run's own line), as the figures write them; `null` when not finite.
 fn compact(v: f64) -> String {
-    if !v.is_finite() {
-        return "null".into();
-    }
-    if v == 0.0 {
-        return "0".into();
-    }
-    let s = if (1e-3..1e5).contains(&v.abs()) {
-        let decimals = (3 - v.abs().log10().floor() as i32).max(0) as usize;
-        let t = format!("{v:.decimals$}");
-        if t.contains('.') { t.trim_end_matches('0').trim_end_matches('.').to_string() } else { t }
-    } else {
-        format!("{v:.3e}")
-    };
-    if s == "-0" { "0".into() } else { s }
+    if v.is_finite() { crate::plot::short(v) } else { "null".into() }
 }
 
 fn pairs(points: impl Iterator<Item = [f64; 2]>) -> String {

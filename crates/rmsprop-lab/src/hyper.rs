@@ -63,9 +63,7 @@ pub fn summary(config: &OptimizerConfig, flavor: Flavor) -> String {
 /// assert_eq!(summary_against(&c, Some(&preset), Flavor::PyTorch), "lr=0.01 alpha=0.99 eps=0 eps_placement=outside_sqrt");
 /// ```
 pub fn summary_against(config: &OptimizerConfig, preset: Option<&OptimizerConfig>, flavor: Flavor) -> String {
-    let family = config.name();
-    let items = shown(config, preset);
-    items.iter().map(|(k, v)| format!("{}={}", flavor.spelling(family, k), value(v))).collect::<Vec<_>>().join(" ")
+    written(config, preset, flavor, &[])
 }
 
 /// [`summary`] of a sweep's base configuration: the swept hyperparameters (by this
@@ -82,12 +80,23 @@ pub fn summary_against(config: &OptimizerConfig, preset: Option<&OptimizerConfig
 /// );
 /// ```
 pub fn summary_of_grid(config: &OptimizerConfig, flavor: Flavor, grid: &[(&str, &[f64])]) -> String {
+    written(config, None, flavor, grid)
+}
+
+/// The shown hyperparameters as `name=value` under `flavor`'s names, a swept one (by this
+/// crate's name in `grid`) with the grid's values.
+fn written(
+    config: &OptimizerConfig,
+    preset: Option<&OptimizerConfig>,
+    flavor: Flavor,
+    grid: &[(&str, &[f64])],
+) -> String {
     let family = config.name();
     let text = |k: &str, v: &Value| match grid.iter().find(|(g, _)| *g == k) {
         Some((_, values)) => values.iter().map(|&x| number(x)).collect::<Vec<_>>().join(","),
         None => value(v),
     };
-    let items = shown(config, None);
+    let items = shown(config, preset);
     items.iter().map(|(k, v)| format!("{}={}", flavor.spelling(family, k), text(k, v))).collect::<Vec<_>>().join(" ")
 }
 

@@ -324,7 +324,7 @@ pub fn contour_lines(
 
 /// A number on a figure: four significant digits, no trailing zeros (`395`, `0.5`,
 /// `1.585`), scientific outside `[1e-3, 1e5)` (`1e-5`, `2.5e7`).
-fn short(v: f64) -> String {
+pub(crate) fn short(v: f64) -> String {
     let trim = |s: String| -> String {
         if !s.contains('.') {
             return s;

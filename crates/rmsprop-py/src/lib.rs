@@ -318,10 +318,14 @@ impl Engine {
     /// The Python side has checked each tensor: a contiguous CPU tensor of the dtype named,
     /// `numel` elements at `x` and at `g`, alive for the call.
     fn step(&mut self, py: Python<'_>, items: Vec<Item>, threads: usize) -> PyResult<bool> {
+        // each dtype read once, then as the enum
+        let items = items
+            .into_iter()
+            .map(|(key, group, x, g, numel, dtype)| Ok((key, group, x, g, numel, Dtype::parse(&dtype)?)))
+            .collect::<PyResult<Vec<_>>>()?;
         // everything that can be refused is refused before anything is written
         let mut ranges = Vec::with_capacity(items.len());
-        for &(key, group, x, g, numel, ref dtype) in &items {
-            let dtype = Dtype::parse(dtype)?;
+        for &(key, group, x, g, numel, dtype) in &items {
             let bytes = numel.checked_mul(size_of_dtype(dtype)).ok_or_else(|| PyValueError::new_err("absurd size"))?;
             if x == 0 || g == 0 {
                 return Err(PyValueError::new_err(format!("parameter {key}: a null address")));
@@ -351,11 +355,11 @@ impl Engine {
         }
         // policies "error" and "skip" hold for the whole step, as for one optimizer
         if self.policy != NonFinitePolicy::Propagate {
-            for &(key, _, _, g, numel, ref dtype) in &items {
+            for &(key, _, _, g, numel, dtype) in &items {
                 // SAFETY: the Python side checked `g` addresses `numel` elements of `dtype`
                 // in a live contiguous tensor; it is only read here.
                 let bad = unsafe {
-                    match Dtype::parse(dtype)? {
+                    match dtype {
                         Dtype::F32 => {
                             std::slice::from_raw_parts(g as *const f32, numel).iter().position(|v| !v.is_finite())
                         }
@@ -381,11 +385,11 @@ impl Engine {
                 }
             }
         }
-        for &(key, group, _, _, numel, ref dtype) in &items {
+        for &(key, group, _, _, numel, dtype) in &items {
             let generation = self.groups[group].generation;
             match self.params.get_mut(&key) {
                 None => {
-                    let p = self.new_param(group, numel, Dtype::parse(dtype)?)?;
+                    let p = self.new_param(group, numel, dtype)?;
                     self.params.insert(key, p);
                 }
                 Some(p) if p.generation != generation => {

@@ -226,7 +226,8 @@ pub fn config<K: AsRef<str>, V: Into<Value>>(
     Ok(config)
 }
 
-/// The shared hyperparameters' spellings, this crate's first (as [`set_common`] reads them).
+/// The shared hyperparameters with more than one spelling, this crate's first: what
+/// [`set_common`] reads, and how a refused one is named back ([`as_given`]).
 const COMMON_SPELLINGS: &[&[&str]] = &[
     &["lr", "learning_rate", "eta"],
     &["weight_decay", "wd"],
@@ -368,14 +369,16 @@ pub(crate) const BIAS_CORRECTIONS: &[(&str, BiasCorrection)] = &[
 
 /// Sets a [`Common`] field; false if `k` is not one.
 fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
-    match k {
-        "lr" | "learning_rate" | "eta" => c.lr = num(k, v)?,
-        "weight_decay" | "wd" => c.weight_decay = num(k, v)?,
+    // a framework's spelling, as this crate's name
+    let name = COMMON_SPELLINGS.iter().find(|names| names.contains(&k)).map_or(k, |names| names[0]);
+    match name {
+        "lr" => c.lr = num(k, v)?,
+        "weight_decay" => c.weight_decay = num(k, v)?,
         "weight_decay_mode" => c.weight_decay_mode = choice(k, v, DECAY_MODES)?,
         "maximize" => c.maximize = flag(k, v)?,
         "rescale_grad" => c.rescale_grad = num(k, v)?,
-        "clip_gradient" | "clipvalue" => c.clip_gradient = Some(num(k, v)?),
-        "clip_norm" | "clipnorm" => c.clip_norm = Some(ClipNorm { max_norm: num(k, v)?, scope: NormScope::PerTensor }),
+        "clip_gradient" => c.clip_gradient = Some(num(k, v)?),
+        "clip_norm" => c.clip_norm = Some(ClipNorm { max_norm: num(k, v)?, scope: NormScope::PerTensor }),
         "global_clipnorm" => c.clip_norm = Some(ClipNorm { max_norm: num(k, v)?, scope: NormScope::Global }),
         "clip_weights" => c.clip_weights = Some(num(k, v)?),
         "precision" => c.precision = choice(k, v, PRECISIONS)?,

@@ -2,7 +2,6 @@
 //! also measures the largest magnitudes), every result finite (by bounds, else by a trial
 //! on a copy), and every scheduled rate valid.
 
-use super::guard::Inputs;
 use super::state::{Envelope, Plan, Scratch, Trial};
 use super::{Optimizer, guard};
 use crate::error::{Error, Result};
@@ -98,7 +97,8 @@ impl<P: Param> Optimizer<P> {
             let [grad, param] = group_largest[i];
             let lr = self.schedule.lr(config.common().lr, t);
             let state = self.bounds[i];
-            if let Some(e) = envelope[i].filter(|e| e.contains(grad, param, &state, lr) && steady[i]) {
+            // (cleared whenever the group is planned again: a steady kernel's)
+            if let Some(e) = envelope[i].filter(|e| e.contains(grad, param, &state, lr)) {
                 tried.push(false);
                 next_bounds.push(e.state);
                 continue;
@@ -234,7 +234,7 @@ impl Envelope {
         for _ in 0..16 {
             let r = reach(&wide)?;
             if r.state.iter().zip(&wide.state).all(|(r, w)| r <= w) {
-                let Inputs { grad, param, state, lr, .. } = wide;
+                let guard::Inputs { grad, param, state, lr, .. } = wide;
                 return Some(Envelope { grad, param, state, lr });
             }
             wide.state = std::array::from_fn(|k| 2.0 * wide.state[k].max(r.state[k]));
