@@ -629,7 +629,7 @@ impl Case {
                     let mut a = Vec::with_capacity(n);
                     for name in &names {
                         let kept = opt.state(name, ours).ok_or_else(|| format!("state.{key}: we keep no {ours}"))?;
-                        a.extend_from_slice(kept);
+                        a.extend_from_slice(&kept);
                     }
                     if a.len() != e.len() {
                         return Err(format!("state.{key} has {} elements, ours {}", e.len(), a.len()));

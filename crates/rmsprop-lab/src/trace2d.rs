@@ -130,12 +130,12 @@ pub fn run(
     let mut records = Vec::with_capacity(steps);
     let pair = |v: &[f64]| [v[0], v[1]];
     let mut held: BTreeMap<&'static str, [f64; 2]> =
-        states.iter().filter_map(|&k| Some((k, pair(opt.state("x", k)?)))).collect();
+        states.iter().filter_map(|&k| Some((k, pair(&opt.state("x", k)?)))).collect();
     for step in 1..=steps as u64 {
         let (_, g) = (objective.eval)([x[0][0], x[0][1]]);
         opt.step(&mut x, &[g])?;
         let before = std::mem::take(&mut held);
-        held = states.iter().filter_map(|&k| Some((k, pair(opt.state("x", k)?)))).collect();
+        held = states.iter().filter_map(|&k| Some((k, pair(&opt.state("x", k)?)))).collect();
         let slot = |m: &BTreeMap<&'static str, [f64; 2]>, k: &str| m.get(k).map(|v| v.to_vec());
         let rate = effective::rates(&config, step, 2, &|k| slot(&held, k), Some(&|k| slot(&before, k)));
         let effective_lr = rate.map_or([f64::NAN; 2], |r| [r[0], r[1]]);

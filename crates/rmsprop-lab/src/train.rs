@@ -274,7 +274,7 @@ impl Learner for Linear<'_> {
         Ok(found.or_else(|| match &self.stepper {
             Stepper::Scratch { s, .. } => NAMES.iter().zip(s).find_map(|(n, s)| watch.state(step, "s", n, wide(s))),
             Stepper::Trainer(opt, states) => {
-                NAMES.iter().find_map(|n| states.iter().find_map(|k| watch.state(step, k, n, wide(opt.state(n, k)?))))
+                NAMES.iter().find_map(|n| states.iter().find_map(|k| watch.state(step, k, n, wide(&opt.state(n, k)?))))
             }
             Stepper::Shared(_) => None,
         }))

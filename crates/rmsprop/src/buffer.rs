@@ -11,7 +11,6 @@
 //! its data a different number of cache lines into its allocation (its *colour*; the
 //! classic array-padding remedy, as in STREAM's offset).
 
-use crate::float::Float;
 use std::alloc::{Layout, alloc, dealloc};
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -53,7 +52,7 @@ pub struct Buffer<T> {
 unsafe impl<T: Send> Send for Buffer<T> {}
 unsafe impl<T: Sync> Sync for Buffer<T> {}
 
-impl<T: Float> Buffer<T> {
+impl<T: Copy> Buffer<T> {
     /// `len` copies of `value`.
     pub fn filled(len: usize, value: T) -> Self {
         let b = Self::uninit(len);
@@ -207,7 +206,7 @@ impl<T> Drop for Buffer<T> {
     }
 }
 
-impl<T: Float> Clone for Buffer<T> {
+impl<T: Copy> Clone for Buffer<T> {
     fn clone(&self) -> Self {
         Buffer::from_slice(self)
     }

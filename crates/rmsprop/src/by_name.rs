@@ -15,7 +15,7 @@
 //! assert!(by_name::config("rmsprop", [("gamma3", 0.9)]).is_err());
 //! ```
 
-use crate::common::{ClipNorm, Common, HyperPrecision, NormScope, Rounding, StepForm, WeightDecayMode};
+use crate::common::{ClipNorm, Common, HyperPrecision, NormScope, Rounding, StateStorage, StepForm, WeightDecayMode};
 use crate::error::{Error, Result};
 use crate::flavor::Flavor;
 use crate::optim::{AverageForm, BiasCorrection, EpsPlacement, MomentumStyle, OptimizerConfig, SgdMomentum};
@@ -99,6 +99,7 @@ const COMMON: &[&str] = &[
     "clip_weights",
     "precision",
     "rounding",
+    "state_storage",
 ];
 
 /// One named hyperparameter of an optimizer `C`: the names it is read by (this crate's
@@ -349,6 +350,8 @@ pub(crate) const STEP_FORMS: &[(&str, StepForm)] = &[
 const DECAY_MODES: &[(&str, WeightDecayMode)] =
     &[("coupled", WeightDecayMode::Coupled), ("decoupled", WeightDecayMode::Decoupled)];
 const PRECISIONS: &[(&str, HyperPrecision)] = &[("native", HyperPrecision::Native), ("float32", HyperPrecision::F32)];
+const STORAGES: &[(&str, StateStorage)] =
+    &[("f32", StateStorage::F32), ("bf16", StateStorage::Bf16), ("int8", StateStorage::Int8)];
 const ROUNDINGS: &[(&str, Rounding)] = &[
     ("as_written", Rounding::AsWritten),
     ("torch", Rounding::Torch),
@@ -383,6 +386,7 @@ fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
         "clip_weights" => c.clip_weights = Some(num(k, v)?),
         "precision" => c.precision = choice(k, v, PRECISIONS)?,
         "rounding" => c.rounding = choice(k, v, ROUNDINGS)?,
+        "state_storage" => c.state_storage = choice(k, v, STORAGES)?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -422,6 +426,10 @@ pub fn hyperparameters(config: &OptimizerConfig) -> Vec<(&'static str, Value)> {
         h.push(("clip_weights", v.into()));
     }
     h.extend([("precision", word_of(PRECISIONS, &c.precision)), ("rounding", word_of(ROUNDINGS, &c.rounding))]);
+    // named only when not the default, so that a configuration's list reads as before
+    if c.state_storage != StateStorage::F32 {
+        h.push(("state_storage", word_of(STORAGES, &c.state_storage)));
+    }
     h
 }
 

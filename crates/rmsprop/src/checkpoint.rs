@@ -36,7 +36,9 @@
 
 use crate::error::{Error, Result};
 use crate::float::{Dtype, Float, Param};
+use crate::optim::state::Kept;
 use crate::optim::{Optimizer, OptimizerConfig};
+use crate::quant::{BLOCK, CODE_VERSION, DynamicCode};
 use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -253,22 +255,98 @@ pub(crate) fn bad_value<T: Float>(values: &[T], squares: bool) -> Option<(usize,
     })
 }
 
+/// The suffix of an 8-bit state array's scales: `<param>.<slot>.absmax`, one `F32` per
+/// block (bitsandbytes' `absmax1`).
+pub const ABSMAX: &str = ".absmax";
+
+/// The metadata entry of the 8-bit state's block size (present when a file holds any).
+pub const BLOCK_KEY: &str = "state_block";
+
+/// The metadata entry of the 8-bit state's code table version ([`CODE_VERSION`]).
+pub const CODE_KEY: &str = "state_code_version";
+
+/// The values of the 8-bit state array `name` (`codes`, the codes of `DynamicCode`'s
+/// unsigned table for `squares`, else the signed one) and its scales, decoded with the
+/// file's block size: another block size converts; another code table version, scales
+/// that are not a finite magnitude, or scales of the wrong count are refused.
+fn int8_values(
+    st: &SafeTensors,
+    meta: &HashMap<String, String>,
+    name: &str,
+    codes: &[u8],
+    squares: bool,
+    path: &Path,
+) -> Result<Vec<f32>> {
+    let version = meta.get(CODE_KEY).map(String::as_str);
+    if version != Some(&CODE_VERSION.to_string()) {
+        return Err(corrupt(
+            path,
+            format!(
+                "8-bit state {name:?} uses code table version {version:?}; this build knows version {CODE_VERSION} \
+                 only, and reading other codes with it would misread them"
+            ),
+        ));
+    }
+    let block = meta.get(BLOCK_KEY).and_then(|b| b.parse::<usize>().ok()).filter(|&b| b > 0).ok_or_else(|| {
+        corrupt(path, format!("8-bit state {name:?} without a valid metadata {BLOCK_KEY} (the codes' block size)"))
+    })?;
+    let scales_name = format!("{name}{ABSMAX}");
+    let s = st.tensor(&scales_name).map_err(|_| corrupt(path, format!("missing tensor {scales_name:?}")))?;
+    let blocks = codes.len().div_ceil(block);
+    if s.dtype() != StDtype::F32 || s.shape() != [blocks] {
+        return Err(corrupt(
+            path,
+            format!(
+                "tensor {scales_name:?} is {:?}{:?}, expected F32[{blocks}] (a scale per block of {block})",
+                s.dtype(),
+                s.shape()
+            ),
+        ));
+    }
+    let scales: Vec<f32> = s.data().chunks_exact(4).map(f32::read_le).collect();
+    if let Some((i, v)) = scales.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
+        return Err(corrupt(path, format!("tensor {scales_name:?} element {i} is {v}: a scale is a finite magnitude")));
+    }
+    let code = if squares { DynamicCode::unsigned() } else { DynamicCode::signed() };
+    let mut out = vec![0.0; codes.len()];
+    for ((out, codes), &absmax) in out.chunks_mut(block).zip(codes.chunks(block)).zip(&scales) {
+        crate::quant::dequantize(code, codes, absmax, out)?;
+    }
+    Ok(out)
+}
+
+/// `f32` values in the state's type `A` (exact).
+fn widen<A: Float>(values: Vec<f32>) -> Vec<A> {
+    values.into_iter().map(|v| A::from_f64(v as f64)).collect()
+}
+
 impl<P: Param> Optimizer<P> {
     /// Writes the optimizer state to `path` (safetensors), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let io = |error| Error::Io { path: path.to_path_buf(), error };
         let mut arrays: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut packed = false;
         for (t, tr) in self.tracked().iter().enumerate() {
             for (k, slot) in self.groups()[tr.group].slots().iter().enumerate() {
-                if let Some(buf) = self.buffer(t, k) {
-                    let mut bytes = Vec::with_capacity(size_of_val(buf));
-                    buf.iter().for_each(|v| v.write_le(&mut bytes));
-                    arrays.push((
-                        format!("{}.{}", tr.spec.name, slot.name),
-                        st_dtype(P::Acc::DTYPE),
-                        tr.spec.shape.clone(),
-                        bytes,
-                    ));
+                let Some(kept) = self.kept(t, k) else { continue };
+                let name = format!("{}.{}", tr.spec.name, slot.name);
+                let shape = tr.spec.shape.clone();
+                match kept {
+                    Kept::Full(values) => {
+                        let mut bytes = Vec::with_capacity(size_of_val(values));
+                        values.iter().for_each(|v| v.write_le(&mut bytes));
+                        arrays.push((name, st_dtype(P::Acc::DTYPE), shape, bytes));
+                    }
+                    Kept::Bf16(bits) => {
+                        let bytes = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+                        arrays.push((name, StDtype::BF16, shape, bytes));
+                    }
+                    Kept::Int8 { codes, scales } => {
+                        packed = true;
+                        let absmax = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+                        arrays.push((format!("{name}{ABSMAX}"), StDtype::F32, vec![scales.len()], absmax));
+                        arrays.push((name, StDtype::U8, shape, codes.to_vec()));
+                    }
                 }
             }
         }
@@ -292,6 +370,10 @@ impl<P: Param> Optimizer<P> {
             ("hyperparameters".to_string(), serde_json::to_string(&groups).expect("configs serialise")),
             ("tensors".to_string(), serde_json::to_string(&tensors).expect("specs serialise")),
         ]);
+        if packed {
+            meta.insert(BLOCK_KEY.to_string(), BLOCK.to_string());
+            meta.insert(CODE_KEY.to_string(), CODE_VERSION.to_string());
+        }
         if let Some(pieces) = self.pieces() {
             meta.insert("pieces".to_string(), serde_json::to_string(&pieces).expect("pieces serialise"));
         }
@@ -392,19 +474,38 @@ impl<P: Param> Optimizer<P> {
                 }
                 let name = format!("{}.{}", tr.spec.name, slot.name);
                 let v = st.tensor(&name).map_err(|_| corrupt(path, format!("missing tensor {name:?}")))?;
-                if v.dtype() != st_dtype(P::Acc::DTYPE) {
-                    return Err(corrupt(
-                        path,
-                        format!("tensor {name:?} has dtype {:?}, expected {:?}", v.dtype(), st_dtype(P::Acc::DTYPE)),
-                    ));
-                }
                 if v.shape() != tr.spec.shape.as_slice() {
                     return Err(corrupt(
                         path,
                         format!("tensor {name:?} has shape {:?}, expected {:?}", v.shape(), tr.spec.shape),
                     ));
                 }
-                let values: Vec<P::Acc> = v.data().chunks_exact(size_of::<P::Acc>()).map(P::Acc::read_le).collect();
+                let values = match v.dtype() {
+                    d if d == st_dtype(P::Acc::DTYPE) => {
+                        v.data().chunks_exact(size_of::<P::Acc>()).map(P::Acc::read_le).collect()
+                    }
+                    StDtype::BF16 => {
+                        let bits: Vec<u16> =
+                            v.data().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+                        let mut out = vec![0.0; bits.len()];
+                        crate::optim::packed::decode_bf16(&bits, &mut out);
+                        widen(out)
+                    }
+                    StDtype::U8 => {
+                        expected.push(format!("{name}{ABSMAX}"));
+                        widen(int8_values(&st, &meta, &name, v.data(), slot.nonneg, path)?)
+                    }
+                    other => {
+                        return Err(corrupt(
+                            path,
+                            format!(
+                                "tensor {name:?} has dtype {other:?}, expected {:?} (or BF16, or U8 codes with \
+                                 {name}{ABSMAX})",
+                                st_dtype(P::Acc::DTYPE)
+                            ),
+                        ));
+                    }
+                };
                 if let Some((i, value, why)) = bad_value(&values, slot.nonneg) {
                     return Err(corrupt(path, format!("tensor {name:?} element {i} is {value}: {why}")));
                 }

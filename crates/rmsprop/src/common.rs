@@ -123,6 +123,101 @@ impl Rounding {
     }
 }
 
+/// How a group keeps its optimizer state between steps (Dettmers et al. 2022 for the
+/// 8-bit codes; see [`quant`](crate::quant)). Every step decodes a chunk's state to `f32`,
+/// runs the same loop as [`F32`](Self::F32) on it and encodes the result, in one pass while
+/// the chunk is in cache: the update is exactly the `f32` update of the decoded state.
+///
+/// Two safeguards the `f32` state does not need: a value that is positive in a state of
+/// squares never encodes to 0 (the smallest positive code or bfloat16 instead, so that a
+/// denominator with ε outside the root cannot be 0 where the `f32` state's was not), and
+/// a centred group's decoded average of squares is raised to the square of its decoded
+/// mean where rounding left it below (`s ≥ m²` holds for the exact averages, and
+/// `s - m²` is the variance under the root).
+///
+/// ```
+/// use rmsprop::{Optimizer, RmsProp, StateStorage};
+/// let config = RmsProp::default().with_state_storage(StateStorage::Int8);
+/// let mut opt = Optimizer::<f32>::new(config, &[("w", &[8192][..]), ("b", &[10][..])])?;
+/// assert_eq!(opt.state_bytes(), 8192 + 32 * 4 + 10 * 4); // codes, a scale a block, b in f32
+/// opt.step(&mut [vec![1.0f32; 8192], vec![1.0; 10]], &[vec![0.5f32; 8192], vec![0.5; 10]])?;
+/// assert_eq!(opt.state("w", "square_avg").unwrap()[0], 0.025); // (1 - γ) g², a block of equal values
+/// # Ok::<(), rmsprop::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateStorage {
+    /// The arithmetic type's own values: `f32` (`f64` for an `f64` optimizer).
+    #[default]
+    F32,
+    /// bfloat16, rounded to nearest (ties to even); a value beyond bfloat16's range is
+    /// kept at its largest finite value. Half the bytes of `f32`.
+    Bf16,
+    /// Block-wise 8-bit dynamic-tree codes: one `f32` scale per [`BLOCK`](crate::quant::BLOCK)
+    /// values, the signed code for state of either sign, the unsigned for squares. A
+    /// tensor below [`SMALL_TENSOR`](Self::SMALL_TENSOR) elements keeps `f32` state, as
+    /// bitsandbytes does. A quarter of the bytes of `f32`, and 4/256 for the scales.
+    Int8,
+}
+
+impl StateStorage {
+    /// Tensors with fewer elements keep `f32` state under [`Int8`](Self::Int8)
+    /// (bitsandbytes' `min_8bit_size`): biases and norms, whose state is a small part of
+    /// the whole and the most sensitive to its error.
+    pub const SMALL_TENSOR: usize = 4096;
+
+    /// How a tensor of `numel` elements (the whole tensor's count, for a shard's piece)
+    /// keeps its state under this choice.
+    ///
+    /// ```
+    /// use rmsprop::StateStorage;
+    /// assert_eq!(StateStorage::Int8.for_tensor(4095), StateStorage::F32);
+    /// assert_eq!(StateStorage::Int8.for_tensor(4096), StateStorage::Int8);
+    /// assert_eq!(StateStorage::Bf16.for_tensor(1), StateStorage::Bf16);
+    /// ```
+    pub fn for_tensor(self, numel: usize) -> StateStorage {
+        match self {
+            StateStorage::Int8 if numel < Self::SMALL_TENSOR => StateStorage::F32,
+            s => s,
+        }
+    }
+
+    /// Its name: `f32`, `bf16` or `int8` (as `state_storage=` takes it).
+    pub fn name(self) -> &'static str {
+        match self {
+            StateStorage::F32 => "f32",
+            StateStorage::Bf16 => "bf16",
+            StateStorage::Int8 => "int8",
+        }
+    }
+}
+
+impl std::fmt::Display for StateStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for StateStorage {
+    type Err = crate::Error;
+    /// `f32`, `bf16` or `int8`.
+    ///
+    /// ```
+    /// use rmsprop::StateStorage;
+    /// assert_eq!("int8".parse::<StateStorage>().unwrap(), StateStorage::Int8);
+    /// let e = "int4".parse::<StateStorage>().unwrap_err().to_string();
+    /// assert!(e.contains("expected one of f32, bf16, int8"), "{e}");
+    /// ```
+    fn from_str(s: &str) -> crate::Result<Self> {
+        let all = [StateStorage::F32, StateStorage::Bf16, StateStorage::Int8];
+        all.into_iter().find(|v| v.name() == s).ok_or_else(|| crate::Error::UnknownName {
+            kind: "state storage",
+            name: s.into(),
+            known: all.map(StateStorage::name).join(", "),
+        })
+    }
+}
+
 /// How `η`, `g` and the denominator `d` are multiplied: equal in exact arithmetic,
 /// different in rounding — and the difference grows where the update cancels against
 /// `x` (the chapter's γ = 0 exercise). Each framework's own order is its preset's.
@@ -190,6 +285,10 @@ pub struct Common {
     /// How products and sums are rounded: each framework preset sets its own.
     #[serde(default)]
     pub rounding: Rounding,
+    /// How the state is kept between steps ([`StateStorage`]; fixed when the group's
+    /// tensors are registered).
+    #[serde(default)]
+    pub state_storage: StateStorage,
 }
 
 impl Common {
@@ -211,6 +310,7 @@ impl Common {
             clip_weights: None,
             precision: HyperPrecision::Native,
             rounding: Rounding::AsWritten,
+            state_storage: StateStorage::F32,
         }
     }
 
@@ -379,6 +479,11 @@ macro_rules! common_setters {
             /// How products and sums are rounded ([`Rounding`](crate::Rounding)).
             pub fn with_rounding(mut self, r: $crate::Rounding) -> Self {
                 self.common.rounding = r;
+                self
+            }
+            /// How the state is kept between steps ([`StateStorage`](crate::StateStorage)).
+            pub fn with_state_storage(mut self, s: $crate::StateStorage) -> Self {
+                self.common.state_storage = s;
                 self
             }
         }

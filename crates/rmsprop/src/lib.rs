@@ -77,7 +77,7 @@ pub mod quant;
 mod schedule;
 
 pub use buffer::{Buffer, HUGE_PAGE};
-pub use common::{ClipNorm, Common, HyperPrecision, NormScope, Rounding, StepForm, WeightDecayMode};
+pub use common::{ClipNorm, Common, HyperPrecision, NormScope, Rounding, StateStorage, StepForm, WeightDecayMode};
 pub use error::{Error, Result};
 pub use flavor::Flavor;
 pub use float::{Dtype, Float, Param};

@@ -1,8 +1,11 @@
 //! Checkpoints: bit-identical resume, atomic writes, and a clear refusal of every
 //! corrupt or mismatched file.
 
+mod support;
+
 use rmsprop::checkpoint::{CHECKSUM_KEY, checksum};
-use rmsprop::{MomentumStyle, Optimizer, RmsProp};
+use rmsprop::quant::{self, DynamicCode};
+use rmsprop::{MomentumStyle, Optimizer, RmsProp, StateStorage};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -409,4 +412,168 @@ fn saving_through_a_symlink_keeps_the_link() {
     let mut back = optimizer();
     back.load(&real).unwrap();
     assert_eq!(back.step_count(), 2, "the save went to the link's target");
+}
+
+/// A centred RMSProp with momentum keeping `storage` over a tensor of 8-bit size and a
+/// small one (kept in f32 under `Int8`).
+fn packed(storage: StateStorage) -> Optimizer<f32> {
+    Optimizer::new(config().with_state_storage(storage), &[("w", &[64, 80][..]), ("b", &[10][..])]).unwrap()
+}
+
+fn packed_grads(t: usize) -> Vec<Vec<f32>> {
+    vec![
+        (0..5120).map(|i| ((t * 5120 + i) as f32 * 0.37).sin() * 10f32.powi(i as i32 % 5 - 2)).collect(),
+        vec![(t as f32).cos(); 10],
+    ]
+}
+
+const SLOTS: [&str; 3] = ["square_avg", "grad_avg", "momentum_buffer"];
+
+fn bits(opt: &Optimizer<f32>) -> Vec<u32> {
+    let mut all = Vec::new();
+    for t in ["w", "b"] {
+        for s in SLOTS {
+            all.extend(opt.state(t, s).unwrap().iter().map(|v| v.to_bits()));
+        }
+    }
+    all
+}
+
+/// Saved and loaded into the same storage, packed state is the same bits (codes and scales
+/// as they were), and the run continues as if never stopped; the file holds the codes as
+/// `U8` with their `.absmax`, bfloat16 as `BF16`, and says its block size and code version.
+#[test]
+fn packed_state_resumes_bit_identically() {
+    for storage in [StateStorage::Bf16, StateStorage::Int8] {
+        let path = tmp(&format!("packed-{storage}"));
+        let (mut a, mut b) = (packed(storage), packed(storage));
+        let mut pa = vec![vec![0.5f32; 5120], vec![0.0; 10]];
+        for t in 0..3 {
+            a.step(&mut pa, &packed_grads(t)).unwrap();
+        }
+        a.save(&path).unwrap();
+        b.load(&path).unwrap();
+        assert_eq!(bits(&a), bits(&b), "{storage}");
+        let mut pb = pa.clone();
+        for t in 3..6 {
+            a.step(&mut pa, &packed_grads(t)).unwrap();
+            b.step(&mut pb, &packed_grads(t)).unwrap();
+        }
+        assert_eq!(pa, pb, "{storage}");
+        assert_eq!(bits(&a), bits(&b), "{storage}");
+        let bytes = std::fs::read(&path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let meta = rmsprop::checkpoint::metadata(&path).unwrap();
+        match storage {
+            StateStorage::Int8 => {
+                assert_eq!(st.tensor("w.square_avg").unwrap().dtype(), Dtype::U8);
+                assert_eq!(st.tensor("w.grad_avg.absmax").unwrap().shape(), [5120 / 256]);
+                assert_eq!(st.tensor("b.square_avg").unwrap().dtype(), Dtype::F32);
+                assert_eq!((meta["state_block"].as_str(), meta["state_code_version"].as_str()), ("256", "1"));
+            }
+            _ => assert_eq!(st.tensor("w.square_avg").unwrap().dtype(), Dtype::BF16),
+        }
+    }
+}
+
+/// A checkpoint of one storage loads into another by decoding and encoding again: into
+/// `f32` exactly the decoded values, into bfloat16 or 8 bits what that storage keeps of
+/// them (the quantiser's definition, `support::kept`) — the stated error.
+#[test]
+fn packed_state_converts_between_storages() {
+    let all = [StateStorage::F32, StateStorage::Bf16, StateStorage::Int8];
+    for from in all {
+        let path = tmp(&format!("convert-{from}"));
+        let mut a = packed(from);
+        let mut p = vec![vec![0.5f32; 5120], vec![0.0; 10]];
+        for t in 0..3 {
+            a.step(&mut p, &packed_grads(t)).unwrap();
+        }
+        a.save(&path).unwrap();
+        for to in all {
+            let mut b = packed(to);
+            b.load(&path).unwrap();
+            for t in ["w", "b"] {
+                for s in SLOTS {
+                    let theirs = a.state(t, s).unwrap();
+                    let expected = support::kept(&theirs, b.state_storage(t).unwrap(), s == "square_avg");
+                    let ours = b.state(t, s).unwrap();
+                    let same = ours.iter().zip(&expected).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{from} -> {to}: {t}.{s}");
+                }
+            }
+            assert_eq!(b.step_count(), 3);
+        }
+    }
+}
+
+/// 8-bit state written with another block size is converted (decoded with the file's
+/// blocks, encoded with ours); another code table version, a scale that is negative or
+/// not finite, or scales of the wrong count are refused, and nothing changes.
+#[test]
+fn packed_state_of_another_layout_is_converted_or_refused() {
+    let path = tmp("blocks");
+    let mut a = packed(StateStorage::Int8);
+    let mut p = vec![vec![0.5f32; 5120], vec![0.0; 10]];
+    a.step(&mut p, &packed_grads(0)).unwrap();
+    a.save(&path).unwrap();
+    // the same values in blocks of 64, as a build with another block size would write them
+    let values: Vec<Vec<f32>> = SLOTS.iter().map(|s| a.state("w", s).unwrap().into_owned()).collect();
+    rewrite(&path, |tensors, meta| {
+        for (slot, v) in SLOTS.iter().zip(&values) {
+            let code = if *slot == "square_avg" { DynamicCode::unsigned() } else { DynamicCode::signed() };
+            let mut codes = vec![0u8; v.len()];
+            let scales: Vec<f32> =
+                v.chunks(64).zip(codes.chunks_mut(64)).map(|(b, c)| quant::quantize(code, b, c).unwrap()).collect();
+            for t in tensors.iter_mut() {
+                if t.0 == format!("w.{slot}") {
+                    t.3 = codes.clone();
+                } else if t.0 == format!("w.{slot}.absmax") {
+                    (t.2, t.3) = (vec![scales.len()], scales.iter().flat_map(|s| s.to_le_bytes()).collect());
+                }
+            }
+        }
+        meta.insert("state_block".into(), "64".into());
+    });
+    let mut b = packed(StateStorage::Int8);
+    b.load(&path).unwrap();
+    for (slot, v) in SLOTS.iter().zip(&values) {
+        let code = if *slot == "square_avg" { DynamicCode::unsigned() } else { DynamicCode::signed() };
+        let mut in_64 = vec![0f32; v.len()];
+        for (b, out) in v.chunks(64).zip(in_64.chunks_mut(64)) {
+            let mut c = vec![0u8; b.len()];
+            let s = quant::quantize(code, b, &mut c).unwrap();
+            quant::dequantize(code, &c, s, out).unwrap();
+        }
+        let expected = support::kept(&in_64, StateStorage::Int8, *slot == "square_avg");
+        assert_eq!(b.state("w", slot).unwrap().into_owned(), expected, "{slot}");
+    }
+    let refused_packed = |path: &Path, says: &str| {
+        let mut opt = packed(StateStorage::Int8);
+        let mut p = vec![vec![0.5f32; 5120], vec![0.0; 10]];
+        opt.step(&mut p, &packed_grads(1)).unwrap();
+        let before = bits(&opt);
+        let e = opt.load(path).unwrap_err().to_string();
+        assert!(e.contains(says), "{e:?} does not say {says:?}");
+        assert_eq!(bits(&opt), before);
+    };
+    a.save(&path).unwrap();
+    rewrite(&path, |_, meta| {
+        meta.insert("state_code_version".into(), "2".into());
+    });
+    refused_packed(&path, "code table version Some(\"2\"); this build knows version 1");
+    for (bad, says) in [(-1.0f32, "is -1: a scale is a finite magnitude"), (f32::NAN, "is NaN")] {
+        a.save(&path).unwrap();
+        rewrite(&path, |tensors, _| {
+            let t = tensors.iter_mut().find(|t| t.0 == "w.grad_avg.absmax").unwrap();
+            t.3[4..8].copy_from_slice(&bad.to_le_bytes());
+        });
+        refused_packed(&path, says);
+    }
+    a.save(&path).unwrap();
+    rewrite(&path, |tensors, _| {
+        let t = tensors.iter_mut().find(|t| t.0 == "w.square_avg.absmax").unwrap();
+        (t.2, t.3) = (vec![3], t.3[..12].to_vec());
+    });
+    refused_packed(&path, "expected F32[20] (a scale per block of 256)");
 }

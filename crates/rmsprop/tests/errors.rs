@@ -255,7 +255,7 @@ fn set_state_refuses_what_does_not_fit_and_changes_nothing() {
     let refused = |opt: &mut Optimizer<f64>, entries: &[(&str, &str, &[f64])], says: &str| {
         let e = opt.set_state(9, entries).unwrap_err().to_string();
         assert!(e.contains(says) && e.ends_with("nothing was changed"), "{e}");
-        assert_eq!((opt.step_count(), opt.state("w", "square_avg")), (0, Some(&[0.0, 0.0][..])));
+        assert_eq!((opt.step_count(), opt.state("w", "square_avg").as_deref()), (0, Some(&[0.0, 0.0][..])));
     };
     refused(&mut opt, &good[..3], "state b.grad_avg: not given");
     refused(&mut opt, &[&good[..], &good[..1]].concat(), "state w.square_avg: given twice");
@@ -277,7 +277,7 @@ fn set_state_refuses_what_does_not_fit_and_changes_nothing() {
     );
     opt.set_state(9, &good).unwrap();
     assert_eq!(
-        (opt.step_count(), opt.state("w", "grad_avg"), opt.state("b", "square_avg")),
+        (opt.step_count(), opt.state("w", "grad_avg").as_deref(), opt.state("b", "square_avg").as_deref()),
         (9, Some(&m[..]), Some(&sb[..]))
     );
 }

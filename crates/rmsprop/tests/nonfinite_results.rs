@@ -276,7 +276,7 @@ fn an_overflowing_square_is_refused_and_named() {
     );
     assert!(message.contains("\"w\"") && message.contains("nothing was updated"), "{message}");
     assert_eq!(x[0], [1.0, 2.0]);
-    assert_eq!(opt.state("w", "square_avg").unwrap(), [0.0, 0.0]);
+    assert_eq!(&*opt.state("w", "square_avg").unwrap(), [0.0, 0.0]);
     assert_eq!(opt.step_count(), 0);
 }
 

@@ -44,7 +44,27 @@ fn step_allocates_nothing() {
             opt.step(&mut p, &g).unwrap();
         }
         assert_eq!(allocations(), before, "{} allocated during step", config.name());
+        // state in bfloat16 and 8 bits: staged in the scratch allocated with the tensors
+        for storage in [rmsprop::StateStorage::Bf16, rmsprop::StateStorage::Int8] {
+            let mut config = config.clone();
+            config.common_mut().state_storage = storage;
+            let mut opt = Optimizer::<f32>::new(config, &[("w", &[5000][..]), ("b", &[1][..])])
+                .unwrap()
+                .with_parallelism(rmsprop::Parallelism::Serial);
+            let mut p = [vec![0.1f32; 5000], vec![0.2]];
+            let g = [vec![0.5f32; 5000], vec![-0.5]];
+            opt.step(&mut p, &g).unwrap();
+            let before = allocations();
+            for _ in 0..10 {
+                opt.step(&mut p, &g).unwrap();
+            }
+            assert_eq!(allocations(), before, "{} with {storage} state allocated during step", config_name(&opt));
+        }
     }
+}
+
+fn config_name(opt: &Optimizer<f32>) -> &'static str {
+    opt.group(0).unwrap().name()
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! also measures the largest magnitudes), every result finite (by bounds, else by a trial
 //! on a copy), and every scheduled rate valid.
 
+use super::packed::stage;
 use super::state::{Envelope, Plan, Scratch, Trial};
 use super::{Optimizer, guard};
 use crate::error::{Error, Result};
@@ -103,8 +104,11 @@ impl<P: Param> Optimizer<P> {
                 next_bounds.push(e.state);
                 continue;
             }
-            let reach =
-                |inputs: &guard::Inputs| config.reach::<P::Acc>(inputs).filter(|r| r.step < P::HALF_GAP_AT_MAX / 2.0);
+            let registered = &self.registered[i];
+            let reach = |inputs: &guard::Inputs| {
+                let r = config.reach::<P::Acc>(inputs).filter(|r| r.step < P::HALF_GAP_AT_MAX / 2.0)?;
+                Some(guard::Reach { state: registered.widen(r.state), ..r })
+            };
             let inputs = guard::Inputs { grad, param, state, t, lr };
             let found = reach(&inputs);
             tried.push(found.is_none());
@@ -130,7 +134,8 @@ impl<P: Param> Optimizer<P> {
         let Scratch { next_bounds, tried, .. } = &mut self.scratch;
         let trials = &self.trials;
         for (group, bound) in next_bounds.iter_mut().enumerate().filter(|(g, _)| tried[*g]) {
-            *bound = std::array::from_fn(|k| trials.iter().map(|t| t.measured[group][k]).fold(0.0, f64::max));
+            let measured = std::array::from_fn(|k| trials.iter().map(|t| t.measured[group][k]).fold(0.0, f64::max));
+            *bound = self.registered[group].widen(measured);
         }
     }
 
@@ -143,8 +148,8 @@ impl<P: Param> Optimizer<P> {
     pub(super) fn trial_step(&mut self, t: u64, range: std::ops::Range<usize>) -> Result<()> {
         let workers = if self.parallel() { self.trials.len() } else { 1 };
         let Optimizer { trials, chunks, tensors, groups, scratch, plan, .. } = self;
-        let Scratch { tried, ptrs, .. } = scratch;
-        let (tried, ptrs, kernels) = (&*tried, &*ptrs, &plan.kernels);
+        let Scratch { tried, ptrs, packed, .. } = scratch;
+        let (tried, ptrs, packed, kernels) = (&*tried, &*ptrs, &*packed, &plan.kernels);
         let chunks = &chunks[range];
         let work = |w: usize, trial: &mut Trial<P>| -> std::result::Result<(), (usize, Error)> {
             let Trial { x, bufs, measured } = trial;
@@ -156,19 +161,13 @@ impl<P: Param> Optimizer<P> {
                 // SAFETY: a chunk lies within its tensor.
                 let a = unsafe { p.arrays.range(c.start, c.end) };
                 let n = a.n;
-                // SAFETY: `take` checked the lengths; the originals are only read.
-                unsafe {
+                // SAFETY: `take` checked the lengths; the originals are only read (the
+                // parameter copied, the state copied or decoded into this thread's copy).
+                let bufs_at = unsafe {
                     x[..n].copy_from_slice(std::slice::from_raw_parts(a.x.cast_const(), n));
-                    for (k, b) in bufs.iter_mut().enumerate().filter(|(k, _)| !a.bufs[*k].is_null()) {
-                        b[..n].copy_from_slice(std::slice::from_raw_parts(a.bufs[k].cast_const(), n));
-                    }
-                }
-                let copy = Arrays {
-                    x: x.as_mut_ptr(),
-                    g: a.g,
-                    bufs: std::array::from_fn(|k| if a.bufs[k].is_null() { a.bufs[k] } else { bufs[k].as_mut_ptr() }),
-                    n,
+                    stage(&tensors[c.tensor], p.arrays.bufs, packed, c.start, n, bufs, true)
                 };
+                let copy = Arrays { x: x.as_mut_ptr(), g: a.g, bufs: bufs_at, n };
                 // SAFETY: the copy's arrays hold at least `n` elements (sized in
                 // `add_group` for the widest chunk), owned here; `g` is only read.
                 unsafe { kernels[p.kernel].run_on(copy) };
@@ -178,7 +177,7 @@ impl<P: Param> Optimizer<P> {
                     (i, Error::NonFiniteResult { step: t, tensor, index, quantity: quantity.into() })
                 };
                 largest_magnitude(&x[..n]).map_err(|i| refuse(i, "the parameter"))?;
-                for (k, b) in bufs.iter().enumerate().filter(|(k, _)| !a.bufs[*k].is_null()) {
+                for (k, b) in bufs.iter().enumerate().filter(|(k, _)| !bufs_at[*k].is_null()) {
                     let largest =
                         largest_of(&b[..n], |v| v.to_f64()).map_err(|i| refuse(i, groups[group].slots()[k].name))?;
                     measured[group][k] = measured[group][k].max(largest);

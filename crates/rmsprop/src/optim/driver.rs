@@ -2,14 +2,16 @@
 //! groups' tensors were registered with (see [`state`](super::state)); its step is in
 //! [`step`](super::step).
 
+use super::packed::{Packed, STAGE, check_storage};
 use super::state::{Chunk, Plan, Scratch, Tracked, Trial};
 use super::world::Partition;
 use super::{CHUNK, NonFinitePolicy, OptimizerConfig, Parallelism, TensorSpec};
 use crate::buffer::Buffer;
-use crate::common::HyperPrecision;
+use crate::common::{HyperPrecision, StateStorage};
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use crate::kernel::MAX_SLOTS;
+use crate::quant::BLOCK;
 use crate::schedule::Schedule;
 use std::ops::Range;
 
@@ -33,6 +35,16 @@ pub(super) fn check_representable<T: Float>(config: &OptimizerConfig) -> Result<
     Ok(())
 }
 
+/// Where a tensor of `n` elements kept in `storage` has its state: the index of its arena
+/// (`f32`, bfloat16, 8-bit codes) and the elements it takes there (whole blocks of codes).
+fn kept_in(storage: StateStorage, n: usize) -> (usize, usize) {
+    match storage {
+        StateStorage::F32 => (0, n),
+        StateStorage::Bf16 => (1, n),
+        StateStorage::Int8 => (2, n.checked_next_multiple_of(BLOCK).unwrap_or(usize::MAX)),
+    }
+}
+
 /// The optimizer family and state tensors a group was registered with: its tensors' state
 /// is laid out for them, so a configuration changed later must keep both.
 #[derive(Clone, Debug)]
@@ -40,16 +52,44 @@ pub(super) struct Registered {
     family: std::mem::Discriminant<OptimizerConfig>,
     name: &'static str,
     state: Vec<&'static str>,
+    storage: StateStorage,
+    /// A centred average of squares and its mean's slot.
+    covers: Option<(usize, usize)>,
 }
 
 impl Registered {
     fn of(config: &OptimizerConfig) -> Self {
-        Registered { family: std::mem::discriminant(config), name: config.name(), state: config.state_names() }
+        let (family, name, state) = (std::mem::discriminant(config), config.name(), config.state_names());
+        let slots = config.slots();
+        let covers =
+            slots.iter().enumerate().find_map(|(k, s)| s.covers.filter(|&m| s.used && slots[m].used).map(|m| (k, m)));
+        Registered { family, name, state, storage: config.common().state_storage, covers }
+    }
+
+    /// The group's state bounds for what its storage keeps of state within `bounds`
+    /// (see [`packed::widen`](super::packed::widen)).
+    pub(super) fn widen(&self, bounds: [f64; MAX_SLOTS]) -> [f64; MAX_SLOTS] {
+        super::packed::widen(self.storage, self.covers, bounds)
+    }
+
+    /// A centred average of squares and its mean's slot.
+    pub(super) fn covers(&self) -> Option<(usize, usize)> {
+        self.covers
     }
 
     /// An error when `config` is of another family or keeps other state tensors.
     pub(super) fn check(&self, config: &OptimizerConfig) -> Result<()> {
         let now = Registered::of(config);
+        if now.storage != self.storage {
+            return Err(Error::InvalidCombination {
+                optimizer: config.name(),
+                reason: format!(
+                    "a group registered with state_storage {} cannot change to {}; its state is laid out \
+                     for it (save a checkpoint and load it into an optimizer built with {})",
+                    self.storage, now.storage, now.storage
+                ),
+            });
+        }
         if now.family == self.family && now.state == self.state {
             return Ok(());
         }
@@ -122,6 +162,10 @@ pub struct Optimizer<P: Param> {
     pub(super) blocks: usize,
     /// Built by [`sharded`](Self::sharded): one group, over pieces.
     pub(super) sharded: bool,
+    /// State slot `k` of the tensors kept in bfloat16 or 8 bits ([`StateStorage`]).
+    pub(super) packed: [Packed; MAX_SLOTS],
+    /// Some tensor's state is packed: the step stages its chunks (see [`packed`](super::packed)).
+    pub(super) stages: bool,
 }
 
 impl<P: Param> Optimizer<P> {
@@ -151,6 +195,7 @@ impl<P: Param> Optimizer<P> {
                 tried: Vec::new(),
                 chunk_sums: Vec::new(),
                 block_sums: Vec::new(),
+                packed: Default::default(),
             },
             plan: Plan { kernels: Vec::new(), steady: Vec::new(), envelope: Vec::new() },
             parallel: Parallelism::Auto,
@@ -161,6 +206,8 @@ impl<P: Param> Optimizer<P> {
             trials: Vec::new(),
             blocks: 0,
             sharded: false,
+            packed: std::array::from_fn(|_| Packed::empty()),
+            stages: false,
         }
     }
 
@@ -232,6 +279,7 @@ impl<P: Param> Optimizer<P> {
     ) -> Result<()> {
         config.validate()?;
         check_representable::<P::Acc>(&config)?;
+        check_storage::<P::Acc>(&config)?;
         // one pass with a hash set: a model of a million small tensors registers in linear time
         let mut names: std::collections::HashSet<&str> = self.tensors.iter().map(|t| t.spec.name.as_str()).collect();
         if let Some(s) = specs.iter().find(|s| !names.insert(s.name.as_str())) {
@@ -239,35 +287,73 @@ impl<P: Param> Optimizer<P> {
         }
         let group = self.groups.len();
         let slots = config.slots();
+        let storage = config.common().state_storage;
         // sizes first, with checked arithmetic, and every allocation tried before anything
-        // changes: a tensor too large is an error, never an abort or a wrapped count
-        let mut len: [usize; MAX_SLOTS] = std::array::from_fn(|k| self.arena[k].len());
+        // changes: a tensor too large is an error, never an abort or a wrapped count.
+        // Per slot, the elements of the `f32` arena, the bfloat16 one and the 8-bit codes
+        // (each tensor's from a block on; a scale per block)
+        let mut len: [[usize; 3]; MAX_SLOTS] =
+            std::array::from_fn(|k| [self.arena[k].len(), self.packed[k].half.len(), self.packed[k].codes.len()]);
         let old = len;
+        let width = [size_of::<P::Acc>(), 2, 1];
         let mut chunks = 0usize;
         let too_large =
             |s: &TensorSpec, reason: String| Error::TooLarge { tensor: s.name.clone(), shape: s.shape.clone(), reason };
         for (i, spec) in specs.iter().enumerate() {
-            let n = spec.checked_len().ok_or_else(|| too_large(spec, "its element count overflows usize".into()))?;
-            let n = pieces.as_ref().map_or(n, |p| p[i].len());
+            let full = spec.checked_len().ok_or_else(|| too_large(spec, "its element count overflows usize".into()))?;
+            let n = pieces.as_ref().map_or(full, |p| p[i].len());
+            let kept = storage.for_tensor(full);
+            let (arena, padded) = kept_in(kept, n);
             for (k, _) in slots.iter().enumerate().filter(|(_, s)| s.used) {
-                len[k] = len[k]
-                    .checked_add(n)
-                    .filter(|&l| l.checked_mul(size_of::<P::Acc>()).is_some_and(|b| b <= isize::MAX as usize))
+                len[k][arena] = len[k][arena]
+                    .checked_add(padded)
+                    .filter(|&l| l.checked_mul(width[arena]).is_some_and(|b| b <= isize::MAX as usize))
                     .ok_or_else(|| too_large(spec, "the optimizer state would exceed the address space".into()))?;
             }
             chunks = chunks.saturating_add(n.div_ceil(CHUNK));
         }
         // an allocation that fails names the group's largest tensor
         let largest = || specs.iter().max_by_key(|s| s.len()).expect("a group that grows has tensors");
+        let fail = |bytes: usize| too_large(largest(), format!("cannot allocate {bytes} bytes of optimizer state"));
         let mut grown: [Option<Buffer<P::Acc>>; MAX_SLOTS] = std::array::from_fn(|_| None);
-        for k in (0..MAX_SLOTS).filter(|&k| len[k] != old[k]) {
-            let bytes = len[k] * size_of::<P::Acc>();
-            let fail = || too_large(largest(), format!("cannot allocate {bytes} bytes of optimizer state"));
-            grown[k] = Some(Buffer::try_filled(len[k], P::Acc::ZERO).ok_or_else(fail)?);
+        let mut grown_half: [Option<Buffer<u16>>; MAX_SLOTS] = std::array::from_fn(|_| None);
+        let mut grown_codes: [Option<(Buffer<u8>, Buffer<f32>)>; MAX_SLOTS] = std::array::from_fn(|_| None);
+        for k in 0..MAX_SLOTS {
+            let [n, half, codes] = len[k];
+            if n != old[k][0] {
+                grown[k] = Some(Buffer::try_filled(n, P::Acc::ZERO).ok_or_else(|| fail(n * width[0]))?);
+            }
+            if half != old[k][1] {
+                grown_half[k] = Some(Buffer::try_filled(half, 0).ok_or_else(|| fail(half * 2))?);
+            }
+            if codes != old[k][2] {
+                let bytes = codes + codes / BLOCK * 4;
+                let codes = Buffer::try_filled(codes, 0).ok_or_else(|| fail(bytes))?;
+                let scales = Buffer::try_filled(codes.len() / BLOCK, 0.0).ok_or_else(|| fail(bytes))?;
+                grown_codes[k] = Some((codes, scales));
+            }
         }
         self.chunks.try_reserve(chunks).map_err(|_| too_large(largest(), format!("cannot index {chunks} chunks")))?;
+        // grow the arenas, keeping what is there
+        for k in 0..MAX_SLOTS {
+            if let Some(mut buffer) = grown[k].take() {
+                buffer[..old[k][0]].copy_from_slice(&self.arena[k]);
+                self.arena[k] = buffer;
+            }
+            let packed = &mut self.packed[k];
+            if let Some(mut half) = grown_half[k].take() {
+                half[..old[k][1]].copy_from_slice(&packed.half);
+                packed.half = half;
+            }
+            if let Some((mut codes, mut scales)) = grown_codes[k].take() {
+                codes[..old[k][2]].copy_from_slice(&packed.codes);
+                scales[..old[k][2] / BLOCK].copy_from_slice(&packed.scales);
+                (packed.codes, packed.scales) = (codes, scales);
+            }
+        }
         let mut len = old;
-        let mut fills = Vec::new();
+        let registered = Registered::of(&config);
+        let covers = registered.covers();
         for (i, spec) in specs.into_iter().enumerate() {
             let full = spec.len();
             let piece = pieces.as_ref().map_or(0..full, |p| p[i].clone());
@@ -278,27 +364,43 @@ impl<P: Param> Optimizer<P> {
             let spec = if pieces.is_some() { TensorSpec::new(spec.name, &[n]) } else { spec };
             let tensor = self.tensors.len();
             self.chunks.extend((0..n).step_by(CHUNK).map(|start| Chunk { tensor, start, end: (start + CHUNK).min(n) }));
+            let kept = storage.for_tensor(full);
+            let (arena, padded) = kept_in(kept, n);
             let mut offset = [None; MAX_SLOTS];
             for (k, slot) in slots.iter().enumerate().filter(|(_, s)| s.used) {
-                offset[k] = Some(len[k]);
-                fills.push((k, len[k], n, P::Acc::from_f64(slot.init)));
-                len[k] += n;
+                let at = len[k][arena];
+                offset[k] = Some(at);
+                len[k][arena] += padded;
+                // the initial state, written as every step writes it
+                if kept == StateStorage::F32 {
+                    self.arena[k][at..at + n].fill(P::Acc::from_f64(slot.init));
+                } else {
+                    let init = [slot.init as f32; STAGE];
+                    for start in (0..n).step_by(STAGE) {
+                        let m = (n - start).min(STAGE);
+                        self.packed[k].write(kept, slot.nonneg, at + start, &init[..m]);
+                    }
+                }
             }
-            self.tensors.push(Tracked { spec, group, offset, numel: n, first: piece.start, full, blocks });
+            let squares = std::array::from_fn(|k| slots.get(k).is_some_and(|s| s.nonneg));
+            self.stages |= kept != StateStorage::F32;
+            self.tensors.push(Tracked {
+                spec,
+                group,
+                offset,
+                numel: n,
+                first: piece.start,
+                full,
+                blocks,
+                storage: kept,
+                squares,
+                covers,
+            });
             self.total += n;
         }
-        // grow the arenas: keep what is there, initialise the new tensors' state
-        for (k, buffer) in grown.into_iter().enumerate() {
-            if let Some(mut buffer) = buffer {
-                buffer[..old[k]].copy_from_slice(&self.arena[k]);
-                self.arena[k] = buffer;
-            }
-        }
-        for (k, start, n, init) in fills {
-            self.arena[k][start..start + n].fill(init);
-        }
-        self.registered.push(Registered::of(&config));
-        self.bounds.push(std::array::from_fn(|k| slots.get(k).map_or(0.0, |s| s.init.abs())));
+        let initial = std::array::from_fn(|k| slots.get(k).map_or(0.0, |s| s.init.abs()));
+        self.bounds.push(registered.widen(initial));
+        self.registered.push(registered);
         self.groups.push(config);
         self.plan.steady.push(false);
         self.plan.kernels.reserve(self.groups.len() + self.tensors.len());

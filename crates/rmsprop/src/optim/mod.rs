@@ -5,8 +5,9 @@ mod check;
 mod driver;
 mod guard;
 mod norm;
+pub(crate) mod packed;
 mod registry;
-mod state;
+pub(crate) mod state;
 mod step;
 pub(crate) mod world;
 
@@ -49,16 +50,23 @@ pub(crate) struct Slot {
     pub init: f64,
     pub used: bool,
     pub nonneg: bool,
+    /// Never below the square of this slot's values (a centred average of squares over
+    /// its mean: `s - m²` is a variance).
+    pub covers: Option<usize>,
 }
 
 impl Slot {
     /// A state tensor of any sign (a momentum, a mean gradient).
     pub(crate) fn new(name: &'static str, init: f64, used: bool) -> Self {
-        Slot { name, init, used, nonneg: false }
+        Slot { name, init, used, nonneg: false, covers: None }
     }
     /// A state tensor of squares, never negative (a checkpoint saying otherwise is corrupt).
     pub(crate) fn squares(name: &'static str, init: f64, used: bool) -> Self {
-        Slot { name, init, used, nonneg: true }
+        Slot { name, init, used, nonneg: true, covers: None }
+    }
+    /// This slot holds the squares whose average is at least slot `mean`'s square.
+    pub(crate) fn covering(self, mean: usize) -> Self {
+        Slot { covers: Some(mean), ..self }
     }
 }
 

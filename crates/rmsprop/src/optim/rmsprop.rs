@@ -293,7 +293,7 @@ impl Rule for RmsProp {
 
     fn slots(&self) -> Vec<Slot> {
         vec![
-            Slot::squares("square_avg", self.initial_accumulator, true),
+            Slot::squares("square_avg", self.initial_accumulator, true).covering(1),
             Slot::new("grad_avg", 0.0, self.centered),
             Slot::new("momentum_buffer", 0.0, self.uses_momentum()),
         ]

@@ -2,10 +2,25 @@
 //! tensor's place in the state arenas, the chunks a step is cut into, the pointers and
 //! plans of the step under way.
 
+use super::packed::PackedPtrs;
 use super::{Kernel, Optimizer, TensorSpec};
+use crate::StateStorage;
 use crate::error::Error;
 use crate::float::{Float, Param};
 use crate::kernel::{Arrays, MAX_SLOTS};
+use crate::quant::BLOCK;
+use std::borrow::Cow;
+
+/// A state slot of one tensor as it is kept ([`StateStorage`]).
+pub(crate) enum Kept<'a, A> {
+    Full(&'a [A]),
+    Bf16(&'a [u16]),
+    /// 8-bit codes (the unsigned code for squares) and a scale per [`BLOCK`].
+    Int8 {
+        codes: &'a [u8],
+        scales: &'a [f32],
+    },
+}
 
 /// A parameter tensor as the optimizer tracks it.
 #[derive(Clone, Debug)]
@@ -23,6 +38,13 @@ pub(crate) struct Tracked {
     pub full: usize,
     /// The whole tensor's chunks, numbered over all tensors (see [`norm`](super::norm)).
     pub blocks: std::ops::Range<usize>,
+    /// How its state is kept (its group's choice, or `f32` for a small tensor): `offset`
+    /// is into the `f32` arenas or into the packed ones.
+    pub storage: StateStorage,
+    /// Per slot: it holds squares (never negative; the unsigned 8-bit code).
+    pub squares: [bool; MAX_SLOTS],
+    /// A centred average of squares and its mean's slot (see [`packed::stage`](super::packed::stage)).
+    pub covers: Option<(usize, usize)>,
 }
 
 impl Tracked {
@@ -78,6 +100,8 @@ pub(crate) struct Scratch<P: Param> {
     pub(crate) chunk_sums: Vec<[f64; 2]>,
     /// Per chunk of the whole model, two sums of squares (see [`norm`](super::norm)).
     pub(crate) block_sums: Vec<f64>,
+    /// The packed arenas of the step under way (see [`packed`](super::packed)).
+    pub(crate) packed: [PackedPtrs; MAX_SLOTS],
 }
 
 impl<P: Param> Clone for Scratch<P> {
@@ -91,6 +115,7 @@ impl<P: Param> Clone for Scratch<P> {
             tried: Vec::with_capacity(self.tried.capacity()),
             chunk_sums: Vec::with_capacity(self.chunk_sums.capacity()),
             block_sums: self.block_sums.clone(),
+            packed: Default::default(),
         }
     }
 }
@@ -150,17 +175,46 @@ impl<P: Param> std::fmt::Debug for Scratch<P> {
 
 /// The state arenas, read and restored (checkpoints).
 impl<P: Param> Optimizer<P> {
-    /// State tensor `name` (e.g. `"square_avg"`) of parameter `tensor`.
+    /// State tensor `name` (e.g. `"square_avg"`) of parameter `tensor`: borrowed where it
+    /// is kept in the arithmetic type, decoded where it is packed ([`StateStorage`]).
     ///
     /// ```
     /// use rmsprop::{Optimizer, RmsProp};
     /// let opt = Optimizer::<f64>::new(RmsProp::default(), &[("w", &[3][..])]).unwrap();
-    /// assert_eq!(opt.state("w", "square_avg"), Some(&[0.0, 0.0, 0.0][..]));
+    /// assert_eq!(opt.state("w", "square_avg").as_deref(), Some(&[0.0, 0.0, 0.0][..]));
     /// assert_eq!(opt.state("w", "grad_avg"), None); // not centred
     /// ```
-    pub fn state(&self, tensor: &str, name: &str) -> Option<&[P::Acc]> {
+    pub fn state(&self, tensor: &str, name: &str) -> Option<Cow<'_, [P::Acc]>> {
         let (t, k) = self.slot_index(tensor, name)?;
         self.buffer(t, k)
+    }
+
+    /// How tensor `tensor`'s state is kept: its group's [`StateStorage`], except that a
+    /// tensor below [`StateStorage::SMALL_TENSOR`] elements keeps `f32` under `Int8`.
+    ///
+    /// ```
+    /// use rmsprop::{Optimizer, RmsProp, StateStorage};
+    /// let config = RmsProp::default().with_state_storage(StateStorage::Int8);
+    /// let opt = Optimizer::<f32>::new(config, &[("w", &[64, 64][..]), ("b", &[64][..])]).unwrap();
+    /// assert_eq!(opt.state_storage("w"), Some(StateStorage::Int8));
+    /// assert_eq!(opt.state_storage("b"), Some(StateStorage::F32));
+    /// ```
+    pub fn state_storage(&self, tensor: &str) -> Option<StateStorage> {
+        self.tensors.iter().find(|t| t.spec.name == tensor).map(|t| t.storage)
+    }
+
+    /// Bytes of optimizer state held (every slot of every tensor, scales included; not
+    /// the per-thread scratch of one chunk).
+    ///
+    /// ```
+    /// use rmsprop::{Optimizer, RmsProp, StateStorage};
+    /// let bf16 = RmsProp::default().with_state_storage(StateStorage::Bf16);
+    /// let opt = Optimizer::<f32>::new(bf16, &[("w", &[1000][..])]).unwrap();
+    /// assert_eq!(opt.state_bytes(), 2000);
+    /// ```
+    pub fn state_bytes(&self) -> usize {
+        let arenas = self.arena.iter().map(|a| a.len() * size_of::<P::Acc>()).sum::<usize>();
+        arenas + self.packed.iter().map(|p| p.bytes()).sum::<usize>()
     }
 
     /// Replaces the step count and every state tensor, all or nothing: `entries` are
@@ -173,7 +227,7 @@ impl<P: Param> Optimizer<P> {
     /// use rmsprop::{Optimizer, RmsProp};
     /// let mut opt = Optimizer::<f32>::new(RmsProp::default(), &[("w", &[2][..])]).unwrap();
     /// opt.set_state(7, &[("w", "square_avg", &[0.5, 2.0][..])]).unwrap();
-    /// assert_eq!((opt.step_count(), opt.state("w", "square_avg")), (7, Some(&[0.5f32, 2.0][..])));
+    /// assert_eq!((opt.step_count(), opt.state("w", "square_avg").as_deref()), (7, Some(&[0.5f32, 2.0][..])));
     /// let e = opt.set_state(8, &[("w", "square_avg", &[-1.0, 2.0][..])]).unwrap_err();
     /// assert!(e.to_string().contains("a sum of squares is never negative"), "{e}");
     /// assert_eq!(opt.step_count(), 7); // nothing changed
@@ -217,10 +271,32 @@ impl<P: Param> Optimizer<P> {
         Ok(())
     }
 
-    /// State slot `k` of tensor `t`, if used.
-    pub(crate) fn buffer(&self, t: usize, k: usize) -> Option<&[P::Acc]> {
+    /// State slot `k` of tensor `t`, if used (decoded where packed).
+    pub(crate) fn buffer(&self, t: usize, k: usize) -> Option<Cow<'_, [P::Acc]>> {
         let tr = &self.tensors[t];
-        tr.offset[k].map(|o| &self.arena[k][o..o + tr.numel])
+        let o = tr.offset[k]?;
+        Some(match tr.storage {
+            StateStorage::F32 => Cow::Borrowed(&self.arena[k][o..o + tr.numel]),
+            packed => {
+                let values = self.packed[k].read(packed, tr.squares[k], o, tr.numel);
+                Cow::Owned(values.into_iter().map(|v| P::Acc::from_f64(v as f64)).collect())
+            }
+        })
+    }
+
+    /// State slot `k` of tensor `t` as it is kept, if used (a checkpoint's arrays).
+    pub(crate) fn kept(&self, t: usize, k: usize) -> Option<Kept<'_, P::Acc>> {
+        let tr = &self.tensors[t];
+        let (o, n) = (tr.offset[k]?, tr.numel);
+        let packed = &self.packed[k];
+        Some(match tr.storage {
+            StateStorage::F32 => Kept::Full(&self.arena[k][o..o + n]),
+            StateStorage::Bf16 => Kept::Bf16(&packed.half[o..o + n]),
+            StateStorage::Int8 => Kept::Int8 {
+                codes: &packed.codes[o..o + n],
+                scales: &packed.scales[o / BLOCK..(o + n).div_ceil(BLOCK)],
+            },
+        })
     }
 
     pub(crate) fn slot_index(&self, tensor: &str, name: &str) -> Option<(usize, usize)> {
@@ -239,18 +315,28 @@ impl<P: Param> Optimizer<P> {
         &self.tensors
     }
 
+    /// Sets the step counts and every used slot's state (`bufs[tensor][slot]`, empty where
+    /// unused), encoded where packed; the bounds become those of the state kept.
     pub(crate) fn restore(&mut self, step: u64, skipped: u64, bufs: Vec<Vec<Vec<P::Acc>>>) {
         self.step = step;
         self.skipped = skipped;
         self.bounds.iter_mut().for_each(|b| *b = [0.0; MAX_SLOTS]);
         for (tr, b) in self.tensors.iter().zip(bufs) {
             for (k, v) in b.iter().enumerate() {
-                if let Some(o) = tr.offset[k] {
-                    self.arena[k][o..o + tr.numel].copy_from_slice(v);
-                    let bound = &mut self.bounds[tr.group][k];
-                    *bound = v.iter().fold(*bound, |m, v| m.max(v.to_f64().abs()));
+                let Some(o) = tr.offset[k] else { continue };
+                match tr.storage {
+                    StateStorage::F32 => self.arena[k][o..o + tr.numel].copy_from_slice(v),
+                    packed => {
+                        let v: Vec<f32> = v.iter().map(|v| v.to_f64() as f32).collect();
+                        self.packed[k].write(packed, tr.squares[k], o, &v);
+                    }
                 }
+                let bound = &mut self.bounds[tr.group][k];
+                *bound = v.iter().fold(*bound, |m, v| m.max(v.to_f64().abs()));
             }
+        }
+        for (bounds, registered) in self.bounds.iter_mut().zip(&self.registered) {
+            *bounds = registered.widen(*bounds);
         }
     }
 }

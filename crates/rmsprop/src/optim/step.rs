@@ -3,9 +3,11 @@
 
 use super::driver::check_representable;
 use super::norm::Squares;
-use super::state::{Plan, Ptrs};
+use super::packed::{STAGE, stage, unstage};
+use super::state::{Plan, Ptrs, Trial};
 use super::world::{Solo, World};
 use super::{Ctx, NonFinitePolicy, Optimizer, OptimizerConfig, PARALLEL_THRESHOLD, Parallelism, StepOutcome};
+use crate::StateStorage;
 use crate::common::NormScope;
 use crate::error::{Error, Result};
 use crate::float::Param;
@@ -33,7 +35,7 @@ impl<P: Param> Optimizer<P> {
     /// let mut x = [vec![1.0f32, 2.0]];
     /// let e = opt.step(&mut x, &[vec![1e20f32, 0.5]]).unwrap_err();
     /// assert!(matches!(e, Error::NonFiniteResult { index: 0, .. }), "{e}");
-    /// assert_eq!((x[0].as_slice(), opt.state("w", "square_avg").unwrap()), (&[1.0, 2.0][..], &[0.0, 0.0][..]));
+    /// assert_eq!((x[0].as_slice(), &*opt.state("w", "square_avg").unwrap()), (&[1.0, 2.0][..], &[0.0, 0.0][..]));
     /// ```
     pub fn step<X: AsMut<[P]>, G: AsRef<[P]>>(&mut self, params: &mut [X], grads: &[G]) -> Result<StepOutcome> {
         self.step_in(&Solo, params, grads)
@@ -279,6 +281,11 @@ impl<P: Param> Optimizer<P> {
     /// tensor's (`i` the count so far), or, in a later pass of [`step_each`](Self::step_each),
     /// replacing its earlier pointers (its planned kernel kept).
     fn take_one(&mut self, i: usize, x: &mut [P], g: &[P]) -> Result<()> {
+        if self.stages {
+            // the packed arenas' pointers, taken again with each tensor's: valid while
+            // nothing else borrows the arenas, which nothing does during a step
+            self.scratch.packed = std::array::from_fn(|k| self.packed[k].ptrs());
+        }
         let (tr, arena) = (&self.tensors[i], &mut self.arena);
         if x.len() != tr.numel || g.len() != tr.numel {
             return Err(tr.length_mismatch(x.len(), g.len()));
@@ -287,9 +294,11 @@ impl<P: Param> Optimizer<P> {
             // SAFETY: `o + numel` is within the arena (laid out in `add_pieces`);
             // `Buffer::as_mut_ptr` is the buffer's raw pointer, so taking the next
             // tensor's pointer does not invalidate this one.
-            Some(o) => unsafe { arena[k].as_mut_ptr().add(o) },
-            None => std::ptr::null_mut(),
+            Some(o) if tr.storage == StateStorage::F32 => unsafe { arena[k].as_mut_ptr().add(o) },
+            // unused, or packed: staged by the step (see `packed`)
+            _ => std::ptr::null_mut(),
         });
+
         let arrays = Arrays { x: x.as_mut_ptr(), g: g.as_ptr(), bufs, n: tr.numel };
         let ptrs = &mut self.scratch.ptrs;
         match ptrs.get_mut(i) {
@@ -361,8 +370,11 @@ impl<P: Param> Optimizer<P> {
     }
 
     /// The second half of a step: every chunk of `range` through its tensor's kernel, on
-    /// this thread or across rayon's.
-    fn run(&self, range: std::ops::Range<usize>) {
+    /// this thread or across rayon's; packed state staged (see [`packed`](super::packed)).
+    fn run(&mut self, range: std::ops::Range<usize>) {
+        if self.stages {
+            return self.run_staged(range);
+        }
         let chunks = &self.chunks[range];
         if self.parallel() {
             use rayon::prelude::*;
@@ -383,6 +395,48 @@ impl<P: Param> Optimizer<P> {
         // unused), chunks of one tensor never overlap, and the borrows behind the pointers
         // outlive `step`.
         unsafe { self.plan.kernels[p.kernel].run_on(p.arrays.range(c.start, c.end)) }
+    }
+
+    /// [`run`](Self::run) where some state is packed: each thread takes a contiguous run
+    /// of chunks and stages the packed ones in its own scratch, [`STAGE`] elements at a
+    /// time: decoded, through the kernel, encoded.
+    fn run_staged(&mut self, range: std::ops::Range<usize>) {
+        let workers = if self.parallel() { self.trials.len() } else { 1 };
+        let Optimizer { trials, chunks, tensors, scratch, plan, .. } = self;
+        let (ptrs, packed, kernels) = (&scratch.ptrs, &scratch.packed, &plan.kernels);
+        let chunks = &chunks[range];
+        let work = |w: usize, trial: &mut Trial<P>| {
+            let per = chunks.len().div_ceil(workers);
+            for c in chunks.iter().skip(w * per).take(per) {
+                let (p, tr) = (ptrs[c.tensor], &tensors[c.tensor]);
+                let kernel = &kernels[p.kernel];
+                if tr.storage == StateStorage::F32 {
+                    // SAFETY: as in `run_chunk`.
+                    unsafe { kernel.run_on(p.arrays.range(c.start, c.end)) };
+                    continue;
+                }
+                for start in (c.start..c.end).step_by(STAGE) {
+                    let n = (c.end - start).min(STAGE);
+                    // SAFETY: the stage lies within the chunk, hence within its tensor (as
+                    // in `run_chunk`); the packed arenas hold the tensor's state, and this
+                    // thread alone touches the chunk's elements and blocks; the scratch
+                    // holds a chunk.
+                    unsafe {
+                        let bufs = stage(tr, p.arrays.bufs, packed, start, n, &mut trial.bufs, false);
+                        let a = p.arrays.range(start, start + n);
+                        kernel.run_on(Arrays { bufs, ..a });
+                        unstage(tr, packed, start, n, &mut trial.bufs);
+                    }
+                }
+            }
+        };
+        let trials = &mut trials[..workers];
+        if workers > 1 {
+            use rayon::prelude::*;
+            trials.par_iter_mut().enumerate().for_each(|(w, trial)| work(w, trial));
+        } else {
+            work(0, &mut trials[0]);
+        }
     }
 
     /// Whether this step runs across threads.
