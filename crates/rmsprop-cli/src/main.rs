@@ -14,8 +14,8 @@ use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use resolve::Overrides;
-use rmsprop::OptimizerConfig;
 use rmsprop::by_name;
+use rmsprop::{OptimizerConfig, StateStorage};
 use rmsprop_lab::chapter::{self, ChapterOptions};
 use rmsprop_lab::plot::{self, ContourPlot, Heatmap, LossPlot};
 use rmsprop_lab::sweep::{self, SweepSpec};
@@ -65,7 +65,8 @@ enum Command {
     Sweep(SweepArgs),
     /// Measure the step against a memory-bandwidth probe (ratios within one run).
     #[command(after_help = "Examples:\n  rmsprop bench --sizes 1e4,1e6 --model-sizes 1e5 --threads 1 --quick\n  \
-                            rmsprop bench --sizes 1e5 --variants plain,plain_checked --threads 1 --quick --json\n\
+                            rmsprop bench --sizes 1e5 --variants plain,plain_checked --threads 1 --quick --json\n  \
+                            rmsprop bench --sizes 1e5 --variants plain,adam --state-storage f32,bf16,int8 --model-sizes 1e5 --threads 1 --quick\n\
                       Without options it measures every size from 1e3 to 1e8 and the model layout, on 1 and \
                       all threads: minutes.")]
     Bench(BenchArgs),
@@ -250,12 +251,18 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_values_t = ["1e3".to_string(), "1e4".into(), "1e5".into(), "1e6".into(), "1e7".into(), "1e8".into()])]
     sizes: Vec<String>,
     /// Variants: plain, plain_rsqrt, plain_checked (the default non-finite check on),
-    /// centered, centered_checked (the same, each step tried on a copy first), momentum.
+    /// centered, centered_checked (the same, each step tried on a copy first), momentum,
+    /// adam (PyTorch's).
     #[arg(long, value_delimiter = ',', default_values_t = ["plain".to_string(), "plain_rsqrt".into(), "plain_checked".into(), "centered".into(), "momentum".into()])]
     variants: Vec<String>,
     /// Thread counts; `all` is every core.
     #[arg(long, value_delimiter = ',', default_values_t = ["1".to_string(), "all".into()])]
     threads: Vec<String>,
+    /// How each variant keeps its state: f32, bf16, int8 (block-wise 8 bits); each row of
+    /// another storage gives its speed-up over the same variant with f32 state, measured
+    /// in the same rounds.
+    #[arg(long, value_delimiter = ',', default_values_t = [StateStorage::F32])]
+    state_storage: Vec<StateStorage>,
     /// Also the model-like layout (100 tensors of mixed sizes) at these element counts;
     /// empty for none.
     #[arg(long, value_delimiter = ',', default_values_t = ["1e7".to_string()])]
@@ -791,7 +798,7 @@ fn run_bench(a: BenchArgs) -> Result<Printed> {
     jobs.extend(counts(&a.model_sizes)?.into_iter().map(|n| (Layout::Model, n)));
     // a size the machine cannot hold is refused before anything is allocated
     if let (Some(&(_, n)), Some(available)) = (jobs.iter().max_by_key(|j| j.1), bench::memory_available()) {
-        let needed = bench::memory_needed(n, &variants);
+        let needed = bench::memory_needed(n, &variants, &a.state_storage);
         if needed > available {
             let gb = |b: u64| b as f64 / 1e9;
             bail!(
@@ -811,7 +818,7 @@ fn run_bench(a: BenchArgs) -> Result<Printed> {
         for &t in &threads {
             pb.set_message(format!("{layout:?} n={n} threads={t}"));
             rows.extend(bench::with_threads(t, || {
-                bench::measure(layout, n, &variants, t, a.rounds as usize, min_batch)
+                bench::measure(layout, n, &variants, &a.state_storage, t, a.rounds as usize, min_batch)
             })?);
             pb.inc(1);
         }
@@ -820,13 +827,15 @@ fn run_bench(a: BenchArgs) -> Result<Printed> {
     // the first column as wide as its longest name (`centered_checked`), every row aligned
     let w = rows.iter().map(|r| r.variant.len()).chain(["variant".len()]).max().unwrap_or(0);
     let mut text = format!(
-        "{:<w$} {:<7} {:>10} {:>3} {:>5} {:>12} {:>11} {:>8} {:>8} {:>6}\n",
-        "variant", "layout", "n", "thr", "huge", "s/step", "Gelem/s", "GB/s", "probe", "ratio"
+        "{:<w$} {:<5} {:<7} {:>10} {:>3} {:>5} {:>12} {:>11} {:>8} {:>8} {:>6} {:>7}\n",
+        "variant", "state", "layout", "n", "thr", "huge", "s/step", "Gelem/s", "GB/s", "probe", "ratio", "vs f32"
     );
     for r in &rows {
+        let vs_f32 = r.ratio_to_f32_state.map_or("-".to_string(), |v| format!("{v:.2}"));
         text += &format!(
-            "{:<w$} {:<7} {:>10} {:>3} {:>5} {:>12.3e} {:>11.3} {:>8.2} {:>8.2} {:>6.2}\n",
+            "{:<w$} {:<5} {:<7} {:>10} {:>3} {:>5} {:>12.3e} {:>11.3} {:>8.2} {:>8.2} {:>6.2} {:>7}\n",
             r.variant,
+            r.state_storage.map_or("-", StateStorage::name),
             r.layout,
             r.n,
             r.threads,
@@ -835,7 +844,8 @@ fn run_bench(a: BenchArgs) -> Result<Printed> {
             r.elements_per_s / 1e9,
             r.gb_per_s,
             r.probe_gb_per_s,
-            r.ratio_to_probe
+            r.ratio_to_probe,
+            vs_f32
         );
     }
     Ok(Printed::ok(text, json!({"results": rows})))

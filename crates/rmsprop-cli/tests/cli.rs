@@ -184,19 +184,25 @@ fn replay_reports_golden_files_in_text_and_json() {
 fn bench_text_keeps_its_columns_aligned() {
     let dir = tmp("bench-text");
     let variants = "plain,plain_checked,centered_checked";
-    let args = ["bench", "--sizes", "1e3", "--threads", "1", "--model-sizes", "", "--rounds", "1", "--quick"];
-    let o = rmsprop(&[&args[..], &["--variants", variants]].concat(), &dir);
+    let args = ["bench", "--sizes", "5e3", "--threads", "1", "--model-sizes", "", "--rounds", "1", "--quick"];
+    let o = rmsprop(&[&args[..], &["--variants", variants, "--state-storage", "f32,int8"]].concat(), &dir);
     assert!(o.status.success(), "{}", stderr(&o));
     let s = stdout(&o);
     let lines: Vec<&str> = s.lines().collect();
-    assert_eq!(lines.len(), 1 + 2 + 3, "{s}"); // the header, the probe twice, three variants
-    // every column ends where the header's does: "layout" starts one past the longest name
-    let at = lines[0].find("layout").unwrap();
-    assert_eq!(at, "centered_checked ".len(), "{s}");
+    // the header, the probe twice, three variants in two storages each
+    assert_eq!(lines.len(), 1 + 2 + 3 * 2, "{s}");
+    // every column ends where the header's does: "state" starts one past the longest name
+    let (state, layout) = (lines[0].find("state").unwrap(), lines[0].find("layout").unwrap());
+    assert_eq!((state, layout), ("centered_checked ".len(), "centered_checked state ".len()), "{s}");
     for l in &lines {
         assert_eq!(l.chars().count(), lines[0].chars().count(), "{s}");
-        assert!(l[at..].starts_with("single ") || l[at..].starts_with("layout "), "{s}");
+        assert!(l[layout..].starts_with("single ") || l[layout..].starts_with("layout "), "{s}");
     }
+    // an 8-bit row gives its ratio to the f32 row of its variant; the others a dash
+    let int8: Vec<&&str> = lines.iter().filter(|l| l[state..].starts_with("int8 ")).collect();
+    assert_eq!(int8.len(), 3, "{s}");
+    assert!(int8.iter().all(|l| l.trim_end().rsplit(' ').next().unwrap().parse::<f64>().is_ok()), "{s}");
+    assert!(lines[1..].iter().filter(|l| !l[state..].starts_with("int8 ")).all(|l| l.ends_with(" -")), "{s}");
 }
 
 #[test]
@@ -229,6 +235,9 @@ fn bench_json_has_the_documented_fields() {
             assert!(!r[key].is_null(), "{key} missing in {r}");
         }
         assert_eq!(r["rounds"], 2, "{r}");
+        // each variant's row says how its state is kept (`f32` by default), the probe's none
+        let expected = if r["variant"] == "probe" { serde_json::Value::Null } else { "f32".into() };
+        assert_eq!(r["state_storage"], expected, "{r}");
     }
 }
 

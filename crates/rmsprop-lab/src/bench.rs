@@ -4,7 +4,7 @@
 //! ratios measured in one run; the machine is shared and noisy.
 
 use rayon::prelude::*;
-use rmsprop::{Buffer, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig, RmsProp, TensorSpec};
+use rmsprop::{Buffer, MomentumStyle, NonFinitePolicy, Optimizer, OptimizerConfig, RmsProp, StateStorage, TensorSpec};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -28,17 +28,20 @@ pub enum Variant {
     CenteredChecked,
     /// PyTorch-style momentum (η outside the buffer): 28 bytes per element.
     Momentum,
+    /// PyTorch's Adam (two moments): 28 bytes per element.
+    Adam,
 }
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 7] = [
         Variant::Plain,
         Variant::PlainRsqrt,
         Variant::PlainChecked,
         Variant::Centered,
         Variant::CenteredChecked,
         Variant::Momentum,
+        Variant::Adam,
     ];
 
     /// The name used in tables and JSON.
@@ -50,6 +53,7 @@ impl Variant {
             Variant::Centered => "centered",
             Variant::CenteredChecked => "centered_checked",
             Variant::Momentum => "momentum",
+            Variant::Adam => "adam",
         }
     }
 
@@ -60,6 +64,7 @@ impl Variant {
             Variant::PlainRsqrt => RmsProp::default().with_fast_rsqrt(true).into(),
             Variant::Centered | Variant::CenteredChecked => RmsProp::default().with_centered(true).into(),
             Variant::Momentum => RmsProp::default().with_momentum(0.9, MomentumStyle::LrOutsideBuffer).into(),
+            Variant::Adam => rmsprop::Flavor::PyTorch.config("adam").expect("PyTorch has Adam"),
         }
     }
 
@@ -71,14 +76,28 @@ impl Variant {
         }
     }
 
-    /// Bytes moved per `f32` element: x read+write, g read, each state array read+write.
-    pub fn bytes_per_element(self) -> usize {
-        match self {
-            Variant::Plain | Variant::PlainRsqrt => 20,
-            Variant::PlainChecked => 24,
-            Variant::Centered | Variant::Momentum => 28,
-            Variant::CenteredChecked => 32,
-        }
+    /// Bytes moved per `f32` element by a step that keeps `state_bytes` bytes of state for
+    /// `n` elements: x read and written, g read (and scanned first under the check), the
+    /// state read and written. 20 for plain RMSProp with `f32` state, 16 with bfloat16,
+    /// 14.03 with 8 bits.
+    ///
+    /// ```
+    /// use rmsprop_lab::bench::Variant;
+    /// assert_eq!(Variant::Plain.bytes_per_element(4000, 1000), 20.0);
+    /// assert_eq!(Variant::CenteredChecked.bytes_per_element(8000, 1000), 32.0);
+    /// ```
+    pub fn bytes_per_element(self, state_bytes: usize, n: usize) -> f64 {
+        let scan = if self.policy() == NonFinitePolicy::Error { 4.0 } else { 0.0 };
+        12.0 + scan + 2.0 * state_bytes as f64 / n as f64
+    }
+}
+
+/// Bytes a state value takes in `storage` (8 bits: the code and its share of a scale).
+pub fn value_bytes(storage: StateStorage) -> f64 {
+    match storage {
+        StateStorage::F32 => 4.0,
+        StateStorage::Bf16 => 2.0,
+        StateStorage::Int8 => 1.0 + 4.0 / rmsprop::quant::BLOCK as f64,
     }
 }
 
@@ -110,6 +129,10 @@ pub fn sizes(layout: Layout, n: usize) -> Vec<usize> {
 pub struct Row {
     /// A [`Variant`]'s name, or `probe`.
     pub variant: String,
+    /// How the variant keeps its state (`f32`, `bf16`, `int8`); none for the probe.
+    pub state_storage: Option<StateStorage>,
+    /// Bytes of optimizer state held (0 for the probe).
+    pub state_bytes: usize,
     /// `single` or `model`.
     pub layout: String,
     /// Elements in all.
@@ -131,6 +154,10 @@ pub struct Row {
     /// same round, the median over the rounds: the machine's bandwidth drifts (other
     /// tenants), and a ratio of numbers taken minutes apart would measure the drift.
     pub ratio_to_probe: f64,
+    /// The same variant's time with `f32` state over this one's, the median over the
+    /// rounds (each round's two times taken minutes apart at most); where `f32` state was
+    /// measured too.
+    pub ratio_to_f32_state: Option<f64>,
     /// Rounds measured.
     pub rounds: usize,
 }
@@ -238,13 +265,17 @@ fn probe_pass(x: &mut [f32], g: &[f32], s: &mut [f32]) {
 /// variant its parameters, gradients and state (4 bytes each).
 ///
 /// ```
+/// use rmsprop::StateStorage;
 /// use rmsprop_lab::bench::{memory_needed, Variant};
-/// assert_eq!(memory_needed(1000, &[Variant::Plain]), 24_000 + 12_000);
+/// assert_eq!(memory_needed(1000, &[Variant::Plain], &[StateStorage::F32]), 24_000 + 12_000);
+/// assert_eq!(memory_needed(1000, &[Variant::Plain], &[StateStorage::F32, StateStorage::Bf16]), 24_000 + 12_000 + 10_000);
 /// ```
-pub fn memory_needed(n: usize, variants: &[Variant]) -> u64 {
-    let state = |v: &Variant| v.config().state_names().len() as u64;
-    let per_element: u64 = 24 + variants.iter().map(|v| 4 * (2 + state(v))).sum::<u64>();
-    per_element.saturating_mul(n as u64)
+pub fn memory_needed(n: usize, variants: &[Variant], storages: &[StateStorage]) -> u64 {
+    let state = |v: &Variant| v.config().state_names().len() as f64;
+    let per_setup = |v: &Variant, s: StateStorage| 8.0 + state(v) * value_bytes(s);
+    let per_element: f64 =
+        24.0 + variants.iter().flat_map(|v| storages.iter().map(move |&s| per_setup(v, s))).sum::<f64>();
+    (per_element * n as f64).ceil() as u64
 }
 
 /// The memory this process can still have, in bytes, where the system says: the least of
@@ -275,15 +306,16 @@ pub fn memory_available() -> Option<u64> {
 }
 
 /// Measures `variants` over `layout` with about `n` elements on the current rayon pool
-/// (`threads` is recorded in the rows): the probe on ordinary and on huge pages and each
-/// variant's step (f32, parameters, gradients and state on huge pages, non-finite
-/// gradients propagated as in the frameworks except in `plain_checked`), all set up first
-/// and then timed in `rounds` interleaved rounds. Probe rows are returned for the single
-/// layout only.
+/// (`threads` is recorded in the rows), each with its state kept in each of `storages`:
+/// the probe on ordinary and on huge pages and each variant's step (f32, parameters,
+/// gradients and state on huge pages, non-finite gradients propagated as in the frameworks
+/// except in the `*_checked` variants), all set up first and then timed in `rounds`
+/// interleaved rounds. Probe rows are returned for the single layout only.
 pub fn measure(
     layout: Layout,
     n: usize,
     variants: &[Variant],
+    storages: &[StateStorage],
     threads: usize,
     rounds: usize,
     min_batch: f64,
@@ -302,19 +334,25 @@ pub fn measure(
     for huge in [false, true] {
         probes.push([array(n, 1.0, huge)?, array(n, 0.5, huge)?, array(n, 0.25, huge)?]);
     }
-    let mut setups: Vec<(Optimizer<f32>, Array, Array)> = Vec::new();
-    for v in variants {
-        let specs: Vec<TensorSpec> =
-            sizes.iter().enumerate().map(|(i, &k)| TensorSpec::new(format!("p{i}"), &[k])).collect();
-        let opt = Optimizer::<f32>::new(v.config(), &specs)?.with_nonfinite_policy(v.policy());
-        setups.push((opt, array(elements, 1.0, true)?, array(elements, 1e-3, true)?));
+    let mut setups: Vec<(Variant, StateStorage, Optimizer<f32>, Array, Array)> = Vec::new();
+    for &v in variants {
+        for &storage in storages {
+            let specs: Vec<TensorSpec> =
+                sizes.iter().enumerate().map(|(i, &k)| TensorSpec::new(format!("p{i}"), &[k])).collect();
+            let mut config = v.config();
+            config.common_mut().state_storage = storage;
+            let opt = Optimizer::<f32>::new(config, &specs)?.with_nonfinite_policy(v.policy());
+            setups.push((v, storage, opt, array(elements, 1.0, true)?, array(elements, 1e-3, true)?));
+        }
     }
+    let state_bytes: Vec<usize> = setups.iter().map(|s| s.2.state_bytes()).collect();
     let mut contenders: Vec<Box<dyn FnMut() + '_>> = Vec::new();
     for [x, g, s] in &mut probes {
         let (x, g, s) = (x.slice_mut(), &*g.slice_mut(), s.slice_mut());
         contenders.push(Box::new(move || probe_pass(x, g, s)));
     }
-    for (opt, x, g) in &mut setups {
+    let labels: Vec<(Variant, StateStorage)> = setups.iter().map(|s| (s.0, s.1)).collect();
+    for (_, _, opt, x, g) in &mut setups {
         // parameters and gradients as views into one flat array each, as frameworks with
         // flat parameter storage keep them (the optimizer's state is laid out the same way)
         let mut xs = split(x.slice_mut(), &sizes);
@@ -333,11 +371,21 @@ pub fn measure(
         Layout::Model => "model",
     };
     let mut rows = Vec::new();
-    let mut row = |variant: &str, huge_pages: bool, secs: &[f64], n: usize, bytes: usize| {
-        let s = best(secs);
-        let bw = |t: f64| (bytes * n) as f64 / t / 1e9;
-        rows.push(Row {
+    let row = |variant: &str,
+               storage: Option<StateStorage>,
+               state_bytes: usize,
+               huge_pages: bool,
+               k: usize,
+               n: usize,
+               bytes: f64,
+               f32_state: Option<usize>| {
+        let s = best(&secs[k]);
+        let bw = |t: f64| bytes * n as f64 / t / 1e9;
+        let ratio_to_f32_state = f32_state.map(|f| median(secs[f].iter().zip(&secs[k]).map(|(f, t)| f / t).collect()));
+        Row {
             variant: variant.into(),
+            state_storage: storage,
+            state_bytes,
             layout: layout_name.into(),
             n,
             threads,
@@ -346,17 +394,20 @@ pub fn measure(
             elements_per_s: n as f64 / s,
             gb_per_s: bw(s),
             probe_gb_per_s: probe_best,
-            ratio_to_probe: median(secs.iter().enumerate().map(|(r, &t)| bw(t) / probe_bw(r)).collect()),
+            ratio_to_probe: median(secs[k].iter().enumerate().map(|(r, &t)| bw(t) / probe_bw(r)).collect()),
+            ratio_to_f32_state,
             rounds,
-        });
+        }
     };
     if layout == Layout::Single {
         for (k, huge) in [false, true].into_iter().enumerate() {
-            row("probe", huge, &secs[k], n, 20);
+            rows.push(row("probe", None, 0, huge, k, n, 20.0, None));
         }
     }
-    for (k, v) in variants.iter().enumerate() {
-        row(v.name(), true, &secs[2 + k], elements, v.bytes_per_element());
+    for (i, &(v, storage)) in labels.iter().enumerate() {
+        let f32_state = labels.iter().position(|&l| l == (v, StateStorage::F32)).filter(|&f| f != i).map(|f| 2 + f);
+        let bytes = v.bytes_per_element(state_bytes[i], elements);
+        rows.push(row(v.name(), Some(storage), state_bytes[i], true, 2 + i, elements, bytes, f32_state));
     }
     Ok(rows)
 }
@@ -416,20 +467,47 @@ mod tests {
     /// A size no process can hold is an error from `measure`, not an abort.
     #[test]
     fn an_allocation_the_process_cannot_make_is_an_error() {
-        let e = measure(Layout::Single, 1 << 58, &[Variant::Plain], 1, 1, 0.0).unwrap_err().to_string();
+        let e = measure(Layout::Single, 1 << 58, &[Variant::Plain], &[StateStorage::F32], 1, 1, 0.0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("this process cannot allocate"), "{e}");
     }
 
     /// Every variant and both probes get a row, with the rounds asked for.
     #[test]
     fn measure_returns_a_row_per_contender() {
-        let rows = measure(Layout::Single, 1000, &Variant::ALL, 1, 2, 0.0).unwrap();
+        let rows = measure(Layout::Single, 1000, &Variant::ALL, &[StateStorage::F32], 1, 2, 0.0).unwrap();
         let names: Vec<&str> = rows.iter().map(|r| r.variant.as_str()).collect();
-        let all =
-            ["probe", "probe", "plain", "plain_rsqrt", "plain_checked", "centered", "centered_checked", "momentum"];
+        let all = [
+            "probe",
+            "probe",
+            "plain",
+            "plain_rsqrt",
+            "plain_checked",
+            "centered",
+            "centered_checked",
+            "momentum",
+            "adam",
+        ];
         assert_eq!(names, all);
         assert!(rows.iter().all(|r| r.rounds == 2 && r.ratio_to_probe > 0.0 && r.ratio_to_probe.is_finite()));
-        let model = measure(Layout::Model, 5000, &[Variant::Plain], 1, 1, 0.0).unwrap();
+        assert!(rows.iter().all(|r| r.ratio_to_f32_state.is_none()), "no other storage measured");
+        // each storage of each variant, its ratio to the f32 state's step, its bytes
+        let all = [StateStorage::F32, StateStorage::Bf16, StateStorage::Int8];
+        let rows = measure(Layout::Single, 5000, &[Variant::Centered], &all, 1, 1, 0.0).unwrap();
+        let kept: Vec<_> =
+            rows.iter().map(|r| (r.state_storage, r.state_bytes, r.ratio_to_f32_state.is_some())).collect();
+        assert_eq!(
+            kept,
+            [
+                (None, 0, false),
+                (None, 0, false),
+                (Some(StateStorage::F32), 40_000, false),
+                (Some(StateStorage::Bf16), 20_000, true),
+                (Some(StateStorage::Int8), 2 * (5120 + 20 * 4), true),
+            ]
+        );
+        let model = measure(Layout::Model, 5000, &[Variant::Plain], &[StateStorage::F32], 1, 1, 0.0).unwrap();
         assert_eq!(model.len(), 1, "no probe rows for the model layout");
         assert_eq!(model[0].n, sizes(Layout::Model, 5000).iter().sum::<usize>());
     }

@@ -11,6 +11,7 @@ use crate::StateStorage;
 use crate::buffer::Buffer;
 use crate::float::Float;
 use crate::kernel::MAX_SLOTS;
+use crate::kernel::widest_closure;
 use crate::quant::{BLOCK, DynamicCode};
 
 /// Elements staged at a time: a multiple of the block, small enough that a stage's
@@ -157,7 +158,11 @@ pub(crate) unsafe fn stage<A: Float>(
             StateStorage::F32 => out[k] = unsafe { state[k].add(start) },
             StateStorage::Bf16 => {
                 // SAFETY: the caller's: the arena holds the tensor's elements from `offset`.
-                decode_bf16(unsafe { std::slice::from_raw_parts(packed[k].half.add(at), n) }, as_f32(buf))
+                let (src, out) = (unsafe { std::slice::from_raw_parts(packed[k].half.add(at), n) }, as_f32(buf));
+                widest_closure(
+                    #[inline(always)]
+                    || decode_bf16(src, out),
+                )
             }
             StateStorage::Int8 => {
                 // SAFETY: as above; a tensor's codes start on a block, and `start` is a
@@ -167,7 +172,11 @@ pub(crate) unsafe fn stage<A: Float>(
                     let scales = std::slice::from_raw_parts(packed[k].scales.add(blocks.start), blocks.len());
                     (std::slice::from_raw_parts(packed[k].codes.add(at), n), scales)
                 };
-                decode_int8(code(tr.squares[k]), codes, scales, as_f32(buf))
+                let (code, out) = (code(tr.squares[k]), as_f32(buf));
+                widest_closure(
+                    #[inline(always)]
+                    || decode_int8(code, codes, scales, out),
+                )
             }
         }
         if out[k].is_null() {
@@ -178,7 +187,11 @@ pub(crate) unsafe fn stage<A: Float>(
         let [s, m] = [s, m].map(|k| out[k]);
         // SAFETY: two distinct slots' staged buffers of `n` values each.
         let (s, m) = unsafe { (std::slice::from_raw_parts_mut(s, n), std::slice::from_raw_parts(m, n)) };
-        raise_to_square(as_f32(s), as_f32_ref(m));
+        let (s, m) = (as_f32(s), as_f32_ref(m));
+        widest_closure(
+            #[inline(always)]
+            || raise_to_square(s, m),
+        );
     }
     out
 }
@@ -203,7 +216,12 @@ pub(crate) unsafe fn unstage<A: Float>(
             StateStorage::F32 => return,
             StateStorage::Bf16 => {
                 // SAFETY: the caller's, as in `stage`.
-                encode_bf16(from, unsafe { std::slice::from_raw_parts_mut(packed[k].half.add(at), n) }, tr.squares[k])
+                let (dst, squares) =
+                    (unsafe { std::slice::from_raw_parts_mut(packed[k].half.add(at), n) }, tr.squares[k]);
+                widest_closure(
+                    #[inline(always)]
+                    || encode_bf16(from, dst, squares),
+                )
             }
             StateStorage::Int8 => {
                 // SAFETY: as in `stage`.
@@ -212,7 +230,11 @@ pub(crate) unsafe fn unstage<A: Float>(
                     let scales = std::slice::from_raw_parts_mut(packed[k].scales.add(blocks.start), blocks.len());
                     (std::slice::from_raw_parts_mut(packed[k].codes.add(at), n), scales)
                 };
-                encode_int8(code(tr.squares[k]), from, codes, scales, tr.squares[k])
+                let (code, squares) = (code(tr.squares[k]), tr.squares[k]);
+                widest_closure(
+                    #[inline(always)]
+                    || encode_int8(code, from, codes, scales, squares),
+                )
             }
         }
     }
@@ -227,18 +249,16 @@ fn as_f32_ref<A: Float>(v: &[A]) -> &[f32] {
 /// `s = max(s, m² (1 + 2ε))`: the average of squares of a centred group at least the
 /// square of its mean, by a margin that keeps `s - m·m` positive however it is rounded
 /// (`fma(-m, m, s)` included). Only where rounding the state left it below.
-#[inline]
+#[inline(always)]
 pub(crate) fn raise_to_square(s: &mut [f32], m: &[f32]) {
     for (s, &m) in s.iter_mut().zip(m) {
         let floor = m * m * (1.0 + 2.0 * f32::EPSILON);
-        if *s < floor {
-            *s = floor;
-        }
+        *s = if *s < floor { floor } else { *s };
     }
 }
 
 /// bfloat16 bits to `f32` (exact).
-#[inline]
+#[inline(always)]
 pub(crate) fn decode_bf16(src: &[u16], out: &mut [f32]) {
     for (o, &b) in out.iter_mut().zip(src) {
         *o = f32::from_bits((b as u32) << 16);
@@ -247,32 +267,26 @@ pub(crate) fn decode_bf16(src: &[u16], out: &mut [f32]) {
 
 /// `f32` to bfloat16, nearest with ties to even; a finite value beyond bfloat16's largest
 /// keeps the largest (not ∞), and in a state of squares a positive value keeps the
-/// smallest positive bfloat16 rather than 0. NaN stays NaN, ∞ stays ∞.
-#[inline]
+/// smallest positive bfloat16 rather than 0. NaN stays NaN, ∞ stays ∞. Branch-free, so
+/// that the loop vectorises.
+#[inline(always)]
 pub(crate) fn encode_bf16(from: &[f32], dst: &mut [u16], squares: bool) {
     for (d, &v) in dst.iter_mut().zip(from) {
         let bits = v.to_bits();
         let magnitude = bits & 0x7FFF_FFFF;
-        let sign = (bits >> 16) as u16 & 0x8000;
+        let truncated = (bits >> 16) as u16;
         let rounded = (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16;
         let finite = magnitude < 0x7F80_0000;
-        let nan = magnitude > 0x7F80_0000;
-        let mut h = if !finite {
-            (bits >> 16) as u16 | if nan { 0x0040 } else { 0 }
-        } else if rounded & 0x7FFF == 0x7F80 {
-            sign | 0x7F7F
-        } else {
-            rounded
-        };
-        if squares && v > 0.0 && h == 0 {
-            h = 1;
-        }
-        *d = h;
+        let quiet = ((magnitude > 0x7F80_0000) as u16) << 6; // a NaN keeps a mantissa bit
+        let h = if finite { rounded } else { truncated | quiet };
+        let overflow = finite & (rounded & 0x7FFF == 0x7F80);
+        let h = if overflow { (truncated & 0x8000) | 0x7F7F } else { h };
+        *d = h + (squares & (h == 0) & (v > 0.0)) as u16;
     }
 }
 
 /// Block-wise 8-bit codes to `f32`: `code[c] · absmax` (one scale per [`BLOCK`]).
-#[inline]
+#[inline(always)]
 pub(crate) fn decode_int8(code: &DynamicCode, codes: &[u8], scales: &[f32], out: &mut [f32]) {
     let table = code.values();
     for ((out, codes), &absmax) in out.chunks_mut(BLOCK).zip(codes.chunks(BLOCK)).zip(scales) {
@@ -285,12 +299,13 @@ pub(crate) fn decode_int8(code: &DynamicCode, codes: &[u8], scales: &[f32], out:
 /// `f32` to block-wise 8-bit codes: per [`BLOCK`], its largest magnitude as the scale and
 /// each value's nearest entry of `code` over it (as [`quant::quantize`](crate::quant::quantize));
 /// in a state of squares a positive value takes at least the smallest positive entry.
-#[inline]
+#[inline(always)]
 pub(crate) fn encode_int8(code: &DynamicCode, from: &[f32], codes: &mut [u8], scales: &mut [f32], squares: bool) {
     let zero = code.encode(0.0);
     for ((from, codes), scale) in from.chunks(BLOCK).zip(codes.chunks_mut(BLOCK)).zip(scales) {
-        let absmax = from.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let absmax = if from.iter().any(|v| v.is_nan()) { f32::NAN } else { absmax };
+        // the largest magnitude on the bits, which vectorises: a NaN's are larger than ∞'s
+        let top = from.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF));
+        let absmax = if top > 0x7F80_0000 { f32::NAN } else { f32::from_bits(top) };
         *scale = absmax;
         if absmax == 0.0 {
             codes.fill(zero);
@@ -298,7 +313,7 @@ pub(crate) fn encode_int8(code: &DynamicCode, from: &[f32], codes: &mut [u8], sc
         }
         for (c, &v) in codes.iter_mut().zip(from) {
             let e = code.encode(v / absmax);
-            *c = if squares && e == 0 && v > 0.0 { 1 } else { e };
+            *c = e + (squares & (e == 0) & (v > 0.0)) as u8;
         }
     }
 }
