@@ -192,6 +192,10 @@ struct TrainArgs {
     /// Any other hyperparameter of --impl trainer, `KEY=VALUE`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// How --impl trainer keeps the optimizer state: f32, bf16 or int8 (block-wise 8 bits;
+    /// tensors below min_8bit_size elements, 4096 unless `--set min_8bit_size=N`, stay f32).
+    #[arg(long)]
+    state_storage: Option<StateStorage>,
     /// Seed of the initial weights and the shuffles.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -230,6 +234,13 @@ struct SweepArgs {
     /// Seeds per cell.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
     seeds: u64,
+    /// Any other hyperparameter of every cell, `KEY=VALUE`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// How the optimizer state is kept: f32, bf16 or int8 (block-wise 8 bits; tensors below
+    /// min_8bit_size elements, 4096 unless `--set min_8bit_size=N`, stay f32).
+    #[arg(long)]
+    state_storage: Option<StateStorage>,
     #[command(flatten)]
     data: DataArgs,
     /// Output folder [default: rmsprop-out/sweep].
@@ -494,7 +505,7 @@ fn run_trace2d(a: Trace2dArgs) -> Result<Printed> {
     Ok(Printed::ok(text, json!({"objective": objective.name, "start": a.start, "runs": j, "files": files})))
 }
 
-fn run_train(a: TrainArgs) -> Result<Printed> {
+fn run_train(mut a: TrainArgs) -> Result<Printed> {
     let implementation = a.implementation.unwrap_or(match a.model {
         Model::Linear => Impl::Scratch,
         Model::Mlp => Impl::Trainer,
@@ -514,6 +525,9 @@ fn run_train(a: TrainArgs) -> Result<Printed> {
     };
     let (name, update, config) = match implementation {
         Impl::Scratch => {
+            if a.state_storage.is_some() {
+                bail!("--state-storage applies to --impl trainer; --impl scratch is the book's RMSProp on f32 arrays");
+            }
             if !a.set.is_empty() || a.optimizer.is_some() {
                 bail!("--optimizer and --set apply to --impl trainer; --impl scratch is the book's RMSProp");
             }
@@ -530,12 +544,17 @@ fn run_train(a: TrainArgs) -> Result<Printed> {
                 None => ("mxnet.rmsprop".to_string(), a.lr.or(Some(0.01)), a.gamma.or(Some(0.9))),
             };
             let typed = [a.lr.is_some(), a.gamma.is_some()];
-            let config =
+            let mut config =
                 resolve::configs(std::slice::from_ref(&name), &Overrides { lr, gamma, sets: &a.set, typed })?.remove(0);
+            if let Some(s) = a.state_storage {
+                config.common_mut().state_storage = s;
+            }
             (name, Update::Trainer(config.clone()), config)
         }
     };
     let d = dataset(&a.data)?;
+    // the state's storage named in the output's file names as a --set would be
+    a.set.extend(a.state_storage.map(|s| format!("state_storage={s}")));
     let dir = outdir::dir(a.out.as_deref(), "train");
     create(&dir)?;
     let protocol =
@@ -655,12 +674,15 @@ fn run_sweep(a: SweepArgs) -> Result<Printed> {
     // the output folder first: a bad --out is said before the grid runs, not after
     let dir = outdir::dir(a.out.as_deref(), "sweep");
     create(&dir)?;
+    let mut sets = a.set.clone();
+    sets.extend(a.state_storage.map(|s| format!("state_storage={s}")));
     let spec = SweepSpec {
         optimizer: a.optimizer.clone(),
         lrs: a.lrs.clone(),
         gammas: if takes_gamma { a.gammas.clone() } else { Vec::new() },
         seeds: (0..a.seeds).collect(),
         protocol: Protocol::default(),
+        hyperparameters: resolve::sets_of(&a.optimizer, &sets)?,
     };
     let bar = |runs| {
         let pb = if a.json { ProgressBar::hidden() } else { ProgressBar::new(runs) };
@@ -678,7 +700,7 @@ fn run_sweep(a: SweepArgs) -> Result<Printed> {
         pb.finish_and_clear();
         cells
     };
-    let stem = outdir::stem(&outdir::sweep_parts(&a.optimizer, &spec.lrs, &spec.gammas, a.seeds, &a.data));
+    let stem = outdir::stem(&outdir::sweep_parts(&a.optimizer, &spec.lrs, &spec.gammas, &sets, a.seeds, &a.data));
     let (csv, md) = (dir.join(format!("{stem}.csv")), dir.join(format!("{stem}.md")));
     std::fs::write(&csv, sweep::to_csv(&cells)).with_context(|| format!("writing {}", csv.display()))?;
     std::fs::write(&md, sweep::to_markdown(&cells)).with_context(|| format!("writing {}", md.display()))?;

@@ -82,12 +82,20 @@ pub fn train_parts(
 }
 
 /// `mxnet.rmsprop_lrs=0.01+0.1_gammas=0.9+1_seeds=2`.
-pub fn sweep_parts(optimizer: &str, lrs: &[f64], gammas: &[f64], seeds: u64, data: &DataArgs) -> Vec<String> {
+pub fn sweep_parts(
+    optimizer: &str,
+    lrs: &[f64],
+    gammas: &[f64],
+    sets: &[String],
+    seeds: u64,
+    data: &DataArgs,
+) -> Vec<String> {
     let list = |v: &[f64]| v.iter().map(|&x| number(x)).collect::<Vec<_>>().join("+");
     let mut parts = vec![optimizer.to_string(), format!("lrs={}", list(lrs))];
     if !gammas.is_empty() {
         parts.push(format!("gammas={}", list(gammas)));
     }
+    parts.extend(sets.iter().cloned());
     parts.push(format!("seeds={seeds}"));
     parts.extend(data_parts(data));
     parts

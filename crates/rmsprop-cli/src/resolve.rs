@@ -44,6 +44,20 @@ fn parse_set(text: &str) -> Result<Set> {
     Ok(Set { scope, key, value: Value::parse(v.trim()), text: text.to_string() })
 }
 
+/// The `--set`s of a command with one optimizer, `name`, as by-name hyperparameters (a
+/// `NAME.KEY=VALUE` must name it).
+pub fn sets_of(name: &str, sets: &[String]) -> Result<Vec<(String, Value)>> {
+    sets.iter()
+        .map(|text| {
+            let s = parse_set(text)?;
+            if let Some(scope) = s.scope.filter(|sc| sc != name) {
+                bail!("--set {text}: no --optimizer {scope:?} in this run (it has {name})");
+            }
+            Ok((s.key, s.value))
+        })
+        .collect()
+}
+
 /// Whether `--set` `s` sets `field` of optimizer `name` (under any of its spellings): set
 /// after a marker value, the marker is gone.
 fn sets_field(name: &str, s: &Set, field: &str) -> bool {

@@ -503,6 +503,7 @@ fn write_chapter(
         gammas: GRID_GAMMAS.to_vec(),
         seeds: opts.sweep_seeds.clone(),
         protocol: Protocol::default(),
+        hyperparameters: vec![],
     };
     let cells = sweep::sweep(&data, &spec, &|| {})?;
     out.text("sweep.csv", sweep::to_csv(&cells))?;

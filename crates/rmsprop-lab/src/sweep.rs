@@ -21,6 +21,9 @@ pub struct SweepSpec {
     pub seeds: Vec<u64>,
     /// The training protocol (its seed is replaced by each of `seeds`).
     pub protocol: Protocol,
+    /// Every other hyperparameter of every cell, by name (`state_storage`, `eps`, ...);
+    /// a cell's `lr` and `decay` are its own.
+    pub hyperparameters: Vec<(String, Value)>,
 }
 
 impl SweepSpec {
@@ -122,6 +125,7 @@ impl Cell {
 ///     gammas: vec![0.9, 1.0],
 ///     seeds: vec![0],
 ///     protocol: Protocol::default(),
+///     hyperparameters: vec![],
 /// };
 /// let cells = sweep::sweep(&data, &spec, &|| ()).unwrap();
 /// assert_eq!(cells.len(), 2);
@@ -152,9 +156,10 @@ pub fn sweep_part(
     let configs = grid(spec)
         .into_iter()
         .map(|(lr, gamma)| {
-            let mut h = vec![("lr", Value::Num(lr))];
+            let mut h = spec.hyperparameters.clone();
+            h.push(("lr".into(), Value::Num(lr)));
             if let Some(g) = gamma {
-                h.push(("decay", Value::Num(g)));
+                h.push(("decay".into(), Value::Num(g)));
             }
             by_name::config(&spec.optimizer, h)
         })

@@ -15,6 +15,7 @@ fn gamma_one_is_marked_diverged() {
         gammas: vec![0.0, 0.9, 1.0],
         seeds: vec![0, 1],
         protocol: Protocol::default(),
+        hyperparameters: vec![],
     };
     let ticks = AtomicUsize::new(0);
     let cells = sweep(&d, &spec, &|| {
@@ -57,6 +58,7 @@ fn invalid_grid_values_are_refused_before_running() {
         gammas: vec![1.5],
         seeds: vec![0],
         protocol: Protocol::default(),
+        hyperparameters: vec![],
     };
     let e = sweep(&data::embedded().truncated(50), &spec, &|| {}).unwrap_err().to_string();
     assert!(e.contains("rmsprop.decay = 1.5"), "{e}");
@@ -86,6 +88,7 @@ fn spread_over_processes_the_grid_is_the_same() {
         gammas: vec![0.9, 1.0],
         seeds: vec![0, 1, 2],
         protocol: Protocol::default(),
+        hyperparameters: vec![],
     };
     let alone = sweep(&d, &spec, &|| ()).unwrap();
     assert!(alone.iter().any(|c| c.diverged()) && alone.iter().any(|c| !c.diverged()));

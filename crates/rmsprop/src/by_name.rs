@@ -100,6 +100,7 @@ const COMMON: &[&str] = &[
     "precision",
     "rounding",
     "state_storage",
+    "min_8bit_size",
 ];
 
 /// One named hyperparameter of an optimizer `C`: the names it is read by (this crate's
@@ -308,6 +309,14 @@ pub(crate) fn num(name: &str, v: &Value) -> Result<f64> {
     }
 }
 
+/// A whole number from 0 to 2^53 (a count of elements).
+pub(crate) fn count(name: &str, v: &Value) -> Result<u64> {
+    match v {
+        Value::Num(x) if x.fract() == 0.0 && (0.0..=9007199254740992.0).contains(x) => Ok(*x as u64),
+        other => Err(Error::WrongType { name: name.into(), expected: "a whole number >= 0", got: other.to_string() }),
+    }
+}
+
 pub(crate) fn flag(name: &str, v: &Value) -> Result<bool> {
     match v {
         Value::Bool(b) => Ok(*b),
@@ -387,6 +396,7 @@ fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
         "precision" => c.precision = choice(k, v, PRECISIONS)?,
         "rounding" => c.rounding = choice(k, v, ROUNDINGS)?,
         "state_storage" => c.state_storage = choice(k, v, STORAGES)?,
+        "min_8bit_size" => c.min_8bit_size = count(k, v)?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -429,6 +439,9 @@ pub fn hyperparameters(config: &OptimizerConfig) -> Vec<(&'static str, Value)> {
     // named only when not the default, so that a configuration's list reads as before
     if c.state_storage != StateStorage::F32 {
         h.push(("state_storage", word_of(STORAGES, &c.state_storage)));
+    }
+    if c.min_8bit_size != StateStorage::SMALL_TENSOR {
+        h.push(("min_8bit_size", (c.min_8bit_size as f64).into()));
     }
     h
 }

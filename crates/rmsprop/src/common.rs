@@ -155,29 +155,31 @@ pub enum StateStorage {
     Bf16,
     /// Block-wise 8-bit dynamic-tree codes: one `f32` scale per [`BLOCK`](crate::quant::BLOCK)
     /// values, the signed code for state of either sign, the unsigned for squares. A
-    /// tensor below [`SMALL_TENSOR`](Self::SMALL_TENSOR) elements keeps `f32` state, as
+    /// tensor below [`Common::min_8bit_size`] elements (4096 unless set) keeps `f32` state, as
     /// bitsandbytes does. A quarter of the bytes of `f32`, and 4/256 for the scales.
     Int8,
 }
 
 impl StateStorage {
-    /// Tensors with fewer elements keep `f32` state under [`Int8`](Self::Int8)
-    /// (bitsandbytes' `min_8bit_size`): biases and norms, whose state is a small part of
-    /// the whole and the most sensitive to its error.
-    pub const SMALL_TENSOR: usize = 4096;
+    /// Tensors with fewer elements keep `f32` state under [`Int8`](Self::Int8) by default
+    /// ([`Common::min_8bit_size`], bitsandbytes' `min_8bit_size`): biases and norms, whose
+    /// state is a small part of the whole and the most sensitive to its error.
+    pub const SMALL_TENSOR: u64 = 4096;
 
     /// How a tensor of `numel` elements (the whole tensor's count, for a shard's piece)
-    /// keeps its state under this choice.
+    /// keeps its state under this choice, when tensors below `min_8bit_size` elements keep
+    /// `f32` under `Int8`.
     ///
     /// ```
     /// use rmsprop::StateStorage;
-    /// assert_eq!(StateStorage::Int8.for_tensor(4095), StateStorage::F32);
-    /// assert_eq!(StateStorage::Int8.for_tensor(4096), StateStorage::Int8);
-    /// assert_eq!(StateStorage::Bf16.for_tensor(1), StateStorage::Bf16);
+    /// assert_eq!(StateStorage::Int8.for_tensor(4095, 4096), StateStorage::F32);
+    /// assert_eq!(StateStorage::Int8.for_tensor(4096, 4096), StateStorage::Int8);
+    /// assert_eq!(StateStorage::Int8.for_tensor(5, 0), StateStorage::Int8);
+    /// assert_eq!(StateStorage::Bf16.for_tensor(1, 4096), StateStorage::Bf16);
     /// ```
-    pub fn for_tensor(self, numel: usize) -> StateStorage {
+    pub fn for_tensor(self, numel: usize, min_8bit_size: u64) -> StateStorage {
         match self {
-            StateStorage::Int8 if numel < Self::SMALL_TENSOR => StateStorage::F32,
+            StateStorage::Int8 if (numel as u64) < min_8bit_size => StateStorage::F32,
             s => s,
         }
     }
@@ -289,6 +291,15 @@ pub struct Common {
     /// tensors are registered).
     #[serde(default)]
     pub state_storage: StateStorage,
+    /// Under [`StateStorage::Int8`], tensors with fewer elements keep `f32` state
+    /// (bitsandbytes' `min_8bit_size`; [`StateStorage::SMALL_TENSOR`] unless set; 0 packs
+    /// every tensor).
+    #[serde(default = "small_tensor")]
+    pub min_8bit_size: u64,
+}
+
+fn small_tensor() -> u64 {
+    StateStorage::SMALL_TENSOR
 }
 
 impl Common {
@@ -311,6 +322,7 @@ impl Common {
             precision: HyperPrecision::Native,
             rounding: Rounding::AsWritten,
             state_storage: StateStorage::F32,
+            min_8bit_size: StateStorage::SMALL_TENSOR,
         }
     }
 

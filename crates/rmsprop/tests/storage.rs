@@ -177,6 +177,24 @@ fn the_state_takes_the_bytes_it_should() {
     // codes and a scale per 256 for w; b (below 4096 elements) in f32: ≤ 27 % of f32
     assert_eq!(bytes(StateStorage::Int8), 2 * ((1 << 20) + (1 << 20) / 256 * 4) + 2 * 4 * 1024);
     assert!(bytes(StateStorage::Int8) as f64 <= 0.27 * f32_bytes as f64);
+    // bitsandbytes' min_8bit_size: 0 packs b too (a block of 256 codes per 1024 values)
+    let config = rmsprop::by_name::config(
+        "rmsprop",
+        [
+            ("centered", rmsprop::by_name::Value::from(true)),
+            ("state_storage", "int8".into()),
+            ("min_8bit_size", 0.0.into()),
+        ],
+    )
+    .unwrap();
+    let all = Optimizer::<f32>::new(config.clone(), &tensors).unwrap();
+    assert_eq!(
+        (all.state_storage("b"), all.state_bytes()),
+        (Some(StateStorage::Int8), 2 * ((1 << 20) + 1024 + (1 << 20 | 1024) / 256 * 4))
+    );
+    assert_eq!(rmsprop::by_name::config("rmsprop", rmsprop::by_name::hyperparameters(&config)).unwrap(), config);
+    let e = rmsprop::by_name::config("rmsprop", [("min_8bit_size", -1.0)]).unwrap_err().to_string();
+    assert!(e.contains("a whole number >= 0"), "{e}");
 }
 
 /// A square far below its block's largest value encodes to the smallest positive code, not

@@ -53,6 +53,7 @@ pub(super) struct Registered {
     name: &'static str,
     state: Vec<&'static str>,
     storage: StateStorage,
+    min_8bit_size: u64,
     /// A centred average of squares and its mean's slot.
     covers: Option<(usize, usize)>,
 }
@@ -63,7 +64,8 @@ impl Registered {
         let slots = config.slots();
         let covers =
             slots.iter().enumerate().find_map(|(k, s)| s.covers.filter(|&m| s.used && slots[m].used).map(|m| (k, m)));
-        Registered { family, name, state, storage: config.common().state_storage, covers }
+        let (storage, min_8bit_size) = (config.common().state_storage, config.common().min_8bit_size);
+        Registered { family, name, state, storage, min_8bit_size, covers }
     }
 
     /// The group's state bounds for what its storage keeps of state within `bounds`
@@ -80,6 +82,16 @@ impl Registered {
     /// An error when `config` is of another family or keeps other state tensors.
     pub(super) fn check(&self, config: &OptimizerConfig) -> Result<()> {
         let now = Registered::of(config);
+        if now.min_8bit_size != self.min_8bit_size && self.storage == StateStorage::Int8 {
+            return Err(Error::InvalidCombination {
+                optimizer: config.name(),
+                reason: format!(
+                    "a group registered with min_8bit_size {} cannot change it to {}: which tensors keep 8-bit \
+                     state was fixed when they were added",
+                    self.min_8bit_size, now.min_8bit_size
+                ),
+            });
+        }
         if now.storage != self.storage {
             return Err(Error::InvalidCombination {
                 optimizer: config.name(),
@@ -287,7 +299,7 @@ impl<P: Param> Optimizer<P> {
         }
         let group = self.groups.len();
         let slots = config.slots();
-        let storage = config.common().state_storage;
+        let (storage, min_8bit_size) = (config.common().state_storage, config.common().min_8bit_size);
         // sizes first, with checked arithmetic, and every allocation tried before anything
         // changes: a tensor too large is an error, never an abort or a wrapped count.
         // Per slot, the elements of the `f32` arena, the bfloat16 one and the 8-bit codes
@@ -302,7 +314,7 @@ impl<P: Param> Optimizer<P> {
         for (i, spec) in specs.iter().enumerate() {
             let full = spec.checked_len().ok_or_else(|| too_large(spec, "its element count overflows usize".into()))?;
             let n = pieces.as_ref().map_or(full, |p| p[i].len());
-            let kept = storage.for_tensor(full);
+            let kept = storage.for_tensor(full, min_8bit_size);
             let (arena, padded) = kept_in(kept, n);
             for (k, _) in slots.iter().enumerate().filter(|(_, s)| s.used) {
                 len[k][arena] = len[k][arena]
@@ -364,7 +376,7 @@ impl<P: Param> Optimizer<P> {
             let spec = if pieces.is_some() { TensorSpec::new(spec.name, &[n]) } else { spec };
             let tensor = self.tensors.len();
             self.chunks.extend((0..n).step_by(CHUNK).map(|start| Chunk { tensor, start, end: (start + CHUNK).min(n) }));
-            let kept = storage.for_tensor(full);
+            let kept = storage.for_tensor(full, min_8bit_size);
             let (arena, padded) = kept_in(kept, n);
             let mut offset = [None; MAX_SLOTS];
             for (k, slot) in slots.iter().enumerate().filter(|(_, s)| s.used) {

@@ -190,7 +190,8 @@ impl<P: Param> Optimizer<P> {
     }
 
     /// How tensor `tensor`'s state is kept: its group's [`StateStorage`], except that a
-    /// tensor below [`StateStorage::SMALL_TENSOR`] elements keeps `f32` under `Int8`.
+    /// tensor below [`min_8bit_size`](crate::Common::min_8bit_size) elements keeps `f32`
+    /// under `Int8`.
     ///
     /// ```
     /// use rmsprop::{Optimizer, RmsProp, StateStorage};
