@@ -402,6 +402,12 @@ impl Trainer {
         on_inner!(&self.inner, o => o.opt.state(name, slot).map(|s| s.iter().map(|v| v.to_f64()).collect()))
     }
 
+    /// Bytes of optimizer state held, as the configuration keeps it (bfloat16 or 8-bit
+    /// codes and their scales under `state_storage`, see [`rmsprop::StateStorage`]).
+    pub fn state_bytes(&self) -> usize {
+        on_inner!(&self.inner, o => o.opt.state_bytes())
+    }
+
     /// One step with the gradients of `grads`: every variable is updated in place, or,
     /// on an error, none is and the optimizer's state is unchanged.
     ///

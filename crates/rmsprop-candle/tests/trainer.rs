@@ -261,3 +261,41 @@ fn a_step_allocates_nothing_beyond_candles_own_in_place_ops() {
         assert_eq!(allocations::count() - before, 5 * opens * candles_own, "the adapter or the optimizer allocated");
     }
 }
+
+/// The trainer keeps the state the configuration asks for: 8-bit codes for the 64x80 weight
+/// (a scale per 256), f32 for the bias (below min_8bit_size); its steps are the core
+/// optimizer's with the same storage, bit for bit. A float64 model cannot pack its state.
+#[test]
+fn state_kept_in_8_bits_steps_as_the_core_optimizer_does() {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let net = candle_nn::linear(80, 64, vb.pp("fc")).unwrap();
+    let hyper = [("lr", rmsprop::by_name::Value::Num(0.01)), ("state_storage", "int8".into())];
+    let mut trainer = Trainer::by_name(&varmap, "pytorch.rmsprop", hyper.clone()).unwrap();
+    assert_eq!(trainer.state_bytes(), 5120 + 5120 / 256 * 4 + 64 * 4);
+    let config = rmsprop::by_name::config("pytorch.rmsprop", hyper).unwrap();
+    let (w0, b0) =
+        (net.weight().flatten_all().unwrap().to_vec1::<f32>().unwrap(), net.bias().unwrap().to_vec1::<f32>().unwrap());
+    let mut core =
+        rmsprop::Optimizer::<f32>::new(config, &[("fc.weight", &[64, 80][..]), ("fc.bias", &[64][..])]).unwrap();
+    let mut x = vec![w0, b0];
+    let input =
+        Tensor::arange(0f32, 160.0, &Device::Cpu).unwrap().reshape((2, 80)).unwrap().affine(0.01, -0.5).unwrap();
+    for _ in 0..3 {
+        let loss = net.forward(&input).unwrap().sqr().unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let g: Vec<Vec<f32>> = [net.weight(), net.bias().unwrap()]
+            .iter()
+            .map(|v| grads.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .collect();
+        trainer.step(&grads).unwrap();
+        core.step(&mut x, &g).unwrap();
+        assert_eq!(net.weight().flatten_all().unwrap().to_vec1::<f32>().unwrap(), x[0]);
+        assert_eq!(net.bias().unwrap().to_vec1::<f32>().unwrap(), x[1]);
+    }
+    let kept = core.state("fc.weight", "square_avg").unwrap().iter().map(|&v| v as f64).collect::<Vec<_>>();
+    assert_eq!(trainer.state("fc.weight", "square_avg").unwrap(), kept);
+    let (varmap64, _) = model(DType::F64);
+    let e = Trainer::by_name(&varmap64, "pytorch.rmsprop", [("state_storage", "int8")]).unwrap_err().to_string();
+    assert!(e.contains("packs float32 state"), "{e}");
+}

@@ -50,7 +50,8 @@ pub fn train(data: &Dataset, config: &OptimizerConfig, protocol: &Protocol, how:
         Distribution::Ddp => Mode::DataParallel,
         Distribution::Zero1 => Mode::Sharded,
     };
-    let whole_bytes = config.state_names().len() * (FEATURES + 1) * size_of::<f32>();
+    // what one process would hold, in the configuration's storage
+    let whole_bytes = rmsprop::Optimizer::<f32>::new(config.clone(), &tensors)?.state_bytes();
     // a diverging run (the γ = 1 exercise) is an outcome to show, as in one process
     let mut opt = Distributed::<f32>::new(world, mode, config, &tensors)?
         .with_reduction(Reduction::Sum)

@@ -11,6 +11,7 @@
 //! checkpoint file) into the pieces of another cut, and [`consolidate`] joins a folder into
 //! one single-process checkpoint file, which `Optimizer::load` reads.
 
+use rmsprop::quant::BLOCK;
 use rmsprop::{Error, OptimizerConfig, Partition, Result, TensorSpec};
 use safetensors::tensor::SafeTensors;
 use serde::{Deserialize, Serialize};
@@ -196,11 +197,20 @@ pub fn state_for(from: &Path, tensors: &[TensorSpec], pieces: Option<&[Range<usi
     let mut arrays: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (t, name) in &names {
         let want = pieces.map_or(0..tensors[*t].len(), |p| p[*t].clone());
+        // an 8-bit state's scales hold one value per block of the piece's codes (pieces
+        // start on chunks, so on blocks)
+        let scales = name.ends_with(rmsprop::checkpoint::ABSMAX);
+        let blocks = |r: Range<usize>| match scales {
+            true if r.is_empty() => r.start / BLOCK..r.start / BLOCK,
+            true => r.start / BLOCK..r.end.div_ceil(BLOCK),
+            false => r,
+        };
+        let want = blocks(want);
         let mut dtype = None;
         let mut bytes = Vec::new();
         let mut covered = want.start;
         for (s, st) in sources.iter().zip(&views) {
-            let have = s.pieces[*t].clone();
+            let have = blocks(s.pieces[*t].clone());
             let (lo, hi) = (want.start.max(have.start), want.end.min(have.end));
             if lo >= hi {
                 continue;
@@ -219,8 +229,9 @@ pub fn state_for(from: &Path, tensors: &[TensorSpec], pieces: Option<&[Range<usi
         if covered != want.end {
             return Err(corrupt(from, format!("tensor {name:?}: elements {covered}..{} are in no file", want.end)));
         }
-        let shape = if pieces.is_some() { vec![want.len()] } else { tensors[*t].shape.clone() };
-        let dtype = dtype.unwrap_or(safetensors::Dtype::F32);
+        let shape = if pieces.is_some() || scales { vec![want.len()] } else { tensors[*t].shape.clone() };
+        // an empty piece keeps the array's dtype (8-bit codes stay U8, with their scales)
+        let dtype = dtype.or_else(|| views[0].tensor(name).ok().map(|v| v.dtype())).unwrap_or(safetensors::Dtype::F32);
         arrays.push((name.clone(), dtype, shape, bytes));
     }
     let step = views[0].tensor("step").map_err(|_| corrupt(&sources[0].path, "missing tensor \"step\"".into()))?;

@@ -320,15 +320,10 @@ impl<P: Param + Equivalence> Distributed<P> {
         self.comm_time
     }
 
-    /// Bytes of optimizer state this process holds.
+    /// Bytes of optimizer state this process holds, as it keeps it (bfloat16, 8-bit codes
+    /// and their scales where the configuration's `state_storage` packs it).
     pub fn state_bytes(&self) -> usize {
-        let names = self.opt.group(0).map(|c| c.state_names()).unwrap_or_default();
-        let elements: usize = self
-            .opt
-            .tensors()
-            .map(|t| names.iter().filter_map(|s| self.opt.state(&t.name, s)).map(<[_]>::len).sum::<usize>())
-            .sum();
-        elements * size_of::<P::Acc>()
+        self.opt.state_bytes()
     }
 
     /// Writes a checkpoint of the optimizer state into the folder `dir` (see

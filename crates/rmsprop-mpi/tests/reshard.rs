@@ -3,7 +3,7 @@
 //! has, so the next step is bit-identical; a damaged or mismatched checkpoint is an error
 //! that changes nothing.
 
-use rmsprop::{CHUNK, Optimizer, Partition, RmsProp, Solo, TensorSpec};
+use rmsprop::{CHUNK, Optimizer, Partition, RmsProp, Solo, StateStorage, TensorSpec};
 use rmsprop_mpi::checkpoint::{Manifest, consolidate, state_for};
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,10 @@ fn model() -> Vec<TensorSpec> {
 
 fn config() -> RmsProp {
     RmsProp { centered: true, momentum: 0.9, ..Default::default() }
+}
+
+fn config_in(storage: StateStorage) -> RmsProp {
+    config().with_state_storage(storage)
 }
 
 fn grad(t: usize, n: usize, s: usize) -> Vec<f32> {
@@ -28,8 +32,12 @@ fn dir(name: &str) -> PathBuf {
 
 /// The whole model's parameters after `steps` steps of one optimizer, and that optimizer.
 fn whole(steps: usize) -> (Vec<Vec<f32>>, Optimizer<f32>) {
+    whole_in(steps, StateStorage::F32)
+}
+
+fn whole_in(steps: usize, storage: StateStorage) -> (Vec<Vec<f32>>, Optimizer<f32>) {
     let tensors = model();
-    let mut opt = Optimizer::<f32>::new(config(), &tensors).unwrap();
+    let mut opt = Optimizer::<f32>::new(config_in(storage), &tensors).unwrap();
     let mut x: Vec<Vec<f32>> = tensors.iter().map(|t| vec![0.5; t.len()]).collect();
     for s in 0..steps {
         let g: Vec<Vec<f32>> = tensors.iter().enumerate().map(|(t, spec)| grad(t, spec.len(), s)).collect();
@@ -41,12 +49,16 @@ fn whole(steps: usize) -> (Vec<Vec<f32>>, Optimizer<f32>) {
 /// Writes what `ranks` processes of a sharded run hold after `steps` steps into `dir`:
 /// each shard stepped alone (no norm clipping, so it needs no other process).
 fn write_shards(dir: &Path, ranks: usize, steps: usize) {
+    write_shards_in(dir, ranks, steps, StateStorage::F32)
+}
+
+fn write_shards_in(dir: &Path, ranks: usize, steps: usize, storage: StateStorage) {
     let tensors = model();
     let partition = Partition::balanced(&tensors, ranks).unwrap();
     let manifest = Manifest::new(&tensors, Some(&partition), steps as u64);
     for r in 0..ranks {
         let pieces = partition.pieces(r);
-        let mut opt = Optimizer::<f32>::sharded(config(), &tensors, &partition, r).unwrap();
+        let mut opt = Optimizer::<f32>::sharded(config_in(storage), &tensors, &partition, r).unwrap();
         let mut x: Vec<Vec<f32>> = pieces.iter().map(|p| vec![0.5; p.len()]).collect();
         for s in 0..steps {
             let g: Vec<Vec<f32>> = tensors
@@ -117,7 +129,7 @@ fn shards_of_two_load_on_three_and_on_one_with_the_state_of_a_run_that_never_sto
 }
 
 fn states_of_shard(opt: &Optimizer<f32>) -> Vec<Option<Vec<f32>>> {
-    opt.tensors().map(|t| opt.state(&t.name, "square_avg").map(<[f32]>::to_vec)).collect()
+    opt.tensors().map(|t| opt.state(&t.name, "square_avg").map(std::borrow::Cow::into_owned)).collect()
 }
 
 #[test]
@@ -194,4 +206,32 @@ fn damaged_or_mismatched_checkpoints_are_errors() {
     // no manifest at all
     std::fs::remove_file(d3.join("manifest.json")).unwrap();
     assert!(state_for(&d3, &tensors, None).is_err());
+}
+
+/// Packed state re-cuts too: 8-bit codes by element, their scales by block (pieces start on
+/// chunks), bfloat16 by element; each process of another count holds exactly the pieces of
+/// a run that never stopped, and the joined file is that run's state.
+#[test]
+fn packed_shards_re_cut_with_their_codes_and_scales() {
+    let tensors = model();
+    for storage in [StateStorage::Bf16, StateStorage::Int8] {
+        let d = dir(&format!("packed-{storage}"));
+        write_shards_in(&d, 2, 3, storage);
+        let (_, reference) = whole_in(3, storage);
+        let mut one = Optimizer::<f32>::new(config_in(storage), &tensors).unwrap();
+        one.load_bytes(&state_for(&d, &tensors, None).unwrap(), &d).unwrap();
+        assert_eq!(states(&one), states(&reference), "{storage}");
+        let three = Partition::balanced(&tensors, 3).unwrap();
+        for r in 0..3 {
+            let pieces = three.pieces(r);
+            let mut opt = Optimizer::<f32>::sharded(config_in(storage), &tensors, &three, r).unwrap();
+            opt.load_bytes(&state_for(&d, &tensors, Some(&pieces)).unwrap(), &d).unwrap();
+            for (t, p) in pieces.iter().enumerate() {
+                for n in ["square_avg", "grad_avg", "momentum_buffer"] {
+                    let want = &reference.state(&tensors[t].name, n).unwrap()[p.clone()];
+                    assert_eq!(opt.state(&tensors[t].name, n).unwrap(), want, "{storage} process {r} {n}");
+                }
+            }
+        }
+    }
 }
