@@ -90,6 +90,10 @@ pub struct DynamicCode {
     /// Per bucket of `v ≥ 0`, then of `v < 0`: how many thresholds lie below the bucket's
     /// smallest value (32 bits each: a vector loop gathers them).
     below: Box<[u32; 2 * BUCKETS]>,
+    /// The thresholds a branch-free binary search compares with, level by level: at the
+    /// level of step `s = 2^(7 - l)`, entry `j` is `above[2 s j + s - 1]` (level `l` holds
+    /// `2^l` of them, from offset `2^l - 1`).
+    levels: [f32; 255],
 }
 
 impl DynamicCode {
@@ -138,6 +142,93 @@ impl DynamicCode {
         idx as u8
     }
 
+    /// The codes of `x` over the scale `absmax` (`encode(x_i / absmax)`) into `out` (as long
+    /// as `x`); where `positive_floor`, a positive `x_i` takes at least entry 1 (see
+    /// [`StateStorage`](crate::StateStorage)). On AVX-512 a branch-free binary search over
+    /// the thresholds held in registers, 16 values at a time; elsewhere [`encode`](Self::encode)
+    /// in turn. Both count the thresholds below each value, so they give the same codes.
+    pub(crate) fn encode_scaled(&self, x: &[f32], absmax: f32, out: &mut [u8], positive_floor: bool) {
+        let n = x.len().min(out.len());
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F; both slices hold at least `n` values.
+            done = unsafe { self.encode_avx512(&x[..n], absmax, &mut out[..n], positive_floor) };
+        }
+        for (c, &v) in out[done..n].iter_mut().zip(&x[done..n]) {
+            let e = self.encode(v / absmax);
+            *c = e + (positive_floor & (e == 0) & (v > 0.0)) as u8;
+        }
+    }
+
+    /// [`encode_scaled`](Self::encode_scaled) of the whole multiples of 16 of `x`; returns how
+    /// many were encoded. Unsafe to call on a CPU without AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn encode_avx512(&self, x: &[f32], absmax: f32, out: &mut [u8], positive_floor: bool) -> usize {
+        use std::arch::x86_64::*;
+        let t = &self.levels;
+        // a level's table in registers: `load(o)` is the 16 thresholds from offset `o`
+        // SAFETY: the slice holds the 16 values read.
+        let load = |o: usize| unsafe { _mm512_loadu_ps(t[o..o + 16].as_ptr()) };
+        // levels 0-4 (1 to 16 thresholds) in one register each (the unused lanes repeat
+        // whatever follows, never indexed), 5 in two, 6 in four, 7 in eight; the level 0-3
+        // tables padded past the array's end are not needed: they are read within `levels`
+        let small: [__m512; 5] = [load(0), load(1), load(3), load(7), load(15)];
+        let (l5, l6, l7) = ([load(31), load(47)], [load(63), load(79), load(95), load(111)], {
+            let mut r = [_mm512_setzero_ps(); 8];
+            for (k, r) in r.iter_mut().enumerate() {
+                *r = load(127 + 16 * k);
+            }
+            r
+        });
+        let scale = _mm512_set1_ps(absmax);
+        let (zero, one) = (_mm512_setzero_si512(), _mm512_set1_epi32(1));
+        let whole = x.len() / 16 * 16;
+        for (x, out) in x[..whole].chunks_exact(16).zip(out[..whole].chunks_exact_mut(16)) {
+            // SAFETY: the chunk holds the 16 values read.
+            let v = unsafe { _mm512_loadu_ps(x.as_ptr()) };
+            let u = _mm512_div_ps(v, scale);
+            let mut idx = zero;
+            for (l, table) in small.iter().enumerate() {
+                let j = _mm512_srlv_epi32(idx, _mm512_set1_epi32(8 - l as i32));
+                let th = _mm512_permutexvar_ps(j, *table);
+                let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(th, u);
+                idx = _mm512_mask_add_epi32(idx, below, idx, _mm512_set1_epi32(128 >> l));
+            }
+            // level 5: 32 thresholds, j = idx >> 3
+            let j = _mm512_srli_epi32::<3>(idx);
+            let th = _mm512_permutex2var_ps(l5[0], j, l5[1]);
+            idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(th, u), idx, _mm512_set1_epi32(4));
+            // level 6: 64, j = idx >> 2, bit 5 of j picks the pair
+            let j = _mm512_srli_epi32::<2>(idx);
+            let hi = _mm512_test_epi32_mask(j, _mm512_set1_epi32(32));
+            let th = _mm512_mask_blend_ps(
+                hi,
+                _mm512_permutex2var_ps(l6[0], j, l6[1]),
+                _mm512_permutex2var_ps(l6[2], j, l6[3]),
+            );
+            idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(th, u), idx, _mm512_set1_epi32(2));
+            // level 7: 128, j = idx >> 1, bits 5 and 6 of j pick among four pairs
+            let j = _mm512_srli_epi32::<1>(idx);
+            let (b5, b6) =
+                (_mm512_test_epi32_mask(j, _mm512_set1_epi32(32)), _mm512_test_epi32_mask(j, _mm512_set1_epi32(64)));
+            let pair = |k: usize| _mm512_permutex2var_ps(l7[2 * k], j, l7[2 * k + 1]);
+            let low = _mm512_mask_blend_ps(b5, pair(0), pair(1));
+            let high = _mm512_mask_blend_ps(b5, pair(2), pair(3));
+            let th = _mm512_mask_blend_ps(b6, low, high);
+            idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(th, u), idx, one);
+            if positive_floor {
+                let lift =
+                    _mm512_cmpeq_epi32_mask(idx, zero) & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_setzero_ps());
+                idx = _mm512_mask_mov_epi32(idx, lift, one);
+            }
+            // SAFETY: `out` holds these 16 bytes.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(idx)) };
+        }
+        whole
+    }
+
     fn build(signed: bool) -> DynamicCode {
         let mut exact: Vec<f64> = Vec::with_capacity(256);
         for i in 0..7i32 {
@@ -180,7 +271,14 @@ impl DynamicCode {
                 below[side * BUCKETS + k] = base as u32;
             }
         }
-        DynamicCode { signed, values, above, below }
+        let mut levels = [0f32; 255];
+        for l in 0..8 {
+            let step = 128usize >> l;
+            for j in 0..1usize << l {
+                levels[(1 << l) - 1 + j] = above[2 * step * j + step - 1];
+            }
+        }
+        DynamicCode { signed, values, above, below, levels }
     }
 }
 
@@ -232,9 +330,7 @@ pub fn quantize(code: &DynamicCode, x: &[f32], codes: &mut [u8]) -> Result<f32> 
         codes.fill(zero);
         return Ok(absmax);
     }
-    for (c, &v) in codes.iter_mut().zip(x) {
-        *c = code.encode(v / absmax);
-    }
+    code.encode_scaled(x, absmax, codes, false);
     Ok(absmax)
 }
 
@@ -291,6 +387,30 @@ mod tests {
 
     /// Every threshold and its neighbours, every bucket edge, and a sweep of values in
     /// `[-1, 1]` encode to the nearest entry.
+    #[test]
+    fn every_path_encodes_alike() {
+        // every threshold, one ulp either side, values beyond ±1, zeros and a ragged tail
+        for code in [DynamicCode::signed(), DynamicCode::unsigned()] {
+            let mut x: Vec<f32> = Vec::new();
+            for &t in &code.above[..255] {
+                x.extend([t, next_down(t), f32::from_bits(t.to_bits() + 1), -t]);
+            }
+            x.extend([0.0, -0.0, 1.0, -1.0, 1.5, -7.0, f32::MIN_POSITIVE, 1e-30, f32::INFINITY, f32::NEG_INFINITY]);
+            for absmax in [1.0f32, 0.37, 3e-5] {
+                let scaled: Vec<f32> = x.iter().map(|v| v * absmax).collect();
+                for floor in [false, true] {
+                    let mut out = vec![0u8; x.len()];
+                    code.encode_scaled(&scaled, absmax, &mut out, floor);
+                    for (i, (&v, &c)) in scaled.iter().zip(&out).enumerate() {
+                        let e = code.encode(v / absmax);
+                        let e = if floor && e == 0 && v > 0.0 { 1 } else { e };
+                        assert_eq!(c, e, "value {i}: {v:e} over {absmax}, floor {floor}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_encoder_finds_the_nearest_entry() {
         for code in [DynamicCode::signed(), DynamicCode::unsigned()] {

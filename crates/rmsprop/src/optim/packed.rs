@@ -311,10 +311,7 @@ pub(crate) fn encode_int8(code: &DynamicCode, from: &[f32], codes: &mut [u8], sc
             codes.fill(zero);
             continue;
         }
-        for (c, &v) in codes.iter_mut().zip(from) {
-            let e = code.encode(v / absmax);
-            *c = e + (squares & (e == 0) & (v > 0.0)) as u8;
-        }
+        code.encode_scaled(from, absmax, codes, squares);
     }
 }
 
