@@ -68,6 +68,124 @@ pub fn gluon_trainer() -> OptimizerConfig {
     by_name::config("mxnet.rmsprop", [("learning_rate", 0.01), ("gamma1", 0.9)]).expect("valid")
 }
 
+/// Seeds of the comparison of state storages (the issue's 20).
+const STORAGE_SEEDS: u64 = 20;
+
+/// The trainer's run with its state kept in f32, bfloat16 and 8 bits (every tensor packed:
+/// the linear model's are far below bitsandbytes' 4096-element threshold): the loss curves,
+/// their distance to f32 state's, and the final losses over [`STORAGE_SEEDS`] seeds.
+fn fewer_bytes(out: &mut Out, data: &Dataset, protocol: &Protocol, short_label: &str) -> Result<Section, LabError> {
+    use rmsprop::StateStorage;
+    let storages = [StateStorage::F32, StateStorage::Bf16, StateStorage::Int8];
+    let config = |s: StateStorage| {
+        let mut c = gluon_trainer();
+        (c.common_mut().state_storage, c.common_mut().min_8bit_size) = (s, 0);
+        c
+    };
+    let bytes = |s: StateStorage| -> Result<usize, LabError> {
+        let specs = [("w", &[data::FEATURES, 1][..]), ("b", &[1][..])];
+        Ok(rmsprop::Optimizer::<f32>::new(config(s), &specs)?.state_bytes())
+    };
+    let name = |s: StateStorage| match s {
+        StateStorage::F32 => "f32 state".to_string(),
+        StateStorage::Bf16 => "bfloat16 state".to_string(),
+        StateStorage::Int8 => "8-bit state".to_string(),
+    };
+    let mut curves = Vec::new();
+    for s in storages {
+        let curve = train::train(data, &Update::Trainer(config(s)), protocol)?;
+        out.text(&format!("state_{s}.csv"), curve.to_csv())?;
+        curves.push((format!("{} ({} bytes)", name(s), bytes(s)?), curve));
+    }
+    let loss_fig = out.figure(
+        &LossPlot {
+            title: format!("Trainer(\"rmsprop\"), its state in f32, bfloat16 and 8 bits, {short_label}"),
+            curves: &curves,
+        },
+        "state_storage",
+        (800, 480),
+    )?;
+    // each packed run's loss over f32 state's, point by point
+    let f32_curve = &curves[0].1;
+    let lines: Vec<Line> = curves[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, (label, c))| Line {
+            label: label.clone(),
+            points: c
+                .epochs
+                .iter()
+                .zip(&c.loss)
+                .zip(&f32_curve.loss)
+                .map(|((&e, &l), &f)| (e, 100.0 * (l / f - 1.0)))
+                .collect(),
+            color: i + 1,
+            dashed: false,
+        })
+        .collect();
+    let diff_fig = out.figure(
+        &LinePlot {
+            title: format!("loss against f32 state's, {short_label}"),
+            x_desc: "epoch",
+            y_desc: "loss / f32 state's loss - 1 (%)",
+            log_y: false,
+            lines: &lines,
+            marks: &[],
+            legend_at: SeriesLabelPosition::UpperRight,
+        },
+        "state_storage_difference",
+        (800, 480),
+    )?;
+    // the final losses over the seeds, each storage against f32 state's of the same seed
+    let finals = |s: StateStorage| -> Result<Vec<f64>, LabError> {
+        (0..STORAGE_SEEDS)
+            .map(|seed| {
+                Ok(train::train(data, &Update::Trainer(config(s)), &Protocol { seed, ..protocol.clone() })?
+                    .final_loss())
+            })
+            .collect()
+    };
+    let reference = finals(StateStorage::F32)?;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let mut ours = Vec::new();
+    for s in &storages[1..] {
+        let f = finals(*s)?;
+        let worst = f.iter().zip(&reference).map(|(a, b)| (a / b - 1.0).abs()).fold(0.0, f64::max);
+        ours.push(format!(
+            "{}: mean final loss over {STORAGE_SEEDS} seeds {} against f32 state's {} ({:+.4} %; the largest single \
+             seed's difference {:.4} %)",
+            name(*s),
+            number(mean(&f)),
+            number(mean(&reference)),
+            100.0 * (mean(&f) / mean(&reference) - 1.0),
+            100.0 * worst
+        ));
+    }
+    Ok(Section {
+        title: "Optimizer state in fewer bytes".into(),
+        text: format!(
+            "The trainer's run again with its average of squares kept between steps in bfloat16 (2 bytes a value) \
+             and in block-wise 8-bit codes (1 byte a value and a float32 scale per block of up to 256; the \
+             dynamic-tree code of Dettmers et al., 8-bit Optimizers via Block-wise Quantization, 2022), \
+             state_storage=bf16 and int8. Each step decodes the state to float32, takes the same step and \
+             encodes the result. bitsandbytes keeps tensors below 4096 elements in 32 bits, and so does \
+             state_storage=int8 unless min_8bit_size says otherwise: the linear model's six values are packed here \
+             (min_8bit_size=0) so that the figure shows what the codes do. State bytes: f32 {}, bfloat16 {}, 8 \
+             bits {}.",
+            bytes(StateStorage::F32)?,
+            bytes(StateStorage::Bf16)?,
+            bytes(StateStorage::Int8)?
+        ),
+        figures: vec![loss_fig, diff_fig],
+        hyperparameters: storages
+            .iter()
+            .map(|&s| format!("mxnet.rmsprop: {}", hyper::summary(&config(s), Flavor::Mxnet)))
+            .collect(),
+        book: vec![],
+        ours,
+    })
+}
+
 /// The chapter's data: `path` if given, else the embedded copy; the first `rows` rows if
 /// given (1 to all of them).
 pub fn chapter_data(path: Option<&Path>, rows: Option<usize>) -> Result<Dataset, LabError> {
@@ -473,6 +591,9 @@ fn write_chapter(
         book: vec![],
         ours: vec![last_spread("from scratch", &scratch), last_spread("Trainer", &trainer)],
     });
+
+    progress("optimizer state in fewer bytes");
+    sections.push(fewer_bytes(&mut out, &data, &protocol, &short_label)?);
 
     progress("exercise: gamma 0 and 1");
     let g0 = trace2d::run(&chapter, rms(0.4, 0.0), start, 20)?;

@@ -193,6 +193,10 @@ fn the_state_takes_the_bytes_it_should() {
         (Some(StateStorage::Int8), 2 * ((1 << 20) + 1024 + (1 << 20 | 1024) / 256 * 4))
     );
     assert_eq!(rmsprop::by_name::config("rmsprop", rmsprop::by_name::hyperparameters(&config)).unwrap(), config);
+    // codes packed back to back, a scale per started block of each tensor: no padding
+    let ragged = [("w", &[5000][..]), ("b", &[10][..])];
+    let opt = Optimizer::<f32>::new(config.clone(), &ragged).unwrap();
+    assert_eq!(opt.state_bytes(), 2 * (5010 + (20 + 1) * 4));
     let e = rmsprop::by_name::config("rmsprop", [("min_8bit_size", -1.0)]).unwrap_err().to_string();
     assert!(e.contains("a whole number >= 0"), "{e}");
 }

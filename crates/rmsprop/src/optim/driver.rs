@@ -36,12 +36,12 @@ pub(super) fn check_representable<T: Float>(config: &OptimizerConfig) -> Result<
 }
 
 /// Where a tensor of `n` elements kept in `storage` has its state: the index of its arena
-/// (`f32`, bfloat16, 8-bit codes) and the elements it takes there (whole blocks of codes).
+/// (`f32`, bfloat16, 8-bit codes) and the scales it takes (one per block of its codes).
 fn kept_in(storage: StateStorage, n: usize) -> (usize, usize) {
     match storage {
-        StateStorage::F32 => (0, n),
-        StateStorage::Bf16 => (1, n),
-        StateStorage::Int8 => (2, n.checked_next_multiple_of(BLOCK).unwrap_or(usize::MAX)),
+        StateStorage::F32 => (0, 0),
+        StateStorage::Bf16 => (1, 0),
+        StateStorage::Int8 => (2, n.div_ceil(BLOCK)),
     }
 }
 
@@ -302,25 +302,28 @@ impl<P: Param> Optimizer<P> {
         let (storage, min_8bit_size) = (config.common().state_storage, config.common().min_8bit_size);
         // sizes first, with checked arithmetic, and every allocation tried before anything
         // changes: a tensor too large is an error, never an abort or a wrapped count.
-        // Per slot, the elements of the `f32` arena, the bfloat16 one and the 8-bit codes
-        // (each tensor's from a block on; a scale per block)
-        let mut len: [[usize; 3]; MAX_SLOTS] =
-            std::array::from_fn(|k| [self.arena[k].len(), self.packed[k].half.len(), self.packed[k].codes.len()]);
+        // Per slot, the elements of the `f32` arena, the bfloat16 one, the 8-bit codes and
+        // their scales
+        let mut len: [[usize; 4]; MAX_SLOTS] = std::array::from_fn(|k| {
+            let p = &self.packed[k];
+            [self.arena[k].len(), p.half.len(), p.codes.len(), p.scales.len()]
+        });
         let old = len;
-        let width = [size_of::<P::Acc>(), 2, 1];
+        let width = [size_of::<P::Acc>(), 2, 1, 4];
         let mut chunks = 0usize;
         let too_large =
             |s: &TensorSpec, reason: String| Error::TooLarge { tensor: s.name.clone(), shape: s.shape.clone(), reason };
         for (i, spec) in specs.iter().enumerate() {
             let full = spec.checked_len().ok_or_else(|| too_large(spec, "its element count overflows usize".into()))?;
             let n = pieces.as_ref().map_or(full, |p| p[i].len());
-            let kept = storage.for_tensor(full, min_8bit_size);
-            let (arena, padded) = kept_in(kept, n);
+            let (arena, scales) = kept_in(storage.for_tensor(full, min_8bit_size), n);
             for (k, _) in slots.iter().enumerate().filter(|(_, s)| s.used) {
-                len[k][arena] = len[k][arena]
-                    .checked_add(padded)
-                    .filter(|&l| l.checked_mul(width[arena]).is_some_and(|b| b <= isize::MAX as usize))
-                    .ok_or_else(|| too_large(spec, "the optimizer state would exceed the address space".into()))?;
+                for (a, add) in [(arena, n), (3, scales)] {
+                    len[k][a] = len[k][a]
+                        .checked_add(add)
+                        .filter(|&l| l.checked_mul(width[a]).is_some_and(|b| b <= isize::MAX as usize))
+                        .ok_or_else(|| too_large(spec, "the optimizer state would exceed the address space".into()))?;
+                }
             }
             chunks = chunks.saturating_add(n.div_ceil(CHUNK));
         }
@@ -331,7 +334,7 @@ impl<P: Param> Optimizer<P> {
         let mut grown_half: [Option<Buffer<u16>>; MAX_SLOTS] = std::array::from_fn(|_| None);
         let mut grown_codes: [Option<(Buffer<u8>, Buffer<f32>)>; MAX_SLOTS] = std::array::from_fn(|_| None);
         for k in 0..MAX_SLOTS {
-            let [n, half, codes] = len[k];
+            let [n, half, codes, scales] = len[k];
             if n != old[k][0] {
                 grown[k] = Some(Buffer::try_filled(n, P::Acc::ZERO).ok_or_else(|| fail(n * width[0]))?);
             }
@@ -339,9 +342,9 @@ impl<P: Param> Optimizer<P> {
                 grown_half[k] = Some(Buffer::try_filled(half, 0).ok_or_else(|| fail(half * 2))?);
             }
             if codes != old[k][2] {
-                let bytes = codes + codes / BLOCK * 4;
+                let bytes = codes + scales * 4;
                 let codes = Buffer::try_filled(codes, 0).ok_or_else(|| fail(bytes))?;
-                let scales = Buffer::try_filled(codes.len() / BLOCK, 0.0).ok_or_else(|| fail(bytes))?;
+                let scales = Buffer::try_filled(scales, 0.0).ok_or_else(|| fail(bytes))?;
                 grown_codes[k] = Some((codes, scales));
             }
         }
@@ -359,7 +362,7 @@ impl<P: Param> Optimizer<P> {
             }
             if let Some((mut codes, mut scales)) = grown_codes[k].take() {
                 codes[..old[k][2]].copy_from_slice(&packed.codes);
-                scales[..old[k][2] / BLOCK].copy_from_slice(&packed.scales);
+                scales[..old[k][3]].copy_from_slice(&packed.scales);
                 (packed.codes, packed.scales) = (codes, scales);
             }
         }
@@ -377,12 +380,13 @@ impl<P: Param> Optimizer<P> {
             let tensor = self.tensors.len();
             self.chunks.extend((0..n).step_by(CHUNK).map(|start| Chunk { tensor, start, end: (start + CHUNK).min(n) }));
             let kept = storage.for_tensor(full, min_8bit_size);
-            let (arena, padded) = kept_in(kept, n);
-            let mut offset = [None; MAX_SLOTS];
+            let (arena, scales) = kept_in(kept, n);
+            let (mut offset, mut scale_at) = ([None; MAX_SLOTS], [0; MAX_SLOTS]);
             for (k, slot) in slots.iter().enumerate().filter(|(_, s)| s.used) {
                 let at = len[k][arena];
-                offset[k] = Some(at);
-                len[k][arena] += padded;
+                (offset[k], scale_at[k]) = (Some(at), len[k][3]);
+                len[k][arena] += n;
+                len[k][3] += scales;
                 // the initial state, written as every step writes it
                 if kept == StateStorage::F32 {
                     self.arena[k][at..at + n].fill(P::Acc::from_f64(slot.init));
@@ -390,7 +394,7 @@ impl<P: Param> Optimizer<P> {
                     let init = [slot.init as f32; STAGE];
                     for start in (0..n).step_by(STAGE) {
                         let m = (n - start).min(STAGE);
-                        self.packed[k].write(kept, slot.nonneg, at + start, &init[..m]);
+                        self.packed[k].write(kept, slot.nonneg, at + start, scale_at[k] + start / BLOCK, &init[..m]);
                     }
                 }
             }
@@ -407,6 +411,7 @@ impl<P: Param> Optimizer<P> {
                 storage: kept,
                 squares,
                 covers,
+                scale_at,
             });
             self.total += n;
         }

@@ -63,28 +63,30 @@ impl Packed {
         self.half.len() * 2 + self.codes.len() + self.scales.len() * 4
     }
 
-    /// The `n` values of a tensor's slot kept in `storage` from element `at`, decoded.
-    pub(crate) fn read(&self, storage: StateStorage, squares: bool, at: usize, n: usize) -> Vec<f32> {
+    /// The `n` values of a tensor's slot kept in `storage` from element `at` (for 8 bits,
+    /// the first of them starting a block, whose scale is at `block`), decoded.
+    pub(crate) fn read(&self, storage: StateStorage, squares: bool, at: usize, block: usize, n: usize) -> Vec<f32> {
         let mut out = vec![0.0; n];
         match storage {
             StateStorage::F32 => unreachable!("f32 state is in the arena"),
             StateStorage::Bf16 => decode_bf16(&self.half[at..at + n], &mut out),
             StateStorage::Int8 => {
-                let scales = &self.scales[at / BLOCK..(at + n).div_ceil(BLOCK)];
+                let scales = &self.scales[block..block + n.div_ceil(BLOCK)];
                 decode_int8(code(squares), &self.codes[at..at + n], scales, &mut out)
             }
         }
         out
     }
 
-    /// Encodes `values` into a tensor's slot kept in `storage` from element `at`.
-    pub(crate) fn write(&mut self, storage: StateStorage, squares: bool, at: usize, values: &[f32]) {
+    /// Encodes `values` into a tensor's slot kept in `storage` from element `at` (for 8
+    /// bits, the first of them starting a block, whose scale is at `block`).
+    pub(crate) fn write(&mut self, storage: StateStorage, squares: bool, at: usize, block: usize, values: &[f32]) {
         let n = values.len();
         match storage {
             StateStorage::F32 => unreachable!("f32 state is in the arena"),
             StateStorage::Bf16 => encode_bf16(values, &mut self.half[at..at + n], squares),
             StateStorage::Int8 => {
-                let scales = &mut self.scales[at / BLOCK..(at + n).div_ceil(BLOCK)];
+                let scales = &mut self.scales[block..block + n.div_ceil(BLOCK)];
                 encode_int8(code(squares), values, &mut self.codes[at..at + n], scales, squares)
             }
         }
@@ -165,10 +167,10 @@ pub(crate) unsafe fn stage<A: Float>(
                 )
             }
             StateStorage::Int8 => {
-                // SAFETY: as above; a tensor's codes start on a block, and `start` is a
-                // multiple of the block (chunks and stages are).
+                // SAFETY: as above; `start` is a multiple of the block (chunks and stages
+                // are), and the tensor's scales start at `scale_at`.
                 let (codes, scales) = unsafe {
-                    let blocks = at / BLOCK..(at + n).div_ceil(BLOCK);
+                    let blocks = tr.scale_at[k] + start / BLOCK..tr.scale_at[k] + (start + n).div_ceil(BLOCK);
                     let scales = std::slice::from_raw_parts(packed[k].scales.add(blocks.start), blocks.len());
                     (std::slice::from_raw_parts(packed[k].codes.add(at), n), scales)
                 };
@@ -226,7 +228,7 @@ pub(crate) unsafe fn unstage<A: Float>(
             StateStorage::Int8 => {
                 // SAFETY: as in `stage`.
                 let (codes, scales) = unsafe {
-                    let blocks = at / BLOCK..(at + n).div_ceil(BLOCK);
+                    let blocks = tr.scale_at[k] + start / BLOCK..tr.scale_at[k] + (start + n).div_ceil(BLOCK);
                     let scales = std::slice::from_raw_parts_mut(packed[k].scales.add(blocks.start), blocks.len());
                     (std::slice::from_raw_parts_mut(packed[k].codes.add(at), n), scales)
                 };

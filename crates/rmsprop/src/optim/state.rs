@@ -45,6 +45,8 @@ pub(crate) struct Tracked {
     pub squares: [bool; MAX_SLOTS],
     /// A centred average of squares and its mean's slot (see [`packed::stage`](super::packed::stage)).
     pub covers: Option<(usize, usize)>,
+    /// Per slot kept in 8 bits: where its first block's scale is.
+    pub scale_at: [usize; MAX_SLOTS],
 }
 
 impl Tracked {
@@ -279,7 +281,7 @@ impl<P: Param> Optimizer<P> {
         Some(match tr.storage {
             StateStorage::F32 => Cow::Borrowed(&self.arena[k][o..o + tr.numel]),
             packed => {
-                let values = self.packed[k].read(packed, tr.squares[k], o, tr.numel);
+                let values = self.packed[k].read(packed, tr.squares[k], o, tr.scale_at[k], tr.numel);
                 Cow::Owned(values.into_iter().map(|v| P::Acc::from_f64(v as f64)).collect())
             }
         })
@@ -295,7 +297,7 @@ impl<P: Param> Optimizer<P> {
             StateStorage::Bf16 => Kept::Bf16(&packed.half[o..o + n]),
             StateStorage::Int8 => Kept::Int8 {
                 codes: &packed.codes[o..o + n],
-                scales: &packed.scales[o / BLOCK..(o + n).div_ceil(BLOCK)],
+                scales: &packed.scales[tr.scale_at[k]..tr.scale_at[k] + n.div_ceil(BLOCK)],
             },
         })
     }
@@ -329,7 +331,7 @@ impl<P: Param> Optimizer<P> {
                     StateStorage::F32 => self.arena[k][o..o + tr.numel].copy_from_slice(v),
                     packed => {
                         let v: Vec<f32> = v.iter().map(|v| v.to_f64() as f32).collect();
-                        self.packed[k].write(packed, tr.squares[k], o, &v);
+                        self.packed[k].write(packed, tr.squares[k], o, tr.scale_at[k], &v);
                     }
                 }
                 let bound = &mut self.bounds[tr.group][k];
