@@ -12,6 +12,11 @@ the drift. Skips, with a message, where torch is not installed.
     python3 bench/compare_torch.py                       # 1e3 ... 1e8, plain/centered/momentum
     python3 bench/compare_torch.py --sizes 1e5,1e7 --variants plain --no-compile
     python3 bench/compare_torch.py --json > run.json && python3 bench/compare_torch.py --markdown run.json
+    python3 bench/compare_torch.py --sizes 1e7 --variants plain --state-storage int8 --bnb
+
+With --state-storage, ours keeps its state in that storage (f32, bf16, int8; torch's is
+float32 whatever it is); with --bnb, bitsandbytes' RMSprop8bit on the CPU is timed too
+(plain only: its 8-bit state is its only RMSprop of block-wise state; needs bitsandbytes).
 """
 
 import argparse
@@ -25,10 +30,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def ours(exe, variant, layout, n, threads, quick):
+def ours(exe, variant, layout, n, threads, quick, storage):
     """One round of `rmsprop bench` on one case: our seconds per step."""
     sizes = ["--sizes", str(n), "--model-sizes="] if layout == "single" else ["--sizes=", "--model-sizes", str(n)]
     cmd = [exe, "bench", "--json", "--rounds", "1", "--variants", variant, "--threads", str(threads)] + sizes
+    cmd += ["--state-storage", storage]
     if quick:
         cmd.append("--quick")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -62,8 +68,13 @@ def model_sizes(n):
 
 
 def torch_step(torch, variant, params, mode):
-    """A step function of torch.optim.RMSprop in `mode` over `params`, ready to time."""
+    """A step function of torch.optim.RMSprop in `mode` over `params`, ready to time
+    (`bnb8`: bitsandbytes' RMSprop8bit)."""
     kw = {"lr": 0.01, "alpha": 0.9, "eps": 1e-6}
+    if mode == "bnb8":
+        import bitsandbytes as bnb
+
+        return bnb.optim.RMSprop8bit(params, **kw).step
     if variant == "centered":
         kw["centered"] = True
     if variant == "momentum":
@@ -97,6 +108,8 @@ def main():
     ap.add_argument("--threads", default="1,all")
     ap.add_argument("--model-sizes", default="1e7")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--state-storage", default="f32", help="how ours keeps its state: f32, bf16 or int8")
+    ap.add_argument("--bnb", action="store_true", help="also bitsandbytes' RMSprop8bit on the CPU (plain)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per case (ratios: their median)")
     ap.add_argument("--quick", action="store_true", help="shorter timing batches")
     ap.add_argument("--json", action="store_true")
@@ -117,7 +130,7 @@ def main():
     if not os.environ.get("RMSPROP_BIN"):
         subprocess.run(["cargo", "build", "--release", "-p", "rmsprop-cli"], cwd=ROOT, check=True)
     min_batch = 0.02 if args.quick else 0.1
-    modes = ["foreach", "for_loop"] + ([] if args.no_compile else ["compile"])
+    modes = ["foreach", "for_loop"] + ([] if args.no_compile else ["compile"]) + (["bnb8"] if args.bnb else [])
     cores = os.cpu_count() or 1
     threads = [cores if t == "all" else int(t) for t in args.threads.split(",")]
     cases = [("single", int(float(n))) for n in args.sizes.split(",") if n]
@@ -130,13 +143,15 @@ def main():
             for t in threads:
                 torch.set_num_threads(t)
                 row = {"variant": variant, "layout": layout, "n": sum(sizes), "threads": t,
-                       "rounds": args.rounds, "torch_version": torch.__version__}
+                       "rounds": args.rounds, "torch_version": torch.__version__, "state_storage": args.state_storage}
                 with torch.no_grad():
                     params = [torch.nn.Parameter(torch.ones(k, dtype=torch.float32)) for k in sizes]
                     for p in params:
                         p.grad = torch.full_like(p, 1e-3)
                     steps, reps = {}, {}
                     for mode in modes:
+                        if mode == "bnb8" and variant != "plain":
+                            continue
                         try:
                             steps[mode] = torch_step(torch, variant, params, mode)
                             reps[mode] = calibrate(steps[mode], min_batch)
@@ -144,7 +159,7 @@ def main():
                             row[mode + "_error"] = str(e).splitlines()[0][:200]
                     secs = {k: [] for k in ["ours"] + list(steps)}
                     for _ in range(args.rounds):
-                        secs["ours"].append(ours(exe, variant, layout, n, t, args.quick))
+                        secs["ours"].append(ours(exe, variant, layout, n, t, args.quick, args.state_storage))
                         for mode, step in steps.items():
                             secs[mode].append(batch(step, reps[mode]))
                     del steps, params
@@ -161,7 +176,8 @@ def main():
                     fmt = lambda v: "      -" if v is None else f"{v:7.2f}"
                     print(f"{variant:<9} {layout:<6} n={row['n']:<10} threads={t}  ours {row['ours_s']:.3e} s  "
                           f"torch/ours: foreach {fmt(row.get('ratio_foreach'))}  for-loop {fmt(row.get('ratio_for_loop'))}  "
-                          f"compile {fmt(row.get('ratio_compile'))}", flush=True)
+                          f"compile {fmt(row.get('ratio_compile'))}"
+                          + (f"  bnb RMSprop8bit {fmt(row.get('ratio_bnb8'))}" if args.bnb else ""), flush=True)
     if args.json:
         print(json.dumps({"results": results}, indent=1))
     return 0

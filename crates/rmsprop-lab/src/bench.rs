@@ -504,7 +504,7 @@ mod tests {
                 (None, 0, false),
                 (Some(StateStorage::F32), 40_000, false),
                 (Some(StateStorage::Bf16), 20_000, true),
-                (Some(StateStorage::Int8), 2 * (5120 + 20 * 4), true),
+                (Some(StateStorage::Int8), 2 * (5000 + 20 * 4), true),
             ]
         );
         let model = measure(Layout::Model, 5000, &[Variant::Plain], &[StateStorage::F32], 1, 1, 0.0).unwrap();
