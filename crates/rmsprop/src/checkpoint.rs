@@ -3,6 +3,14 @@
 //! with the format version, dtype and hyperparameters in its metadata (hyperparameters
 //! as JSON, `f64` printed shortest-round-trip, never `f32` printed).
 //!
+//! State kept in fewer bytes ([`StateStorage`](crate::StateStorage)) is saved as kept:
+//! bfloat16 as `BF16` arrays, 8-bit codes as `U8` arrays with their scales beside them
+//! (`<param>.<state>.absmax`, one `F32` per block), the block size and the code table's
+//! version in the metadata (`state_block`, `state_code_version`). A file loads into any
+//! storage: the values are decoded (codes with the file's block size) and encoded in the
+//! optimizer's, bit for bit into the same storage; codes of another table version are
+//! refused.
+//!
 //! The state of a shard ([`Optimizer::sharded`]) is that of its pieces, and its metadata
 //! says which (`pieces`: `[first, length, whole]` per tensor); it loads only into the
 //! optimizer of the same pieces (the crate `rmsprop-mpi` re-cuts a sharded checkpoint for

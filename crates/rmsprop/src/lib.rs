@@ -59,7 +59,7 @@
 //!   with the update written out in its doc, and one line of the optimizers' registry.
 //! - [`Flavor`]: framework presets. [`by_name`]: configs from names as frameworks spell
 //!   them. [`checkpoint`]: safetensors state. [`quant`]: state in 8-bit codes and
-//!   bfloat16. The golden-vector replayer is the `rmsprop-golden` crate.
+//!   bfloat16, which any group keeps with [`StateStorage`]. The golden-vector replayer is the `rmsprop-golden` crate.
 
 #![warn(missing_docs)]
 

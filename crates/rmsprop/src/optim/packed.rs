@@ -276,14 +276,14 @@ pub(crate) fn encode_bf16(from: &[f32], dst: &mut [u16], squares: bool) {
     for (d, &v) in dst.iter_mut().zip(from) {
         let bits = v.to_bits();
         let magnitude = bits & 0x7FFF_FFFF;
-        let truncated = (bits >> 16) as u16;
-        let rounded = (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16;
-        let finite = magnitude < 0x7F80_0000;
-        let quiet = ((magnitude > 0x7F80_0000) as u16) << 6; // a NaN keeps a mantissa bit
-        let h = if finite { rounded } else { truncated | quiet };
-        let overflow = finite & (rounded & 0x7FFF == 0x7F80);
-        let h = if overflow { (truncated & 0x8000) | 0x7F7F } else { h };
-        *d = h + (squares & (h == 0) & (v > 0.0)) as u16;
+        // nearest, ties to even, on the magnitude: at most the largest finite bfloat16
+        let rounded = ((magnitude + 0x7FFF + ((bits >> 16) & 1)) >> 16).min(0x7F7F);
+        // ∞ and NaN keep their top half (a NaN its quiet bit too)
+        let special = (magnitude >> 16) | 0x0040 * (magnitude > 0x7F80_0000) as u32;
+        let h = if magnitude < 0x7F80_0000 { rounded } else { special };
+        // a positive square is at least the smallest positive bfloat16
+        let h = if squares & (bits as i32 > 0) { h.max(1) } else { h };
+        *d = (h | (bits >> 31) << 15) as u16;
     }
 }
 
