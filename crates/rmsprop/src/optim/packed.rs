@@ -279,7 +279,7 @@ pub(crate) fn encode_bf16(from: &[f32], dst: &mut [u16], squares: bool) {
         // nearest, ties to even, on the magnitude: at most the largest finite bfloat16
         let rounded = ((magnitude + 0x7FFF + ((bits >> 16) & 1)) >> 16).min(0x7F7F);
         // ∞ and NaN keep their top half (a NaN its quiet bit too)
-        let special = (magnitude >> 16) | 0x0040 * (magnitude > 0x7F80_0000) as u32;
+        let special = (magnitude >> 16) | (0x0040 * (magnitude > 0x7F80_0000) as u32);
         let h = if magnitude < 0x7F80_0000 { rounded } else { special };
         // a positive square is at least the smallest positive bfloat16
         let h = if squares & (bits as i32 > 0) { h.max(1) } else { h };
