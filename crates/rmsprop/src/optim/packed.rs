@@ -17,7 +17,7 @@ use crate::quant::{BLOCK, DynamicCode};
 /// Elements staged at a time: a multiple of the block, small enough that a stage's
 /// decoded state stays in the first-level cache between the decode, the loop and the
 /// encode.
-pub(crate) const STAGE: usize = 2048;
+pub(crate) const STAGE: usize = 1024;
 
 /// A group's state bounds (see [`guard`](super::guard)) for the values its storage keeps
 /// of state within `bounds`: bfloat16 rounds up by at most 2^-8 (8-bit codes decode to at
