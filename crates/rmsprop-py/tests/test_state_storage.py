@@ -1,0 +1,104 @@
+"""Optimizer state in fewer bytes from Python: ``state_storage="bf16" | "int8"`` (and
+``min_8bit_size``) on ``RMSprop`` and on any optimizer ``by_name``. The step is torch's
+float32 step on the state as kept: checked here through what a user sees — the state
+``state_dict()`` gives (decoded, float32, in torch's layout) is what the storage can hold,
+the run stays close to float32 state's, and a checkpoint resumes the very same run."""
+
+import copy
+
+import pytest
+import torch
+
+import rmsprop.torch as ours
+
+N = 5000  # above min_8bit_size (4096): kept in 8 bits
+
+
+def params():
+    g = torch.Generator().manual_seed(3)
+    return [torch.nn.Parameter(torch.randn(N, generator=g)), torch.nn.Parameter(torch.randn(10, generator=g))]
+
+
+def run(make, steps=20, start=None):
+    ps = params()
+    opt = make(ps)
+    if start is not None:
+        opt.load_state_dict(start)
+    g = torch.Generator().manual_seed(4)
+    for _ in range(steps):
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=g) * torch.logspace(-3, 1, p.numel())[torch.randperm(p.numel(), generator=g)]
+        opt.step()
+    return ps, opt
+
+
+MAKERS = {
+    "RMSprop": lambda storage: lambda ps: ours.RMSprop(ps, lr=1e-3, centered=True, momentum=0.9, state_storage=storage),
+    "Adam": lambda storage: lambda ps: ours.by_name("pytorch.adam", ps, lr=1e-3, state_storage=storage),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_bf16_state_holds_bfloat16_values_and_stays_close_to_float32_state(name):
+    (w, b), opt = run(MAKERS[name]("bf16"))
+    (w32, b32), _ = run(MAKERS[name]("f32"))
+    for s in opt.state_dict()["state"].values():
+        for k, v in s.items():
+            if k != "step" and v.is_floating_point():
+                assert v.dtype == torch.float32
+                assert torch.equal(v, v.to(torch.bfloat16).to(torch.float32)), k  # held in bfloat16
+    assert not torch.equal(w, w32)  # the state was kept in bfloat16
+    assert (w - w32).abs().max() < 1e-3 * 20  # 20 steps of at most lr each, and far less apart
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_int8_state_keeps_256_values_a_block_and_small_tensors_in_float32(name):
+    (w, b), opt = run(MAKERS[name]("int8"))
+    (w32, b32), opt32 = run(MAKERS[name]("f32"))
+    state, state32 = opt.state_dict()["state"], opt32.state_dict()["state"]
+    for k, v in state[0].items():
+        if k == "step" or not v.is_floating_point():
+            continue
+        # a block's values are its scale times entries of a 256-entry code
+        for block in v.split(256):
+            assert len(torch.unique(block)) <= 256
+            assert block.abs().max() in block.abs()
+    assert not torch.equal(w, w32)
+    # the 10-element bias is below min_8bit_size: its state is float32's, bit for bit
+    for k, v in state[1].items():
+        if k != "step":
+            assert torch.equal(v, state32[1][k]), k
+    assert torch.equal(b, b32)
+
+
+def test_min_8bit_size_packs_small_tensors_too():
+    (_, b), _ = run(lambda ps: ours.RMSprop(ps, lr=1e-3, state_storage="int8", min_8bit_size=0))
+    (_, b32), _ = run(lambda ps: ours.RMSprop(ps, lr=1e-3))
+    assert not torch.equal(b, b32)
+
+
+@pytest.mark.parametrize("storage", ["bf16", "int8"])
+def test_a_checkpoint_resumes_the_same_run(storage):
+    make = MAKERS["RMSprop"](storage)
+    (w, _), opt = run(make, steps=5)
+    saved = copy.deepcopy(opt.state_dict())
+    # five more steps, against five more from the checkpoint in a new optimizer
+    g = torch.Generator().manual_seed(9)
+    grads = [torch.randn(N, generator=g) for _ in range(5)]
+    w2 = torch.nn.Parameter(w.detach().clone())
+    b2 = torch.nn.Parameter(opt.param_groups[0]["params"][1].detach().clone())
+    again = make([w2, b2])
+    again.load_state_dict(saved)
+    for gr in grads:
+        for o, (pw, pb) in ((opt, opt.param_groups[0]["params"]), (again, (w2, b2))):
+            pw.grad, pb.grad = gr.clone(), torch.ones(10)
+            o.step()
+    assert torch.equal(opt.param_groups[0]["params"][0], w2)
+
+
+def test_float64_parameters_cannot_pack_their_state():
+    p = torch.nn.Parameter(torch.zeros(N, dtype=torch.float64))
+    opt = ours.RMSprop([p], state_storage="int8")
+    p.grad = torch.ones(N, dtype=torch.float64)
+    with pytest.raises(ValueError, match="packs float32 state"):
+        opt.step()
