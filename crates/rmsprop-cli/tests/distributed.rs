@@ -71,6 +71,34 @@ fn the_chapter_trains_on_two_and_three_processes() {
     }
 }
 
+/// Sharded 8-bit state on two processes (every tensor packed: the chapter's are tiny): the
+/// curve of one process with the same state within float32 rounding, the state bytes per
+/// process as kept — each process's piece in codes and a scale, together one process's.
+#[cfg(feature = "mpi")]
+#[test]
+fn sharded_8bit_state_trains_as_one_process_does() {
+    use common::json;
+    if !mpirun_found() {
+        return;
+    }
+    let dir = tmp("distributed-int8");
+    let args = ["train", "--impl", "trainer", "--state-storage", "int8", "--set", "min_8bit_size=0", "--json"];
+    let alone = json(&[&args[..], &["--out", "alone"]].concat(), &dir);
+    let reference: Vec<f64> = serde_json::from_value(alone["curve"]["loss"].clone()).unwrap();
+    let o = mpirun(2, &[&args[..], &["--distributed", "zero1", "--out", "zero1"]].concat(), &dir);
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{said}{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_str(&said).expect(&said);
+    let loss: Vec<f64> = serde_json::from_value(j["curve"]["loss"].clone()).unwrap();
+    for (a, b) in loss.iter().zip(&reference) {
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "{a} against {b}");
+    }
+    // w's 5 codes and a scale, b's 1 code and a scale: 14 bytes in one process
+    assert_eq!(j["state_bytes_one_process"], 5 + 4 + 1 + 4);
+    let bytes: Vec<usize> = serde_json::from_value(j["state_bytes_per_process"].clone()).unwrap();
+    assert_eq!(bytes.iter().sum::<usize>(), 14, "{bytes:?}");
+}
+
 /// Whether `mpirun` is here; where it is not and not required, said loudly.
 #[cfg(feature = "mpi")]
 fn mpirun_found() -> bool {

@@ -24,6 +24,17 @@ fn absurd_shapes_are_errors_not_aborts_or_wrapped_counts() {
     assert_eq!(opt.tensors().count(), 1);
     let mut x = [vec![1.0f32; 4]];
     opt.step(&mut x, &[vec![0.5f32; 4]]).unwrap();
+    // packed state too: 2^46 codes (64 TiB) and their scales, or bfloat16 values
+    for storage in [rmsprop::StateStorage::Int8, rmsprop::StateStorage::Bf16] {
+        let packed = RmsProp::default().with_state_storage(storage);
+        let e = Optimizer::<f32>::new(packed.clone(), &[("w", &[1usize << 46][..])]).unwrap_err();
+        assert!(e.to_string().starts_with("tensor \"w\" of shape [70368744177664]: cannot allocate"), "{e}");
+        let e = Optimizer::<f32>::new(packed.clone(), &[("w", &[usize::MAX / 2 + 1][..])]).unwrap_err();
+        assert!(matches!(e, Error::TooLarge { .. }), "{storage}: {e}");
+        assert!(opt.add_group(packed, &[("v", &[1usize << 46][..])]).is_err());
+        assert_eq!(opt.tensors().count(), 1);
+        opt.step(&mut x, &[vec![0.5f32; 4]]).unwrap();
+    }
 }
 
 #[test]
