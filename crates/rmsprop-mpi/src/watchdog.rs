@@ -104,12 +104,15 @@ fn watch(s: &Shared, tick: Duration) {
             0 => String::new(),
             n => format!(" at step {n}"),
         };
-        eprintln!(
+        // one write of the whole line: `eprintln!` writes its pieces one by one, and another
+        // process's report, forwarded by mpirun to the same stream, could land between them
+        let line = format!(
             "error: process {}: no answer from the other processes for {:.1} s in the {what}{step}: \
-             one of them died or hangs; ending the job (MPI_Abort, exit code {EXIT_CODE})",
+             one of them died or hangs; ending the job (MPI_Abort, exit code {EXIT_CODE})\n",
             s.rank,
             waited.as_secs_f64()
         );
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         // SAFETY: MPI is initialised (the watchdog belongs to an `Mpi`, made from a
         // communicator of an initialised universe) and not finalised (the program's
         // thread is blocked in a collective). MPI_Abort from a thread other than the one
