@@ -101,6 +101,7 @@ const COMMON: &[&str] = &[
     "rounding",
     "state_storage",
     "min_8bit_size",
+    "bf16_stochastic_round",
 ];
 
 /// One named hyperparameter of an optimizer `C`: the names it is read by (this crate's
@@ -397,6 +398,7 @@ fn set_common(c: &mut Common, k: &str, v: &Value) -> Result<bool> {
         "rounding" => c.rounding = choice(k, v, ROUNDINGS)?,
         "state_storage" => c.state_storage = choice(k, v, STORAGES)?,
         "min_8bit_size" => c.min_8bit_size = count(k, v)?,
+        "bf16_stochastic_round" => c.bf16_stochastic_round = flag(k, v)?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -442,6 +444,9 @@ pub fn hyperparameters(config: &OptimizerConfig) -> Vec<(&'static str, Value)> {
     }
     if c.min_8bit_size != StateStorage::SMALL_TENSOR {
         h.push(("min_8bit_size", (c.min_8bit_size as f64).into()));
+    }
+    if c.bf16_stochastic_round {
+        h.push(("bf16_stochastic_round", true.into()));
     }
     h
 }

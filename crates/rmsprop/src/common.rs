@@ -150,8 +150,9 @@ pub enum StateStorage {
     /// The arithmetic type's own values: `f32` (`f64` for an `f64` optimizer).
     #[default]
     F32,
-    /// bfloat16, rounded to nearest (ties to even); a value beyond bfloat16's range is
-    /// kept at its largest finite value. Half the bytes of `f32`.
+    /// bfloat16, rounded to nearest (ties to even), or stochastically under
+    /// [`Common::bf16_stochastic_round`]; a value beyond bfloat16's range is kept at its
+    /// largest finite value. Half the bytes of `f32`.
     Bf16,
     /// Block-wise 8-bit dynamic-tree codes: one `f32` scale per [`BLOCK`](crate::quant::BLOCK)
     /// values, the signed code for state of either sign, the unsigned for squares. A
@@ -296,6 +297,14 @@ pub struct Common {
     /// every tensor).
     #[serde(default = "small_tensor")]
     pub min_8bit_size: u64,
+    /// Under [`StateStorage::Bf16`], round the state to bfloat16 stochastically rather than
+    /// to nearest (torchao's `bf16_stochastic_round`): unbiased, so an average whose
+    /// increments are below half a bfloat16 step (Adam's `(1 - β₂) g²` against `v`) still
+    /// moves on average. The random bits are a hash of the step, the tensor, the slot and
+    /// the element ([`quant::stochastic_bits`](crate::quant::stochastic_bits)): the same
+    /// on every thread and process, and in every run.
+    #[serde(default)]
+    pub bf16_stochastic_round: bool,
 }
 
 fn small_tensor() -> u64 {
@@ -323,6 +332,7 @@ impl Common {
             rounding: Rounding::AsWritten,
             state_storage: StateStorage::F32,
             min_8bit_size: StateStorage::SMALL_TENSOR,
+            bf16_stochastic_round: false,
         }
     }
 

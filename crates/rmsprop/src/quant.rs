@@ -368,6 +368,67 @@ pub fn from_bf16(bits: u16) -> f32 {
     f32::from_bits((bits as u32) << 16)
 }
 
+/// The 16 random bits with which element `index` (of the whole tensor) of state slot `slot`
+/// of the `tensor`-th registered tensor is rounded to bfloat16 at step `step` under
+/// stochastic rounding ([`Common::bf16_stochastic_round`](crate::Common)): a counter-based
+/// hash (Wellons' `lowbias32`, applied in turn to the step, the tensor, the slot and the
+/// index), so every thread and process, and every run, draws the same bits for the same
+/// element.
+///
+/// ```
+/// use rmsprop::quant::stochastic_bits;
+/// assert_eq!(stochastic_bits(3, 0, 0, 17), stochastic_bits(3, 0, 0, 17));
+/// assert_ne!(stochastic_bits(3, 0, 0, 17), stochastic_bits(4, 0, 0, 17));
+/// ```
+pub fn stochastic_bits(step: u64, tensor: usize, slot: usize, index: u64) -> u16 {
+    let key = stochastic_key(step, tensor, slot, (index >> 32) as u32);
+    (lowbias32(key ^ index as u32) >> 16) as u16
+}
+
+/// The per-stage part of [`stochastic_bits`]: the key of a run of indices that share their
+/// top 32 bits.
+#[inline]
+pub(crate) fn stochastic_key(step: u64, tensor: usize, slot: usize, index_high: u32) -> u32 {
+    let mut k = lowbias32(step as u32 ^ 0x9E37_79B9);
+    k = lowbias32(k ^ (step >> 32) as u32);
+    k = lowbias32(k ^ tensor as u32);
+    k = lowbias32(k ^ slot as u32);
+    lowbias32(k ^ index_high)
+}
+
+/// Chris Wellons' `lowbias32` integer hash (a bijection of `u32`).
+#[inline(always)]
+pub(crate) fn lowbias32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7FEB_352D);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846C_A68B);
+    x ^ (x >> 16)
+}
+
+/// `v` rounded to bfloat16 stochastically with the 16 random bits `random`: its magnitude
+/// is rounded up with probability equal to its distance from the bfloat16 below, over the
+/// gap (`(|v| + random) >> 16` on the bits), so the expected result is `v`; a finite value
+/// keeps at most bfloat16's largest, NaN and ∞ as [`to_bf16`] rounds them.
+///
+/// ```
+/// use rmsprop::quant::{from_bf16, to_bf16_stochastic};
+/// let v = 1.0f32 + 2f32.powi(-9); // a quarter of the way from 1 to the next bfloat16
+/// assert_eq!(from_bf16(to_bf16_stochastic(v, 0)), 1.0);
+/// assert_eq!(from_bf16(to_bf16_stochastic(v, 0xFFFF)), 1.0 + 2f32.powi(-7));
+/// assert_eq!(from_bf16(to_bf16_stochastic(v, 0xC000)), 1.0 + 2f32.powi(-7)); // 1/4 of the draws
+/// assert_eq!(from_bf16(to_bf16_stochastic(v, 0xBFFF)), 1.0);
+/// ```
+#[inline(always)]
+pub fn to_bf16_stochastic(v: f32, random: u16) -> u16 {
+    let bits = v.to_bits();
+    let magnitude = bits & 0x7FFF_FFFF;
+    let rounded = ((magnitude + random as u32) >> 16).min(0x7F7F);
+    let special = (magnitude >> 16) | (0x0040 * (magnitude > 0x7F80_0000) as u32);
+    let h = if magnitude < 0x7F80_0000 { rounded } else { special };
+    (h | (bits >> 31) << 15) as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -337,3 +337,94 @@ fn a_shard_keeps_the_whole_tensors_blocks() {
         assert_eq!(ps, s[r]);
     }
 }
+
+/// Stochastic rounding to bfloat16 (`bf16_stochastic_round`): the kept state is, bit for
+/// bit, each value rounded with the random bits `quant::stochastic_bits` gives for its
+/// step, tensor, slot and index — serial and across threads alike.
+#[test]
+fn stochastic_rounding_is_the_f32_step_rounded_with_the_counters_bits() {
+    use rmsprop::quant::{from_bf16, stochastic_bits, to_bf16_stochastic};
+    let named = [
+        ("pytorch.adam", vec![]),
+        ("pytorch.rmsprop", vec![("centered", rmsprop::by_name::Value::Bool(true)), ("momentum", 0.9.into())]),
+    ];
+    for (name, hyper) in named {
+        let mut config = rmsprop::by_name::config(name, hyper).unwrap();
+        let slots = config.state_names(); // every slot used, in the optimizer's order
+        let centred = slots.contains(&"grad_avg");
+        for parallel in [Parallelism::Serial, Parallelism::Parallel] {
+            let reference_config = config.clone();
+            config.common_mut().state_storage = StateStorage::Bf16;
+            config.common_mut().bf16_stochastic_round = true;
+            let mut packed = build(config.clone(), parallel);
+            let mut reference = build(reference_config, parallel);
+            let mut rng = Stream(5);
+            let mut xp: Vec<Vec<f32>> = TENSORS.iter().map(|&(_, n)| (0..n).map(|_| rng.next()).collect()).collect();
+            let mut xr = xp.clone();
+            for step in 1..=4u64 {
+                let g: Vec<Vec<f32>> = TENSORS.iter().map(|&(_, n)| rng.grads(n)).collect();
+                packed.step(&mut xp, &g).unwrap();
+                reference.step(&mut xr, &g).unwrap();
+                assert_eq!(xp, xr, "{name} {parallel:?} step {step}");
+                let mut next = Vec::new();
+                for (t, (tensor, _)) in TENSORS.iter().enumerate() {
+                    for (k, slot) in slots.iter().enumerate() {
+                        let theirs = reference.state(tensor, slot).unwrap();
+                        let squares = !matches!(*slot, "grad_avg" | "momentum_buffer" | "exp_avg");
+                        let kept: Vec<f32> = theirs
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &v)| {
+                                let h = to_bf16_stochastic(v, stochastic_bits(step, t, k, i as u64));
+                                from_bf16(if squares && v > 0.0 && h == 0 { 1 } else { h })
+                            })
+                            .collect();
+                        let ours = packed.state(tensor, slot).unwrap();
+                        let differs = ours.iter().zip(&kept).position(|(a, b)| a.to_bits() != b.to_bits());
+                        assert_eq!(differs, None, "{name} {parallel:?} step {step}: {tensor}.{slot}");
+                        next.push((*tensor, *slot, kept));
+                    }
+                }
+                // the reference continues from the kept state (raised where centred, as
+                // every packed step's decode does)
+                if centred {
+                    for t in TENSORS.iter().map(|t| t.0) {
+                        let m = next.iter().find(|e| e.0 == t && e.1 == "grad_avg").unwrap().2.clone();
+                        let s = &mut next.iter_mut().find(|e| e.0 == t && e.1 == "square_avg").unwrap().2;
+                        for (s, m) in s.iter_mut().zip(&m) {
+                            *s = s.max(m * m * (1.0 + 2.0 * f32::EPSILON));
+                        }
+                    }
+                }
+                let entries: Vec<(&str, &str, &[f32])> = next.iter().map(|(t, s, v)| (*t, *s, &v[..])).collect();
+                reference.set_state(reference.step_count(), &entries).unwrap();
+            }
+        }
+    }
+}
+
+/// Why stochastic rounding: Adam's `v` with β₂ = 0.999 and a constant gradient of 1 grows as
+/// `1 - 0.999^t`; in bfloat16 rounded to nearest it stops where `0.001 (1 - v)` falls below
+/// half a bfloat16 step of `v`, well short of 0.632 after 1000 steps; rounded
+/// stochastically it follows float32's on average.
+#[test]
+fn stochastic_rounding_keeps_a_slow_average_moving() {
+    let mean_v = |stochastic: bool| {
+        let mut c = rmsprop::by_name::config("pytorch.adam", [("lr", 1e-6)]).unwrap();
+        (c.common_mut().state_storage, c.common_mut().bf16_stochastic_round) = (StateStorage::Bf16, stochastic);
+        let mut opt = Optimizer::<f32>::new(c, &[("w", &[1024][..])]).unwrap();
+        let (mut x, g) = (vec![vec![0.0f32; 1024]], vec![vec![1.0f32; 1024]]);
+        for _ in 0..1000 {
+            opt.step(&mut x, &g).unwrap();
+        }
+        let v = opt.state("w", "exp_avg_sq").unwrap();
+        v.iter().map(|&v| v as f64).sum::<f64>() / 1024.0
+    };
+    let exact = 1.0 - 0.999f64.powi(1000);
+    let (nearest, stochastic) = (mean_v(false), mean_v(true));
+    assert!(nearest < 0.6 * exact, "nearest {nearest} against {exact}");
+    assert!((stochastic / exact - 1.0).abs() < 0.02, "stochastic {stochastic} against {exact}");
+    let e = rmsprop::by_name::config("rmsprop", [("bf16_stochastic_round", true)]).unwrap();
+    let e = Optimizer::<f32>::new(e, &[("w", &[4][..])]).unwrap_err().to_string();
+    assert!(e.contains("bf16_stochastic_round rounds state kept in bfloat16"), "{e}");
+}

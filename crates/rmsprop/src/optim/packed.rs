@@ -209,6 +209,7 @@ pub(crate) unsafe fn unstage<A: Float>(
     start: usize,
     n: usize,
     bufs: &mut [Vec<A>; MAX_SLOTS],
+    stochastic: Option<(u64, usize)>,
 ) {
     for k in 0..MAX_SLOTS {
         let Some(offset) = tr.offset[k] else { continue };
@@ -220,10 +221,21 @@ pub(crate) unsafe fn unstage<A: Float>(
                 // SAFETY: the caller's, as in `stage`.
                 let (dst, squares) =
                     (unsafe { std::slice::from_raw_parts_mut(packed[k].half.add(at), n) }, tr.squares[k]);
-                widest_closure(
-                    #[inline(always)]
-                    || encode_bf16(from, dst, squares),
-                )
+                match stochastic {
+                    None => widest_closure(
+                        #[inline(always)]
+                        || encode_bf16(from, dst, squares),
+                    ),
+                    Some((step, tensor)) => {
+                        // the index in the whole tensor (a shard's piece starts at `first`)
+                        let first = (tr.first + start) as u64;
+                        let key = crate::quant::stochastic_key(step, tensor, k, (first >> 32) as u32);
+                        widest_closure(
+                            #[inline(always)]
+                            || encode_bf16_stochastic(from, dst, squares, key, first as u32),
+                        )
+                    }
+                }
             }
             StateStorage::Int8 => {
                 // SAFETY: as in `stage`.
@@ -287,6 +299,19 @@ pub(crate) fn encode_bf16(from: &[f32], dst: &mut [u16], squares: bool) {
     }
 }
 
+/// [`encode_bf16`] rounding stochastically: element `i` with the random bits of index
+/// `first + i` under `key` (see [`quant::stochastic_bits`](crate::quant::stochastic_bits);
+/// the indices of one call share their top 32 bits).
+#[inline(always)]
+pub(crate) fn encode_bf16_stochastic(from: &[f32], dst: &mut [u16], squares: bool, key: u32, first: u32) {
+    for (i, (d, &v)) in dst.iter_mut().zip(from).enumerate() {
+        let random = (crate::quant::lowbias32(key ^ first.wrapping_add(i as u32)) >> 16) as u16;
+        let h = crate::quant::to_bf16_stochastic(v, random);
+        // a positive square is at least the smallest positive bfloat16
+        *d = if squares & (v.to_bits() as i32 > 0) { h.max(1) } else { h };
+    }
+}
+
 /// Block-wise 8-bit codes to `f32`: `code[c] · absmax` (one scale per [`BLOCK`]).
 #[inline(always)]
 pub(crate) fn decode_int8(code: &DynamicCode, codes: &[u8], scales: &[f32], out: &mut [f32]) {
@@ -317,9 +342,18 @@ pub(crate) fn encode_int8(code: &DynamicCode, from: &[f32], codes: &mut [u8], sc
     }
 }
 
-/// Packed state holds `f32` values: an `f64` optimizer keeps its state whole.
+/// Packed state holds `f32` values: an `f64` optimizer keeps its state whole; stochastic
+/// rounding is bfloat16's.
 pub(crate) fn check_storage<A: Float>(config: &super::OptimizerConfig) -> crate::Result<()> {
     let storage = config.common().state_storage;
+    if config.common().bf16_stochastic_round && storage != StateStorage::Bf16 {
+        return Err(crate::Error::InvalidCombination {
+            optimizer: config.name(),
+            reason: format!(
+                "bf16_stochastic_round rounds state kept in bfloat16; this state is kept in {storage} (set state_storage bf16)"
+            ),
+        });
+    }
     if storage == StateStorage::F32 || A::DTYPE == crate::Dtype::F32 {
         return Ok(());
     }

@@ -252,6 +252,7 @@ impl<P: Param> Optimizer<P> {
             for (config, registered) in self.groups.iter().zip(&self.registered) {
                 config.validate()?;
                 check_representable::<P::Acc>(config)?;
+                super::packed::check_storage::<P::Acc>(config)?;
                 registered.check(config)?;
             }
             self.unvalidated = false;
@@ -402,7 +403,8 @@ impl<P: Param> Optimizer<P> {
     /// time: decoded, through the kernel, encoded.
     fn run_staged(&mut self, range: std::ops::Range<usize>) {
         let workers = if self.parallel() { self.trials.len() } else { 1 };
-        let Optimizer { trials, chunks, tensors, scratch, plan, .. } = self;
+        let t = self.step + 1;
+        let Optimizer { trials, chunks, tensors, scratch, plan, groups, .. } = self;
         let (ptrs, packed, kernels) = (&scratch.ptrs, &scratch.packed, &plan.kernels);
         let chunks = &chunks[range];
         let work = |w: usize, trial: &mut Trial<P>| {
@@ -425,7 +427,8 @@ impl<P: Param> Optimizer<P> {
                         let bufs = stage(tr, p.arrays.bufs, packed, start, n, &mut trial.bufs, false);
                         let a = p.arrays.range(start, start + n);
                         kernel.run_on(Arrays { bufs, ..a });
-                        unstage(tr, packed, start, n, &mut trial.bufs);
+                        let stochastic = groups[tr.group].common().bf16_stochastic_round.then_some((t, c.tensor));
+                        unstage(tr, packed, start, n, &mut trial.bufs, stochastic);
                     }
                 }
             }
