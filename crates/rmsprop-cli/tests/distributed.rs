@@ -44,17 +44,10 @@ fn the_chapter_trains_on_two_and_three_processes() {
     for np in [2usize, 3] {
         for how in ["ddp", "zero1"] {
             let out = format!("{how}-{np}");
-            let o = mpirun(np, &["train", "--impl", "trainer", "--distributed", how, "--json", "--out", &out], &dir);
-            let said = String::from_utf8_lossy(&o.stdout).to_string();
-            assert!(o.status.success(), "{said}{}", String::from_utf8_lossy(&o.stderr));
-            // one JSON document: process 0's
-            let j: serde_json::Value = serde_json::from_str(&said).expect(&said);
+            let j =
+                mpirun_json(np, &["train", "--impl", "trainer", "--distributed", how, "--json", "--out", &out], &dir);
             assert_eq!(j["processes"], np);
-            let loss: Vec<f64> = serde_json::from_value(j["curve"]["loss"].clone()).unwrap();
-            assert_eq!(loss.len(), reference.len());
-            for (a, b) in loss.iter().zip(&reference) {
-                assert!((a - b).abs() <= 1e-5 * b.abs(), "{how} on {np}: {a} against {b}");
-            }
+            same_curve(&j, &reference, &format!("{how} on {np}"));
             let bytes: Vec<usize> = serde_json::from_value(j["state_bytes_per_process"].clone()).unwrap();
             assert_eq!(j["state_bytes_one_process"], whole);
             if how == "ddp" {
@@ -85,18 +78,33 @@ fn sharded_8bit_state_trains_as_one_process_does() {
     let args = ["train", "--impl", "trainer", "--state-storage", "int8", "--set", "min_8bit_size=0", "--json"];
     let alone = json(&[&args[..], &["--out", "alone"]].concat(), &dir);
     let reference: Vec<f64> = serde_json::from_value(alone["curve"]["loss"].clone()).unwrap();
-    let o = mpirun(2, &[&args[..], &["--distributed", "zero1", "--out", "zero1"]].concat(), &dir);
-    let said = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(o.status.success(), "{said}{}", String::from_utf8_lossy(&o.stderr));
-    let j: serde_json::Value = serde_json::from_str(&said).expect(&said);
-    let loss: Vec<f64> = serde_json::from_value(j["curve"]["loss"].clone()).unwrap();
-    for (a, b) in loss.iter().zip(&reference) {
-        assert!((a - b).abs() <= 1e-5 * b.abs(), "{a} against {b}");
-    }
+    let j = mpirun_json(2, &[&args[..], &["--distributed", "zero1", "--out", "zero1"]].concat(), &dir);
+    same_curve(&j, &reference, "zero1 on 2, 8-bit state");
     // w's 5 codes and a scale, b's 1 code and a scale: 14 bytes in one process
     assert_eq!(j["state_bytes_one_process"], 5 + 4 + 1 + 4);
     let bytes: Vec<usize> = serde_json::from_value(j["state_bytes_per_process"].clone()).unwrap();
     assert_eq!(bytes.iter().sum::<usize>(), 14, "{bytes:?}");
+}
+
+/// Process 0's JSON document of `rmsprop args` on `np` processes, the run a success.
+#[cfg(feature = "mpi")]
+fn mpirun_json(np: usize, args: &[&str], dir: &std::path::Path) -> serde_json::Value {
+    let o = mpirun(np, args, dir);
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{said}{}", String::from_utf8_lossy(&o.stderr));
+    // one JSON document: process 0's
+    serde_json::from_str(&said).expect(&said)
+}
+
+/// The loss curve of the run `j` is `reference` within float32 rounding (each minibatch's
+/// gradient summed in another order).
+#[cfg(feature = "mpi")]
+fn same_curve(j: &serde_json::Value, reference: &[f64], what: &str) {
+    let loss: Vec<f64> = serde_json::from_value(j["curve"]["loss"].clone()).unwrap();
+    assert_eq!(loss.len(), reference.len(), "{what}");
+    for (a, b) in loss.iter().zip(reference) {
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "{what}: {a} against {b}");
+    }
 }
 
 /// Whether `mpirun` is here; where it is not and not required, said loudly.

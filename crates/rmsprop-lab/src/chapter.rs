@@ -82,20 +82,22 @@ fn fewer_bytes(out: &mut Out, data: &Dataset, protocol: &Protocol, short_label: 
         (c.common_mut().state_storage, c.common_mut().min_8bit_size) = (s, 0);
         c
     };
-    let bytes = |s: StateStorage| -> Result<usize, LabError> {
-        let specs = [("w", &[data::FEATURES, 1][..]), ("b", &[1][..])];
-        Ok(rmsprop::Optimizer::<f32>::new(config(s), &specs)?.state_bytes())
-    };
+    // the state bytes each storage holds for w and b, in the order of `storages`
+    let specs = [("w", &[data::FEATURES, 1][..]), ("b", &[1][..])];
+    let bytes = storages
+        .iter()
+        .map(|&s| Ok(rmsprop::Optimizer::<f32>::new(config(s), &specs)?.state_bytes()))
+        .collect::<Result<Vec<usize>, LabError>>()?;
     let name = |s: StateStorage| match s {
-        StateStorage::F32 => "f32 state".to_string(),
-        StateStorage::Bf16 => "bfloat16 state".to_string(),
-        StateStorage::Int8 => "8-bit state".to_string(),
+        StateStorage::F32 => "f32 state",
+        StateStorage::Bf16 => "bfloat16 state",
+        StateStorage::Int8 => "8-bit state",
     };
     let mut curves = Vec::new();
-    for s in storages {
+    for (&s, held) in storages.iter().zip(&bytes) {
         let curve = train::train(data, &Update::Trainer(config(s)), protocol)?;
         out.text(&format!("state_{s}.csv"), curve.to_csv())?;
-        curves.push((format!("{} ({} bytes)", name(s), bytes(s)?), curve));
+        curves.push((format!("{} ({held} bytes)", name(s)), curve));
     }
     let loss_fig = out.figure(
         &LossPlot {
@@ -172,9 +174,7 @@ fn fewer_bytes(out: &mut Out, data: &Dataset, protocol: &Protocol, short_label: 
              state_storage=int8 unless min_8bit_size says otherwise: the linear model's six values are packed here \
              (min_8bit_size=0) so that the figure shows what the codes do. State bytes: f32 {}, bfloat16 {}, 8 \
              bits {}.",
-            bytes(StateStorage::F32)?,
-            bytes(StateStorage::Bf16)?,
-            bytes(StateStorage::Int8)?
+            bytes[0], bytes[1], bytes[2]
         ),
         figures: vec![loss_fig, diff_fig],
         hyperparameters: storages

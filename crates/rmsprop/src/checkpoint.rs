@@ -315,7 +315,7 @@ fn int8_values(
     if let Some((i, v)) = scales.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
         return Err(corrupt(path, format!("tensor {scales_name:?} element {i} is {v}: a scale is a finite magnitude")));
     }
-    let code = if squares { DynamicCode::unsigned() } else { DynamicCode::signed() };
+    let code = DynamicCode::for_state(squares);
     let mut out = vec![0.0; codes.len()];
     for ((out, codes), &absmax) in out.chunks_mut(block).zip(codes.chunks(block)).zip(&scales) {
         crate::quant::dequantize(code, codes, absmax, out)?;
@@ -324,7 +324,7 @@ fn int8_values(
 }
 
 /// `f32` values in the state's type `A` (exact).
-fn widen<A: Float>(values: Vec<f32>) -> Vec<A> {
+fn in_state_type<A: Float>(values: Vec<f32>) -> Vec<A> {
     values.into_iter().map(|v| A::from_f64(v as f64)).collect()
 }
 
@@ -497,11 +497,11 @@ impl<P: Param> Optimizer<P> {
                             v.data().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
                         let mut out = vec![0.0; bits.len()];
                         crate::optim::packed::decode_bf16(&bits, &mut out);
-                        widen(out)
+                        in_state_type(out)
                     }
                     StDtype::U8 => {
                         expected.push(format!("{name}{ABSMAX}"));
-                        widen(int8_values(&st, &meta, &name, v.data(), slot.nonneg, path)?)
+                        in_state_type(int8_values(&st, &meta, &name, v.data(), slot.nonneg, path)?)
                     }
                     other => {
                         return Err(corrupt(

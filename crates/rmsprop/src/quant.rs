@@ -111,6 +111,12 @@ impl DynamicCode {
         CODE.get_or_init(|| DynamicCode::build(false))
     }
 
+    /// The code of a state: [`unsigned`](Self::unsigned) for squares (never negative),
+    /// [`signed`](Self::signed) otherwise.
+    pub(crate) fn for_state(squares: bool) -> &'static DynamicCode {
+        if squares { DynamicCode::unsigned() } else { DynamicCode::signed() }
+    }
+
     /// Whether the code has negative entries.
     pub fn is_signed(&self) -> bool {
         self.signed
@@ -171,9 +177,8 @@ impl DynamicCode {
         // a level's table in registers: `load(o)` is the 16 thresholds from offset `o`
         // SAFETY: the slice holds the 16 values read.
         let load = |o: usize| unsafe { _mm512_loadu_ps(t[o..o + 16].as_ptr()) };
-        // levels 0-4 (1 to 16 thresholds) in one register each (the unused lanes repeat
-        // whatever follows, never indexed), 5 in two, 6 in four, 7 in eight; the level 0-3
-        // tables padded past the array's end are not needed: they are read within `levels`
+        // levels 0-4 (1 to 16 thresholds) in one register each (lanes past a level's own
+        // thresholds hold the next levels', never indexed), 5 in two, 6 in four, 7 in eight
         let small: [__m512; 5] = [load(0), load(1), load(3), load(7), load(15)];
         let (l5, l6, l7) = ([load(31), load(47)], [load(63), load(79), load(95), load(111)], {
             let mut r = [_mm512_setzero_ps(); 8];
@@ -316,31 +321,39 @@ fn next_down(v: f32) -> f32 {
 /// scale 0 and the code of 0. `codes` must be as long as `x`.
 pub fn quantize(code: &DynamicCode, x: &[f32], codes: &mut [u8]) -> Result<f32> {
     same_length("codes", codes.len(), x.len())?;
-    let mut absmax = 0f32;
-    let mut nan = false;
-    for &v in x {
-        absmax = absmax.max(v.abs());
-        nan |= v.is_nan();
-    }
-    if nan {
-        absmax = f32::NAN;
-    }
+    Ok(quantize_block(code, x, codes, false))
+}
+
+/// [`quantize`] of a block and `codes` as long as it; where `positive_floor`, a positive
+/// value takes at least entry 1 (a square that must not decode to 0, see
+/// [`StateStorage`](crate::StateStorage)).
+#[inline(always)]
+pub(crate) fn quantize_block(code: &DynamicCode, x: &[f32], codes: &mut [u8], positive_floor: bool) -> f32 {
+    // the largest magnitude on the bits, which vectorises: a NaN's are larger than ∞'s
+    let top = x.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF));
+    let absmax = if top > 0x7F80_0000 { f32::NAN } else { f32::from_bits(top) };
     if absmax == 0.0 {
-        let zero = code.encode(0.0);
-        codes.fill(zero);
-        return Ok(absmax);
+        codes.fill(code.encode(0.0));
+    } else {
+        code.encode_scaled(x, absmax, codes, positive_floor);
     }
-    code.encode_scaled(x, absmax, codes, false);
-    Ok(absmax)
+    absmax
 }
 
 /// The values of one block into `out` (as long as `codes`): `code[codes_i] · absmax`.
 pub fn dequantize(code: &DynamicCode, codes: &[u8], absmax: f32, out: &mut [f32]) -> Result<()> {
     same_length("values", out.len(), codes.len())?;
-    for (o, &c) in out.iter_mut().zip(codes) {
-        *o = code.decode(c) * absmax;
-    }
+    dequantize_block(code, codes, absmax, out);
     Ok(())
+}
+
+/// [`dequantize`] of a block into `out` as long as it.
+#[inline(always)]
+pub(crate) fn dequantize_block(code: &DynamicCode, codes: &[u8], absmax: f32, out: &mut [f32]) {
+    let table = code.values();
+    for (o, &c) in out.iter_mut().zip(codes) {
+        *o = table[c as usize] * absmax;
+    }
 }
 
 /// `Ok` when an output of `got` elements fits a block of `expected`.
@@ -421,9 +434,19 @@ pub(crate) fn lowbias32(mut x: u32) -> u32 {
 /// ```
 #[inline(always)]
 pub fn to_bf16_stochastic(v: f32, random: u16) -> u16 {
+    bf16_adding(v, random as u32)
+}
+
+/// `v` to bfloat16 by adding `add` (below 2^16 + 1) to the 16 bits its magnitude loses and
+/// truncating: `0x7FFF` plus the kept last bit rounds to nearest with ties to even, 16
+/// random bits stochastically. A finite value keeps at most bfloat16's largest (not ∞);
+/// ∞ stays ∞, NaN stays NaN (quiet). Branch-free, so that a loop of it vectorises.
+#[inline(always)]
+pub(crate) fn bf16_adding(v: f32, add: u32) -> u16 {
     let bits = v.to_bits();
     let magnitude = bits & 0x7FFF_FFFF;
-    let rounded = ((magnitude + random as u32) >> 16).min(0x7F7F);
+    let rounded = ((magnitude + add) >> 16).min(0x7F7F);
+    // ∞ and NaN keep their top half (a NaN its quiet bit too)
     let special = (magnitude >> 16) | (0x0040 * (magnitude > 0x7F80_0000) as u32);
     let h = if magnitude < 0x7F80_0000 { rounded } else { special };
     (h | (bits >> 31) << 15) as u16

@@ -12,7 +12,7 @@ use crate::buffer::Buffer;
 use crate::float::Float;
 use crate::kernel::MAX_SLOTS;
 use crate::kernel::widest_closure;
-use crate::quant::{BLOCK, DynamicCode};
+use crate::quant::{BLOCK, DynamicCode, bf16_adding, dequantize_block, quantize_block};
 
 /// Elements staged at a time: a multiple of the block, small enough that a stage's
 /// decoded state stays in the first-level cache between the decode, the loop and the
@@ -39,8 +39,8 @@ pub(crate) fn widen(
 }
 
 /// One state slot's packed arenas, for every tensor kept in bfloat16 or 8 bits: the
-/// bfloat16 values, the 8-bit codes (each tensor's starting on a block) and one scale per
-/// block of codes.
+/// bfloat16 values, the 8-bit codes (back to back) and the scales, one per block of each
+/// tensor's codes (see [`Tracked::scale_at`]).
 #[derive(Clone, Debug)]
 pub(crate) struct Packed {
     pub(crate) half: Buffer<u16>,
@@ -72,7 +72,7 @@ impl Packed {
             StateStorage::Bf16 => decode_bf16(&self.half[at..at + n], &mut out),
             StateStorage::Int8 => {
                 let scales = &self.scales[block..block + n.div_ceil(BLOCK)];
-                decode_int8(code(squares), &self.codes[at..at + n], scales, &mut out)
+                decode_int8(DynamicCode::for_state(squares), &self.codes[at..at + n], scales, &mut out)
             }
         }
         out
@@ -87,7 +87,7 @@ impl Packed {
             StateStorage::Bf16 => encode_bf16(values, &mut self.half[at..at + n], squares),
             StateStorage::Int8 => {
                 let scales = &mut self.scales[block..block + n.div_ceil(BLOCK)];
-                encode_int8(code(squares), values, &mut self.codes[at..at + n], scales, squares)
+                encode_int8(DynamicCode::for_state(squares), values, &mut self.codes[at..at + n], scales, squares)
             }
         }
     }
@@ -112,11 +112,6 @@ impl Default for PackedPtrs {
 // own chunks.
 unsafe impl Send for PackedPtrs {}
 unsafe impl Sync for PackedPtrs {}
-
-/// The code of a slot: unsigned for squares, signed otherwise.
-fn code(squares: bool) -> &'static DynamicCode {
-    if squares { DynamicCode::unsigned() } else { DynamicCode::signed() }
-}
 
 /// The slice of `v` as `f32`: the state of a packed tensor is `f32` state (an `f64`
 /// optimizer keeps full state, see [`check_storage`]).
@@ -170,11 +165,11 @@ pub(crate) unsafe fn stage<A: Float>(
                 // SAFETY: as above; `start` is a multiple of the block (chunks and stages
                 // are), and the tensor's scales start at `scale_at`.
                 let (codes, scales) = unsafe {
-                    let blocks = tr.scale_at[k] + start / BLOCK..tr.scale_at[k] + (start + n).div_ceil(BLOCK);
+                    let blocks = scales_of(tr, k, start, n);
                     let scales = std::slice::from_raw_parts(packed[k].scales.add(blocks.start), blocks.len());
                     (std::slice::from_raw_parts(packed[k].codes.add(at), n), scales)
                 };
-                let (code, out) = (code(tr.squares[k]), as_f32(buf));
+                let (code, out) = (DynamicCode::for_state(tr.squares[k]), as_f32(buf));
                 widest_closure(
                     #[inline(always)]
                     || decode_int8(code, codes, scales, out),
@@ -240,11 +235,11 @@ pub(crate) unsafe fn unstage<A: Float>(
             StateStorage::Int8 => {
                 // SAFETY: as in `stage`.
                 let (codes, scales) = unsafe {
-                    let blocks = tr.scale_at[k] + start / BLOCK..tr.scale_at[k] + (start + n).div_ceil(BLOCK);
+                    let blocks = scales_of(tr, k, start, n);
                     let scales = std::slice::from_raw_parts_mut(packed[k].scales.add(blocks.start), blocks.len());
                     (std::slice::from_raw_parts_mut(packed[k].codes.add(at), n), scales)
                 };
-                let (code, squares) = (code(tr.squares[k]), tr.squares[k]);
+                let (code, squares) = (DynamicCode::for_state(tr.squares[k]), tr.squares[k]);
                 widest_closure(
                     #[inline(always)]
                     || encode_int8(code, from, codes, scales, squares),
@@ -254,6 +249,13 @@ pub(crate) unsafe fn unstage<A: Float>(
     }
 }
 
+/// Where the scales of elements `start..start + n` of tensor `tr`'s 8-bit slot `k` are
+/// (`start` a multiple of the block: chunks and stages are).
+fn scales_of(tr: &Tracked, k: usize, start: usize, n: usize) -> std::ops::Range<usize> {
+    tr.scale_at[k] + start / BLOCK..tr.scale_at[k] + (start + n).div_ceil(BLOCK)
+}
+
+/// [`as_f32`] of a shared slice.
 fn as_f32_ref<A: Float>(v: &[A]) -> &[f32] {
     assert_eq!(A::DTYPE, crate::Dtype::F32, "packed state is float32 state");
     // SAFETY: as in `as_f32`.
@@ -279,23 +281,12 @@ pub(crate) fn decode_bf16(src: &[u16], out: &mut [f32]) {
     }
 }
 
-/// `f32` to bfloat16, nearest with ties to even; a finite value beyond bfloat16's largest
-/// keeps the largest (not ∞), and in a state of squares a positive value keeps the
-/// smallest positive bfloat16 rather than 0. NaN stays NaN, ∞ stays ∞. Branch-free, so
-/// that the loop vectorises.
+/// `f32` to bfloat16, nearest with ties to even (see [`bf16_adding`]: a finite value keeps
+/// at most bfloat16's largest), a positive square at least the smallest positive bfloat16.
 #[inline(always)]
 pub(crate) fn encode_bf16(from: &[f32], dst: &mut [u16], squares: bool) {
     for (d, &v) in dst.iter_mut().zip(from) {
-        let bits = v.to_bits();
-        let magnitude = bits & 0x7FFF_FFFF;
-        // nearest, ties to even, on the magnitude: at most the largest finite bfloat16
-        let rounded = ((magnitude + 0x7FFF + ((bits >> 16) & 1)) >> 16).min(0x7F7F);
-        // ∞ and NaN keep their top half (a NaN its quiet bit too)
-        let special = (magnitude >> 16) | (0x0040 * (magnitude > 0x7F80_0000) as u32);
-        let h = if magnitude < 0x7F80_0000 { rounded } else { special };
-        // a positive square is at least the smallest positive bfloat16
-        let h = if squares & (bits as i32 > 0) { h.max(1) } else { h };
-        *d = (h | (bits >> 31) << 15) as u16;
+        *d = kept_bf16(v, 0x7FFF + ((v.to_bits() >> 16) & 1), squares);
     }
 }
 
@@ -305,40 +296,33 @@ pub(crate) fn encode_bf16(from: &[f32], dst: &mut [u16], squares: bool) {
 #[inline(always)]
 pub(crate) fn encode_bf16_stochastic(from: &[f32], dst: &mut [u16], squares: bool, key: u32, first: u32) {
     for (i, (d, &v)) in dst.iter_mut().zip(from).enumerate() {
-        let random = (crate::quant::lowbias32(key ^ first.wrapping_add(i as u32)) >> 16) as u16;
-        let h = crate::quant::to_bf16_stochastic(v, random);
-        // a positive square is at least the smallest positive bfloat16
-        *d = if squares & (v.to_bits() as i32 > 0) { h.max(1) } else { h };
+        let random = crate::quant::lowbias32(key ^ first.wrapping_add(i as u32)) >> 16;
+        *d = kept_bf16(v, random, squares);
     }
+}
+
+/// `v` in bfloat16 by [`bf16_adding`] `add`; in a state of squares a positive value keeps
+/// at least the smallest positive bfloat16 rather than 0.
+#[inline(always)]
+fn kept_bf16(v: f32, add: u32, squares: bool) -> u16 {
+    let h = bf16_adding(v, add);
+    if squares & (v.to_bits() as i32 > 0) { h.max(1) } else { h }
 }
 
 /// Block-wise 8-bit codes to `f32`: `code[c] · absmax` (one scale per [`BLOCK`]).
 #[inline(always)]
 pub(crate) fn decode_int8(code: &DynamicCode, codes: &[u8], scales: &[f32], out: &mut [f32]) {
-    let table = code.values();
     for ((out, codes), &absmax) in out.chunks_mut(BLOCK).zip(codes.chunks(BLOCK)).zip(scales) {
-        for (o, &c) in out.iter_mut().zip(codes) {
-            *o = table[c as usize] * absmax;
-        }
+        dequantize_block(code, codes, absmax, out);
     }
 }
 
-/// `f32` to block-wise 8-bit codes: per [`BLOCK`], its largest magnitude as the scale and
-/// each value's nearest entry of `code` over it (as [`quant::quantize`](crate::quant::quantize));
+/// `f32` to block-wise 8-bit codes, block by block as [`quant::quantize`](crate::quant::quantize);
 /// in a state of squares a positive value takes at least the smallest positive entry.
 #[inline(always)]
 pub(crate) fn encode_int8(code: &DynamicCode, from: &[f32], codes: &mut [u8], scales: &mut [f32], squares: bool) {
-    let zero = code.encode(0.0);
     for ((from, codes), scale) in from.chunks(BLOCK).zip(codes.chunks_mut(BLOCK)).zip(scales) {
-        // the largest magnitude on the bits, which vectorises: a NaN's are larger than ∞'s
-        let top = from.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF));
-        let absmax = if top > 0x7F80_0000 { f32::NAN } else { f32::from_bits(top) };
-        *scale = absmax;
-        if absmax == 0.0 {
-            codes.fill(zero);
-            continue;
-        }
-        code.encode_scaled(from, absmax, codes, squares);
+        *scale = quantize_block(code, from, codes, squares);
     }
 }
 

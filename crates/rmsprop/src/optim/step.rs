@@ -417,6 +417,7 @@ impl<P: Param> Optimizer<P> {
                     unsafe { kernel.run_on(p.arrays.range(c.start, c.end)) };
                     continue;
                 }
+                let stochastic = groups[tr.group].common().bf16_stochastic_round.then_some((t, c.tensor));
                 for start in (c.start..c.end).step_by(STAGE) {
                     let n = (c.end - start).min(STAGE);
                     // SAFETY: the stage lies within the chunk, hence within its tensor (as
@@ -427,7 +428,6 @@ impl<P: Param> Optimizer<P> {
                         let bufs = stage(tr, p.arrays.bufs, packed, start, n, &mut trial.bufs, false);
                         let a = p.arrays.range(start, start + n);
                         kernel.run_on(Arrays { bufs, ..a });
-                        let stochastic = groups[tr.group].common().bf16_stochastic_round.then_some((t, c.tensor));
                         unstage(tr, packed, start, n, &mut trial.bufs, stochastic);
                     }
                 }
