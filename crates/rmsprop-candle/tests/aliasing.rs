@@ -176,16 +176,19 @@ fn two_trainers_in_opposite_orders_both_finish() {
     assert_eq!(steps, (300, 300));
 }
 
-/// Another thread computing with the variables (`b + a`, which holds both read locks, in
-/// the order it names them) while the trainer steps them: neither waits for the other in
-/// a circle.
+/// Other threads computing with the variables (`b + a`, which holds both read locks, in
+/// the order it names them: here against the trainer's order, `v3` then `v0`, `v2` then
+/// `v1`) while the trainer steps them: neither waits for the other in a circle (a trainer
+/// holding `v0`'s write lock while it takes `v3`'s would). Two readers, not more: with
+/// more busy threads than this machine's two cores, each lock handed to the trainer waits
+/// for a time slice and the test measures the scheduler (41 s with four, 0.15 s with two).
 #[test]
 fn another_thread_reading_the_variables_during_steps_does_not_deadlock() {
     let steps = watchdog("b + a in a loop beside the steps", || {
         let vars: Vec<Var> = (0..4).map(|i| var(&[i as f32 + 1.0; 256])).collect();
         let named: Vec<(String, Var)> = vars.iter().enumerate().map(|(i, v)| (format!("v{i}"), v.clone())).collect();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let readers: Vec<_> = [(3usize, 0usize), (0, 3), (2, 1), (1, 2)]
+        let readers: Vec<_> = [(0usize, 3usize), (1, 2)]
             .into_iter()
             .map(|(i, j)| {
                 let (a, b, stop) = (vars[i].clone(), vars[j].clone(), stop.clone());
