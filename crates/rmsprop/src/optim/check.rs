@@ -24,7 +24,7 @@ impl<P: Param> Optimizer<P> {
     /// tensor by tensor.
     pub(super) fn scan(&mut self, range: std::ops::Range<usize>) -> Option<(usize, usize)> {
         let per_chunk = self.parallel();
-        let chunk_range = self.chunks_of(range.clone());
+        let chunk_range = if per_chunk { self.chunks_of(range.clone()) } else { 0..0 };
         let Scratch { ptrs, largest, group_largest, .. } = &mut self.scratch;
         let (tensors, groups) = (&self.tensors, &self.groups);
         let scan = |tensor: usize, a: Arrays<P::Acc, P>| {
@@ -41,29 +41,36 @@ impl<P: Param> Optimizer<P> {
             };
             Ok([g, x])
         };
-        if per_chunk {
-            use rayon::prelude::*;
-            let ptrs = &*ptrs;
-            self.chunks[chunk_range.clone()]
-                .par_iter()
-                .map(|c| {
-                    // SAFETY: a chunk lies within its tensor.
-                    let a = unsafe { ptrs[c.tensor].arrays.range(c.start, c.end) };
-                    scan(c.tensor, a).map_err(|i| c.start + i)
-                })
-                .collect_into_vec(largest);
-        } else {
-            largest.clear();
-            largest.extend(range.clone().map(|t| scan(t, ptrs[t].arrays)));
-        }
-        for (i, found) in largest.iter().enumerate() {
-            let tensor = if per_chunk { self.chunks[chunk_range.start + i].tensor } else { range.start + i };
-            match found {
-                Err(index) => return Some((tensor, *index)),
-                Ok([g, x]) => {
-                    let group = &mut group_largest[tensors[tensor].group];
-                    *group = [group[0].max(*g), group[1].max(*x)];
+        let mut add = |tensor: usize, [g, x]: [f64; 2]| {
+            let group = &mut group_largest[tensors[tensor].group];
+            *group = [group[0].max(g), group[1].max(x)];
+        };
+        if !per_chunk {
+            // tensor by tensor, straight into the group maxima (a small model's step: no
+            // per-tensor results stored and read back)
+            for t in range {
+                match scan(t, ptrs[t].arrays) {
+                    Ok(found) => add(t, found),
+                    Err(index) => return Some((t, index)),
                 }
+            }
+            return None;
+        }
+        use rayon::prelude::*;
+        let ptrs = &*ptrs;
+        let chunks = &self.chunks[chunk_range];
+        chunks
+            .par_iter()
+            .map(|c| {
+                // SAFETY: a chunk lies within its tensor.
+                let a = unsafe { ptrs[c.tensor].arrays.range(c.start, c.end) };
+                scan(c.tensor, a).map_err(|i| c.start + i)
+            })
+            .collect_into_vec(largest);
+        for (c, found) in chunks.iter().zip(largest.iter()) {
+            match *found {
+                Err(index) => return Some((c.tensor, index)),
+                Ok(found) => add(c.tensor, found),
             }
         }
         None
@@ -242,20 +249,36 @@ impl Envelope {
     }
 }
 
-/// The largest `|v|` of `v`, or the index of its first NaN or infinity. For `f32` and
-/// `f64` on the bits: with the sign cleared, the order of the magnitudes is that of the
-/// integers and every NaN or infinity is at least the infinity's, so one integer maximum
-/// per block (which vectorises, where a float maximum does not) finds both; only a block
-/// holding a non-finite value is searched.
-#[inline]
+/// The largest `|v|` of `v`, or the index of its first NaN or infinity.
+#[inline(always)]
 fn largest_magnitude<P: Param>(v: &[P]) -> std::result::Result<f64, usize> {
     largest_of(v, |v| v.load().to_f64())
 }
 
-/// [`largest_magnitude`] of any element type, `widen` giving each value in `f64` (used for
-/// types other than `f32` and `f64`).
-#[inline]
-fn largest_of<V: Copy + 'static>(v: &[V], widen: impl Fn(V) -> f64) -> std::result::Result<f64, usize> {
+/// [`largest_magnitude`] of any element type, `widen` giving each value in `f64`. The
+/// maximum comes back from [`magnitude_of`] as one `f64` (in a register: a `Result` came
+/// back through memory, written in two stores and read in one, which stalled the
+/// chapter's step), the index of a non-finite value from a second, cold pass.
+#[inline(always)]
+fn largest_of<V: Copy + 'static>(v: &[V], widen: impl Fn(V) -> f64 + Copy) -> std::result::Result<f64, usize> {
+    let largest = magnitude_of(v, widen);
+    if largest.is_finite() { Ok(largest) } else { Err(first_nonfinite(v, widen)) }
+}
+
+/// The index of the first NaN or infinity of `v`, which has one.
+#[cold]
+#[inline(never)]
+fn first_nonfinite<V: Copy>(v: &[V], widen: impl Fn(V) -> f64) -> usize {
+    v.iter().position(|&v| !widen(v).is_finite()).expect("a non-finite value")
+}
+
+/// The largest `|v|` of `v`, ∞ or NaN if it holds a non-finite value. For `f32` and `f64`
+/// on the bits: with the sign cleared, the order of the magnitudes is that of the
+/// integers and every NaN or infinity is at least the infinity's, so one integer maximum
+/// per block (which vectorises, where a float maximum does not) finds both, and the
+/// scan stops at the first block holding one.
+#[inline(always)]
+fn magnitude_of<V: Copy + 'static>(v: &[V], widen: impl Fn(V) -> f64) -> f64 {
     use std::any::TypeId;
     macro_rules! by_bits {
         ($float:ty, $bits:ty) => {{
@@ -264,28 +287,31 @@ fn largest_of<V: Copy + 'static>(v: &[V], widen: impl Fn(V) -> f64) -> std::resu
             let bits = unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<$bits>(), v.len()) };
             let (magnitude, infinity) = (<$bits>::MAX >> 1, <$float>::INFINITY.to_bits());
             #[inline(always)]
-            fn scan(bits: &[$bits], magnitude: $bits, infinity: $bits) -> std::result::Result<$bits, usize> {
+            fn scan(bits: &[$bits], magnitude: $bits, infinity: $bits) -> $bits {
                 let mut largest = 0;
-                for (b, block) in bits.chunks(SCAN_BLOCK).enumerate() {
-                    let m = block.iter().fold(0, |m: $bits, &x| m.max(x & magnitude));
-                    if m >= infinity {
-                        let i = block.iter().position(|&x| x & magnitude >= infinity);
-                        return Err(b * SCAN_BLOCK + i.expect("a block with a non-finite value"));
+                for block in bits.chunks(SCAN_BLOCK) {
+                    largest = largest.max(block.iter().fold(0, |m: $bits, &x| m.max(x & magnitude)));
+                    if largest >= infinity {
+                        break;
                     }
-                    largest = largest.max(m);
                 }
-                Ok(largest)
+                largest
             }
-            // a few values: no vector loop to choose (the chapter's tensors have 5 and 1)
-            let largest = if bits.len() <= SHORT {
-                scan(bits, magnitude, infinity)
-            } else {
+            #[inline(never)]
+            fn wide(bits: &[$bits], magnitude: $bits, infinity: $bits) -> $bits {
                 crate::kernel::widest_closure(
                     #[inline(always)]
                     || scan(bits, magnitude, infinity),
                 )
-            }?;
-            return Ok(<$float>::from_bits(largest) as f64);
+            }
+            // a few values: in line, no vector loop to choose (the chapter's tensors have 5
+            // and 1)
+            let largest = if bits.len() <= SHORT {
+                bits.iter().fold(0, |m: $bits, &x| m.max(x & magnitude))
+            } else {
+                wide(bits, magnitude, infinity)
+            };
+            return <$float>::from_bits(largest) as f64;
         }};
     }
     if TypeId::of::<V>() == TypeId::of::<f32>() {
@@ -296,14 +322,14 @@ fn largest_of<V: Copy + 'static>(v: &[V], widen: impl Fn(V) -> f64) -> std::resu
     }
     // half precision: widened, one value at a time
     let mut largest = 0.0f64;
-    for (i, &v) in v.iter().enumerate() {
-        let v = widen(v);
+    for &v in v {
+        let v = widen(v).abs();
         if !v.is_finite() {
-            return Err(i);
+            return v;
         }
-        largest = largest.max(v.abs());
+        largest = largest.max(v);
     }
-    Ok(largest)
+    largest
 }
 
 /// Elements per block of the gradient scan.

@@ -89,8 +89,8 @@ unsafe impl<P: Param> Sync for Ptrs<P> {}
 /// Each tensor's pointers for the step under way, and what the gradient scan found.
 pub(crate) struct Scratch<P: Param> {
     pub(crate) ptrs: Vec<Ptrs<P>>,
-    /// Per chunk (in parallel) or per tensor: the largest `|g|` and `|x|` (∞ where not
-    /// scanned), or the index of a non-finite gradient element.
+    /// Per chunk of a parallel scan: the largest `|g|` and `|x|` (∞ where not scanned), or
+    /// the index of a non-finite gradient element.
     pub(crate) largest: Vec<std::result::Result<[f64; 2], usize>>,
     /// Per group: the largest `|g|` and `|x|` of the step.
     pub(crate) group_largest: Vec<[f64; 2]>,

@@ -121,7 +121,7 @@ impl<P: Param> Optimizer<P> {
         }
         self.run(0..self.chunks.len());
         if checked {
-            self.bounds.copy_from_slice(&self.scratch.next_bounds);
+            std::mem::swap(&mut self.bounds, &mut self.scratch.next_bounds); // one per group in each
         }
         self.step = t;
         Ok(StepOutcome::Applied)
@@ -227,7 +227,7 @@ impl<P: Param> Optimizer<P> {
             taken?;
         }
         if checked {
-            self.bounds.copy_from_slice(&self.scratch.next_bounds);
+            std::mem::swap(&mut self.bounds, &mut self.scratch.next_bounds); // one per group in each
         }
         self.step = t;
         Ok(StepOutcome::Applied)
