@@ -5,6 +5,7 @@
 use super::packed::stage;
 use super::state::{Envelope, Plan, Scratch, Trial};
 use super::{Optimizer, guard};
+use crate::common::Common;
 use crate::error::{Error, Result};
 use crate::float::{Float, Param};
 use crate::kernel::{Arrays, MAX_SLOTS};
@@ -13,67 +14,68 @@ impl<P: Param> Optimizer<P> {
     /// Sets each group's largest `|g|` and `|x|` to 0, before [`scan`](Self::scan)s.
     pub(super) fn reset_largest(&mut self) {
         let group_largest = &mut self.scratch.group_largest;
-        group_largest.clear();
-        group_largest.resize(self.groups.len(), [0.0; 2]);
+        if group_largest.len() == self.groups.len() {
+            group_largest.fill([0.0; 2]);
+        } else {
+            group_largest.clear();
+            group_largest.resize(self.groups.len(), [0.0; 2]);
+        }
     }
 
     /// The gradient scan of a checked step over the tensors `range` (their pointers taken):
     /// the first non-finite gradient element (tensor, index), else each group's largest
     /// `|g|` (and `|x|` in a group with weight decay, which the bounds need) added into
     /// `scratch.group_largest`. Chunk by chunk across threads like the step itself, or
-    /// tensor by tensor.
+    /// tensor by tensor ([`scan_tensor`](Self::scan_tensor)).
     pub(super) fn scan(&mut self, range: std::ops::Range<usize>) -> Option<(usize, usize)> {
-        let per_chunk = self.parallel();
-        let chunk_range = if per_chunk { self.chunks_of(range.clone()) } else { 0..0 };
-        let Scratch { ptrs, largest, group_largest, .. } = &mut self.scratch;
-        let (tensors, groups) = (&self.tensors, &self.groups);
-        let scan = |tensor: usize, a: Arrays<P::Acc, P>| {
-            // SAFETY: `take` checked the gradient and the parameter have `n` elements; both
-            // are only read here.
-            let g = largest_magnitude(unsafe { std::slice::from_raw_parts(a.g, a.n) })?;
-            // |x| only where weight decay uses it; unscanned, or a non-finite parameter (the
-            // caller's: the trial step then finds what it leads to), it bounds nothing: ∞
-            let decays = groups[tensors[tensor].group].common().weight_decay != 0.0;
-            let x = if decays {
-                largest_magnitude(unsafe { std::slice::from_raw_parts(a.x.cast_const(), a.n) }).unwrap_or(f64::INFINITY)
-            } else {
-                f64::INFINITY
-            };
-            Ok([g, x])
-        };
-        let mut add = |tensor: usize, [g, x]: [f64; 2]| {
-            let group = &mut group_largest[tensors[tensor].group];
-            *group = [group[0].max(g), group[1].max(x)];
-        };
-        if !per_chunk {
-            // tensor by tensor, straight into the group maxima (a small model's step: no
-            // per-tensor results stored and read back)
+        if !self.parallel() {
             for t in range {
-                match scan(t, ptrs[t].arrays) {
-                    Ok(found) => add(t, found),
-                    Err(index) => return Some((t, index)),
+                let a = self.scratch.ptrs[t].arrays;
+                // SAFETY: `take` checked the gradient and the parameter have `n` elements;
+                // both are only read here.
+                let (x, g) = unsafe {
+                    (std::slice::from_raw_parts(a.x.cast_const(), a.n), std::slice::from_raw_parts(a.g, a.n))
+                };
+                if let Err(index) = self.scan_tensor(t, x, g) {
+                    return Some((t, index));
                 }
             }
             return None;
         }
+        let chunk_range = self.chunks_of(range);
+        let Scratch { ptrs, largest, group_largest, .. } = &mut self.scratch;
+        let (tensors, groups) = (&*self.tensors, &*self.groups);
         use rayon::prelude::*;
         let ptrs = &*ptrs;
         let chunks = &self.chunks[chunk_range];
         chunks
             .par_iter()
             .map(|c| {
-                // SAFETY: a chunk lies within its tensor.
+                // SAFETY: a chunk lies within its tensor; as above.
                 let a = unsafe { ptrs[c.tensor].arrays.range(c.start, c.end) };
-                scan(c.tensor, a).map_err(|i| c.start + i)
+                let (x, g) = unsafe {
+                    (std::slice::from_raw_parts(a.x.cast_const(), a.n), std::slice::from_raw_parts(a.g, a.n))
+                };
+                largest_in(groups[tensors[c.tensor].group].common(), x, g).map_err(|i| c.start + i)
             })
             .collect_into_vec(largest);
         for (c, found) in chunks.iter().zip(largest.iter()) {
             match *found {
                 Err(index) => return Some((c.tensor, index)),
-                Ok(found) => add(c.tensor, found),
+                Ok(found) => add_largest(&mut group_largest[tensors[c.tensor].group], found),
             }
         }
         None
+    }
+
+    /// The scan of one tensor's gradient `g` (and parameter `x`), alone, its maxima added
+    /// into its group's; `Err` the index of its first non-finite element.
+    #[inline(always)]
+    pub(super) fn scan_tensor(&mut self, tensor: usize, x: &[P], g: &[P]) -> std::result::Result<(), usize> {
+        let group = self.tensors[tensor].group;
+        let found = largest_in(self.groups[group].common(), x, g)?;
+        add_largest(&mut self.scratch.group_largest[group], found);
+        Ok(())
     }
 
     /// Whether the planned step `t` keeps every result finite (see [`guard`]): by the
@@ -99,18 +101,21 @@ impl<P: Param> Optimizer<P> {
     pub(super) fn check_bounds(&mut self, t: u64) -> bool {
         let Scratch { next_bounds, group_largest, tried, .. } = &mut self.scratch;
         let Plan { steady, envelope, .. } = &mut self.plan;
-        next_bounds.clear();
-        tried.clear();
-        for (i, config) in self.groups.iter().enumerate() {
-            let [grad, param] = group_largest[i];
-            let lr = self.schedule.lr(config.common().lr, t);
-            let state = self.bounds[i];
-            // (cleared whenever the group is planned again: a steady kernel's)
-            if let Some(e) = envelope[i].filter(|e| e.contains(grad, param, &state, lr)) {
-                tried.push(false);
-                next_bounds.push(e.state);
+        // one entry per group, written in place (a clone's scratch starts empty)
+        let n = self.groups.len();
+        next_bounds.resize(n, [0.0; MAX_SLOTS]);
+        tried.resize(n, false);
+        let mut any_tried = false;
+        let per_group = self.groups.iter().zip(&*group_largest).zip(&self.bounds).zip(envelope.iter_mut());
+        let out = next_bounds.iter_mut().zip(tried.iter_mut());
+        for (i, ((((config, &[grad, param]), &state), envelope), (next, tried))) in per_group.zip(out).enumerate() {
+            // (kept while the group's kernel is, a steady one's: under a constant schedule,
+            // its rate is the configuration's)
+            if let Some(e) = envelope.filter(|e| e.contains(grad, param, &state, config.common().lr)) {
+                (*next, *tried) = (e.state, false);
                 continue;
             }
+            let lr = self.schedule.lr(config.common().lr, t);
             let registered = &self.registered[i];
             let reach = |inputs: &guard::Inputs| {
                 let r = config.reach::<P::Acc>(inputs).filter(|r| r.step < P::HALF_GAP_AT_MAX / 2.0)?;
@@ -118,14 +123,14 @@ impl<P: Param> Optimizer<P> {
             };
             let inputs = guard::Inputs { grad, param, state, t, lr };
             let found = reach(&inputs);
-            tried.push(found.is_none());
-            next_bounds.push(found.map_or([f64::INFINITY; MAX_SLOTS], |r| r.state));
-            envelope[i] = match found {
+            (*next, *tried) = (found.map_or([f64::INFINITY; MAX_SLOTS], |r| r.state), found.is_none());
+            any_tried |= found.is_none();
+            *envelope = match found {
                 Some(r) if steady[i] => Envelope::find(&inputs, r.state, reach),
                 _ => None,
             };
         }
-        tried.contains(&true)
+        any_tried
     }
 
     /// Sets what the trials measured to 0, before [`trial_step`](Self::trial_step)s.
@@ -247,6 +252,23 @@ impl Envelope {
         }
         None
     }
+}
+
+/// The largest `|g|` of a gradient and, in a group with weight decay (`common`), `|x|` of
+/// its parameter, which the bounds need (elsewhere, or for a non-finite parameter — the
+/// caller's: the trial step then finds what it leads to — ∞: it bounds nothing); `Err`
+/// the index of the gradient's first non-finite element.
+#[inline(always)]
+fn largest_in<P: Param>(common: &Common, x: &[P], g: &[P]) -> std::result::Result<[f64; 2], usize> {
+    let g = largest_magnitude(g)?;
+    let x = if common.weight_decay != 0.0 { largest_magnitude(x).unwrap_or(f64::INFINITY) } else { f64::INFINITY };
+    Ok([g, x])
+}
+
+/// Raises a group's largest `|g|` and `|x|` to `found`'s.
+#[inline(always)]
+fn add_largest(group: &mut [f64; 2], found: [f64; 2]) {
+    *group = [group[0].max(found[0]), group[1].max(found[1])];
 }
 
 /// The largest `|v|` of `v`, or the index of its first NaN or infinity.

@@ -68,16 +68,16 @@ impl<P: Param> Optimizer<P> {
         grads: &[G],
     ) -> Result<StepOutcome> {
         let checked = self.policy != NonFinitePolicy::Propagate;
-        // what this process finds, then what all found
-        let local = match self.take(params, grads) {
+        // what this process finds, then what all found; a serial step scans each gradient
+        // as it takes it
+        let scan_in_take = checked && !self.parallel();
+        if checked {
+            self.reset_largest();
+        }
+        let local = match self.take(params, grads, scan_in_take) {
             Err(e) => Err(e),
-            Ok(()) => {
-                let nonfinite = if checked {
-                    self.reset_largest();
-                    self.scan(0..self.tensors.len())
-                } else {
-                    None
-                };
+            Ok(found) => {
+                let nonfinite = if checked && !scan_in_take { self.scan(0..self.tensors.len()) } else { found };
                 self.validate_changed().map(|()| nonfinite)
             }
         };
@@ -261,21 +261,34 @@ impl<P: Param> Optimizer<P> {
     }
 
     /// The first part of a step, which writes nothing: checks the number of tensors and
-    /// every length, and keeps the pointers the kernels will write through.
-    fn take<X: AsMut<[P]>, G: AsRef<[P]>>(&mut self, params: &mut [X], grads: &[G]) -> Result<()> {
+    /// every length, and keeps the pointers the kernels will write through; with `scan`,
+    /// scans each gradient too ([`scan_tensor`](Self::scan_tensor)) and gives the first
+    /// non-finite element found (tensor, index).
+    fn take<X: AsMut<[P]>, G: AsRef<[P]>>(
+        &mut self,
+        params: &mut [X],
+        grads: &[G],
+        scan: bool,
+    ) -> Result<Option<(usize, usize)>> {
         if params.len() != self.tensors.len() || grads.len() != self.tensors.len() {
             return Err(self.count_mismatch(params.len(), grads.len()));
         }
         self.scratch.ptrs.clear();
+        let mut nonfinite = None;
         for (i, (x, g)) in params.iter_mut().zip(grads).enumerate() {
             // each slice is taken once: the lengths checked are those of the very slices
             // the pointers come from, whatever an `AsMut` would answer a second time
-            if let Err(e) = self.take_one(i, x.as_mut(), g.as_ref()) {
+            let (x, g) = (x.as_mut(), g.as_ref());
+            // (scanned through the references, before a pointer is taken from them)
+            if scan && nonfinite.is_none() {
+                nonfinite = self.scan_tensor(i, x, g).err().map(|index| (i, index));
+            }
+            if let Err(e) = self.take_one(i, x, g) {
                 self.scratch.ptrs.clear();
                 return Err(e);
             }
         }
-        Ok(())
+        Ok(nonfinite)
     }
 
     /// Tensor `i`'s arrays for the step under way, its length checked: pushed as the next
@@ -320,6 +333,9 @@ impl<P: Param> Optimizer<P> {
     /// the same), then one per tensor of groups that clip by the tensor's own norm. The
     /// norms are the whole model's, settled with `world`.
     fn plan<W: World + ?Sized>(&mut self, world: &W, t: u64) -> Result<()> {
+        if self.plan.steady.iter().all(|&s| s) {
+            return Ok(()); // every kernel kept (and no group clips: a steady one does not)
+        }
         if self.groups.iter().any(|c| c.common().clip_norm.is_some()) {
             self.square_sums(world)?;
         }
