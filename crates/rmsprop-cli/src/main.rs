@@ -262,7 +262,7 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_values_t = ["1e3".to_string(), "1e4".into(), "1e5".into(), "1e6".into(), "1e7".into(), "1e8".into()])]
     sizes: Vec<String>,
     /// Variants: plain, plain_rsqrt, plain_checked (the default non-finite check on),
-    /// centered, centered_checked (the same, each step tried on a copy first), momentum,
+    /// centered, centered_checked (the same, each step's denominators probed first), momentum,
     /// adam (PyTorch's).
     #[arg(long, value_delimiter = ',', default_values_t = ["plain".to_string(), "plain_rsqrt".into(), "plain_checked".into(), "centered".into(), "momentum".into()])]
     variants: Vec<String>,

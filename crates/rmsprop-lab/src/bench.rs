@@ -23,8 +23,9 @@ pub enum Variant {
     /// Centred: 28 bytes per element.
     Centered,
     /// Centred under [`NonFinitePolicy::Error`]: unclamped, `ŝ - m̂²` can round below 0,
-    /// which no bound rules out, so each step is first tried on a copy, chunk by chunk
-    /// (32 bytes per element counted: the step's and the gradient scan's).
+    /// which no formula rules out, so each step's denominators are first formed by a
+    /// read-only probe (32 bytes per element counted: the step's and the gradient scan's;
+    /// the probe reads 12 more).
     CenteredChecked,
     /// PyTorch-style momentum (η outside the buffer): 28 bytes per element.
     Momentum,

@@ -45,6 +45,45 @@ pub(crate) trait Loop<P: Param>: 'static {
     fn run(k: &Self::Scalars, prep: &Prep<P::Acc>, x: &mut [P], g: &[P], state: [&mut [P::Acc]; MAX_SLOTS]);
 }
 
+/// A read-only pass over a chunk before its step, for the guard ([`optim::guard`](crate::optim)):
+/// forms what the step will divide by, element by element, exactly as the step's loop
+/// will (the same arithmetic, in the same order), stores nothing, and gives the smallest
+/// such denominator — 0 where one is NaN — so the bounds can use it where no formula gives
+/// a floor (a centred variance that rounding can bring below 0).
+pub(crate) trait Probe<P: Param>: 'static {
+    /// The scalars of the loop it runs before (the same type).
+    type Scalars: Copy;
+    /// The smallest denominator of the step on these elements (`+∞` for none).
+    fn run(k: &Self::Scalars, prep: &Prep<P::Acc>, x: &[P], g: &[P], state: [&[P::Acc]; MAX_SLOTS]) -> f64;
+}
+
+/// The smallest of `v`, values `>= 0` (no NaN), in `f64` (`+∞` for none). For `f32` and
+/// `f64` on the bits, whose order is the values' for non-negative floats: an integer
+/// minimum vectorises, where a float minimum does not.
+#[inline(always)]
+pub(crate) fn least_nonnegative<T: crate::Float>(v: &[T]) -> f64 {
+    use std::any::TypeId;
+    macro_rules! by_bits {
+        ($float:ty, $bits:ty) => {{
+            // SAFETY: `T` is `$float`, which has the size and alignment of `$bits`, and
+            // every bit pattern is a valid `$bits`.
+            let bits = unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<$bits>(), v.len()) };
+            let least = bits.iter().fold(<$float>::INFINITY.to_bits(), |a, &b| a.min(b));
+            return <$float>::from_bits(least) as f64;
+        }};
+    }
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        by_bits!(f32, u32)
+    }
+    if TypeId::of::<T>() == TypeId::of::<f64>() {
+        by_bits!(f64, u64)
+    }
+    v.iter().fold(f64::INFINITY, |a, b| a.min(b.to_f64()))
+}
+
+/// A [`Probe`] compiled for one instruction set; unsafe as [`LoopFn`].
+pub(crate) type ProbeFn<S, P> = unsafe fn(&S, &Prep<<P as Param>::Acc>, Arrays<<P as Param>::Acc, P>) -> f64;
+
 /// A variant's loop compiled for one instruction set. Unsafe: the arrays must be valid as
 /// [`Arrays::slices`] says, and the loop may use an instruction-set extension, which
 /// [`Planned::new`] only chooses when the CPU has it.
@@ -54,6 +93,8 @@ pub(crate) type LoopFn<S, P> = unsafe fn(&S, &Prep<<P as Param>::Acc>, Arrays<<P
 /// with and the gradient preprocessing.
 pub(crate) struct Planned<S, P: Param> {
     run: LoopFn<S, P>,
+    /// The loop's read-only pass for the guard, where it has one.
+    probe: Option<ProbeFn<S, P>>,
     k: S,
     prep: Prep<P::Acc>,
 }
@@ -68,7 +109,28 @@ impl<S: Copy, P: Param> Copy for Planned<S, P> {}
 impl<S: Copy, P: Param> Planned<S, P> {
     /// The loop `L` for the widest vector unit of this CPU, with its scalars.
     pub(crate) fn new<L: Loop<P, Scalars = S>>(k: S, prep: Prep<P::Acc>) -> Self {
-        Planned { run: widest::<P, L>(), k, prep }
+        Planned { run: widest::<P, L>(), probe: None, k, prep }
+    }
+
+    /// The same, with the read-only pass `Q` run before the step where the bounds need it.
+    pub(crate) fn with_probe<Q: Probe<P, Scalars = S>>(self) -> Self {
+        Planned { probe: Some(widest_probe::<P, Q>()), ..self }
+    }
+
+    /// Whether the loop has a read-only pass.
+    pub(crate) fn probes(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    /// The smallest denominator of the step on one chunk's arrays ([`Probe`]), if the loop
+    /// has a probe.
+    ///
+    /// # Safety
+    /// As [`Arrays::slices`]; nothing is written.
+    #[inline(always)]
+    pub(crate) unsafe fn probe_arrays(&self, a: Arrays<P::Acc, P>) -> Option<f64> {
+        // SAFETY: the caller's; the pass was picked for an instruction set this CPU has.
+        self.probe.map(|probe| unsafe { probe(&self.k, &self.prep, a) })
     }
 
     /// The step on one chunk's arrays.
@@ -79,6 +141,21 @@ impl<S: Copy, P: Param> Planned<S, P> {
     pub(crate) unsafe fn run_arrays(&self, a: Arrays<P::Acc, P>) {
         // SAFETY: the caller's; the loop was picked for an instruction set this CPU has.
         unsafe { (self.run)(&self.k, &self.prep, a) }
+    }
+
+    /// The probe on slices (the optimizers' tests), as [`run`](Self::run) takes them.
+    #[cfg(test)]
+    pub(crate) fn probe(&self, x: &mut [P], g: &[P], state: &mut [&mut [P::Acc]]) -> Option<f64> {
+        let n = x.len();
+        assert!(g.len() >= n && state.len() <= MAX_SLOTS);
+        let mut bufs = [std::ptr::null_mut(); MAX_SLOTS];
+        for (b, s) in bufs.iter_mut().zip(state.iter_mut()) {
+            if s.len() >= n && n > 0 {
+                *b = s.as_mut_ptr();
+            }
+        }
+        // SAFETY: as in `run`; the probe only reads.
+        unsafe { self.probe_arrays(Arrays { x: x.as_mut_ptr(), g: g.as_ptr(), bufs, n }) }
     }
 
     /// The step on slices (the optimizers' tests): `state` are the state slots in the
@@ -136,6 +213,43 @@ compiled_for!(
     avx2
 );
 compiled_for!(baseline);
+
+/// The probe `Q` compiled for the widest vector unit this CPU has.
+fn widest_probe<P: Param, Q: Probe<P>>() -> ProbeFn<Q::Scalars, P> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return probe_avx512::<P, Q>;
+        }
+        if has_avx2_fma() {
+            return probe_avx2::<P, Q>;
+        }
+    }
+    probe_baseline::<P, Q>
+}
+
+/// `Q::run` as a function of its own, as [`compiled_for`] does for loops.
+macro_rules! probe_compiled_for {
+    ($(#[$attr:meta])* $name:ident) => {
+        $(#[$attr])*
+        unsafe fn $name<P: Param, Q: Probe<P>>(k: &Q::Scalars, prep: &Prep<P::Acc>, a: Arrays<P::Acc, P>) -> f64 {
+            // SAFETY: the caller's (see `ProbeFn`); only read.
+            let (x, g, state) = unsafe { a.slices() };
+            Q::run(k, prep, x, g, state.map(|s| &*s))
+        }
+    };
+}
+probe_compiled_for!(
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    probe_avx512
+);
+probe_compiled_for!(
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    probe_avx2
+);
+probe_compiled_for!(probe_baseline);
 
 /// Runs `f` compiled for the widest vector unit of this CPU (the gradient scan).
 ///

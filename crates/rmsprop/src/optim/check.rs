@@ -79,10 +79,18 @@ impl<P: Param> Optimizer<P> {
     }
 
     /// Whether the planned step `t` keeps every result finite (see [`guard`]): by the
-    /// bounds, else by a trial of the groups they cannot clear. On success
-    /// `scratch.next_bounds` holds the state bounds after the step.
+    /// bounds, else by the bounds with the probed floor of the step's denominators, else
+    /// by a trial of the groups they cannot clear. On success `scratch.next_bounds` holds
+    /// the state bounds after the step.
     pub(super) fn check_results(&mut self, t: u64) -> Result<()> {
-        if self.check_bounds(t) {
+        if !self.check_bounds(t) {
+            return Ok(());
+        }
+        if self.start_probe() {
+            self.probe_floors(0..self.chunks.len());
+            self.finish_probe(t);
+        }
+        if self.scratch.tried.contains(&true) {
             self.start_trial();
             self.trial_step(t, 0..self.chunks.len())?;
             self.finish_trial();
@@ -98,6 +106,11 @@ impl<P: Param> Optimizer<P> {
     /// point of its bounds, found once; while a step's inputs stay inside it, the step is
     /// cleared without the interval arithmetic (a few hundred instructions, most of a small
     /// model's check), and the state bounds stay the envelope's.
+    ///
+    /// A group the bounds cannot clear whose kernel has a probe (centred RMSProp without
+    /// `clamp_variance`) is then probed ([`start_probe`](Self::start_probe)): with the
+    /// smallest denominator of its step measured, the bounds usually clear it, and it is
+    /// not tried.
     pub(super) fn check_bounds(&mut self, t: u64) -> bool {
         let Scratch { next_bounds, group_largest, tried, .. } = &mut self.scratch;
         let Plan { steady, envelope, .. } = &mut self.plan;
@@ -116,21 +129,77 @@ impl<P: Param> Optimizer<P> {
                 continue;
             }
             let lr = self.schedule.lr(config.common().lr, t);
-            let registered = &self.registered[i];
-            let reach = |inputs: &guard::Inputs| {
-                let r = config.reach::<P::Acc>(inputs).filter(|r| r.step < P::HALF_GAP_AT_MAX / 2.0)?;
-                Some(guard::Reach { state: registered.widen(r.state), ..r })
-            };
-            let inputs = guard::Inputs { grad, param, state, t, lr };
-            let found = reach(&inputs);
+            let inputs = guard::Inputs { grad, param, state, t, lr, floor: None };
+            let found;
+            (found, *envelope) = group_reach::<P>(config, &self.registered[i], &inputs, steady[i]);
             (*next, *tried) = (found.map_or([f64::INFINITY; MAX_SLOTS], |r| r.state), found.is_none());
             any_tried |= found.is_none();
-            *envelope = match found {
-                Some(r) if steady[i] => Envelope::find(&inputs, r.state, reach),
-                _ => None,
-            };
         }
         any_tried
+    }
+
+    /// Marks the groups the bounds could not clear whose kernels have a probe, to be probed
+    /// ([`probe_floors`](Self::probe_floors), then [`finish_probe`](Self::finish_probe));
+    /// false when there are none. None where state is packed: a probe reads `f32` state.
+    pub(super) fn start_probe(&mut self) -> bool {
+        let Scratch { tried, floors, .. } = &mut self.scratch;
+        let kernels = &self.plan.kernels;
+        floors.clear();
+        if self.stages {
+            return false;
+        }
+        floors.extend(tried.iter().zip(kernels).map(|(&tried, k)| (tried && k.probes()).then_some(f64::INFINITY)));
+        floors.iter().any(Option::is_some)
+    }
+
+    /// The probed groups bounded again with the smallest denominator of their step: those
+    /// the bounds now clear are not tried.
+    pub(super) fn finish_probe(&mut self, t: u64) {
+        let Scratch { next_bounds, group_largest, tried, floors, .. } = &mut self.scratch;
+        for (i, floor) in floors.iter().enumerate().filter_map(|(i, f)| f.map(|f| (i, f))) {
+            let (config, [grad, param]) = (&self.groups[i], group_largest[i]);
+            let lr = self.schedule.lr(config.common().lr, t);
+            let inputs = guard::Inputs { grad, param, state: self.bounds[i], t, lr, floor: Some(floor) };
+            // no envelope: the floor holds for this step only
+            if let (Some(r), _) = group_reach::<P>(config, &self.registered[i], &inputs, false) {
+                (next_bounds[i], tried[i]) = (r.state, false);
+            }
+        }
+    }
+
+    /// The smallest denominator of each probed group's step on the chunks `range` (their
+    /// tensors' pointers taken) into `scratch.floors`, by the kernels' probes: read-only,
+    /// on this thread or across rayon's like the scan.
+    pub(super) fn probe_floors(&mut self, range: std::ops::Range<usize>) {
+        let parallel = self.parallel();
+        let Scratch { ptrs, floors, chunk_floors, .. } = &mut self.scratch;
+        let (tensors, kernels, chunks) = (&self.tensors, &self.plan.kernels, &self.chunks[range]);
+        let probe = |c: &super::state::Chunk| {
+            let p = &ptrs[c.tensor];
+            // SAFETY: a chunk lies within its tensor; `take` checked the lengths; the
+            // probe only reads. No probe (none planned) measures no floor: 0.
+            unsafe { kernels[p.kernel].probe_on(p.arrays.range(c.start, c.end)) }.unwrap_or(0.0)
+        };
+        let least = |floor: &mut Option<f64>, found: f64| {
+            if let Some(f) = floor {
+                *f = if found < *f { found } else { *f };
+            }
+        };
+        if parallel {
+            use rayon::prelude::*;
+            let probed = |c: &super::state::Chunk| floors[tensors[c.tensor].group].is_some();
+            chunks.par_iter().map(|c| if probed(c) { probe(c) } else { f64::INFINITY }).collect_into_vec(chunk_floors);
+            for (c, &found) in chunks.iter().zip(chunk_floors.iter()) {
+                least(&mut floors[tensors[c.tensor].group], found);
+            }
+        } else {
+            for c in chunks {
+                let floor = &mut floors[tensors[c.tensor].group];
+                if floor.is_some() {
+                    least(floor, probe(c));
+                }
+            }
+        }
     }
 
     /// Sets what the trials measured to 0, before [`trial_step`](Self::trial_step)s.
@@ -254,6 +323,27 @@ impl Envelope {
     }
 }
 
+/// The bounds of one group's step under `inputs` (the parameter type's limit on how far
+/// a parameter may move checked, the state bounds widened for its storage), and for a
+/// `steady` group an [`Envelope`] of them.
+fn group_reach<P: Param>(
+    config: &super::OptimizerConfig,
+    registered: &super::driver::Registered,
+    inputs: &guard::Inputs,
+    steady: bool,
+) -> (Option<guard::Reach>, Option<Envelope>) {
+    let reach = |inputs: &guard::Inputs| {
+        let r = config.reach::<P::Acc>(inputs).filter(|r| r.step < P::HALF_GAP_AT_MAX / 2.0)?;
+        Some(guard::Reach { state: registered.widen(r.state), ..r })
+    };
+    let found = reach(inputs);
+    let envelope = match found {
+        Some(r) if steady => Envelope::find(inputs, r.state, reach),
+        _ => None,
+    };
+    (found, envelope)
+}
+
 /// The largest `|g|` of a gradient and, in a group with weight decay (`common`), `|x|` of
 /// its parameter, which the bounds need (elsewhere, or for a non-finite parameter — the
 /// caller's: the trial step then finds what it leads to — ∞: it bounds nothing); `Err`
@@ -359,3 +449,50 @@ const SCAN_BLOCK: usize = 256;
 
 /// Up to this many elements, the scan runs without choosing an instruction set first.
 const SHORT: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use crate::{CHUNK, Error, Flavor, Optimizer, Parallelism};
+
+    /// PyTorch's centred RMSProp (unclamped, ε outside the root): no formula bounds its
+    /// denominator, and its probe clears every ordinary step — serial and across threads,
+    /// each group measured alone — so that no step is tried on copies, with exactly the
+    /// bits of the unchecked step. Where rounding leaves `s < m²` the probe finds the NaN
+    /// root, the step is tried, and refused.
+    #[test]
+    fn a_centred_step_is_cleared_by_its_probe_not_tried() {
+        let n = 2 * CHUNK + 3;
+        let g = [(0..n).map(|i| (i % 101) as f32 * 1e-3 - 0.05).collect::<Vec<_>>(), vec![0.1, -0.2, 0.0]];
+        for parallelism in [Parallelism::Serial, Parallelism::Parallel] {
+            let centred = Flavor::PyTorch.rmsprop().with_centered(true);
+            let specs = [("w", &[n][..]), ("b", &[3][..])];
+            let build = |policy| {
+                let mut opt = Optimizer::<f32>::new(centred.clone(), &specs[..1]).unwrap();
+                opt.add_group(centred.clone().with_lr(0.1), &specs[1..]).unwrap();
+                opt.with_parallelism(parallelism).with_nonfinite_policy(policy)
+            };
+            let (mut checked, mut free) =
+                (build(crate::NonFinitePolicy::Error), build(crate::NonFinitePolicy::Propagate));
+            let (mut x, mut y) = ([vec![1.0f32; n], vec![0.5; 3]], [vec![1.0f32; n], vec![0.5; 3]]);
+            for _ in 0..4 {
+                checked.step(&mut x, &g).unwrap();
+                free.step(&mut y, &g).unwrap();
+                assert_eq!(checked.scratch.tried, [false, false], "{parallelism:?}");
+                // ε = 1e-8 where the gradient is 0: the smallest denominator of both groups
+                let floors = checked.scratch.floors.iter().map(|f| f.map(|f| f as f32)).collect::<Vec<_>>();
+                assert_eq!(floors, [Some(1e-8), Some(1e-8)], "{parallelism:?}");
+                assert_eq!(x, y, "{parallelism:?}");
+            }
+            // s below m² (a checkpoint's state, say): sqrt of a negative variance
+            let (m, s) = (vec![0.5f32; 3], vec![0.01f32; 3]);
+            let w = |slot| checked.state("w", slot).unwrap().into_owned();
+            let (ws, wm) = (w("square_avg"), w("grad_avg"));
+            let entries =
+                [("w", "square_avg", &ws[..]), ("w", "grad_avg", &wm), ("b", "square_avg", &s), ("b", "grad_avg", &m)];
+            checked.set_state(4, &entries).unwrap();
+            let e = checked.step(&mut x, &g).unwrap_err();
+            assert!(matches!(&e, Error::NonFiniteResult { tensor, .. } if tensor == "b"), "{parallelism:?}: {e}");
+            assert_eq!(checked.scratch.tried, [false, true], "{parallelism:?}");
+        }
+    }
+}

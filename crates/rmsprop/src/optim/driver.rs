@@ -205,6 +205,8 @@ impl<P: Param> Optimizer<P> {
                 group_largest: Vec::new(),
                 next_bounds: Vec::new(),
                 tried: Vec::new(),
+                floors: Vec::new(),
+                chunk_floors: Vec::new(),
                 chunk_sums: Vec::new(),
                 block_sums: Vec::new(),
                 packed: Default::default(),
@@ -426,6 +428,8 @@ impl<P: Param> Optimizer<P> {
         self.scratch.group_largest.reserve(self.groups.len());
         self.scratch.next_bounds.reserve(self.groups.len());
         self.scratch.tried.reserve(self.groups.len());
+        self.scratch.floors.reserve(self.groups.len());
+        self.scratch.chunk_floors.reserve(self.chunks.len());
         self.scratch.chunk_sums.reserve(self.chunks.len());
         self.scratch.block_sums.resize(2 * self.blocks, 0.0);
         // a chunk's copy for trial steps per thread, allocated now so that a step never

@@ -38,6 +38,9 @@ pub(crate) struct Inputs {
     pub t: u64,
     /// The step's learning rate (after the schedule).
     pub lr: f64,
+    /// The smallest denominator of this step, formed by the kernel's probe
+    /// ([`Probe`](crate::kernel::Probe)) where no formula gives one; `None` before.
+    pub floor: Option<f64>,
 }
 
 /// What a step can reach: bounds on each state slot after it, and on how far it moves a
@@ -172,7 +175,7 @@ mod tests {
     use crate::Common;
 
     fn inputs(grad: f64) -> Inputs {
-        Inputs { grad, param: f64::INFINITY, state: [0.0; MAX_SLOTS], t: 1, lr: 0.01 }
+        Inputs { grad, param: f64::INFINITY, state: [0.0; MAX_SLOTS], t: 1, lr: 0.01, floor: None }
     }
 
     #[test]

@@ -276,6 +276,26 @@ macro_rules! registry {
                     $(Kernel::$variant(k) => unsafe { k.run_arrays(a) },)*
                 }
             }
+
+            /// The smallest denominator of the step on arrays `a`, by the loop's read-only
+            /// pass ([`Probe`]($crate::kernel::Probe)); `None` when it has none.
+            ///
+            /// # Safety
+            /// As [`Arrays::slices`]($crate::kernel::Arrays::slices); nothing is written.
+            #[inline(always)]
+            pub(crate) unsafe fn probe_on(&self, a: $crate::kernel::Arrays<P::Acc, P>) -> Option<f64> {
+                match self {
+                    // SAFETY: the caller's.
+                    $(Kernel::$variant(k) => unsafe { k.probe_arrays(a) },)*
+                }
+            }
+
+            /// Whether the loop has a read-only pass ([`probe_on`](Self::probe_on)).
+            pub(crate) fn probes(&self) -> bool {
+                match self {
+                    $(Kernel::$variant(k) => k.probes(),)*
+                }
+            }
         }
     };
 }

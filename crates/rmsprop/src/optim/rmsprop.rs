@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::flavor::Flavor;
 use crate::float::{Float, Param};
 use crate::kernel::{
-    Arith, Divisor, Ema, EpsAt, Form, Loop, MAX_SLOTS, Planned, Prep, RateFirst, WeightOps, rsqrt, select, with_arith,
-    with_bool, with_form, with_prep,
+    Arith, Divisor, Ema, EpsAt, Form, Loop, MAX_SLOTS, Planned, Prep, Probe, RateFirst, WeightOps, least_nonnegative,
+    rsqrt, select, with_arith, with_bool, with_form, with_prep,
 };
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
@@ -320,8 +320,12 @@ impl Rule for RmsProp {
         b.sum(&[(1.0, s_hat), (m_hat, m_hat), (1.0, b.hp(self.eps))])?;
         // `ŝ - m̂²` can round below zero unless clamped: no floor for its root then
         let nonneg = !self.centered || self.clamp_variance;
-        let floor =
-            if nonneg { b.denominator_floor(self.eps, self.eps_placement == EpsPlacement::InsideSqrt) } else { 0.0 };
+        // (or the smallest denominator of this very step, measured by its probe)
+        let floor = if nonneg {
+            b.denominator_floor(self.eps, self.eps_placement == EpsPlacement::InsideSqrt)
+        } else {
+            inputs.floor.unwrap_or(0.0)
+        };
         // the reciprocal-square-root estimate is within 2^-12 of the root
         let floor = if self.fast_rsqrt { floor * (1.0 - 1.0 / 1024.0) } else { floor };
         let lr = b.lr();
@@ -366,14 +370,18 @@ impl Rule for RmsProp {
         // broadcast scalar (norm clipping, bias correction), MXNet's only centred; with the
         // learning rate outside the buffer there is no `η g / d` to order
         with_prep!(identity, extras, PREP, EXTRA => with_bool!(self.centered, C => {
-            with_arith!(rounding, xla: PREP || EXTRA, mxnet: C, A => match momentum {
-                None => with_form!(form, O => Planned::new::<Fused<A, O, C, NONE, PREP, EXTRA>>(k, ctx.prep)),
-                Some(MomentumStyle::LrOutsideBuffer) => {
-                    Planned::new::<Fused<A, RateFirst, C, LR_OUTSIDE, PREP, EXTRA>>(k, ctx.prep)
-                }
-                Some(MomentumStyle::LrInsideBuffer) => {
-                    with_form!(form, O => Planned::new::<Fused<A, O, C, LR_INSIDE, PREP, EXTRA>>(k, ctx.prep))
-                }
+            with_arith!(rounding, xla: PREP || EXTRA, mxnet: C, A => {
+                let planned = match momentum {
+                    None => with_form!(form, O => Planned::new::<Fused<A, O, C, NONE, PREP, EXTRA>>(k, ctx.prep)),
+                    Some(MomentumStyle::LrOutsideBuffer) => {
+                        Planned::new::<Fused<A, RateFirst, C, LR_OUTSIDE, PREP, EXTRA>>(k, ctx.prep)
+                    }
+                    Some(MomentumStyle::LrInsideBuffer) => {
+                        with_form!(form, O => Planned::new::<Fused<A, O, C, LR_INSIDE, PREP, EXTRA>>(k, ctx.prep))
+                    }
+                };
+                // the guard's pass before a step whose denominator no formula bounds
+                if C && !self.clamp_variance { planned.with_probe::<CentredFloor<A, PREP, EXTRA>>() } else { planned }
             })
         }))
     }
@@ -467,24 +475,17 @@ impl<P: Param, A: Arith, O: Form, const CENTERED: bool, const MOMENTUM: u8, cons
         let m = if CENTERED { &mut m[..n] } else { &mut m[..0] };
         let b = if MOMENTUM != NONE { &mut b[..n] } else { &mut b[..0] };
         // locals: nothing the loop stores to can alias them
-        let (Scalars { avg, eps, lr, mu, extras: e }, prep) = (*k, *prep);
+        let (k, prep) = (*k, *prep);
+        let Scalars { lr, mu, extras: e, .. } = k;
         for i in 0..n {
             let x0 = x[i].load();
             let gi = if PREP { prep.grad::<A>(g[i].load(), x0) } else { g[i].load() };
-            let weighted = A::ema_sq(avg, s[i], gi);
-            s[i] = if EXTRA { select(e.increment, A::ema_sq_increment(avg, s[i], gi), weighted) } else { weighted };
-            // ŝ = s / (1 - γ^t)
-            let mut v = if EXTRA { A::div_by(s[i], e.bias_correction) } else { s[i] };
+            let mi = if CENTERED { m[i] } else { <P::Acc as Float>::ZERO };
+            let (si, mi, den) = averaged::<_, A, CENTERED, EXTRA>(&k, s[i], mi, gi);
+            s[i] = si;
             if CENTERED {
-                let weighted = A::ema(avg, m[i], gi);
-                m[i] = if EXTRA { select(e.increment, A::ema_increment(avg, m[i], gi), weighted) } else { weighted };
-                let mh = if EXTRA { A::div_by(m[i], e.bias_correction) } else { m[i] };
-                v = A::sub_sq(v, mh);
-                if EXTRA {
-                    v = select(e.clamp_variance, v.max(<P::Acc as Float>::ZERO), v);
-                }
+                m[i] = mi;
             }
-            let den = eps.root(v);
             let xd = if EXTRA { e.weights.decay::<A>(x0) } else { x0 };
             let xi = match MOMENTUM {
                 NONE => xd - O::scaled(lr, gi, den),
@@ -502,6 +503,71 @@ impl<P: Param, A: Arith, O: Form, const CENTERED: bool, const MOMENTUM: u8, cons
             };
             x[i] = P::store(if EXTRA { e.weights.clip(xi) } else { xi });
         }
+    }
+}
+
+/// The first half of the update on one element: the average of squares and (centred)
+/// the average after the step, and the denominator `d` the step divides by — shared by
+/// the step's loop and its probe, so that both form `d` alike.
+#[inline(always)]
+fn averaged<T: Float, A: Arith, const CENTERED: bool, const EXTRA: bool>(
+    k: &Scalars<T>,
+    s: T,
+    m: T,
+    g: T,
+) -> (T, T, T) {
+    let (avg, e) = (k.avg, k.extras);
+    let weighted = A::ema_sq(avg, s, g);
+    let s = if EXTRA { select(e.increment, A::ema_sq_increment(avg, s, g), weighted) } else { weighted };
+    // ŝ = s / (1 - γ^t)
+    let mut v = if EXTRA { A::div_by(s, e.bias_correction) } else { s };
+    let mut m = m;
+    if CENTERED {
+        let weighted = A::ema(avg, m, g);
+        m = if EXTRA { select(e.increment, A::ema_increment(avg, m, g), weighted) } else { weighted };
+        let mh = if EXTRA { A::div_by(m, e.bias_correction) } else { m };
+        v = A::sub_sq(v, mh);
+        if EXTRA {
+            v = select(e.clamp_variance, v.max(T::ZERO), v);
+        }
+    }
+    (s, m, k.eps.root(v))
+}
+
+/// The probe of a centred step without `clamp_variance` ([`Probe`]): `ŝ - m̂²` can round
+/// below 0, so no formula bounds the denominator from below; this pass forms every
+/// element's denominator as [`Fused`] will (see [`averaged`]) and gives the smallest, so
+/// the guard clears the step without trying it on copies when it is positive.
+struct CentredFloor<A, const PREP: bool, const EXTRA: bool>(PhantomData<A>);
+
+/// Elements per block of the probe: their denominators are formed into a buffer on the
+/// stack by a loop that vectorises like the step's, then reduced
+/// ([`least_nonnegative`]).
+const PROBE_BLOCK: usize = 256;
+
+impl<P: Param, A: Arith, const PREP: bool, const EXTRA: bool> Probe<P> for CentredFloor<A, PREP, EXTRA> {
+    type Scalars = Scalars<P::Acc>;
+
+    #[inline(always)]
+    fn run(k: &Scalars<P::Acc>, prep: &Prep<P::Acc>, x: &[P], g: &[P], [s, m, _]: [&[P::Acc]; MAX_SLOTS]) -> f64 {
+        let n = x.len();
+        let (g, s, m) = (&g[..n], &s[..n], &m[..n]);
+        let (k, prep) = (*k, *prep);
+        let zero = <P::Acc as Float>::ZERO;
+        let mut dens = [zero; PROBE_BLOCK];
+        let mut least = f64::INFINITY;
+        for start in (0..n).step_by(PROBE_BLOCK) {
+            let end = n.min(start + PROBE_BLOCK);
+            for ((d, (x, g)), (&s, &m)) in dens.iter_mut().zip(x[start..end].iter().zip(&g[start..end])).zip(s[start..end].iter().zip(&m[start..end])) {
+                let x0 = x.load();
+                let gi = if PREP { prep.grad::<A>(g.load(), x0) } else { g.load() };
+                let den = averaged::<_, A, true, EXTRA>(&k, s, m, gi).2;
+                // a NaN denominator (a negative variance) counts as 0: no floor
+                *d = if den >= zero { den } else { zero };
+            }
+            least = least.min(least_nonnegative(&dens[..end - start]));
+        }
+        least
     }
 }
 

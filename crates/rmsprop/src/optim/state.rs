@@ -98,6 +98,11 @@ pub(crate) struct Scratch<P: Param> {
     pub(crate) next_bounds: Vec<[f64; MAX_SLOTS]>,
     /// Per group: the bounds could not clear the step, it is tried first.
     pub(crate) tried: Vec<bool>,
+    /// Per group: the smallest denominator of its step, where it is probed (see
+    /// [`Probe`](crate::kernel::Probe)).
+    pub(crate) floors: Vec<Option<f64>>,
+    /// Per chunk of a parallel probe: its smallest denominator.
+    pub(crate) chunk_floors: Vec<f64>,
     /// Per chunk: its gradient's sums of squares (see [`norm`](super::norm)).
     pub(crate) chunk_sums: Vec<[f64; 2]>,
     /// Per chunk of the whole model, two sums of squares (see [`norm`](super::norm)).
@@ -115,6 +120,8 @@ impl<P: Param> Clone for Scratch<P> {
             group_largest: Vec::with_capacity(self.group_largest.capacity()),
             next_bounds: Vec::with_capacity(self.next_bounds.capacity()),
             tried: Vec::with_capacity(self.tried.capacity()),
+            floors: Vec::with_capacity(self.floors.capacity()),
+            chunk_floors: Vec::with_capacity(self.chunk_floors.capacity()),
             chunk_sums: Vec::with_capacity(self.chunk_sums.capacity()),
             block_sums: self.block_sums.clone(),
             packed: Default::default(),

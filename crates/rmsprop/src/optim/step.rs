@@ -130,11 +130,12 @@ impl<P: Param> Optimizer<P> {
     /// One step over tensors that `tensors` opens one at a time, for a caller that cannot
     /// hold every parameter at once without risking a deadlock (candle's variables, each
     /// behind its own lock, that another thread may be reading two at a time): the step
-    /// opens each tensor three times — to check its length and scan its gradient, to try
-    /// it on copies where the guard needs a trial, to update it — and holds no tensor
-    /// between two openings. What it promises is [`step`](Self::step)'s, for tensors
-    /// nobody else writes during the step: a refused step (an error from `tensors` in its
-    /// first or second pass included) changes nothing. A tensor that opened in the first
+    /// opens each tensor up to four times — to check its length and scan its gradient, to
+    /// probe the step's denominators where the guard's bounds need them, to try it on
+    /// copies where even those do not clear it, to update it — and holds no tensor between
+    /// two openings. What it promises is [`step`](Self::step)'s, for tensors nobody else
+    /// writes during the step: a refused step (an error from `tensors` in any pass before
+    /// the last included) changes nothing. A tensor that opened in the first
     /// pass and fails to in the last ([`Error::Access`]) leaves the tensors before it
     /// updated and the step uncounted.
     ///
@@ -198,8 +199,23 @@ impl<P: Param> Optimizer<P> {
             self.check_schedule(t)?;
         }
         self.plan_kernels(t);
-        // second pass, where the bounds cannot clear a group: its tensors tried on copies
-        if checked && self.check_bounds(t) {
+        // where the bounds cannot clear a group: its tensors probed, then, where that does
+        // not clear it either, tried on copies
+        let unsettled = checked && self.check_bounds(t);
+        if unsettled && self.start_probe() {
+            for i in 0..n {
+                let mut taken = Ok(());
+                tensors.with(i, &mut |x, g| {
+                    taken = self.take_one(i, x, g);
+                    if taken.is_ok() {
+                        self.probe_floors(self.chunks_of(i..i + 1));
+                    }
+                })?;
+                taken?;
+            }
+            self.finish_probe(t);
+        }
+        if unsettled && self.scratch.tried.contains(&true) {
             self.start_trial();
             for i in 0..n {
                 let mut tried = Ok(());

@@ -97,6 +97,56 @@ fn fused_equals_general_bit_for_bit() {
     check::<f64>(|v| v.iter().map(|x| x.to_bits()).collect());
 }
 
+/// The probe of a centred step without `clamp_variance` gives the smallest denominator
+/// the step divides by (0 where a variance rounded below 0 makes it NaN), read from the
+/// general loop, and writes nothing: every rounding, ε placement, preprocessing and the
+/// options that change the averages, in f32 and f64; a clamped or uncentred step has none.
+#[test]
+fn the_probe_gives_the_steps_smallest_denominator() {
+    fn check<T: Float + Param<Acc = T>>() {
+        let n = 300; // a block of the probe and a ragged one
+        let g: Vec<T> = (0..n).map(|i| T::from_f64(if i % 97 == 0 { 0.0 } else { ((i * 7919 % 1000) as f64 - 500.0) / 100.0 })).collect();
+        let x: Vec<T> = (0..n).map(|i| T::from_f64((i as f64 / 50.0).sin() * 3.0)).collect();
+        let options: [fn(RmsProp) -> RmsProp; 4] = [
+            |r| r,
+            |r| r.with_bias_correction(true),
+            |r| r.with_average_form(super::AverageForm::Increment),
+            |r| r.with_weight_decay(0.1, crate::WeightDecayMode::Coupled).with_rescale_grad(0.5),
+        ];
+        for rounding in [Rounding::AsWritten, Rounding::Torch, Rounding::Xla, Rounding::Mxnet] {
+            for place in [EpsPlacement::InsideSqrt, EpsPlacement::OutsideSqrt] {
+                for option in options {
+                    // the averages' state: s above m² everywhere, then below it (a negative
+                    // variance: NaN under the root), then s = m² = 0 with ε = 0 (0 / 0)
+                    for (s0, m0, eps) in [(0.1, 0.01, 1e-6), (0.01, 0.5, 1e-6), (0.0, 0.0, 0.0)] {
+                        let r = option(RmsProp::default().with_centered(true).with_rounding(rounding).with_eps(eps, place));
+                        let ctx = Ctx { t: 2, lr: 0.01, prep: r.common.prep::<T>(None) };
+                        let (s, m, b) = (vec![T::from_f64(s0); n], vec![T::from_f64(m0); n], vec![T::ZERO; n]);
+                        let mut x_p = x.clone();
+                        let mut probed = [s.clone(), m.clone(), b.clone()];
+                        let [ps, pm, pb] = &mut probed;
+                        let floor = r.kernel::<T>(&ctx).probe(&mut x_p, &g, &mut [&mut ps[..], &mut pm[..], &mut pb[..]]);
+                        let (mut x_g, mut s_g, mut m_g, mut b_g) = (x.clone(), s.clone(), m.clone(), b.clone());
+                        let least = r.update_general(&ctx, &mut x_g, &g, &mut s_g, &mut m_g, &mut b_g);
+                        assert_eq!(floor.map(f64::to_bits), Some(least.to_bits()), "{r:?} from s {s0}, m {m0}");
+                        assert!(x_p == x && probed == [s, m, b], "the probe wrote");
+                        if (s0, m0) == (0.01, 0.5) {
+                            assert_eq!(least, 0.0, "{r:?}: a negative variance");
+                        }
+                        let unprobed = [r.clone().with_clamp_variance(true), r.with_centered(false)];
+                        for r in unprobed {
+                            let [ps, pm, pb] = &mut probed;
+                            assert_eq!(r.kernel::<T>(&ctx).probe(&mut x_p, &g, &mut [&mut ps[..], &mut pm[..], &mut pb[..]]), None);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    check::<f32>();
+    check::<f64>();
+}
+
 /// The estimate is used where it applies, and the parameters stay within one ulp.
 #[test]
 fn fast_rsqrt_is_close_to_exact() {
@@ -156,8 +206,9 @@ impl RmsProp {
         s: &mut [T],
         m: &mut [T],
         b: &mut [T],
-    ) {
+    ) -> f64 {
         use crate::kernel::clip;
+        let mut least = f64::INFINITY;
         let c = &self.common;
         let decay = c.hp(self.decay);
         let (gamma, one_minus_gamma) = (T::from_f64(decay), T::from_f64(1.0 - decay));
@@ -206,6 +257,7 @@ impl RmsProp {
                 }
             }
             let den = if inside { (v + eps).sqrt() } else { v.sqrt() + eps };
+            least = least.min(if den.to_f64() >= 0.0 { den.to_f64() } else { 0.0 });
             let xi = c.decoupled_decay(c.hp(ctx.lr), x0);
             let xi = match momentum {
                 None if alex => xi - lr * gi / den,
@@ -225,5 +277,6 @@ impl RmsProp {
             };
             x[i] = P::store(clip(xi, clip_w));
         }
+        least
     }
 }
