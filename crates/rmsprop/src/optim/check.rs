@@ -11,7 +11,8 @@ use crate::float::{Float, Param};
 use crate::kernel::{Arrays, MAX_SLOTS};
 
 impl<P: Param> Optimizer<P> {
-    /// Sets each group's largest `|g|` and `|x|` to 0, before [`scan`](Self::scan)s.
+    /// Sets each group's largest `|g|` and `|x|` to 0, before [`scan`](Self::scan)s; in a
+    /// step across threads, marks the groups whose probe runs with the scan.
     pub(super) fn reset_largest(&mut self) {
         let group_largest = &mut self.scratch.group_largest;
         if group_largest.len() == self.groups.len() {
@@ -19,6 +20,15 @@ impl<P: Param> Optimizer<P> {
         } else {
             group_largest.clear();
             group_largest.resize(self.groups.len(), [0.0; 2]);
+        }
+        self.scratch.early_floors.clear();
+        if self.parallel() && !self.stages {
+            // a steady group's kernel is the one this step will run: its probe can run on
+            // each chunk right after the scan, which has just brought the gradient into
+            // cache (the probe reads it again)
+            let Plan { kernels, steady, .. } = &self.plan;
+            let early = steady.iter().zip(kernels).map(|(&steady, k)| (steady && k.probes()).then_some(f64::INFINITY));
+            self.scratch.early_floors.extend(early);
         }
     }
 
@@ -43,26 +53,35 @@ impl<P: Param> Optimizer<P> {
             return None;
         }
         let chunk_range = self.chunks_of(range);
-        let Scratch { ptrs, largest, group_largest, .. } = &mut self.scratch;
-        let (tensors, groups) = (&*self.tensors, &*self.groups);
+        let Scratch { ptrs, largest, group_largest, early_floors, chunk_floors, .. } = &mut self.scratch;
+        let (tensors, groups, kernels) = (&*self.tensors, &*self.groups, &self.plan.kernels);
         use rayon::prelude::*;
         let ptrs = &*ptrs;
         let chunks = &self.chunks[chunk_range];
+        let early = |c: &super::state::Chunk| early_floors.get(tensors[c.tensor].group).is_some_and(Option::is_some);
         chunks
             .par_iter()
             .map(|c| {
+                let p = &ptrs[c.tensor];
                 // SAFETY: a chunk lies within its tensor; as above.
-                let a = unsafe { ptrs[c.tensor].arrays.range(c.start, c.end) };
+                let a = unsafe { p.arrays.range(c.start, c.end) };
                 let (x, g) = unsafe {
                     (std::slice::from_raw_parts(a.x.cast_const(), a.n), std::slice::from_raw_parts(a.g, a.n))
                 };
-                largest_in(groups[tensors[c.tensor].group].common(), x, g).map_err(|i| c.start + i)
+                let found = largest_in(groups[tensors[c.tensor].group].common(), x, g).map_err(|i| c.start + i);
+                // SAFETY: as above; the probe only reads.
+                let floor = if early(c) && found.is_ok() { unsafe { kernels[p.kernel].probe_on(a) } } else { None };
+                (found, floor.unwrap_or(f64::INFINITY))
             })
-            .collect_into_vec(largest);
-        for (c, found) in chunks.iter().zip(largest.iter()) {
+            .unzip_into_vecs(largest, chunk_floors);
+        for ((c, found), &floor) in chunks.iter().zip(largest.iter()).zip(chunk_floors.iter()) {
+            let group = tensors[c.tensor].group;
             match *found {
                 Err(index) => return Some((c.tensor, index)),
-                Ok(found) => add_largest(&mut group_largest[tensors[c.tensor].group], found),
+                Ok(found) => add_largest(&mut group_largest[group], found),
+            }
+            if let Some(Some(f)) = early_floors.get_mut(group) {
+                *f = if floor < *f { floor } else { *f };
             }
         }
         None
@@ -142,21 +161,25 @@ impl<P: Param> Optimizer<P> {
     /// ([`probe_floors`](Self::probe_floors), then [`finish_probe`](Self::finish_probe));
     /// false when there are none. None where state is packed: a probe reads `f32` state.
     pub(super) fn start_probe(&mut self) -> bool {
-        let Scratch { tried, floors, .. } = &mut self.scratch;
+        let Scratch { tried, floors, early_floors, .. } = &mut self.scratch;
         let kernels = &self.plan.kernels;
         floors.clear();
         if self.stages {
             return false;
         }
-        floors.extend(tried.iter().zip(kernels).map(|(&tried, k)| (tried && k.probes()).then_some(f64::INFINITY)));
-        floors.iter().any(Option::is_some)
+        // (not those the scan probed already)
+        let early = |i: usize| early_floors.get(i).is_some_and(Option::is_some);
+        let to_probe = |i: usize| tried[i] && kernels[i].probes() && !early(i);
+        floors.extend((0..tried.len()).map(|i| to_probe(i).then_some(f64::INFINITY)));
+        (0..tried.len()).any(|i| tried[i] && kernels[i].probes())
     }
 
     /// The probed groups bounded again with the smallest denominator of their step: those
     /// the bounds now clear are not tried.
     pub(super) fn finish_probe(&mut self, t: u64) {
-        let Scratch { next_bounds, group_largest, tried, floors, .. } = &mut self.scratch;
-        for (i, floor) in floors.iter().enumerate().filter_map(|(i, f)| f.map(|f| (i, f))) {
+        let Scratch { next_bounds, group_largest, tried, floors, early_floors, .. } = &mut self.scratch;
+        let floor_of = |i: usize| floors[i].or(early_floors.get(i).copied().flatten());
+        for (i, floor) in (0..floors.len()).filter_map(|i| floor_of(i).map(|f| (i, f))) {
             let (config, [grad, param]) = (&self.groups[i], group_largest[i]);
             let lr = self.schedule.lr(config.common().lr, t);
             let inputs = guard::Inputs { grad, param, state: self.bounds[i], t, lr, floor: Some(floor) };
@@ -452,6 +475,7 @@ const SHORT: usize = 16;
 
 #[cfg(test)]
 mod tests {
+    use super::Scratch;
     use crate::{CHUNK, Error, Flavor, Optimizer, Parallelism};
 
     /// PyTorch's centred RMSProp (unclamped, ε outside the root): no formula bounds its
@@ -474,13 +498,18 @@ mod tests {
             let (mut checked, mut free) =
                 (build(crate::NonFinitePolicy::Error), build(crate::NonFinitePolicy::Propagate));
             let (mut x, mut y) = ([vec![1.0f32; n], vec![0.5; 3]], [vec![1.0f32; n], vec![0.5; 3]]);
-            for _ in 0..4 {
+            for step in 1..=4 {
                 checked.step(&mut x, &g).unwrap();
                 free.step(&mut y, &g).unwrap();
                 assert_eq!(checked.scratch.tried, [false, false], "{parallelism:?}");
-                // ε = 1e-8 where the gradient is 0: the smallest denominator of both groups
-                let floors = checked.scratch.floors.iter().map(|f| f.map(|f| f as f32)).collect::<Vec<_>>();
-                assert_eq!(floors, [Some(1e-8), Some(1e-8)], "{parallelism:?}");
+                // ε = 1e-8 where the gradient is 0: the smallest denominator of both groups,
+                // probed with the scan across threads from the second step (the first
+                // plans the kernels), after it otherwise
+                let Scratch { floors, early_floors, .. } = &checked.scratch;
+                let floors: Vec<_> = (0..2).map(|i| floors[i].or(early_floors.get(i).copied().flatten())).collect();
+                assert_eq!(floors.iter().map(|f| f.map(|f| f as f32)).collect::<Vec<_>>(), [Some(1e-8), Some(1e-8)]);
+                let early = parallelism == Parallelism::Parallel && step > 1;
+                assert_eq!(early_floors.iter().flatten().count(), if early { 2 } else { 0 }, "{parallelism:?} {step}");
                 assert_eq!(x, y, "{parallelism:?}");
             }
             // s below m² (a checkpoint's state, say): sqrt of a negative variance

@@ -207,6 +207,7 @@ impl<P: Param> Optimizer<P> {
                 tried: Vec::new(),
                 floors: Vec::new(),
                 chunk_floors: Vec::new(),
+                early_floors: Vec::new(),
                 chunk_sums: Vec::new(),
                 block_sums: Vec::new(),
                 packed: Default::default(),
@@ -429,6 +430,7 @@ impl<P: Param> Optimizer<P> {
         self.scratch.next_bounds.reserve(self.groups.len());
         self.scratch.tried.reserve(self.groups.len());
         self.scratch.floors.reserve(self.groups.len());
+        self.scratch.early_floors.reserve(self.groups.len());
         self.scratch.chunk_floors.reserve(self.chunks.len());
         self.scratch.chunk_sums.reserve(self.chunks.len());
         self.scratch.block_sums.resize(2 * self.blocks, 0.0);

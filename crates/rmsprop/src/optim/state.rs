@@ -103,6 +103,9 @@ pub(crate) struct Scratch<P: Param> {
     pub(crate) floors: Vec<Option<f64>>,
     /// Per chunk of a parallel probe: its smallest denominator.
     pub(crate) chunk_floors: Vec<f64>,
+    /// Per group of a step across threads: the smallest denominator of its step, where its
+    /// probe ran with the gradient scan (see [`reset_largest`](Optimizer::reset_largest)).
+    pub(crate) early_floors: Vec<Option<f64>>,
     /// Per chunk: its gradient's sums of squares (see [`norm`](super::norm)).
     pub(crate) chunk_sums: Vec<[f64; 2]>,
     /// Per chunk of the whole model, two sums of squares (see [`norm`](super::norm)).
@@ -122,6 +125,7 @@ impl<P: Param> Clone for Scratch<P> {
             tried: Vec::with_capacity(self.tried.capacity()),
             floors: Vec::with_capacity(self.floors.capacity()),
             chunk_floors: Vec::with_capacity(self.chunk_floors.capacity()),
+            early_floors: Vec::with_capacity(self.early_floors.capacity()),
             chunk_sums: Vec::with_capacity(self.chunk_sums.capacity()),
             block_sums: self.block_sums.clone(),
             packed: Default::default(),
