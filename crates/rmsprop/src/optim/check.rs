@@ -21,6 +21,9 @@ impl<P: Param> Optimizer<P> {
             group_largest.clear();
             group_largest.resize(self.groups.len(), [0.0; 2]);
         }
+        if self.scratch.early_floors.is_empty() && !self.parallel() {
+            return; // a serial step (a small model's): nothing probes with the scan
+        }
         self.scratch.early_floors.clear();
         if self.parallel() && !self.stages {
             // a steady group's kernel is the one this step will run: its probe can run on
