@@ -12,8 +12,12 @@
 //!    by a slack factor): when every intermediate stays below `T`'s range by 2^16 and the
 //!    parameter moves by less than half the spacing of its type's largest values, no
 //!    result can overflow or be NaN, and the step runs as usual; the state bounds move on.
-//! 2. **Trial.** Otherwise (a denominator that can be 0, a centred variance that rounding
-//!    can make negative, magnitudes near the type's range) each chunk is first run by the
+//! 2. **Probe.** Where no formula bounds a denominator from below (a centred variance
+//!    that rounding can make negative), a read-only pass forms every element's
+//!    denominator as the step's loop will and gives the smallest
+//!    ([`Probe`](crate::kernel::Probe)); the bounds use it as the floor.
+//! 3. **Trial.** Otherwise (a denominator that can be 0, a probe that found a negative
+//!    variance, magnitudes near the type's range) each chunk is first run by the
 //!    same kernel on a copy of its parameters and state, and its results are checked; only
 //!    when all are finite does the step run. The trial also measures the state, so the
 //!    bounds are exact again after it.

@@ -88,8 +88,10 @@ pub(crate) struct Ctx<T> {
 ///
 /// The second case is settled before the step writes anything: by bounds carried through
 /// the update formula from the gradient's largest magnitude (taken in the same scan as
-/// the non-finite check), and where they cannot rule it out, by a trial of the step on a
-/// copy, chunk by chunk. A parameter that is already non-finite is the caller's.
+/// the non-finite check) — for a centred step without `clamp_variance`, with the smallest
+/// denominator of the step measured by a read-only pass — and where they cannot rule it
+/// out, by a trial of the step on a copy, chunk by chunk. A parameter that is already
+/// non-finite is the caller's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NonFinitePolicy {
