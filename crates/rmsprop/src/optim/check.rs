@@ -134,30 +134,37 @@ impl<P: Param> Optimizer<P> {
     /// smallest denominator of its step measured, the bounds usually clear it, and it is
     /// not tried.
     pub(super) fn check_bounds(&mut self, t: u64) -> bool {
-        let Scratch { next_bounds, group_largest, tried, .. } = &mut self.scratch;
-        let Plan { steady, envelope, .. } = &mut self.plan;
-        // one entry per group, written in place (a clone's scratch starts empty)
         let n = self.groups.len();
-        next_bounds.resize(n, [0.0; MAX_SLOTS]);
-        tried.resize(n, false);
+        // one entry per group, written in place (a clone's scratch starts empty)
+        self.scratch.next_bounds.resize(n, [0.0; MAX_SLOTS]);
+        self.scratch.tried.resize(n, false);
         let mut any_tried = false;
-        let per_group = self.groups.iter().zip(&*group_largest).zip(&self.bounds).zip(envelope.iter_mut());
-        let out = next_bounds.iter_mut().zip(tried.iter_mut());
-        for (i, ((((config, &[grad, param]), &state), envelope), (next, tried))) in per_group.zip(out).enumerate() {
+        for i in 0..n {
+            let ([grad, param], state) = (self.scratch.group_largest[i], &self.bounds[i]);
             // (kept while the group's kernel is, a steady one's: under a constant schedule,
             // its rate is the configuration's)
-            if let Some(e) = envelope.filter(|e| e.contains(grad, param, &state, config.common().lr)) {
-                (*next, *tried) = (e.state, false);
-                continue;
+            let lr = self.groups[i].common().lr;
+            if let Some(e) = self.plan.envelope[i].filter(|e| e.contains(grad, param, state, lr)) {
+                (self.scratch.next_bounds[i], self.scratch.tried[i]) = (e.state, false);
+            } else {
+                any_tried |= self.bound_group(i, t);
             }
-            let lr = self.schedule.lr(config.common().lr, t);
-            let inputs = guard::Inputs { grad, param, state, t, lr, floor: None };
-            let found;
-            (found, *envelope) = group_reach::<P>(config, &self.registered[i], &inputs, steady[i]);
-            (*next, *tried) = (found.map_or([f64::INFINITY; MAX_SLOTS], |r| r.state), found.is_none());
-            any_tried |= found.is_none();
         }
         any_tried
+    }
+
+    /// The bounds of group `i`'s step `t` into `scratch.next_bounds` (a new envelope for a
+    /// steady group); true when they cannot clear it.
+    #[inline(never)]
+    fn bound_group(&mut self, i: usize, t: u64) -> bool {
+        let Scratch { next_bounds, group_largest, tried, .. } = &mut self.scratch;
+        let (config, [grad, param], state) = (&self.groups[i], group_largest[i], self.bounds[i]);
+        let lr = self.schedule.lr(config.common().lr, t);
+        let inputs = guard::Inputs { grad, param, state, t, lr, floor: None };
+        let found;
+        (found, self.plan.envelope[i]) = group_reach::<P>(config, &self.registered[i], &inputs, self.plan.steady[i]);
+        (next_bounds[i], tried[i]) = (found.map_or([f64::INFINITY; MAX_SLOTS], |r| r.state), found.is_none());
+        found.is_none()
     }
 
     /// Marks the groups the bounds could not clear whose kernels have a probe, to be probed
