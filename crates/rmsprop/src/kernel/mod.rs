@@ -45,7 +45,7 @@ pub(crate) trait Loop<P: Param>: 'static {
     fn run(k: &Self::Scalars, prep: &Prep<P::Acc>, x: &mut [P], g: &[P], state: [&mut [P::Acc]; MAX_SLOTS]);
 }
 
-/// A read-only pass over a chunk before its step, for the guard ([`optim::guard`](crate::optim)):
+/// A read-only pass over a chunk before its step, for the guard (`optim::guard`):
 /// forms what the step will divide by, element by element, exactly as the step's loop
 /// will (the same arithmetic, in the same order), stores nothing, and gives the smallest
 /// such denominator — 0 where one is NaN — so the bounds can use it where no formula gives

@@ -1,6 +1,7 @@
 //! What a checked step settles before it writes: every gradient finite (one scan, which
-//! also measures the largest magnitudes), every result finite (by bounds, else by a trial
-//! on a copy), and every scheduled rate valid.
+//! also measures the largest magnitudes), every result finite (by bounds, else by bounds
+//! with the probed floor of the step's denominators, else by a trial on a copy), and every
+//! scheduled rate valid.
 
 use super::packed::stage;
 use super::state::{Envelope, Plan, Scratch, Trial};
@@ -20,9 +21,6 @@ impl<P: Param> Optimizer<P> {
         } else {
             group_largest.clear();
             group_largest.resize(self.groups.len(), [0.0; 2]);
-        }
-        if self.scratch.early_floors.is_empty() && !self.parallel() {
-            return; // a serial step (a small model's): nothing probes with the scan
         }
         self.scratch.early_floors.clear();
         if self.parallel() && !self.stages {
@@ -84,7 +82,7 @@ impl<P: Param> Optimizer<P> {
                 Ok(found) => add_largest(&mut group_largest[group], found),
             }
             if let Some(Some(f)) = early_floors.get_mut(group) {
-                *f = if floor < *f { floor } else { *f };
+                *f = f.min(floor);
             }
         }
         None
@@ -110,8 +108,8 @@ impl<P: Param> Optimizer<P> {
         }
         if self.start_probe() {
             self.probe_floors(0..self.chunks.len());
-            self.finish_probe(t);
         }
+        self.finish_probe(t);
         if self.scratch.tried.contains(&true) {
             self.start_trial();
             self.trial_step(t, 0..self.chunks.len())?;
@@ -167,8 +165,8 @@ impl<P: Param> Optimizer<P> {
         found.is_none()
     }
 
-    /// Marks the groups the bounds could not clear whose kernels have a probe, to be probed
-    /// ([`probe_floors`](Self::probe_floors), then [`finish_probe`](Self::finish_probe));
+    /// Marks the groups the bounds could not clear whose kernels have a probe and that the
+    /// scan did not probe already, to be probed ([`probe_floors`](Self::probe_floors));
     /// false when there are none. None where state is packed: a probe reads `f32` state.
     pub(super) fn start_probe(&mut self) -> bool {
         let Scratch { tried, floors, early_floors, .. } = &mut self.scratch;
@@ -177,19 +175,19 @@ impl<P: Param> Optimizer<P> {
         if self.stages {
             return false;
         }
-        // (not those the scan probed already)
         let early = |i: usize| early_floors.get(i).is_some_and(Option::is_some);
         let to_probe = |i: usize| tried[i] && kernels[i].probes() && !early(i);
         floors.extend((0..tried.len()).map(|i| to_probe(i).then_some(f64::INFINITY)));
-        (0..tried.len()).any(|i| tried[i] && kernels[i].probes())
+        floors.iter().any(Option::is_some)
     }
 
-    /// The probed groups bounded again with the smallest denominator of their step: those
-    /// the bounds now clear are not tried.
+    /// The tried groups with a probed floor (by [`probe_floors`](Self::probe_floors) or
+    /// with the scan) bounded again with it: those the bounds now clear are not tried.
     pub(super) fn finish_probe(&mut self, t: u64) {
         let Scratch { next_bounds, group_largest, tried, floors, early_floors, .. } = &mut self.scratch;
-        let floor_of = |i: usize| floors[i].or(early_floors.get(i).copied().flatten());
-        for (i, floor) in (0..floors.len()).filter_map(|i| floor_of(i).map(|f| (i, f))) {
+        let floor_of = |i: usize| floors.get(i).copied().flatten().or(early_floors.get(i).copied().flatten());
+        for i in 0..tried.len() {
+            let Some(floor) = floor_of(i).filter(|_| tried[i]) else { continue };
             let (config, [grad, param]) = (&self.groups[i], group_largest[i]);
             let lr = self.schedule.lr(config.common().lr, t);
             let inputs = guard::Inputs { grad, param, state: self.bounds[i], t, lr, floor: Some(floor) };
@@ -215,7 +213,7 @@ impl<P: Param> Optimizer<P> {
         };
         let least = |floor: &mut Option<f64>, found: f64| {
             if let Some(f) = floor {
-                *f = if found < *f { found } else { *f };
+                *f = f.min(found);
             }
         };
         if parallel {

@@ -558,7 +558,8 @@ impl<P: Param, A: Arith, const PREP: bool, const EXTRA: bool> Probe<P> for Centr
         let mut least = f64::INFINITY;
         for start in (0..n).step_by(PROBE_BLOCK) {
             let end = n.min(start + PROBE_BLOCK);
-            for ((d, (x, g)), (&s, &m)) in dens.iter_mut().zip(x[start..end].iter().zip(&g[start..end])).zip(s[start..end].iter().zip(&m[start..end])) {
+            let (inputs, averages) = (x[start..end].iter().zip(&g[start..end]), s[start..end].iter().zip(&m[start..end]));
+            for ((d, (x, g)), (&s, &m)) in dens.iter_mut().zip(inputs).zip(averages) {
                 let x0 = x.load();
                 let gi = if PREP { prep.grad::<A>(g.load(), x0) } else { g.load() };
                 let den = averaged::<_, A, true, EXTRA>(&k, s, m, gi).2;

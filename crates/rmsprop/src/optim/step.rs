@@ -167,21 +167,14 @@ impl<P: Param> Optimizer<P> {
         self.scratch.block_sums.fill(0.0);
         self.scratch.ptrs.clear();
         let mut nonfinite = None;
-        for i in 0..n {
-            let mut taken = Ok(());
-            tensors.with(i, &mut |x, g| {
-                taken = self.take_one(i, x, g);
-                if taken.is_ok() {
-                    if checked && nonfinite.is_none() {
-                        nonfinite = self.scan(i..i + 1);
-                    }
-                    if clips {
-                        self.square_sums_of(self.chunks_of(i..i + 1));
-                    }
-                }
-            })?;
-            taken?;
-        }
+        self.each_opened(tensors, |this, i| {
+            if checked && nonfinite.is_none() {
+                nonfinite = this.scan(i..i + 1);
+            }
+            if clips {
+                this.square_sums_of(this.chunks_of(i..i + 1));
+            }
+        })?;
         if let Some((i, index)) = nonfinite {
             if self.policy == NonFinitePolicy::Skip {
                 return Ok(self.skip());
@@ -202,16 +195,9 @@ impl<P: Param> Optimizer<P> {
         // where the bounds cannot clear a group: its tensors probed, then, where that does
         // not clear it either, tried on copies
         let unsettled = checked && self.check_bounds(t);
-        if unsettled && self.start_probe() {
-            for i in 0..n {
-                let mut taken = Ok(());
-                tensors.with(i, &mut |x, g| {
-                    taken = self.take_one(i, x, g);
-                    if taken.is_ok() {
-                        self.probe_floors(self.chunks_of(i..i + 1));
-                    }
-                })?;
-                taken?;
+        if unsettled {
+            if self.start_probe() {
+                self.each_opened(tensors, |this, i| this.probe_floors(this.chunks_of(i..i + 1)))?;
             }
             self.finish_probe(t);
         }
@@ -232,21 +218,29 @@ impl<P: Param> Optimizer<P> {
             self.finish_trial();
         }
         // last pass: the update
-        for i in 0..n {
-            let mut taken = Ok(());
-            tensors.with(i, &mut |x, g| {
-                taken = self.take_one(i, x, g);
-                if taken.is_ok() {
-                    self.run(self.chunks_of(i..i + 1));
-                }
-            })?;
-            taken?;
-        }
+        self.each_opened(tensors, |this, i| this.run(this.chunks_of(i..i + 1)))?;
         if checked {
             std::mem::swap(&mut self.bounds, &mut self.scratch.next_bounds); // one per group in each
         }
         self.step = t;
         Ok(StepOutcome::Applied)
+    }
+
+    /// Opens each tensor in turn through `tensors`, takes its arrays ([`take_one`](Self::take_one):
+    /// its length checked) and runs `then` on it while it is open; the first error, from
+    /// `tensors` or a length, ends the pass.
+    fn each_opened(&mut self, tensors: &mut dyn Tensors<P>, mut then: impl FnMut(&mut Self, usize)) -> Result<()> {
+        for i in 0..self.tensors.len() {
+            let mut taken = Ok(());
+            tensors.with(i, &mut |x, g| {
+                taken = self.take_one(i, x, g);
+                if taken.is_ok() {
+                    then(self, i);
+                }
+            })?;
+            taken?;
+        }
+        Ok(())
     }
 
     /// The chunks (indices into `self.chunks`) of the tensors `range`: registration order
