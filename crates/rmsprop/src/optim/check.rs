@@ -12,9 +12,10 @@ use crate::float::{Float, Param};
 use crate::kernel::{Arrays, MAX_SLOTS};
 
 impl<P: Param> Optimizer<P> {
-    /// Sets each group's largest `|g|` and `|x|` to 0, before [`scan`](Self::scan)s; in a
-    /// step across threads, marks the groups whose probe runs with the scan.
-    pub(super) fn reset_largest(&mut self) {
+    /// Sets each group's largest `|g|` and `|x|` to 0, before [`scan`](Self::scan)s; where
+    /// the step scans through `scan` (`probe_with_scan`: across threads, or tensor by
+    /// tensor in `step_each`), marks the groups whose probe runs with the scan.
+    pub(super) fn reset_largest(&mut self, probe_with_scan: bool) {
         let group_largest = &mut self.scratch.group_largest;
         if group_largest.len() == self.groups.len() {
             group_largest.fill([0.0; 2]);
@@ -23,10 +24,11 @@ impl<P: Param> Optimizer<P> {
             group_largest.resize(self.groups.len(), [0.0; 2]);
         }
         self.scratch.early_floors.clear();
-        if self.parallel() && !self.stages {
+        if probe_with_scan && !self.stages {
             // a steady group's kernel is the one this step will run: its probe can run on
             // each chunk right after the scan, which has just brought the gradient into
-            // cache (the probe reads it again)
+            // cache (the probe reads it again) — and, in `step_each`, while its tensor is
+            // open, saving a pass that opens every tensor again
             let Plan { kernels, steady, .. } = &self.plan;
             let early = steady.iter().zip(kernels).map(|(&steady, k)| (steady && k.probes()).then_some(f64::INFINITY));
             self.scratch.early_floors.extend(early);
@@ -49,6 +51,12 @@ impl<P: Param> Optimizer<P> {
                 };
                 if let Err(index) = self.scan_tensor(t, x, g) {
                     return Some((t, index));
+                }
+                let group = self.tensors[t].group;
+                if let Some(Some(floor)) = self.scratch.early_floors.get_mut(group) {
+                    // SAFETY: as above; the probe only reads, the tensor's state included.
+                    let found = unsafe { self.plan.kernels[self.scratch.ptrs[t].kernel].probe_on(a) };
+                    *floor = floor.min(found.unwrap_or(0.0));
                 }
             }
             return None;
@@ -486,16 +494,34 @@ mod tests {
     use super::Scratch;
     use crate::{CHUNK, Error, Flavor, Optimizer, Parallelism};
 
+    /// Slices opened one at a time for `step_each`, counting the openings.
+    struct Opened<'a> {
+        x: &'a mut [Vec<f32>],
+        g: &'a [Vec<f32>],
+        opened: usize,
+    }
+
+    impl crate::Tensors<f32> for Opened<'_> {
+        fn with(&mut self, i: usize, f: &mut dyn FnMut(&mut [f32], &[f32])) -> crate::Result<()> {
+            self.opened += 1;
+            f(&mut self.x[i], &self.g[i]);
+            Ok(())
+        }
+    }
+
     /// PyTorch's centred RMSProp (unclamped, ε outside the root): no formula bounds its
     /// denominator, and its probe clears every ordinary step — serial and across threads,
-    /// each group measured alone — so that no step is tried on copies, with exactly the
-    /// bits of the unchecked step. Where rounding leaves `s < m²` the probe finds the NaN
-    /// root, the step is tried, and refused.
+    /// through `step` and `step_each`, each group measured alone — so that no step is
+    /// tried on copies, with exactly the bits of the unchecked step. Where rounding leaves
+    /// `s < m²` the probe finds the NaN root, the step is tried, and refused.
     #[test]
     fn a_centred_step_is_cleared_by_its_probe_not_tried() {
         let n = 2 * CHUNK + 3;
         let g = [(0..n).map(|i| (i % 101) as f32 * 1e-3 - 0.05).collect::<Vec<_>>(), vec![0.1, -0.2, 0.0]];
-        for parallelism in [Parallelism::Serial, Parallelism::Parallel] {
+        let each = [false, true];
+        for (parallelism, each) in
+            [Parallelism::Serial, Parallelism::Parallel].into_iter().flat_map(|p| each.map(|e| (p, e)))
+        {
             let centred = Flavor::PyTorch.rmsprop().with_centered(true);
             let specs = [("w", &[n][..]), ("b", &[3][..])];
             let build = |policy| {
@@ -507,18 +533,27 @@ mod tests {
                 (build(crate::NonFinitePolicy::Error), build(crate::NonFinitePolicy::Propagate));
             let (mut x, mut y) = ([vec![1.0f32; n], vec![0.5; 3]], [vec![1.0f32; n], vec![0.5; 3]]);
             for step in 1..=4 {
-                checked.step(&mut x, &g).unwrap();
+                if each {
+                    let mut opened = Opened { x: &mut x, g: &g, opened: 0 };
+                    checked.step_each(&mut opened).unwrap();
+                    // the scan's pass and the update's, and (on the first step, whose
+                    // kernels are planned after the scan) the probe's
+                    assert_eq!(opened.opened, if step == 1 { 6 } else { 4 }, "{parallelism:?} {step}");
+                } else {
+                    checked.step(&mut x, &g).unwrap();
+                }
                 free.step(&mut y, &g).unwrap();
-                assert_eq!(checked.scratch.tried, [false, false], "{parallelism:?}");
+                assert_eq!(checked.scratch.tried, [false, false], "{parallelism:?} {each}");
                 // ε = 1e-8 where the gradient is 0: the smallest denominator of both groups,
-                // probed with the scan across threads from the second step (the first
-                // plans the kernels), after it otherwise
+                // probed with the scan across threads and in step_each from the second
+                // step (the first plans the kernels), after it otherwise
                 let Scratch { floors, early_floors, .. } = &checked.scratch;
                 let floors: Vec<_> = (0..2).map(|i| floors[i].or(early_floors.get(i).copied().flatten())).collect();
                 assert_eq!(floors.iter().map(|f| f.map(|f| f as f32)).collect::<Vec<_>>(), [Some(1e-8), Some(1e-8)]);
-                let early = parallelism == Parallelism::Parallel && step > 1;
-                assert_eq!(early_floors.iter().flatten().count(), if early { 2 } else { 0 }, "{parallelism:?} {step}");
-                assert_eq!(x, y, "{parallelism:?}");
+                let early = (parallelism == Parallelism::Parallel || each) && step > 1;
+                let probed_early = early_floors.iter().flatten().count();
+                assert_eq!(probed_early, if early { 2 } else { 0 }, "{parallelism:?} {each} {step}");
+                assert_eq!(x, y, "{parallelism:?} {each}");
             }
             // s below m² (a checkpoint's state, say): sqrt of a negative variance
             let (m, s) = (vec![0.5f32; 3], vec![0.01f32; 3]);
@@ -527,7 +562,13 @@ mod tests {
             let entries =
                 [("w", "square_avg", &ws[..]), ("w", "grad_avg", &wm), ("b", "square_avg", &s), ("b", "grad_avg", &m)];
             checked.set_state(4, &entries).unwrap();
-            let e = checked.step(&mut x, &g).unwrap_err();
+            let x0 = x.clone();
+            let e = if each {
+                checked.step_each(&mut Opened { x: &mut x, g: &g, opened: 0 }).unwrap_err()
+            } else {
+                checked.step(&mut x, &g).unwrap_err()
+            };
+            assert_eq!(x, x0, "{parallelism:?} {each}");
             assert!(matches!(&e, Error::NonFiniteResult { tensor, .. } if tensor == "b"), "{parallelism:?}: {e}");
             assert_eq!(checked.scratch.tried, [false, true], "{parallelism:?}");
         }

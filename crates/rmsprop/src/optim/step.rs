@@ -72,7 +72,7 @@ impl<P: Param> Optimizer<P> {
         // as it takes it
         let scan_in_take = checked && !self.parallel();
         if checked {
-            self.reset_largest();
+            self.reset_largest(!scan_in_take);
         }
         let local = match self.take(params, grads, scan_in_take) {
             Err(e) => Err(e),
@@ -163,7 +163,7 @@ impl<P: Param> Optimizer<P> {
         self.validate_changed()?;
         let t = self.step + 1;
         // first pass: lengths, the gradient scan and the sums of squares, tensor by tensor
-        self.reset_largest();
+        self.reset_largest(checked);
         self.scratch.block_sums.fill(0.0);
         self.scratch.ptrs.clear();
         let mut nonfinite = None;
