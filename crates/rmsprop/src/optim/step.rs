@@ -130,10 +130,11 @@ impl<P: Param> Optimizer<P> {
     /// One step over tensors that `tensors` opens one at a time, for a caller that cannot
     /// hold every parameter at once without risking a deadlock (candle's variables, each
     /// behind its own lock, that another thread may be reading two at a time): the step
-    /// opens each tensor up to four times — to check its length and scan its gradient, to
-    /// probe the step's denominators where the guard's bounds need them, to try it on
-    /// copies where even those do not clear it, to update it — and holds no tensor between
-    /// two openings. What it promises is [`step`](Self::step)'s, for tensors nobody else
+    /// opens each tensor up to four times — to check its length and scan its gradient (and
+    /// probe the step's denominators where the guard's bounds need them, once the group's
+    /// kernel is planned: from its second step), to probe them on a group's first step, to
+    /// try it on copies where even the probe does not clear it, to update it — and holds no
+    /// tensor between two openings. What it promises is [`step`](Self::step)'s, for tensors nobody else
     /// writes during the step: a refused step (an error from `tensors` in any pass before
     /// the last included) changes nothing. A tensor that opened in the first
     /// pass and fails to in the last ([`Error::Access`]) leaves the tensors before it
