@@ -1,8 +1,9 @@
 """Optimizer state in fewer bytes from Python: ``state_storage="bf16" | "int8"`` (and
-``min_8bit_size``) on ``RMSprop`` and on any optimizer ``by_name``. The step is torch's
-float32 step on the state as kept: checked here through what a user sees — the state
-``state_dict()`` gives (decoded, float32, in torch's layout) is what the storage can hold,
-the run stays close to float32 state's, and a checkpoint resumes the very same run."""
+``min_8bit_size``, ``bf16_stochastic_round``) on every class and on any optimizer
+``by_name``. The step is torch's float32 step on the state as kept: checked here through
+what a user sees — the state ``state_dict()`` gives (decoded, float32, in torch's layout)
+is what the storage can hold, the run stays close to float32 state's, and a checkpoint
+resumes the very same run."""
 
 import copy
 
@@ -102,3 +103,38 @@ def test_float64_parameters_cannot_pack_their_state():
     p.grad = torch.ones(N, dtype=torch.float64)
     with pytest.raises(ValueError, match="packs float32 state"):
         opt.step()
+
+
+#: torch's signatures with the storage options as keyword-only arguments, against the same
+#: optimizer by name (which takes them as any hyperparameter)
+CLASSES = {
+    "SGD": ("pytorch.sgd", dict(lr=1e-2, momentum=0.9)),
+    "Adagrad": ("pytorch.adagrad", dict(lr=1e-2)),
+    "Adadelta": ("pytorch.adadelta", dict(lr=1.0)),
+    "Adam": ("pytorch.adam", dict(lr=1e-3)),
+    "AdamW": ("pytorch.adamw", dict(lr=1e-3)),
+    "Yogi": ("pytorch.yogi", dict(lr=1e-2)),
+    "RMSpropTF": ("timm.rmsprop", dict(lr=1e-2, momentum=0.9)),
+}
+
+
+@pytest.mark.parametrize("storage", ["bf16", "int8"])
+@pytest.mark.parametrize("cls", sorted(CLASSES))
+def test_every_optimizer_class_takes_the_storage_options(cls, storage):
+    name, hyper = CLASSES[cls]
+    options = dict(state_storage=storage, min_8bit_size=0)
+    (w, b), opt = run(lambda ps: getattr(ours, cls)(ps, **hyper, **options), steps=5)
+    (wn, bn), _ = run(lambda ps: ours.by_name(name, ps, **hyper, **options), steps=5)
+    (w32, b32), _ = run(lambda ps: getattr(ours, cls)(ps, **hyper), steps=5)
+    assert torch.equal(w, wn) and torch.equal(b, bn)  # the step of the same storage by name
+    assert not torch.equal(b, b32)  # the small tensor's state packed too (min_8bit_size=0)
+    assert opt.param_groups[0]["state_storage"] == storage
+
+
+def test_stochastic_rounding_is_an_option_of_the_classes_too():
+    make = lambda sr: lambda ps: ours.Adam(ps, lr=1e-3, state_storage="bf16", bf16_stochastic_round=sr)  # noqa: E731
+    (w, _), _ = run(make(True), steps=5)
+    (wn, _), _ = run(make(False), steps=5)
+    assert not torch.equal(w, wn)
+    with pytest.raises(ValueError, match="bf16_stochastic_round"):
+        ours.Adam(params(), bf16_stochastic_round=True)  # state kept in float32

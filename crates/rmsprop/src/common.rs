@@ -365,6 +365,15 @@ impl Common {
         if let Some(c) = self.clip_weights {
             check_pos(optimizer, "clip_weights", c)?;
         }
+        if self.bf16_stochastic_round && self.state_storage != StateStorage::Bf16 {
+            let storage = self.state_storage;
+            return Err(Error::InvalidCombination {
+                optimizer,
+                reason: format!(
+                    "bf16_stochastic_round rounds state kept in bfloat16; this state is kept in {storage} (set state_storage bf16)"
+                ),
+            });
+        }
         Ok(())
     }
 

@@ -424,7 +424,12 @@ fn stochastic_rounding_keeps_a_slow_average_moving() {
     let (nearest, stochastic) = (mean_v(false), mean_v(true));
     assert!(nearest < 0.6 * exact, "nearest {nearest} against {exact}");
     assert!((stochastic / exact - 1.0).abs() < 0.02, "stochastic {stochastic} against {exact}");
-    let e = rmsprop::by_name::config("rmsprop", [("bf16_stochastic_round", true)]).unwrap();
-    let e = Optimizer::<f32>::new(e, &[("w", &[4][..])]).unwrap_err().to_string();
+    // without bfloat16 state: refused by the configuration's validation (by name, before
+    // any tensor is registered) and by the optimizer
+    let e = rmsprop::by_name::config("rmsprop", [("bf16_stochastic_round", true)]).unwrap_err().to_string();
+    assert!(e.contains("bf16_stochastic_round rounds state kept in bfloat16"), "{e}");
+    let mut c = RmsProp::default();
+    c.common.bf16_stochastic_round = true;
+    let e = Optimizer::<f32>::new(c, &[("w", &[4][..])]).unwrap_err().to_string();
     assert!(e.contains("bf16_stochastic_round rounds state kept in bfloat16"), "{e}");
 }

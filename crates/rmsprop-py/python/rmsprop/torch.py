@@ -7,7 +7,9 @@ gradient, as in ``torch.optim``; ``state_dict()`` is in torch's (or timm's) layo
 checkpoints move between these optimizers and theirs. Learning-rate schedulers work
 unchanged: every step reads each group's hyperparameters. bfloat16 and float16 parameters
 are stepped in their own storage with their state in float32 (``state_dict()`` too, whole;
-torch's optimizers round it to the parameter's dtype when they load it).
+torch's optimizers round it to the parameter's dtype when they load it). Every class takes
+the keywords ``state_storage="bf16" | "int8"`` (state kept in bfloat16 or block-wise 8-bit
+codes; ``state_dict()`` gives it decoded), ``min_8bit_size`` and ``bf16_stochastic_round``.
 
 >>> import torch, rmsprop.torch
 >>> w = torch.nn.Parameter(torch.ones(3))
@@ -85,6 +87,17 @@ def _refuse(k, gi, p, g):
     _check(p, what)
     _check(g, f"the gradient of {what}")
     raise TypeError(f"the gradient of {what} is {g.dtype} {tuple(g.shape)}, not {p.dtype} {tuple(p.shape)}")
+
+
+def _storage(state_storage, min_8bit_size, bf16_stochastic_round):
+    """The state-storage options given (``None``: the optimizer's default), as the group
+    keys the engine takes: ``state_storage`` ``"f32"`` (default), ``"bf16"`` or ``"int8"``
+    (block-wise 8-bit codes, bitsandbytes' layout), ``min_8bit_size`` (tensors smaller
+    keep float32 state; default 4096, bitsandbytes'), ``bf16_stochastic_round``."""
+    given = dict(
+        state_storage=state_storage, min_8bit_size=min_8bit_size, bf16_stochastic_round=bf16_stochastic_round
+    )
+    return {k: v for k, v in given.items() if v is not None}
 
 
 class _Flavoured(Optimizer):
@@ -340,6 +353,9 @@ class RMSpropTF(_Flavoured):
         foreach=None,
         *,
         nonfinite="propagate",
+        state_storage=None,
+        min_8bit_size=None,
+        bf16_stochastic_round=None,
     ):
         defaults = dict(
             lr=lr,
@@ -354,6 +370,7 @@ class RMSpropTF(_Flavoured):
             caution=caution,
             foreach=foreach,
         )
+        defaults.update(_storage(state_storage, min_8bit_size, bf16_stochastic_round))
         super().__init__(params, defaults, "timm.rmsprop", nonfinite)
 
 
@@ -376,11 +393,15 @@ class SGD(_Flavoured):
         differentiable=False,
         fused=None,
         nonfinite="propagate",
+        state_storage=None,
+        min_8bit_size=None,
+        bf16_stochastic_round=None,
     ):
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize
         )
-        super().__init__(params, dict(defaults, foreach=foreach, fused=fused), "pytorch.sgd", nonfinite)
+        defaults.update(foreach=foreach, fused=fused, **_storage(state_storage, min_8bit_size, bf16_stochastic_round))
+        super().__init__(params, defaults, "pytorch.sgd", nonfinite)
 
 
 class Adagrad(_Flavoured):
@@ -400,6 +421,9 @@ class Adagrad(_Flavoured):
         differentiable=False,
         fused=None,
         nonfinite="propagate",
+        state_storage=None,
+        min_8bit_size=None,
+        bf16_stochastic_round=None,
     ):
         defaults = dict(
             lr=lr,
@@ -409,7 +433,8 @@ class Adagrad(_Flavoured):
             eps=eps,
             maximize=maximize,
         )
-        super().__init__(params, dict(defaults, foreach=foreach, fused=fused), "pytorch.adagrad", nonfinite)
+        defaults.update(foreach=foreach, fused=fused, **_storage(state_storage, min_8bit_size, bf16_stochastic_round))
+        super().__init__(params, defaults, "pytorch.adagrad", nonfinite)
 
 
 class Adadelta(_Flavoured):
@@ -428,9 +453,13 @@ class Adadelta(_Flavoured):
         maximize=False,
         differentiable=False,
         nonfinite="propagate",
+        state_storage=None,
+        min_8bit_size=None,
+        bf16_stochastic_round=None,
     ):
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, dict(defaults, foreach=foreach), "pytorch.adadelta", nonfinite)
+        defaults.update(foreach=foreach, **_storage(state_storage, min_8bit_size, bf16_stochastic_round))
+        super().__init__(params, defaults, "pytorch.adadelta", nonfinite)
 
 
 class Adam(_Flavoured):
@@ -455,6 +484,9 @@ class Adam(_Flavoured):
         fused=None,
         decoupled_weight_decay=False,
         nonfinite="propagate",
+        state_storage=None,
+        min_8bit_size=None,
+        bf16_stochastic_round=None,
     ):
         defaults = dict(
             lr=lr,
@@ -465,7 +497,8 @@ class Adam(_Flavoured):
             maximize=maximize,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        super().__init__(params, dict(defaults, foreach=foreach, fused=fused), self._optimizer, nonfinite)
+        defaults.update(foreach=foreach, fused=fused, **_storage(state_storage, min_8bit_size, bf16_stochastic_round))
+        super().__init__(params, defaults, self._optimizer, nonfinite)
 
 
 class AdamW(Adam):
@@ -488,6 +521,9 @@ class AdamW(Adam):
         differentiable=False,
         fused=None,
         nonfinite="propagate",
+        state_storage=None,
+        min_8bit_size=None,
+        bf16_stochastic_round=None,
     ):
         super().__init__(
             params,
@@ -501,6 +537,9 @@ class AdamW(Adam):
             fused=fused,
             decoupled_weight_decay=True,  # as torch's AdamW, an Adam with this switch on
             nonfinite=nonfinite,
+            state_storage=state_storage,
+            min_8bit_size=min_8bit_size,
+            bf16_stochastic_round=bf16_stochastic_round,
         )
 
 
@@ -521,10 +560,14 @@ class Yogi(_Flavoured):
         weight_decay=0,
         *,
         nonfinite="propagate",
+        state_storage=None,
+        min_8bit_size=None,
+        bf16_stochastic_round=None,
     ):
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, initial_accumulator=initial_accumulator, weight_decay=weight_decay
         )
+        defaults.update(_storage(state_storage, min_8bit_size, bf16_stochastic_round))
         super().__init__(params, defaults, "pytorch.yogi", nonfinite)
 
 

@@ -326,18 +326,10 @@ pub(crate) fn encode_int8(code: &DynamicCode, from: &[f32], codes: &mut [u8], sc
     }
 }
 
-/// Packed state holds `f32` values: an `f64` optimizer keeps its state whole; stochastic
-/// rounding is bfloat16's.
+/// Packed state holds `f32` values: an `f64` optimizer keeps its state whole (stochastic
+/// rounding without bfloat16 state is refused by the configuration's own validation).
 pub(crate) fn check_storage<A: Float>(config: &super::OptimizerConfig) -> crate::Result<()> {
     let storage = config.common().state_storage;
-    if config.common().bf16_stochastic_round && storage != StateStorage::Bf16 {
-        return Err(crate::Error::InvalidCombination {
-            optimizer: config.name(),
-            reason: format!(
-                "bf16_stochastic_round rounds state kept in bfloat16; this state is kept in {storage} (set state_storage bf16)"
-            ),
-        });
-    }
     if storage == StateStorage::F32 || A::DTYPE == crate::Dtype::F32 {
         return Ok(());
     }
