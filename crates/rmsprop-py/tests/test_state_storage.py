@@ -138,3 +138,32 @@ def test_stochastic_rounding_is_an_option_of_the_classes_too():
     assert not torch.equal(w, wn)
     with pytest.raises(ValueError, match="bf16_stochastic_round"):
         ours.Adam(params(), bf16_stochastic_round=True)  # state kept in float32
+
+
+def held_in(storage, v):
+    """Whether the values ``v`` are ones that ``storage`` can hold."""
+    if storage == "bf16":
+        return torch.equal(v, v.to(torch.bfloat16).to(torch.float32))
+    if storage == "int8":  # a block's values: its scale times entries of a 256-entry code
+        return all(len(torch.unique(b)) <= 256 and b.abs().max() in b.abs() for b in v.split(256))
+    return True
+
+
+@pytest.mark.parametrize("saved, resumed", [("f32", "int8"), ("int8", "f32"), ("bf16", "int8"), ("int8", "bf16")])
+def test_a_checkpoint_is_kept_in_the_storage_of_the_optimizer_that_loads_it(saved, resumed):
+    # as bitsandbytes keeps its bits: torch's load_state_dict takes the saved groups'
+    # hyperparameters, but how the state is kept stays the loading optimizer's
+    make = lambda storage: lambda ps: ours.Adam(ps, lr=1e-3, state_storage=storage)  # noqa: E731
+    _, src = run(make(saved), steps=5)
+    checkpoint = copy.deepcopy(src.state_dict())
+    _, dst = run(make(resumed), steps=0, start=copy.deepcopy(checkpoint))
+    assert dst.param_groups[0]["state_storage"] == resumed
+    for k in ("exp_avg", "exp_avg_sq"):
+        was, now = checkpoint["state"][0][k], dst.state_dict()["state"][0][k]
+        assert held_in(resumed, now), k
+        if resumed == "f32":
+            assert torch.equal(now, was)  # the saved values, decoded, kept whole
+        else:  # re-encoded: within the code's spacing of each block's largest magnitude
+            assert not torch.equal(now, was), k
+            for a, b in zip(now.split(256), was.split(256)):
+                assert (a - b).abs().max() <= 0.01 * b.abs().max(), k

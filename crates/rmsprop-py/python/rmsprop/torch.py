@@ -89,15 +89,17 @@ def _refuse(k, gi, p, g):
     raise TypeError(f"the gradient of {what} is {g.dtype} {tuple(g.shape)}, not {p.dtype} {tuple(p.shape)}")
 
 
+#: The group keys that say how the state is kept (see ``_storage``).
+_STORAGE_KEYS = ("state_storage", "min_8bit_size", "bf16_stochastic_round")
+
+
 def _storage(state_storage, min_8bit_size, bf16_stochastic_round):
     """The state-storage options given (``None``: the optimizer's default), as the group
     keys the engine takes: ``state_storage`` ``"f32"`` (default), ``"bf16"`` or ``"int8"``
     (block-wise 8-bit codes, bitsandbytes' layout), ``min_8bit_size`` (tensors smaller
     keep float32 state; default 4096, bitsandbytes'), ``bf16_stochastic_round``."""
-    given = dict(
-        state_storage=state_storage, min_8bit_size=min_8bit_size, bf16_stochastic_round=bf16_stochastic_round
-    )
-    return {k: v for k, v in given.items() if v is not None}
+    given = zip(_STORAGE_KEYS, (state_storage, min_8bit_size, bf16_stochastic_round))
+    return {k: v for k, v in given if v is not None}
 
 
 class _Flavoured(Optimizer):
@@ -239,12 +241,20 @@ class _Flavoured(Optimizer):
 
     def load_state_dict(self, state_dict):
         """Loads a ``state_dict`` of this optimizer or of torch's (timm's, ...) own: checked
-        whole; a refused one changes nothing, hyperparameters included."""
+        whole; a refused one changes nothing, hyperparameters included. How the state is
+        kept (``state_storage``, ``min_8bit_size``, ``bf16_stochastic_round``) stays this
+        optimizer's, as bitsandbytes keeps its bits: the saved state, given decoded, is
+        kept that way (a float32 checkpoint resumed in 8 bits, or an 8-bit one in float32)."""
         groups = self.param_groups
+        kept = [{k: g[k] for k in _STORAGE_KEYS if k in g} for g in groups]
         # torch checks the groups and takes their hyperparameters
         super().load_state_dict(state_dict)
         self.state = defaultdict(dict)
         try:
+            for group, storage in zip(self.param_groups, kept):
+                for k in _STORAGE_KEYS:
+                    group.pop(k, None)
+                group.update(storage)
             for gi, group in enumerate(self.param_groups):
                 self._engine.configure(gi, self._hyperparameters(group))
             held, entries = [], []
