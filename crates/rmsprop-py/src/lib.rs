@@ -468,6 +468,12 @@ impl Engine {
         self.skipped
     }
 
+    /// Bytes of optimizer state held over every parameter, as kept (see
+    /// `rmsprop::Optimizer::state_bytes`: 8-bit codes and their scales, bfloat16 values).
+    fn state_bytes(&self) -> usize {
+        self.params.values().map(|p| with_core!(&p.core, o, _P => o.state_bytes())).sum()
+    }
+
     /// Parameter `key`'s step count and the names of its state, or `None` before its first
     /// step.
     fn state_of(&self, key: u64) -> Option<(u64, Vec<&'static str>)> {

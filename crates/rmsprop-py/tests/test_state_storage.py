@@ -167,3 +167,14 @@ def test_a_checkpoint_is_kept_in_the_storage_of_the_optimizer_that_loads_it(save
             assert not torch.equal(now, was), k
             for a, b in zip(now.split(256), was.split(256)):
                 assert (a - b).abs().max() <= 0.01 * b.abs().max(), k
+
+
+def test_state_bytes_count_the_state_as_kept():
+    # Adam's two slots; the 10-element bias keeps float32 below min_8bit_size under int8
+    per_value = {"f32": 4 * N, "bf16": 2 * N, "int8": N + 4 * -(-N // 256)}
+    bias = {"f32": 4 * 10, "bf16": 2 * 10, "int8": 4 * 10}
+    for storage in per_value:
+        opt = MAKERS["Adam"](storage)(params())
+        assert opt.state_bytes() == 0  # no state before a parameter's first step
+        _, opt = run(MAKERS["Adam"](storage), steps=1)
+        assert opt.state_bytes() == 2 * (per_value[storage] + bias[storage]), storage
