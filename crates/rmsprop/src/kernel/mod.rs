@@ -176,80 +176,88 @@ impl<S: Copy, P: Param> Planned<S, P> {
     }
 }
 
-/// The loop `L` compiled for the widest vector unit this CPU has.
-fn widest<P: Param, L: Loop<P>>() -> LoopFn<L::Scalars, P> {
+/// The vector units the loops are compiled for, widest first.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum Isa {
+    /// AVX-512F.
+    Avx512,
+    /// AVX2 with FMA ([`has_avx2_fma`]).
+    Avx2,
+    /// The target's baseline.
+    Baseline,
+}
+
+/// The widest vector unit of this CPU (detected at run time, cached by `std`).
+#[inline(always)]
+fn widest_isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            return avx512::<P, L>;
+            return Isa::Avx512;
         }
         if has_avx2_fma() {
-            return avx2::<P, L>;
+            return Isa::Avx2;
         }
     }
-    baseline::<P, L>
+    Isa::Baseline
 }
 
-/// `L::run` as a function of its own, with the attributes given (an instruction-set
-/// extension, or none for the baseline; unsafe so that all share [`LoopFn`]).
+/// The loop `L` compiled for the widest vector unit this CPU has.
+fn widest<P: Param, L: Loop<P>>() -> LoopFn<L::Scalars, P> {
+    match widest_isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => avx512::<P, L>,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::<P, L>,
+        _ => baseline::<P, L>,
+    }
+}
+
+/// The probe `Q` compiled for the widest vector unit this CPU has.
+fn widest_probe<P: Param, Q: Probe<P>>() -> ProbeFn<Q::Scalars, P> {
+    match widest_isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => probe_avx512::<P, Q>,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => probe_avx2::<P, Q>,
+        _ => probe_baseline::<P, Q>,
+    }
+}
+
+/// `L::run` and a probe's `Q::run` as functions of their own, with the attributes given
+/// (an instruction-set extension, or none for the baseline; unsafe so that all share
+/// [`LoopFn`] and [`ProbeFn`]).
 macro_rules! compiled_for {
-    ($(#[$attr:meta])* $name:ident) => {
+    ($(#[$attr:meta])* $name:ident, $probe:ident) => {
         $(#[$attr])*
         unsafe fn $name<P: Param, L: Loop<P>>(k: &L::Scalars, prep: &Prep<P::Acc>, a: Arrays<P::Acc, P>) {
             // SAFETY: the caller's (see `LoopFn`).
             let (x, g, state) = unsafe { a.slices() };
             L::run(k, prep, x, g, state)
         }
-    };
-}
-compiled_for!(
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    avx512
-);
-compiled_for!(
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    avx2
-);
-compiled_for!(baseline);
 
-/// The probe `Q` compiled for the widest vector unit this CPU has.
-fn widest_probe<P: Param, Q: Probe<P>>() -> ProbeFn<Q::Scalars, P> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return probe_avx512::<P, Q>;
-        }
-        if has_avx2_fma() {
-            return probe_avx2::<P, Q>;
-        }
-    }
-    probe_baseline::<P, Q>
-}
-
-/// `Q::run` as a function of its own, as [`compiled_for`] does for loops.
-macro_rules! probe_compiled_for {
-    ($(#[$attr:meta])* $name:ident) => {
         $(#[$attr])*
-        unsafe fn $name<P: Param, Q: Probe<P>>(k: &Q::Scalars, prep: &Prep<P::Acc>, a: Arrays<P::Acc, P>) -> f64 {
+        unsafe fn $probe<P: Param, Q: Probe<P>>(k: &Q::Scalars, prep: &Prep<P::Acc>, a: Arrays<P::Acc, P>) -> f64 {
             // SAFETY: the caller's (see `ProbeFn`); only read.
             let (x, g, state) = unsafe { a.slices() };
             Q::run(k, prep, x, g, state.map(|s| &*s))
         }
     };
 }
-probe_compiled_for!(
+compiled_for!(
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
+    avx512,
     probe_avx512
 );
-probe_compiled_for!(
+compiled_for!(
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
+    avx2,
     probe_avx2
 );
-probe_compiled_for!(probe_baseline);
+compiled_for!(baseline, probe_baseline);
 
 /// Runs `f` compiled for the widest vector unit of this CPU (the gradient scan).
 ///
@@ -257,18 +265,15 @@ probe_compiled_for!(probe_baseline);
 /// instruction-set extension enabled, so its loop is vectorised for that width.
 #[inline(always)]
 pub(crate) fn widest_closure<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { closure_avx512(f) };
-        }
-        if has_avx2_fma() {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { closure_avx2(f) };
-        }
+    match widest_isa() {
+        // SAFETY: the CPU has AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { closure_avx512(f) },
+        // SAFETY: the CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { closure_avx2(f) },
+        _ => f(),
     }
-    f()
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -219,23 +219,19 @@ impl<P: Param> Optimizer<P> {
             // probe only reads. No probe (none planned) measures no floor: 0.
             unsafe { kernels[p.kernel].probe_on(p.arrays.range(c.start, c.end)) }.unwrap_or(0.0)
         };
-        let least = |floor: &mut Option<f64>, found: f64| {
-            if let Some(f) = floor {
-                *f = f.min(found);
-            }
-        };
         if parallel {
             use rayon::prelude::*;
             let probed = |c: &super::state::Chunk| floors[tensors[c.tensor].group].is_some();
             chunks.par_iter().map(|c| if probed(c) { probe(c) } else { f64::INFINITY }).collect_into_vec(chunk_floors);
             for (c, &found) in chunks.iter().zip(chunk_floors.iter()) {
-                least(&mut floors[tensors[c.tensor].group], found);
+                if let Some(f) = &mut floors[tensors[c.tensor].group] {
+                    *f = f.min(found);
+                }
             }
         } else {
             for c in chunks {
-                let floor = &mut floors[tensors[c.tensor].group];
-                if floor.is_some() {
-                    least(floor, probe(c));
+                if let Some(f) = &mut floors[tensors[c.tensor].group] {
+                    *f = f.min(probe(c));
                 }
             }
         }

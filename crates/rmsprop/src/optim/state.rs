@@ -103,8 +103,9 @@ pub(crate) struct Scratch<P: Param> {
     pub(crate) floors: Vec<Option<f64>>,
     /// Per chunk of a parallel probe: its smallest denominator.
     pub(crate) chunk_floors: Vec<f64>,
-    /// Per group of a step across threads: the smallest denominator of its step, where its
-    /// probe ran with the gradient scan (see [`reset_largest`](Optimizer::reset_largest)).
+    /// Per group of a step across threads or through `step_each`: the smallest denominator
+    /// of its step, where its probe ran with the gradient scan (see
+    /// [`reset_largest`](Optimizer::reset_largest)).
     pub(crate) early_floors: Vec<Option<f64>>,
     /// Per chunk: its gradient's sums of squares (see [`norm`](super::norm)).
     pub(crate) chunk_sums: Vec<[f64; 2]>,

@@ -134,9 +134,9 @@ impl<P: Param> Optimizer<P> {
     /// probe the step's denominators where the guard's bounds need them, once the group's
     /// kernel is planned: from its second step), to probe them on a group's first step, to
     /// try it on copies where even the probe does not clear it, to update it — and holds no
-    /// tensor between two openings. What it promises is [`step`](Self::step)'s, for tensors nobody else
-    /// writes during the step: a refused step (an error from `tensors` in any pass before
-    /// the last included) changes nothing. A tensor that opened in the first
+    /// tensor between two openings. What it promises is [`step`](Self::step)'s, for tensors
+    /// nobody else writes during the step: a refused step (an error from `tensors` in any
+    /// pass before the last included) changes nothing. A tensor that opened in the first
     /// pass and fails to in the last ([`Error::Access`]) leaves the tensors before it
     /// updated and the step uncounted.
     ///
