@@ -146,22 +146,24 @@ impl<S: Copy, P: Param> Planned<S, P> {
     /// The probe on slices (the optimizers' tests), as [`run`](Self::run) takes them.
     #[cfg(test)]
     pub(crate) fn probe(&self, x: &mut [P], g: &[P], state: &mut [&mut [P::Acc]]) -> Option<f64> {
-        let n = x.len();
-        assert!(g.len() >= n && state.len() <= MAX_SLOTS);
-        let mut bufs = [std::ptr::null_mut(); MAX_SLOTS];
-        for (b, s) in bufs.iter_mut().zip(state.iter_mut()) {
-            if s.len() >= n && n > 0 {
-                *b = s.as_mut_ptr();
-            }
-        }
         // SAFETY: as in `run`; the probe only reads.
-        unsafe { self.probe_arrays(Arrays { x: x.as_mut_ptr(), g: g.as_ptr(), bufs, n }) }
+        unsafe { self.probe_arrays(Arrays::of_slices(x, g, state)) }
     }
 
     /// The step on slices (the optimizers' tests): `state` are the state slots in the
     /// optimizer's order; one shorter than `x` is passed as unused.
     #[cfg(test)]
     pub(crate) fn run(&self, x: &mut [P], g: &[P], state: &mut [&mut [P::Acc]]) {
+        // SAFETY: every pointer comes from a slice of at least `n` elements, borrowed for
+        // this call (mutably for `x` and the state).
+        unsafe { self.run_arrays(Arrays::of_slices(x, g, state)) }
+    }
+}
+
+#[cfg(test)]
+impl<T, P> Arrays<T, P> {
+    /// The arrays of slices (the tests' steps): a state slot shorter than `x` is unused.
+    fn of_slices(x: &mut [P], g: &[P], state: &mut [&mut [T]]) -> Self {
         let n = x.len();
         assert!(g.len() >= n && state.len() <= MAX_SLOTS);
         let mut bufs = [std::ptr::null_mut(); MAX_SLOTS];
@@ -170,9 +172,7 @@ impl<S: Copy, P: Param> Planned<S, P> {
                 *b = s.as_mut_ptr();
             }
         }
-        // SAFETY: every pointer comes from a slice of at least `n` elements, borrowed for
-        // this call (mutably for `x` and the state).
-        unsafe { self.run_arrays(Arrays { x: x.as_mut_ptr(), g: g.as_ptr(), bufs, n }) }
+        Arrays { x: x.as_mut_ptr(), g: g.as_ptr(), bufs, n }
     }
 }
 
